@@ -1,0 +1,25 @@
+import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import { HandoffError } from '../engine/errors.js';
+
+const HEARTBEAT_EVERY_MS = 5_000;
+
+/**
+ * Runs an engine call as an activity body: heartbeats while it works (so a dead worker is noticed
+ * within the heartbeat timeout), and turns the engine's named errors into typed Temporal failures
+ * whose retryability the engine decided.
+ */
+export async function asActivity<T>(work: () => Promise<T>): Promise<T> {
+  const ctx = Context.current();
+  const beat = setInterval(() => ctx.heartbeat(), HEARTBEAT_EVERY_MS);
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof HandoffError) {
+      throw ApplicationFailure.create({ message: err.message, type: err.code, nonRetryable: !err.retryable });
+    }
+    throw err;
+  } finally {
+    clearInterval(beat);
+  }
+}

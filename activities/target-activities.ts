@@ -1,0 +1,17 @@
+import type { ExpectedState, FinalizeResult, ResumeResult, TargetHandoffs } from '../engine/handoff/target-handoff.js';
+import type { DataEndpoint } from '../engine/wire/overlay-sender.js';
+import { asActivity } from './failures.js';
+
+/** The target cloudlet's part of a handoff; thin adapters over the engine. */
+export function createTargetActivities(target: TargetHandoffs) {
+  return {
+    negotiateBaseImage: (a: { handoffId: string; vmId: string; baseImageId: string }): Promise<DataEndpoint> =>
+      asActivity(() => target.prepare(a.handoffId, a.vmId, a.baseImageId)),
+    finalize: (a: { handoffId: string; expected: ExpectedState }): Promise<FinalizeResult> =>
+      asActivity(() => target.finalize(a.handoffId, a.expected)),
+    resume: (a: { handoffId: string; heartbeatAtStop: number | null }): Promise<ResumeResult> =>
+      asActivity(() => target.resume(a.handoffId, a.heartbeatAtStop)),
+    abort: (a: { handoffId: string }): Promise<void> => asActivity(() => target.abort(a.handoffId)),
+  };
+}
+export type TargetActivities = ReturnType<typeof createTargetActivities>;

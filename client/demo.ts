@@ -1,0 +1,91 @@
+import { join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ensureBaseImage } from '../infra/base-image/build-base-image.js';
+import { startEmbeddedCluster } from '../infra/embedded-cluster.js';
+import { STATE_DIR } from '../infra/paths.js';
+import { WORKFLOW_TASK_QUEUE, type HandoffResult } from '../workflows/definitions.js';
+import type { VmDescription } from '../activities/cloudlet-activities.js';
+import { runHandoff } from './start-handoff.js';
+import { progressPrinter, summarize } from './progress-printer.js';
+
+/**
+ * The main job on the embedded default: a Temporal dev server, two cloudlet workers (A, B), a VM
+ * with a workload on A, and a handoff of that VM to B, with progress and the result.
+ */
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      json: { type: 'boolean', default: false },
+      'memory-mib': { type: 'string', default: '512' },
+      'workload-mib': { type: 'string', default: '32' },
+      'run-seconds': { type: 'string', default: '5' },
+      keep: { type: 'boolean', default: false },
+    },
+  });
+  const memoryMiB = Number(values['memory-mib']);
+  const workloadMiB = Number(values['workload-mib']);
+  if (!Number.isInteger(memoryMiB) || memoryMiB < 128) throw new Error(`--memory-mib must be an integer ≥ 128, got ${values['memory-mib']}`);
+  if (!Number.isInteger(workloadMiB) || workloadMiB < 0 || workloadMiB > memoryMiB / 2) {
+    throw new Error(`--workload-mib must be an integer between 0 and half of --memory-mib, got ${values['workload-mib']}`);
+  }
+  const say = (line: string) => console.log(line);
+  const t0 = Date.now();
+
+  const base = await ensureBaseImage({ memoryMiB, accel: 'tcg', log: say });
+  say(`base image ${base.id} (${memoryMiB} MiB RAM, 8 GiB disk)`);
+  await mkdir(STATE_DIR, { recursive: true });
+  const cluster = await startEmbeddedCluster({
+    runTag: `demo-${process.pid}`,
+    devServer: { dbFile: join(STATE_DIR, 'temporal.db'), preferredPort: 7233, preferredUiPort: 8233 },
+    cloudlets: ['A', 'B'].map((name) => ({ name, baseImages: [base.dir], imageCacheDir: join(STATE_DIR, 'cloudlets', name, 'images') })),
+    log: say,
+  });
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await cluster.stop();
+  };
+  process.once('SIGINT', () => void stop().then(() => process.exit(130)));
+  let summary: Record<string, unknown> = {};
+  try {
+    say(`Temporal UI: ${cluster.uiUrl}`);
+    const vmId = 'demo-vm';
+    const launched = await cluster.client.workflow.execute('launchVm', {
+      taskQueue: WORKFLOW_TASK_QUEUE,
+      workflowId: `launch-${vmId}-${Date.now()}`,
+      args: [{ vmId, cloudlet: 'A', baseImageId: base.id, workload: { name: 'heartbeat', args: [String(workloadMiB), '200'] } }],
+    });
+    say(`VM ${vmId} running on A (heartbeat ${(launched as VmDescription).lastHeartbeat}); letting its workload run ${values['run-seconds']} s`);
+    await sleep(Number(values['run-seconds']) * 1000);
+
+    say(`handoff of ${vmId}: A → B`);
+    const result: HandoffResult = await runHandoff(cluster.client, { vmId, source: 'A', target: 'B' }, progressPrinter(say));
+    for (const line of summarize(result)) say(line);
+    const after = (await cluster.client.workflow.execute('describeVm', {
+      taskQueue: WORKFLOW_TASK_QUEUE,
+      workflowId: `describe-${vmId}-${Date.now()}`,
+      args: [{ vmId, cloudlet: 'B' }],
+    })) as VmDescription;
+    say(`on B now: ${after.runState}, heartbeat ${after.lastHeartbeat}`);
+    say(`the handoff's history, with its five steps: ${cluster.uiUrl}/namespaces/default/workflows/${result.workflowId}`);
+    say(`demo finished in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    if (values.keep) {
+      say('--keep: the dev server and its UI stay up; Ctrl-C stops everything');
+      await new Promise(() => undefined);
+    }
+    const { workflowId, vmId: id, source, target, totalMs, downtimeMs, bytesSent, verified, guestContinued } = result;
+    summary = { workflowId, vmId: id, source, target, totalMs, downtimeMs, bytesSent, verified, guestContinued, uiUrl: cluster.uiUrl, result };
+  } finally {
+    await stop();
+  }
+  // After teardown, so that it is the last line.
+  if (values.json) console.log(JSON.stringify(summary));
+}
+
+main().catch((err) => {
+  console.error(`demo failed: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});

@@ -1,0 +1,26 @@
+import type { HandoffProgress, HandoffResult } from '../workflows/definitions.js';
+
+/** Prints each step as it starts and ends, with its duration. */
+export function progressPrinter(write: (line: string) => void): (p: HandoffProgress) => void {
+  const reported = new Set<string>();
+  return (p) => {
+    for (const s of p.steps) {
+      const key = `${s.step}:${s.endedAt !== undefined}`;
+      if (reported.has(key)) continue;
+      reported.add(key);
+      if (s.endedAt === undefined) write(`  … ${s.step}`);
+      else write(`  ✓ ${s.step} (${s.endedAt - s.startedAt} ms)`);
+    }
+  };
+}
+
+export function summarize(r: HandoffResult): string[] {
+  const mb = (b: number) => `${(b / 1e6).toFixed(2)} MB`;
+  return [
+    `handoff ${r.workflowId}: VM ${r.vmId} moved ${r.source} → ${r.target} on base ${r.baseImageId}`,
+    `  total ${r.totalMs} ms, downtime ${r.downtimeMs} ms, ${mb(r.bytesSent)} sent`,
+    `  overlay: ${r.memoryPages} memory pages, ${r.diskBlocks} disk blocks, ${r.deviceStateBytes} bytes of device state`,
+    `  verified: ${r.verified} (memory ${r.memoryDigest.slice(0, 12)}…, disk ${r.diskDigest.slice(0, 12)}…)`,
+    `  guestContinued: ${r.guestContinued} (heartbeat ${r.heartbeatAtStop} at stop, ${r.heartbeatAfterResume} after resume)`,
+  ];
+}

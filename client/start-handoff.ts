@@ -1,0 +1,93 @@
+import { WorkflowFailedError, type Client } from '@temporalio/client';
+import { TypedSearchAttributes } from '@temporalio/common';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  SourceSearchAttribute,
+  TargetSearchAttribute,
+  VmIdSearchAttribute,
+  WORKFLOW_TASK_QUEUE,
+  describeInvalid,
+  handoffInputSchema,
+  progressQuery,
+  type HandoffProgress,
+  type HandoffResult,
+} from '../workflows/definitions.js';
+import { assertCloudletOnline, hasSearchAttributes } from './cloudlet-check.js';
+
+export class InvalidRequestError extends Error {}
+
+export class HandoffFailedError extends Error {
+  constructor(message: string, readonly workflowId: string) {
+    super(message);
+  }
+}
+
+/**
+ * Validates a handoff request, checks both cloudlets are online, starts the workflow and follows
+ * its progress until it ends. Throws InvalidRequestError before anything starts if the request
+ * is malformed or names an unknown cloudlet.
+ */
+export async function runHandoff(
+  client: Client,
+  raw: unknown,
+  onProgress: (p: HandoffProgress) => void = () => undefined,
+): Promise<HandoffResult> {
+  const parsed = handoffInputSchema.safeParse(raw);
+  if (!parsed.success) throw new InvalidRequestError(describeInvalid('handoff request', parsed.error));
+  const input = parsed.data;
+  for (const c of [input.source, input.target]) {
+    try {
+      await assertCloudletOnline(client, c);
+    } catch (err) {
+      throw new InvalidRequestError((err as Error).message);
+    }
+  }
+  const withAttributes = await hasSearchAttributes(client, [VmIdSearchAttribute.name, SourceSearchAttribute.name, TargetSearchAttribute.name]);
+  // One handoff per VM at a time: the id is the VM's, and a running one makes a second start fail.
+  const workflowId = `handoff-${input.vmId}`;
+  const handle = await client.workflow.start('handoff', {
+    taskQueue: WORKFLOW_TASK_QUEUE,
+    workflowId,
+    args: [input],
+    memo: { vmId: input.vmId, source: input.source, target: input.target },
+    ...(withAttributes
+      ? {
+          typedSearchAttributes: new TypedSearchAttributes([
+            { key: VmIdSearchAttribute, value: input.vmId },
+            { key: SourceSearchAttribute, value: input.source },
+            { key: TargetSearchAttribute, value: input.target },
+          ]),
+        }
+      : {}),
+    workflowExecutionTimeout: '1 hour',
+  });
+  let done = false;
+  const follow = (async () => {
+    let last = '';
+    while (!done) {
+      try {
+        const p = await handle.query(progressQuery);
+        const key = JSON.stringify(p.steps.map((s) => [s.step, s.endedAt !== undefined]));
+        if (key !== last) {
+          last = key;
+          onProgress(p);
+        }
+      } catch {
+        // Not yet queryable (first workflow task pending) or already closed.
+      }
+      await sleep(200);
+    }
+  })();
+  try {
+    return await handle.result();
+  } catch (err) {
+    if (err instanceof WorkflowFailedError) {
+      const cause = err.cause?.message ?? err.message;
+      throw new HandoffFailedError(cause, workflowId);
+    }
+    throw err;
+  } finally {
+    done = true;
+    await follow;
+  }
+}

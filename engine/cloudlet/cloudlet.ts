@@ -1,0 +1,125 @@
+import { mkdir } from 'node:fs/promises';
+import { HandoffError } from '../errors.js';
+import { ImageCache } from '../image/image-cache.js';
+import { DataPlaneServer } from '../wire/data-plane-server.js';
+import { VmInstance, removeVmFiles, vmFiles } from './vm-instance.js';
+
+import type { Workload } from '../names.js';
+
+export interface CloudletConfig {
+  name: string;
+  /** Per-run folder for VM files and sockets (keep it short: unix socket paths are limited). */
+  runDir: string;
+  imageCacheDir: string;
+  /** Address the data plane listens on and advertises to sources. */
+  dataHost: string;
+  dataPort?: number;
+  prefix: string;
+}
+
+export interface VmDescription {
+  vmId: string;
+  cloudlet: string;
+  baseImageId: string;
+  runState: string;
+  lastHeartbeat: number | null;
+  dirtyDiskBlocks: number;
+}
+
+/** One edge site: its image cache, its VMs, and its data-plane listener. */
+export class Cloudlet {
+  readonly images: ImageCache;
+  readonly dataPlane: DataPlaneServer;
+  private readonly vms = new Map<string, VmInstance>();
+
+  constructor(readonly config: CloudletConfig) {
+    this.images = new ImageCache(config.imageCacheDir);
+    this.dataPlane = new DataPlaneServer(config.dataHost, config.dataPort ?? 0);
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  async start(): Promise<void> {
+    await mkdir(this.config.runDir, { recursive: true });
+    await this.dataPlane.start();
+  }
+
+  /** Ends every VM of this cloudlet (the worker is going away and the FUSE disks with it). */
+  async stop(): Promise<void> {
+    for (const vm of this.vms.values()) await vm.destroy().catch(() => undefined);
+    this.vms.clear();
+    await this.dataPlane.stop();
+  }
+
+  files(vmId: string) {
+    return vmFiles(this.config.runDir, this.name, vmId, this.config.prefix);
+  }
+
+  vm(vmId: string): VmInstance {
+    const vm = this.vms.get(vmId);
+    if (!vm) throw new HandoffError('VM_NOT_FOUND', `no VM '${vmId}' on cloudlet ${this.name}`);
+    return vm;
+  }
+
+  hasVm(vmId: string): boolean {
+    return this.vms.has(vmId);
+  }
+
+  adopt(vm: VmInstance): void {
+    this.vms.set(vm.vmId, vm);
+  }
+
+  release(vmId: string): void {
+    this.vms.delete(vmId);
+  }
+
+  /** Starts a VM from a cached base image and, if given, its workload. */
+  async launchVm(vmId: string, baseImageId: string, workload?: Workload): Promise<VmDescription> {
+    if (this.vms.has(vmId)) throw new HandoffError('VM_EXISTS', `VM '${vmId}' already runs on cloudlet ${this.name}`);
+    const base = await this.images.get(baseImageId);
+    const files = this.files(vmId);
+    const disk = await VmInstance.prepare(files, base);
+    let vm: VmInstance;
+    try {
+      vm = await VmInstance.start(vmId, base, files, disk, base.path('deviceState'));
+    } catch (err) {
+      await disk.close();
+      await removeVmFiles(files);
+      throw err;
+    }
+    this.vms.set(vmId, vm);
+    try {
+      await vm.qemu.cont();
+      if (workload) {
+        await vm.console(['run', workload.name, ...workload.args].join(' '));
+        await vm.serial.waitFor((t) => t.includes(`EHOFF-STARTED ${workload.name}`) || t.includes('EHOFF-ERROR'), 30_000);
+        await vm.serial.waitForHeartbeatAbove(0, 30_000);
+      }
+    } catch (err) {
+      this.vms.delete(vmId);
+      await vm.destroy();
+      throw err;
+    }
+    return this.describe(vmId);
+  }
+
+  async describe(vmId: string): Promise<VmDescription> {
+    const vm = this.vm(vmId);
+    return {
+      vmId,
+      cloudlet: this.name,
+      baseImageId: vm.base.manifest.id,
+      runState: vm.qemu.exited ? 'exited' : await vm.qemu.status(),
+      lastHeartbeat: (await vm.serial.lastHeartbeat()) ?? null,
+      dirtyDiskBlocks: vm.disk.dirtyCount,
+    };
+  }
+
+  async destroyVm(vmId: string): Promise<void> {
+    const vm = this.vm(vmId);
+    this.vms.delete(vmId);
+    await vm.destroy();
+  }
+}

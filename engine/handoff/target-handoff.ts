@@ -1,0 +1,190 @@
+import { randomBytes } from 'node:crypto';
+import { open, type FileHandle } from 'node:fs/promises';
+import { BLOCK_SIZE } from '../blocks.js';
+import { HandoffError } from '../errors.js';
+import type { Cloudlet } from '../cloudlet/cloudlet.js';
+import { VmInstance, removeVmFiles, type VmFiles } from '../cloudlet/vm-instance.js';
+import type { DiskOverlay } from '../disk/disk-overlay.js';
+import type { CachedBaseImage } from '../image/image-cache.js';
+import { digestOfFile } from '../image/image-digest.js';
+import type { DataEndpoint } from '../wire/overlay-sender.js';
+import type { Ack } from '../wire/frames.js';
+import { diskDigest } from './state-digest.js';
+
+export interface ExpectedState {
+  memoryDigest: string;
+  diskDigest: string;
+}
+
+export interface FinalizeResult {
+  memoryDigest: string;
+  diskDigest: string;
+  verified: true;
+  verifyMs: number;
+  received: Ack;
+}
+
+export interface ResumeResult {
+  resumedAtMs: number;
+  heartbeatAfter: number | null;
+  runState: string;
+}
+
+interface Session {
+  vmId: string;
+  base: CachedBaseImage;
+  files: VmFiles;
+  disk: DiskOverlay;
+  ram: FileHandle;
+  deviceState: FileHandle;
+  endpoint: DataEndpoint;
+  received: Promise<Ack>;
+  vm?: VmInstance;
+  resumed?: ResumeResult;
+}
+
+/** How long the target waits for a started guest to show it goes on. */
+const CONFIRM_TIMEOUT_MS = 30_000;
+
+/**
+ * The target side: accept a handoff for a base image held here, assemble memory and disk as the
+ * overlay arrives, verify them against the source's digests, and only then start and resume.
+ */
+export class TargetHandoffs {
+  private readonly sessions = new Map<string, Session>();
+  /** Handoffs that resumed here, so a retried resume answers the same instead of failing. */
+  private readonly completed = new Map<string, ResumeResult>();
+
+  constructor(private readonly cloudlet: Cloudlet) {}
+
+  /** Base-image negotiation: succeeds only if this cloudlet holds the base; opens the data plane. */
+  async prepare(handoffId: string, vmId: string, baseImageId: string): Promise<DataEndpoint> {
+    const existing = this.sessions.get(handoffId);
+    if (existing) return existing.endpoint;
+    if (!(await this.cloudlet.images.has(baseImageId))) {
+      throw new HandoffError('BASE_IMAGE_MISSING', `cloudlet ${this.cloudlet.name} does not hold base image ${baseImageId}; install it there before handing VMs to it`);
+    }
+    if (this.cloudlet.hasVm(vmId)) throw new HandoffError('VM_EXISTS', `VM '${vmId}' already runs on cloudlet ${this.cloudlet.name}`);
+    const base = await this.cloudlet.images.get(baseImageId);
+    const files = this.cloudlet.files(vmId);
+    const disk = await VmInstance.prepare(files, base);
+    const ram = await open(files.ramFile, 'r+');
+    const deviceState = await open(files.deviceState, 'w');
+    const token = randomBytes(24).toString('hex');
+    const address = this.cloudlet.dataPlane.address();
+    const endpoint: DataEndpoint = { ...address, token };
+    const memoryPages = base.manifest.memory.sizeBytes / BLOCK_SIZE;
+    const diskBlocks = base.manifest.disk.sizeBytes / BLOCK_SIZE;
+    let settle!: { resolve: (a: Ack) => void; reject: (e: Error) => void };
+    const received = new Promise<Ack>((resolve, reject) => (settle = { resolve, reject }));
+    received.catch(() => undefined);
+    const checkRange = (what: string, index: number, limit: number) => {
+      if (!Number.isInteger(index) || index < 0 || index >= limit) {
+        throw new HandoffError('PROTOCOL', `${what} block index ${index} is outside 0..${limit - 1}`);
+      }
+    };
+    let deviceStateBytes = 0;
+    this.cloudlet.dataPlane.expect(handoffId, {
+      token,
+      begin: async () => {
+        deviceStateBytes = 0;
+        await deviceState.truncate(0);
+      },
+      writeDeviceState: async (chunk) => {
+        await deviceState.write(chunk, 0, chunk.length, deviceStateBytes);
+        deviceStateBytes += chunk.length;
+      },
+      writeMemoryBlocks: async (indices, blocks) => {
+        for (const [n, page] of indices.entries()) {
+          checkRange('memory', page, memoryPages);
+          await ram.write(blocks, n * BLOCK_SIZE, BLOCK_SIZE, page * BLOCK_SIZE);
+        }
+      },
+      writeDiskBlocks: async (indices, blocks) => {
+        for (const [n, index] of indices.entries()) {
+          checkRange('disk', index, diskBlocks);
+          await disk.writeBlock(index, blocks.subarray(n * BLOCK_SIZE, (n + 1) * BLOCK_SIZE));
+        }
+      },
+      complete: async (ack) => {
+        await Promise.all([ram.sync(), deviceState.sync(), disk.flush()]);
+        settle.resolve(ack);
+      },
+      fail: (err) => settle.reject(err),
+    });
+    this.sessions.set(handoffId, { vmId, base, files, disk, ram, deviceState, endpoint, received });
+    return endpoint;
+  }
+
+  /**
+   * Waits for the whole overlay, checks the assembled memory and disk against the source's
+   * digests at stop time, and starts QEMU paused on the verified state. A mismatch ends here.
+   */
+  async finalize(handoffId: string, expected: ExpectedState, waitMs = 120_000): Promise<FinalizeResult> {
+    const s = this.session(handoffId);
+    const received = await Promise.race([
+      s.received,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`overlay for ${handoffId} not complete after ${waitMs} ms`)), waitMs).unref()),
+    ]);
+    const started = Date.now();
+    const memoryDigest = await digestOfFile(s.files.ramFile, s.base.manifest.memory.sizeBytes);
+    const disk = await diskDigest(s.base, s.disk);
+    const verifyMs = Date.now() - started;
+    if (memoryDigest !== expected.memoryDigest || disk !== expected.diskDigest) {
+      const which = [memoryDigest !== expected.memoryDigest && 'memory', disk !== expected.diskDigest && 'disk'].filter(Boolean).join(' and ');
+      await this.abort(handoffId);
+      throw new HandoffError('STATE_MISMATCH', `assembled ${which} on ${this.cloudlet.name} do not match the source's digests at stop time; the VM was not resumed here`);
+    }
+    if (!s.vm) {
+      await Promise.all([s.ram.close(), s.deviceState.close()]);
+      s.vm = await VmInstance.start(s.vmId, s.base, s.files, s.disk, s.files.deviceState);
+    }
+    return { memoryDigest, diskDigest: disk, verified: true, verifyMs, received };
+  }
+
+  /** Continues the verified VM and confirms the guest goes on past its last heartbeat at stop. */
+  async resume(handoffId: string, heartbeatAtStop: number | null): Promise<ResumeResult> {
+    const done = this.completed.get(handoffId);
+    if (done) return done;
+    const s = this.session(handoffId);
+    if (!s.vm) throw new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was not finalized on ${this.cloudlet.name}`);
+    await s.vm.qemu.cont();
+    const resumedAtMs = Date.now();
+    let heartbeatAfter: number | null = null;
+    try {
+      if (heartbeatAtStop !== null) heartbeatAfter = await s.vm.serial.waitForHeartbeatAbove(heartbeatAtStop, CONFIRM_TIMEOUT_MS);
+      const runState = await s.vm.qemu.status();
+      if (runState !== 'running') throw new Error(`run state is ${runState}`);
+      s.resumed = { resumedAtMs, heartbeatAfter, runState };
+    } catch (err) {
+      await this.abort(handoffId);
+      throw new HandoffError('GUEST_DID_NOT_CONTINUE', `VM ${s.vmId} did not go on at ${this.cloudlet.name}: ${(err as Error).message}`);
+    }
+    this.cloudlet.adopt(s.vm);
+    this.cloudlet.dataPlane.forget(handoffId);
+    this.sessions.delete(handoffId);
+    this.completed.set(handoffId, s.resumed);
+    return s.resumed;
+  }
+
+  /** Discards everything this handoff created here. Safe to repeat. */
+  async abort(handoffId: string): Promise<void> {
+    const s = this.sessions.get(handoffId);
+    if (!s) return;
+    this.sessions.delete(handoffId);
+    this.cloudlet.dataPlane.forget(handoffId);
+    await Promise.allSettled([s.ram.close(), s.deviceState.close()]);
+    if (s.vm) {
+      await s.vm.destroy();
+    } else {
+      await s.disk.close();
+      await removeVmFiles(s.files);
+    }
+  }
+
+  private session(handoffId: string): Session {
+    const s = this.sessions.get(handoffId);
+    if (!s) throw new HandoffError('HANDOFF_NOT_FOUND', `no handoff ${handoffId} in progress on ${this.cloudlet.name} (worker restarted?)`);
+    return s;
+  }
+}

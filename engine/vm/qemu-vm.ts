@@ -1,0 +1,169 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { QmpClient } from './qmp-client.js';
+import { assertSafePath, qemuArgs, type MachineSpec, type VmPaths } from './machine.js';
+
+export type RunState = 'running' | 'paused' | 'postmigrate' | 'inmigrate' | 'prelaunch' | 'finish-migrate' | string;
+
+const QEMU_BINARY = process.env.EHOFF_QEMU ?? 'qemu-system-x86_64';
+
+/**
+ * Drives one QEMU process through QMP: start (fresh or from saved device state), pause, continue,
+ * save device state without RAM (x-ignore-shared: the RAM file travels separately), quit.
+ */
+export class QemuVm {
+  private exitInfo?: string;
+
+  private constructor(
+    readonly paths: VmPaths,
+    private readonly child: ChildProcess,
+    private readonly qmp: QmpClient,
+    private readonly stderrTail: string[],
+  ) {
+    child.on('exit', (code, signal) => {
+      this.exitInfo = `QEMU exited (code ${code}, signal ${signal}): ${this.stderrTail.join('').slice(-2000)}`;
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** Starts QEMU paused. With `deviceState`, loads it as an incoming migration before returning. */
+  static async start(spec: MachineSpec, paths: VmPaths, opts: { deviceState?: string } = {}): Promise<QemuVm> {
+    const args = qemuArgs(spec, paths, { incoming: opts.deviceState !== undefined });
+    const child = spawn(QEMU_BINARY, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const stderrTail: string[] = [];
+    child.stderr!.setEncoding('utf8').on('data', (t: string) => {
+      stderrTail.push(t);
+      if (stderrTail.length > 50) stderrTail.shift();
+    });
+    const spawned = new Promise<void>((resolve, reject) => {
+      child.once('spawn', resolve);
+      child.once('error', (e) => reject(new Error(`cannot start ${QEMU_BINARY}: ${e.message}`)));
+    });
+    await spawned;
+    let qmp: QmpClient;
+    try {
+      qmp = await Promise.race([
+        QmpClient.connect(paths.qmpSocket),
+        new Promise<never>((_, reject) =>
+          child.once('exit', (code) => reject(new Error(`QEMU exited (code ${code}) before QMP was up: ${stderrTail.join('').slice(-2000)}`))),
+        ),
+      ]);
+    } catch (err) {
+      child.kill('SIGKILL');
+      throw err;
+    }
+    const vm = new QemuVm(paths, child, qmp, stderrTail);
+    if (opts.deviceState !== undefined) {
+      try {
+        await vm.loadDeviceState(opts.deviceState);
+      } catch (err) {
+        await vm.kill();
+        throw err;
+      }
+    }
+    return vm;
+  }
+
+  async status(): Promise<RunState> {
+    this.assertAlive();
+    const s = await this.qmp.execute<{ status: string }>('query-status');
+    return s.status;
+  }
+
+  async pause(): Promise<void> {
+    this.assertAlive();
+    await this.qmp.execute('stop');
+  }
+
+  /** Continues the guest; after a completed outgoing migration QEMU re-activates the disk itself. */
+  async cont(): Promise<void> {
+    this.assertAlive();
+    await this.qmp.execute('cont');
+  }
+
+  /**
+   * Writes the device state (CPU, devices; not RAM) to `file`. The guest must be paused. RAM is
+   * skipped because the backend is a shared file that reaches the target by its own path.
+   */
+  async saveDeviceState(file: string): Promise<void> {
+    assertSafePath(file, 'device state');
+    this.assertAlive();
+    await this.setIgnoreShared();
+    await this.qmp.execute('migrate', { uri: `exec:cat > ${file}` });
+    await this.waitForMigration('outgoing');
+  }
+
+  private async loadDeviceState(file: string): Promise<void> {
+    assertSafePath(file, 'device state');
+    await this.setIgnoreShared();
+    await this.qmp.execute('migrate-incoming', { uri: `exec:cat ${file}` });
+    await this.waitForMigration('incoming');
+  }
+
+  private async setIgnoreShared(): Promise<void> {
+    await this.qmp.execute('migrate-set-capabilities', {
+      capabilities: [{ capability: 'x-ignore-shared', state: true }],
+    });
+  }
+
+  private async waitForMigration(direction: 'outgoing' | 'incoming', timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      this.assertAlive();
+      const m = await this.qmp.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
+      if (m.status === 'completed') {
+        // An incoming load is complete once the run state left 'inmigrate'.
+        if (direction === 'outgoing' || (await this.status()) !== 'inmigrate') return;
+      }
+      if (m.status === 'failed' || m.status === 'cancelled') {
+        throw new Error(`${direction} device state transfer ${m.status}: ${m['error-desc'] ?? 'no detail from QEMU'}`);
+      }
+      await sleep(20);
+    }
+    throw new Error(`${direction} device state transfer did not complete within ${timeoutMs} ms`);
+  }
+
+  /** Asks QEMU to quit; kills it if it does not exit promptly. */
+  async quit(): Promise<void> {
+    if (this.exitInfo) return;
+    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    try {
+      await this.qmp.execute('quit');
+    } catch {
+      // The connection may close before the reply arrives; the exit below is what counts.
+    }
+    const gone = await Promise.race([exited.then(() => true), sleep(5_000).then(() => false)]);
+    if (!gone) await this.kill();
+    this.qmp.close();
+  }
+
+  async kill(): Promise<void> {
+    if (this.exitInfo) return;
+    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    this.child.kill('SIGKILL');
+    await exited;
+    this.qmp.close();
+  }
+
+  get exited(): boolean {
+    return this.exitInfo !== undefined;
+  }
+
+  private assertAlive(): void {
+    if (this.exitInfo) throw new Error(this.exitInfo);
+  }
+}
+
+/** Sends a line to the guest's serial console (its command loop reads it). */
+export async function sendConsoleLine(serialSocket: string, line: string): Promise<void> {
+  const { connect } = await import('node:net');
+  await new Promise<void>((resolve, reject) => {
+    const s = connect(serialSocket);
+    s.once('error', reject);
+    s.once('connect', () => s.end(line + '\n', () => resolve()));
+  });
+}
+

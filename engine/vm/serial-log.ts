@@ -1,0 +1,44 @@
+import { readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+const HEARTBEAT = /^HB (\d+)\s*$/gm;
+
+/** The guest's serial console as QEMU logs it: boot messages, command replies, heartbeats. */
+export class SerialLog {
+  constructor(readonly path: string) {}
+
+  async text(): Promise<string> {
+    return readFile(this.path, 'utf8').catch(() => '');
+  }
+
+  /** The highest heartbeat counter printed so far, or undefined before the first. */
+  async lastHeartbeat(): Promise<number | undefined> {
+    let last: number | undefined;
+    for (const m of (await this.text()).matchAll(HEARTBEAT)) {
+      const n = Number(m[1]);
+      if (last === undefined || n > last) last = n;
+    }
+    return last;
+  }
+
+  async waitFor(done: (text: string) => boolean, timeoutMs: number): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const text = await this.text();
+      if (done(text)) return text;
+      if (Date.now() > deadline) throw new Error(`serial console ${this.path}: condition not met within ${timeoutMs} ms; last output:\n${text.slice(-1500)}`);
+      await sleep(100);
+    }
+  }
+
+  /** Waits until the heartbeat counter exceeds `after`; returns the counter seen. */
+  async waitForHeartbeatAbove(after: number, timeoutMs: number): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const hb = await this.lastHeartbeat();
+      if (hb !== undefined && hb > after) return hb;
+      if (Date.now() > deadline) throw new Error(`no heartbeat above ${after} on ${this.path} within ${timeoutMs} ms (last seen: ${hb ?? 'none'})`);
+      await sleep(100);
+    }
+  }
+}

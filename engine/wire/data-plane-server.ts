@@ -1,0 +1,112 @@
+import { createHash } from 'node:crypto';
+import { createServer, type Server, type Socket } from 'node:net';
+import { HandoffError } from '../errors.js';
+import { FrameDecoder, FrameType, encodeFrame, type Ack, type Frame } from './frames.js';
+
+/** Where one incoming overlay is written as it arrives. */
+export interface OverlaySink {
+  token: string;
+  /** A new connection for this handoff: whatever an earlier, broken one wrote is superseded. */
+  begin(): Promise<void>;
+  writeDeviceState(chunk: Buffer): Promise<void>;
+  writeMemoryBlocks(indices: number[], blocks: Buffer): Promise<void>;
+  writeDiskBlocks(indices: number[], blocks: Buffer): Promise<void>;
+  /** Called once the whole overlay arrived and its counts checked out. */
+  complete(ack: Ack): Promise<void>;
+  fail(err: Error): void;
+}
+
+/**
+ * A cloudlet's data-plane listener. Each connection names its handoff in its first frame and
+ * must carry that handoff's token; frames are applied in order as they arrive.
+ */
+export class DataPlaneServer {
+  private readonly sinks = new Map<string, OverlaySink>();
+  private server?: Server;
+
+  constructor(private readonly host: string, private readonly port = 0) {}
+
+  async start(): Promise<{ host: string; port: number }> {
+    const server = createServer({ allowHalfOpen: true }, (socket) => void this.serve(socket));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.port, this.host, () => resolve());
+    });
+    this.server = server;
+    return this.address();
+  }
+
+  address(): { host: string; port: number } {
+    const a = this.server?.address();
+    if (!a || typeof a === 'string') throw new Error('data plane server is not listening');
+    return { host: this.host, port: a.port };
+  }
+
+  expect(handoffId: string, sink: OverlaySink): void {
+    this.sinks.set(handoffId, sink);
+  }
+
+  forget(handoffId: string): void {
+    this.sinks.delete(handoffId);
+  }
+
+  async stop(): Promise<void> {
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+
+  private async serve(socket: Socket): Promise<void> {
+    const decoder = new FrameDecoder();
+    socket.pipe(decoder);
+    let sink: OverlaySink | undefined;
+    try {
+      const counts = { memoryBlocks: 0, diskBlocks: 0, deviceStateBytes: 0 };
+      const deviceStateHash = createHash('sha256');
+      for await (const f of decoder as AsyncIterable<Frame>) {
+        if (!sink) {
+          if (f.type !== FrameType.Hello) throw new HandoffError('PROTOCOL', `first frame must be hello, got type ${f.type}`);
+          const expected = this.sinks.get(f.hello.handoffId);
+          if (!expected) throw new HandoffError('HANDOFF_NOT_FOUND', `no handoff ${f.hello.handoffId} is expected here`);
+          if (expected.token !== f.hello.token) throw new HandoffError('PROTOCOL', `wrong token for handoff ${f.hello.handoffId}`);
+          sink = expected;
+          await sink.begin();
+          continue;
+        }
+        switch (f.type) {
+          case FrameType.DeviceState:
+            counts.deviceStateBytes += f.data.length;
+            deviceStateHash.update(f.data);
+            await sink.writeDeviceState(f.data);
+            break;
+          case FrameType.MemoryBlocks:
+            counts.memoryBlocks += f.indices.length;
+            await sink.writeMemoryBlocks(f.indices, f.blocks);
+            break;
+          case FrameType.DiskBlocks:
+            counts.diskBlocks += f.indices.length;
+            await sink.writeDiskBlocks(f.indices, f.blocks);
+            break;
+          case FrameType.End: {
+            const e = f.end;
+            const mismatch =
+              e.memoryBlocks !== counts.memoryBlocks ? `memory blocks: sent ${e.memoryBlocks}, received ${counts.memoryBlocks}` :
+              e.diskBlocks !== counts.diskBlocks ? `disk blocks: sent ${e.diskBlocks}, received ${counts.diskBlocks}` :
+              e.deviceStateBytes !== counts.deviceStateBytes ? `device state: sent ${e.deviceStateBytes} bytes, received ${counts.deviceStateBytes}` :
+              e.deviceStateSha256 !== deviceStateHash.digest('hex') ? 'device state: SHA-256 differs from the sender\'s' : undefined;
+            if (mismatch) throw new HandoffError('STATE_MISMATCH', `overlay arrived incomplete: ${mismatch}`);
+            const ack: Ack = { ...counts, bytesReceived: decoder.bytesIn };
+            await sink.complete(ack);
+            socket.end(encodeFrame({ type: FrameType.Ack, ack }));
+            return;
+          }
+          default:
+            throw new HandoffError('PROTOCOL', `unexpected frame type ${f.type} in an overlay stream`);
+        }
+      }
+      throw new HandoffError('PROTOCOL', 'overlay stream ended before its end frame');
+    } catch (err) {
+      const e = err instanceof Error ? err : new Error(String(err));
+      sink?.fail(e);
+      if (!socket.destroyed) socket.end(encodeFrame({ type: FrameType.Error, error: { message: e.message } }));
+    }
+  }
+}

@@ -1,0 +1,185 @@
+import { Transform, type TransformCallback } from 'node:stream';
+import { z } from 'zod';
+import { BLOCK_SIZE } from '../blocks.js';
+import { HandoffError } from '../errors.js';
+
+/**
+ * The data plane's framing, version 1: `u32 length | u8 type | payload`, little-endian.
+ * Control frames carry JSON checked by a schema; block frames carry a count, the block indices
+ * and the blocks themselves. Anything else is rejected with the reason named.
+ */
+export const WIRE_PROTOCOL = 'ehoff-wire';
+export const WIRE_VERSION = 1;
+export const MAX_FRAME_BYTES = 16 << 20;
+export const MAX_BLOCKS_PER_FRAME = 1024;
+
+export enum FrameType {
+  Hello = 1,
+  DeviceState = 2,
+  MemoryBlocks = 3,
+  DiskBlocks = 4,
+  End = 5,
+  Ack = 6,
+  Error = 7,
+}
+
+export const helloSchema = z.object({
+  protocol: z.literal(WIRE_PROTOCOL),
+  version: z.number().int(),
+  handoffId: z.string().min(1),
+  token: z.string().min(16),
+});
+export const endSchema = z.object({
+  memoryBlocks: z.number().int().nonnegative(),
+  diskBlocks: z.number().int().nonnegative(),
+  deviceStateBytes: z.number().int().nonnegative(),
+  deviceStateSha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export const ackSchema = z.object({
+  memoryBlocks: z.number().int().nonnegative(),
+  diskBlocks: z.number().int().nonnegative(),
+  deviceStateBytes: z.number().int().nonnegative(),
+  bytesReceived: z.number().int().nonnegative(),
+});
+export const errorSchema = z.object({ message: z.string() });
+
+export type Hello = z.infer<typeof helloSchema>;
+export type End = z.infer<typeof endSchema>;
+export type Ack = z.infer<typeof ackSchema>;
+
+export type Frame =
+  | { type: FrameType.Hello; hello: Hello }
+  | { type: FrameType.DeviceState; data: Buffer }
+  | { type: FrameType.MemoryBlocks | FrameType.DiskBlocks; indices: number[]; blocks: Buffer }
+  | { type: FrameType.End; end: End }
+  | { type: FrameType.Ack; ack: Ack }
+  | { type: FrameType.Error; error: { message: string } };
+
+function frame(type: FrameType, payload: Buffer): Buffer {
+  if (payload.length + 1 > MAX_FRAME_BYTES) throw new Error(`frame of ${payload.length} bytes exceeds ${MAX_FRAME_BYTES}`);
+  const header = Buffer.alloc(5);
+  header.writeUInt32LE(payload.length + 1, 0);
+  header.writeUInt8(type, 4);
+  return Buffer.concat([header, payload]);
+}
+
+export function encodeFrame(f: Frame): Buffer {
+  switch (f.type) {
+    case FrameType.Hello:
+      return frame(f.type, Buffer.from(JSON.stringify(f.hello)));
+    case FrameType.End:
+      return frame(f.type, Buffer.from(JSON.stringify(f.end)));
+    case FrameType.Ack:
+      return frame(f.type, Buffer.from(JSON.stringify(f.ack)));
+    case FrameType.Error:
+      return frame(f.type, Buffer.from(JSON.stringify(f.error)));
+    case FrameType.DeviceState:
+      return frame(f.type, f.data);
+    case FrameType.MemoryBlocks:
+    case FrameType.DiskBlocks: {
+      const n = f.indices.length;
+      if (f.blocks.length !== n * BLOCK_SIZE) throw new Error(`${n} block indices but ${f.blocks.length} bytes of blocks`);
+      const head = Buffer.alloc(4 + 8 * n);
+      head.writeUInt32LE(n, 0);
+      f.indices.forEach((index, k) => head.writeBigUInt64LE(BigInt(index), 4 + 8 * k));
+      return frame(f.type, Buffer.concat([head, f.blocks]));
+    }
+  }
+}
+
+function parseJson<T>(what: string, schema: z.ZodType<T>, payload: Buffer): T {
+  let value: unknown;
+  try {
+    value = JSON.parse(payload.toString('utf8'));
+  } catch {
+    throw new HandoffError('PROTOCOL', `${what} frame is not valid JSON`);
+  }
+  const r = schema.safeParse(value);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    throw new HandoffError('PROTOCOL', `${what} frame: field '${issue?.path.join('.') || '(root)'}' ${issue?.message ?? 'invalid'}`);
+  }
+  return r.data;
+}
+
+export function decodePayload(type: number, payload: Buffer): Frame {
+  switch (type) {
+    case FrameType.Hello: {
+      const hello = parseJson('hello', helloSchema, payload);
+      if (hello.version !== WIRE_VERSION) {
+        throw new HandoffError('PROTOCOL', `hello frame: field 'version' is ${hello.version}; this side speaks version ${WIRE_VERSION}`);
+      }
+      return { type, hello };
+    }
+    case FrameType.End:
+      return { type, end: parseJson('end', endSchema, payload) };
+    case FrameType.Ack:
+      return { type, ack: parseJson('ack', ackSchema, payload) };
+    case FrameType.Error:
+      return { type, error: parseJson('error', errorSchema, payload) };
+    case FrameType.DeviceState:
+      return { type, data: payload };
+    case FrameType.MemoryBlocks:
+    case FrameType.DiskBlocks: {
+      const kind = type === FrameType.MemoryBlocks ? 'memory blocks' : 'disk blocks';
+      if (payload.length < 4) throw new HandoffError('PROTOCOL', `${kind} frame: field 'count' is truncated`);
+      const n = payload.readUInt32LE(0);
+      if (n > MAX_BLOCKS_PER_FRAME) throw new HandoffError('PROTOCOL', `${kind} frame: field 'count' is ${n}, above ${MAX_BLOCKS_PER_FRAME}`);
+      if (payload.length !== 4 + n * (8 + BLOCK_SIZE)) {
+        throw new HandoffError('PROTOCOL', `${kind} frame: ${payload.length} payload bytes do not hold ${n} blocks`);
+      }
+      const indices: number[] = [];
+      for (let k = 0; k < n; k++) indices.push(Number(payload.readBigUInt64LE(4 + 8 * k)));
+      return { type, indices, blocks: payload.subarray(4 + 8 * n) };
+    }
+    default:
+      throw new HandoffError('PROTOCOL', `unknown frame type ${type}`);
+  }
+}
+
+/** Bytes in, frames out; rejects oversized frames before buffering them. */
+export class FrameDecoder extends Transform {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  bytesIn = 0;
+
+  constructor() {
+    super({ readableObjectMode: true });
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.bytesIn += chunk.length;
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    try {
+      for (;;) {
+        if (this.pendingBytes < 4) break;
+        const head = this.peekBytes(4);
+        const length = head.readUInt32LE(0);
+        if (length < 1 || length > MAX_FRAME_BYTES) throw new HandoffError('PROTOCOL', `frame length ${length} is outside 1..${MAX_FRAME_BYTES}`);
+        if (this.pendingBytes < 4 + length) break;
+        const whole = this.takeBytes(4 + length);
+        this.push(decodePayload(whole.readUInt8(4), whole.subarray(5)));
+      }
+      done();
+    } catch (err) {
+      done(err as Error);
+    }
+  }
+
+  override _flush(done: TransformCallback): void {
+    done(this.pendingBytes > 0 ? new HandoffError('PROTOCOL', `stream ended inside a frame (${this.pendingBytes} bytes left over)`) : null);
+  }
+
+  private peekBytes(n: number): Buffer {
+    return this.pending.length === 1 || this.pending[0]!.length >= n ? this.pending[0]!.subarray(0, n) : Buffer.concat(this.pending).subarray(0, n);
+  }
+
+  private takeBytes(n: number): Buffer {
+    const all = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending);
+    const rest = all.subarray(n);
+    this.pending = rest.length ? [rest] : [];
+    this.pendingBytes = rest.length;
+    return all.subarray(0, n);
+  }
+}

@@ -1,0 +1,135 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { Client, Connection } from '@temporalio/client';
+import { READY_MARKER } from '../workers/cloudlet-worker.js';
+import { PREFIX, REPO_ROOT } from './paths.js';
+import { freePort, portIsFree, startDevServer, type DevServer } from './temporal-dev-server.js';
+import { ensureWorkflowBundle } from './workflow-bundle.js';
+
+export interface CloudletSpec {
+  name: string;
+  /** Built base-image folders this cloudlet's cache receives before its worker polls. */
+  baseImages: string[];
+  imageCacheDir: string;
+}
+
+export interface EmbeddedCluster {
+  address: string;
+  uiUrl?: string;
+  client: Client;
+  workers: Map<string, { pid: number; dataPlane: { host: string; port: number } }>;
+  stop(): Promise<void>;
+}
+
+export interface ClusterOptions {
+  cloudlets: CloudletSpec[];
+  /** Run an embedded dev server with this database file; omit to use TEMPORAL_ADDRESS. */
+  devServer?: { dbFile: string; preferredPort?: number; preferredUiPort?: number };
+  runTag: string;
+  log?: (line: string) => void;
+}
+
+/**
+ * The embedded default: a Temporal dev server and one worker process per cloudlet on this host.
+ * Everything it starts it stops, by PID, and the per-run folders it made it removes.
+ */
+export async function startEmbeddedCluster(opts: ClusterOptions): Promise<EmbeddedCluster> {
+  const log = opts.log ?? (() => undefined);
+  const cleanups: Array<() => Promise<void>> = [];
+  const stop = async () => {
+    for (const c of cleanups.reverse()) await c().catch((e) => log(`cleanup: ${(e as Error).message}`));
+  };
+  try {
+    let server: DevServer | undefined;
+    let address = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
+    if (opts.devServer) {
+      const port = opts.devServer.preferredPort && (await portIsFree(opts.devServer.preferredPort)) ? opts.devServer.preferredPort : await freePort();
+      const uiPort = opts.devServer.preferredUiPort && (await portIsFree(opts.devServer.preferredUiPort)) ? opts.devServer.preferredUiPort : await freePort();
+      log(`starting Temporal dev server on ${port} (UI ${uiPort}, database ${opts.devServer.dbFile})`);
+      server = await startDevServer({ dbFile: opts.devServer.dbFile, port, uiPort });
+      cleanups.push(() => server!.stop());
+      address = server.address;
+    }
+    const bundle = await ensureWorkflowBundle();
+    const workers = new Map<string, { pid: number; dataPlane: { host: string; port: number } }>();
+    const started = await Promise.all(
+      opts.cloudlets.map(async (c) => {
+        const runDir = `/tmp/${PREFIX}-${opts.runTag}-${c.name}`;
+        await rm(runDir, { recursive: true, force: true });
+        await mkdir(c.imageCacheDir, { recursive: true });
+        const w = await spawnWorker(c, runDir, address, bundle, log);
+        cleanups.push(async () => {
+          await w.stop();
+          await rm(runDir, { recursive: true, force: true });
+        });
+        return [c.name, w] as const;
+      }),
+    );
+    for (const [name, w] of started) workers.set(name, { pid: w.pid, dataPlane: w.dataPlane });
+    const connection = await Connection.connect({ address });
+    cleanups.push(() => connection.close());
+    const client = new Client({ connection, namespace: process.env.TEMPORAL_NAMESPACE ?? 'default' });
+    return { address, uiUrl: server?.uiUrl, client, workers, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+async function spawnWorker(c: CloudletSpec, runDir: string, address: string, bundle: string, log: (l: string) => void) {
+  const args = [
+    '--import', 'tsx',
+    join(REPO_ROOT, 'workers', 'cloudlet-worker.ts'),
+    '--cloudlet', c.name,
+    '--run-dir', runDir,
+    '--image-cache', c.imageCacheDir,
+    '--temporal-address', address,
+    '--workflow-bundle', bundle,
+    ...c.baseImages.flatMap((b) => ['--install-base', b]),
+  ];
+  const child: ChildProcess = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO_ROOT });
+  const tail: string[] = [];
+  const remember = (l: string) => {
+    tail.push(l);
+    if (tail.length > 40) tail.shift();
+  };
+  createInterface({ input: child.stderr! }).on('line', (l) => {
+    remember(l);
+    if (process.env.EHOFF_VERBOSE) log(`[${c.name} stderr] ${l}`);
+  });
+  let exitCode: number | null | undefined;
+  const exited = new Promise<void>((resolve) => child.once('exit', (code) => ((exitCode = code), resolve())));
+  const ready = await new Promise<{ dataPlane: { host: string; port: number } }>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`cloudlet ${c.name} worker not ready within 120 s: ${tail.join('\n')}`)), 120_000);
+    createInterface({ input: child.stdout! }).on('line', (l) => {
+      remember(l);
+      if (l.startsWith(READY_MARKER)) {
+        clearTimeout(timer);
+        resolve(JSON.parse(l.slice(READY_MARKER.length)));
+      } else if (process.env.EHOFF_VERBOSE) log(`[${c.name}] ${l}`);
+    });
+    void exited.then(() => {
+      clearTimeout(timer);
+      reject(new Error(`cloudlet ${c.name} worker exited (code ${exitCode}) before it was ready:\n${tail.join('\n')}`));
+    });
+  }).catch(async (err) => {
+    child.kill('SIGKILL');
+    throw err;
+  });
+  log(`cloudlet ${c.name}: worker pid ${child.pid}, data plane ${ready.dataPlane.host}:${ready.dataPlane.port}`);
+  return {
+    pid: child.pid!,
+    dataPlane: ready.dataPlane,
+    stop: async () => {
+      if (exitCode !== undefined) return;
+      child.kill('SIGTERM');
+      const gone = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 30_000))]);
+      if (!gone) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    },
+  };
+}

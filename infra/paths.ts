@@ -1,0 +1,12 @@
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Where the project keeps what it builds and downloads; one home for these paths. */
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const CACHE_DIR = process.env.EHOFF_CACHE_DIR ?? join(REPO_ROOT, '.cache');
+export const BASE_IMAGE_BUILD_DIR = join(CACHE_DIR, 'base-images');
+export const GUEST_KERNEL_DIR = join(CACHE_DIR, 'guest-kernel');
+export const GUEST_SOURCES_DIR = join(REPO_ROOT, 'infra', 'guest');
+export const STATE_DIR = process.env.EHOFF_STATE_DIR ?? join(REPO_ROOT, '.state');
+/** Prefix of every temp file, mount point, socket and namespace the project creates. */
+export const PREFIX = 'ehoff';

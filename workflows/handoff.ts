@@ -1,0 +1,122 @@
+import {
+  ApplicationFailure,
+  CancellationScope,
+  proxyActivities,
+  setHandler,
+  workflowInfo,
+  type ActivityOptions,
+} from '@temporalio/workflow';
+import type { SourceActivities } from '../activities/source-activities.js';
+import type { TargetActivities } from '../activities/target-activities.js';
+import {
+  cloudletTaskQueue,
+  describeInvalid,
+  handoffInputSchema,
+  progressQuery,
+  type HandoffInput,
+  type HandoffResult,
+  type HandoffStep,
+  type StepRecord,
+} from './definitions.js';
+
+/**
+ * Per-cloudlet activity options. scheduleToClose bounds the whole attempt chain: a task queue
+ * belongs to one host, and if that host is gone no retry on it will ever start.
+ */
+function onCloudlet(cloudlet: string, opts: Partial<ActivityOptions> = {}): ActivityOptions {
+  return {
+    taskQueue: cloudletTaskQueue(cloudlet),
+    scheduleToCloseTimeout: '3 minutes',
+    startToCloseTimeout: '2 minutes',
+    heartbeatTimeout: '30 seconds',
+    retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumAttempts: 3 },
+    ...opts,
+  };
+}
+
+/**
+ * Moves a VM from one cloudlet to another: snapshot → base-image negotiation → delta stream →
+ * finalize (verify) → resume, each on the cloudlet that must run it. Until the target has
+ * resumed and confirmed the guest, the source copy is kept; any failure puts it back to running.
+ */
+export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
+  const parsed = handoffInputSchema.safeParse(rawInput);
+  if (!parsed.success) throw ApplicationFailure.nonRetryable(describeInvalid('handoff request', parsed.error), 'INVALID_INPUT');
+  const { vmId, source, target } = parsed.data;
+  const { workflowId } = workflowInfo();
+  const handoffId = `${workflowId}/${workflowInfo().runId}`;
+  const startedAt = Date.now();
+
+  const src = proxyActivities<SourceActivities>(onCloudlet(source));
+  const dst = proxyActivities<TargetActivities>(onCloudlet(target));
+  // Putting the VM back must outlast a source worker's restart: retry for longer.
+  const srcRecovery = proxyActivities<SourceActivities>(
+    onCloudlet(source, { scheduleToCloseTimeout: '30 minutes', retry: { initialInterval: '1 second', maximumInterval: '30 seconds' } }),
+  );
+  const dstCleanup = proxyActivities<TargetActivities>(onCloudlet(target, { scheduleToCloseTimeout: '1 minute' }));
+
+  const steps: StepRecord[] = [];
+  let step: HandoffStep = 'snapshot';
+  setHandler(progressQuery, () => ({ step, steps }));
+  const enter = (next: HandoffStep) => {
+    const now = Date.now();
+    const open = steps[steps.length - 1];
+    if (open && open.endedAt === undefined) open.endedAt = now;
+    step = next;
+    steps.push({ step: next, startedAt: now });
+  };
+
+  let targetTouched = false;
+  try {
+    enter('snapshot');
+    const snap = await src.snapshot({ handoffId, vmId });
+    enter('negotiate');
+    targetTouched = true;
+    const endpoint = await dst.negotiateBaseImage({ handoffId, vmId, baseImageId: snap.baseImageId });
+    enter('stream');
+    const stream = await src.streamOverlay({ handoffId, endpoint });
+    enter('finalize');
+    const fin = await dst.finalize({ handoffId, expected: { memoryDigest: snap.memoryDigest, diskDigest: snap.diskDigest } });
+    enter('resume');
+    const resumed = await dst.resume({ handoffId, heartbeatAtStop: snap.heartbeatAtStop });
+    enter('retire-source');
+    await srcRecovery.retire({ handoffId, vmId });
+    enter('done');
+    steps[steps.length - 1]!.endedAt = Date.now();
+    return {
+      workflowId,
+      vmId,
+      source,
+      target,
+      baseImageId: snap.baseImageId,
+      totalMs: Date.now() - startedAt,
+      downtimeMs: resumed.resumedAtMs - snap.pausedAtMs,
+      bytesSent: stream.bytesSent,
+      memoryPages: snap.memoryPages,
+      diskBlocks: snap.diskBlocks,
+      deviceStateBytes: snap.deviceStateBytes,
+      verified: fin.verified,
+      memoryDigest: fin.memoryDigest,
+      diskDigest: fin.diskDigest,
+      heartbeatAtStop: snap.heartbeatAtStop,
+      heartbeatAfterResume: resumed.heartbeatAfter,
+      guestContinued: snap.heartbeatAtStop !== null && resumed.heartbeatAfter !== null && resumed.heartbeatAfter > snap.heartbeatAtStop,
+      steps,
+    };
+  } catch (err) {
+    const failedAt = step;
+    enter('rollback');
+    await CancellationScope.nonCancellable(async () => {
+      if (targetTouched) await dstCleanup.abort({ handoffId }).catch(() => undefined);
+      await srcRecovery.rollback({ handoffId, vmId });
+    });
+    enter('failed');
+    const cause = err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
+    throw ApplicationFailure.create({
+      message: `handoff of VM '${vmId}' from ${source} to ${target} failed at step '${failedAt}': ${cause}. The VM runs on at ${source}.`,
+      type: 'HANDOFF_FAILED',
+      nonRetryable: true,
+      cause: err instanceof Error ? err : undefined,
+    });
+  }
+}

@@ -1,0 +1,33 @@
+import { ApplicationFailure, proxyActivities } from '@temporalio/workflow';
+import type { CloudletActivities, VmDescription } from '../activities/cloudlet-activities.js';
+import { cloudletTaskQueue, describeInvalid, launchVmInputSchema, vmRefSchema, type LaunchVmInput, type VmRef } from './definitions.js';
+
+const on = (cloudlet: string) =>
+  proxyActivities<CloudletActivities>({
+    taskQueue: cloudletTaskQueue(cloudlet),
+    // The queue belongs to one host: bound the wait for it as well as the run.
+    scheduleToCloseTimeout: '3 minutes',
+    startToCloseTimeout: '2 minutes',
+    retry: { maximumAttempts: 2 },
+  });
+
+/** Starts a VM from a base image on a cloudlet, with a workload if one is named. */
+export async function launchVm(input: LaunchVmInput): Promise<VmDescription> {
+  const parsed = launchVmInputSchema.safeParse(input);
+  if (!parsed.success) throw ApplicationFailure.nonRetryable(describeInvalid('launch request', parsed.error), 'INVALID_INPUT');
+  return on(parsed.data.cloudlet).launchVm(parsed.data);
+}
+
+/** Reports a VM's run state and last heartbeat as its cloudlet sees it. */
+export async function describeVm(input: VmRef): Promise<VmDescription> {
+  const parsed = vmRefSchema.safeParse(input);
+  if (!parsed.success) throw ApplicationFailure.nonRetryable(describeInvalid('VM reference', parsed.error), 'INVALID_INPUT');
+  return on(parsed.data.cloudlet).describeVm(parsed.data);
+}
+
+/** Ends a VM on its cloudlet. */
+export async function destroyVm(input: VmRef): Promise<void> {
+  const parsed = vmRefSchema.safeParse(input);
+  if (!parsed.success) throw ApplicationFailure.nonRetryable(describeInvalid('VM reference', parsed.error), 'INVALID_INPUT');
+  await on(parsed.data.cloudlet).destroyVm(parsed.data);
+}
