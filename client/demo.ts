@@ -85,7 +85,10 @@ async function main(): Promise<void> {
   if (values.json) console.log(JSON.stringify(summary));
 }
 
-main().catch((err) => {
-  console.error(`demo failed: ${err instanceof Error ? err.message : String(err)}`);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  (err) => {
+    console.error(`demo failed: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  },
+);

@@ -39,7 +39,11 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
   const log = opts.log ?? (() => undefined);
   const cleanups: Array<() => Promise<void>> = [];
   const stop = async () => {
-    for (const c of cleanups.reverse()) await c().catch((e) => log(`cleanup: ${(e as Error).message}`));
+    for (const c of cleanups.reverse()) {
+      const t = Date.now();
+      await c().catch((e) => log(`cleanup: ${(e as Error).message}`));
+      if (process.env.EHOFF_VERBOSE) log(`cleanup step took ${Date.now() - t} ms`);
+    }
   };
   try {
     let server: DevServer | undefined;
@@ -54,16 +58,21 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
     }
     const bundle = await ensureWorkflowBundle();
     const workers = new Map<string, { pid: number; dataPlane: { host: string; port: number } }>();
+    const running: Array<{ stop(): Promise<void>; runDir: string }> = [];
+    // Workers stop together (each ends its own VMs), before the server they talk to.
+    cleanups.push(async () => {
+      await Promise.all(running.map(async (w) => {
+        await w.stop();
+        await rm(w.runDir, { recursive: true, force: true });
+      }));
+    });
     const started = await Promise.all(
       opts.cloudlets.map(async (c) => {
         const runDir = `/tmp/${PREFIX}-${opts.runTag}-${c.name}`;
         await rm(runDir, { recursive: true, force: true });
         await mkdir(c.imageCacheDir, { recursive: true });
         const w = await spawnWorker(c, runDir, address, bundle, log);
-        cleanups.push(async () => {
-          await w.stop();
-          await rm(runDir, { recursive: true, force: true });
-        });
+        running.push({ stop: w.stop, runDir });
         return [c.name, w] as const;
       }),
     );

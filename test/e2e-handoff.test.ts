@@ -1,0 +1,145 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { WorkflowFailedError } from '@temporalio/client';
+import { HandoffFailedError, InvalidRequestError, runHandoff } from '../client/start-handoff.js';
+import { startEmbeddedCluster, type EmbeddedCluster } from '../infra/embedded-cluster.js';
+import { WORKFLOW_TASK_QUEUE, type HandoffResult } from '../workflows/definitions.js';
+import type { VmDescription } from '../activities/cloudlet-activities.js';
+import { testBaseImage, tempRoot } from './support/fixtures.js';
+
+// The real path end to end: the embedded Temporal dev server, one worker process per cloudlet,
+// a QEMU guest with its disk on FUSE. C is a cloudlet whose cache lacks the base image.
+
+let root: Awaited<ReturnType<typeof tempRoot>>;
+let cluster: EmbeddedCluster;
+let baseImageId: string;
+
+before(async () => {
+  const base = await testBaseImage();
+  baseImageId = base.id;
+  root = await tempRoot('e2e');
+  cluster = await startEmbeddedCluster({
+    runTag: `e2e-${process.pid}`,
+    devServer: { dbFile: join(root.dir, 'temporal.db') },
+    cloudlets: [
+      { name: 'A', baseImages: [base.dir], imageCacheDir: join(root.dir, 'A-images') },
+      { name: 'B', baseImages: [base.dir], imageCacheDir: join(root.dir, 'B-images') },
+      { name: 'C', baseImages: [], imageCacheDir: join(root.dir, 'C-images') },
+    ],
+  });
+  await workflow('launchVm', { vmId: 'e2e-vm', cloudlet: 'A', baseImageId, workload: { name: 'heartbeat', args: ['16', '100'] } });
+});
+
+after(async () => {
+  await cluster?.stop();
+  await root?.remove();
+});
+
+let seq = 0;
+async function workflow<T = VmDescription>(type: string, arg: unknown): Promise<T> {
+  return cluster.client.workflow.execute(type, { taskQueue: WORKFLOW_TASK_QUEUE, workflowId: `${type}-${++seq}-${Date.now()}`, args: [arg] }) as Promise<T>;
+}
+
+/** The VM runs at A and its guest is alive: the heartbeat advances between two looks. */
+async function assertRunningAtA(): Promise<void> {
+  const first = await workflow('describeVm', { vmId: 'e2e-vm', cloudlet: 'A' });
+  assert.equal(first.runState, 'running');
+  await sleep(700);
+  const second = await workflow('describeVm', { vmId: 'e2e-vm', cloudlet: 'A' });
+  assert.ok(second.lastHeartbeat! > first.lastHeartbeat!, `heartbeat advances at A (${first.lastHeartbeat} → ${second.lastHeartbeat})`);
+}
+
+test('a malformed trigger is rejected before any workflow starts, naming the field', async () => {
+  await assert.rejects(runHandoff(cluster.client, { vmId: 'e2e-vm', source: 'A' }), (err: unknown) => {
+    assert.ok(err instanceof InvalidRequestError);
+    assert.match(err.message, /malformed handoff request: 'target'/);
+    return true;
+  });
+  await assert.rejects(runHandoff(cluster.client, { vmId: 'E2E VM', source: 'A', target: 'B' }), /'vmId': a VM id is/);
+  await assertRunningAtA();
+});
+
+test('an unknown cloudlet is rejected by name', async () => {
+  await assert.rejects(runHandoff(cluster.client, { vmId: 'e2e-vm', source: 'A', target: 'Z' }), (err: unknown) => {
+    assert.ok(err instanceof InvalidRequestError);
+    assert.match(err.message, /unknown cloudlet 'Z': no worker polls task queue cloudlet-Z/);
+    return true;
+  });
+  await assertRunningAtA();
+});
+
+test('an unknown VM fails the handoff with a clear error', async () => {
+  await assert.rejects(runHandoff(cluster.client, { vmId: 'no-such-vm', source: 'A', target: 'B' }), (err: unknown) => {
+    assert.ok(err instanceof HandoffFailedError);
+    assert.match(err.message, /no VM 'no-such-vm' on cloudlet A/);
+    return true;
+  });
+  await assertRunningAtA();
+});
+
+test('a target that lacks the base image refuses, and the VM runs on at A', async () => {
+  await assert.rejects(runHandoff(cluster.client, { vmId: 'e2e-vm', source: 'A', target: 'C' }), (err: unknown) => {
+    assert.ok(err instanceof HandoffFailedError);
+    assert.match(err.message, new RegExp(`failed at step 'negotiate': cloudlet C does not hold base image ${baseImageId}.*runs on at A`));
+    return true;
+  });
+  await assertRunningAtA();
+});
+
+test('a workflow started around the client with bad input fails without touching a VM', async () => {
+  await assert.rejects(workflow('handoff', { vmId: 'e2e-vm', source: 'A', target: 'A' }), (err: unknown) => {
+    assert.ok(err instanceof WorkflowFailedError);
+    assert.match(String(err.cause?.message), /source and target must be different/);
+    return true;
+  });
+  await assertRunningAtA();
+});
+
+test('the VM moves A → B: state verified, guest goes on, five steps in the history', async () => {
+  const seen: string[] = [];
+  const result: HandoffResult = await runHandoff(cluster.client, { vmId: 'e2e-vm', source: 'A', target: 'B' }, (p) => seen.push(p.step));
+  assert.equal(result.verified, true);
+  assert.equal(result.guestContinued, true);
+  assert.ok(result.heartbeatAfterResume! > result.heartbeatAtStop!);
+  assert.ok(result.bytesSent > result.memoryPages * 4096, 'the overlay went over the data plane');
+  assert.ok(result.downtimeMs > 0 && result.downtimeMs < result.totalMs);
+  assert.ok(seen.includes('stream'), 'progress was reported while it ran');
+
+  const onB = await workflow('describeVm', { vmId: 'e2e-vm', cloudlet: 'B' });
+  assert.equal(onB.runState, 'running');
+  await assert.rejects(workflow('describeVm', { vmId: 'e2e-vm', cloudlet: 'A' }), (err: unknown) => {
+    const activityFailure = (err as WorkflowFailedError).cause?.cause as Error | undefined;
+    assert.match(String(activityFailure?.message), /no VM 'e2e-vm' on cloudlet A/);
+    return true;
+  });
+
+  // The audit trail: the history holds each step as an activity, in order.
+  const history = await cluster.client.workflow.getHandle(result.workflowId).fetchHistory();
+  const activities = (history.events ?? [])
+    .map((e) => e.activityTaskScheduledEventAttributes)
+    .filter((a) => a != null)
+    .map((a) => `${a.activityType?.name}@${a.taskQueue?.name}`);
+  assert.deepEqual(activities, [
+    'snapshot@cloudlet-A',
+    'negotiateBaseImage@cloudlet-B',
+    'streamOverlay@cloudlet-A',
+    'finalize@cloudlet-B',
+    'resume@cloudlet-B',
+    'retire@cloudlet-A',
+  ]);
+});
+
+test('the trigger CLI rejects a malformed request with exit status 2 and says why', async () => {
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, ['--import', 'tsx', 'client/handoff-cli.ts', '--vm', 'e2e-vm', '--from', 'B'], {
+    env: { ...process.env, TEMPORAL_ADDRESS: cluster.address },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  assert.equal(code, 2);
+  assert.match(stderr, /handoff rejected: malformed handoff request: 'target'/);
+});

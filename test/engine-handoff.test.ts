@@ -1,0 +1,112 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BLOCK_SIZE } from '../engine/blocks.js';
+import { Cloudlet } from '../engine/cloudlet/cloudlet.js';
+import { HandoffError } from '../engine/errors.js';
+import { SourceHandoffs } from '../engine/handoff/source-handoff.js';
+import { TargetHandoffs } from '../engine/handoff/target-handoff.js';
+import { testBaseImage, tempRoot } from './support/fixtures.js';
+
+// The engine alone, for real: QEMU guests, FUSE disks, the TCP data plane, no Temporal.
+
+let root: Awaited<ReturnType<typeof tempRoot>>;
+let A: Cloudlet;
+let B: Cloudlet;
+let baseImageId: string;
+
+before(async () => {
+  const base = await testBaseImage();
+  root = await tempRoot('eng');
+  const make = (name: string) =>
+    new Cloudlet({ name, runDir: join(root.dir, name), imageCacheDir: join(root.dir, `${name}-images`), dataHost: '127.0.0.1', prefix: 'ehoff' });
+  A = make('A');
+  B = make('B');
+  await Promise.all([A.start(), B.start()]);
+  await Promise.all([A.images.install(base.dir), B.images.install(base.dir)]);
+  baseImageId = base.id;
+});
+
+after(async () => {
+  await Promise.allSettled([A?.stop(), B?.stop()]);
+  await root?.remove();
+});
+
+test('a VM moves from A to B with verified state and a guest that goes on', async () => {
+  await A.launchVm('eng-vm', baseImageId, { name: 'heartbeat', args: ['8', '100'] });
+  await sleep(1500);
+  const source = new SourceHandoffs(A);
+  const target = new TargetHandoffs(B);
+  const snap = await source.snapshot('h-ok', 'eng-vm');
+  assert.ok(snap.heartbeatAtStop !== null && snap.heartbeatAtStop > 0, 'the workload was beating before the stop');
+  assert.ok(snap.memoryPages > 2048, `the 8 MiB workload heap is in the memory overlay (${snap.memoryPages} pages)`);
+  assert.ok(snap.diskBlocks > 0, 'the workload log is in the disk overlay');
+
+  const endpoint = await target.prepare('h-ok', 'eng-vm', snap.baseImageId);
+  const stream = await source.stream('h-ok', endpoint);
+  assert.equal(stream.ack.memoryBlocks, snap.memoryPages);
+  assert.equal(stream.ack.diskBlocks, snap.diskBlocks);
+  const fin = await target.finalize('h-ok', snap);
+  assert.equal(fin.memoryDigest, snap.memoryDigest);
+  assert.equal(fin.diskDigest, snap.diskDigest);
+  const resumed = await target.resume('h-ok', snap.heartbeatAtStop);
+  assert.ok(resumed.heartbeatAfter! > snap.heartbeatAtStop!, 'the counter went on from where it stopped');
+  await source.retire('h-ok', 'eng-vm');
+  assert.equal(A.hasVm('eng-vm'), false);
+  const onB = await B.describe('eng-vm');
+  assert.equal(onB.runState, 'running');
+  // The moved guest keeps writing its disk through B's FUSE layer.
+  const before = onB.dirtyDiskBlocks;
+  await sleep(2500);
+  assert.ok((await B.describe('eng-vm')).lastHeartbeat! > resumed.heartbeatAfter!);
+  assert.ok((await B.describe('eng-vm')).dirtyDiskBlocks >= before);
+  await B.destroyVm('eng-vm');
+});
+
+test('state corrupted in transit is caught before resume: the target refuses, the source runs on', async () => {
+  await A.launchVm('bad-vm', baseImageId, { name: 'heartbeat', args: ['4', '100'] });
+  await sleep(1000);
+  const source = new SourceHandoffs(A);
+  const target = new TargetHandoffs(B);
+  const snap = await source.snapshot('h-bad', 'bad-vm');
+  const endpoint = await target.prepare('h-bad', 'bad-vm', snap.baseImageId);
+  await source.stream('h-bad', endpoint);
+
+  // Flip one byte of the assembled memory at the target, as a faulty link or disk would.
+  const ramFile = await findRamFile('B', 'bad-vm');
+  assert.ok(ramFile, 'the target assembled a RAM file');
+  const ram = await open(ramFile, 'r+');
+  const page = Buffer.alloc(BLOCK_SIZE);
+  await ram.read(page, 0, BLOCK_SIZE, 100 * BLOCK_SIZE);
+  page[17]! ^= 0xff;
+  await ram.write(page, 0, BLOCK_SIZE, 100 * BLOCK_SIZE);
+  await ram.close();
+
+  await assert.rejects(target.finalize('h-bad', snap), (err: unknown) => {
+    assert.ok(err instanceof HandoffError);
+    assert.equal(err.code, 'STATE_MISMATCH');
+    assert.match(err.message, /memory on B do not match/);
+    return true;
+  });
+  assert.equal(B.hasVm('bad-vm'), false, 'nothing was started at the target');
+  const back = await source.rollback('h-bad', 'bad-vm');
+  assert.equal(back.runState, 'running');
+  const hb = (await A.describe('bad-vm')).lastHeartbeat!;
+  await sleep(1000);
+  assert.ok((await A.describe('bad-vm')).lastHeartbeat! > hb, 'the source guest goes on');
+  await A.destroyVm('bad-vm');
+});
+
+test('a target without the base image refuses before anything moves', async () => {
+  const target = new TargetHandoffs(B);
+  await assert.rejects(target.prepare('h-x', 'x-vm', 'base-0000000000000000'), /does not hold base image base-0000000000000000/);
+});
+
+/** The target's RAM file for a VM in preparation (its name carries a random tag). */
+async function findRamFile(cloudlet: string, vmId: string): Promise<string | undefined> {
+  const { readdir } = await import('node:fs/promises');
+  const name = (await readdir('/dev/shm')).find((f) => f.startsWith(`ehoff-${cloudlet}-${vmId}-`));
+  return name && `/dev/shm/${name}`;
+}
