@@ -136,7 +136,8 @@ export class TargetHandoffs {
       throw new HandoffError('STATE_MISMATCH', `assembled ${which} on ${this.cloudlet.name} do not match the source's digests at stop time; the VM was not resumed here`);
     }
     if (!s.vm) {
-      await Promise.all([s.ram.close(), s.deviceState.close()]);
+      // allSettled: a retried finalize finds the handles already closed.
+      await Promise.allSettled([s.ram.close(), s.deviceState.close()]);
       s.vm = await VmInstance.start(s.vmId, s.base, s.files, s.disk, s.files.deviceState);
     }
     return { memoryDigest, diskDigest: disk, verified: true, verifyMs, received };

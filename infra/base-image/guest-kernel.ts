@@ -27,7 +27,13 @@ export async function ensureGuestKernel(cacheDir: string, log: (line: string) =>
   const work = await mkdtemp(join(cacheDir, '.download-'));
   try {
     log('downloading the guest kernel (Debian linux-image-amd64)');
-    await run('apt-get', ['download', 'linux-image-amd64'], { cwd: work });
+    try {
+      await run('apt-get', ['download', 'linux-image-amd64'], { cwd: work });
+    } catch {
+      // No or stale package lists on this machine: refresh them once.
+      await run('apt-get', ['update', '-qq']);
+      await run('apt-get', ['download', 'linux-image-amd64'], { cwd: work });
+    }
     const meta = (await readdir(work)).find((f) => f.startsWith('linux-image-amd64_'));
     if (!meta) throw new Error('apt-get download linux-image-amd64 produced no package');
     const { stdout: depends } = await run('dpkg-deb', ['-f', join(work, meta), 'Depends']);
