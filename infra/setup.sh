@@ -24,11 +24,17 @@ else
 fi
 [[ -e /dev/fuse ]] || modprobe fuse || { echo "setup: /dev/fuse is missing and the fuse module does not load" >&2; exit 1; }
 
+# zstd-napi compiles its bundled zstd: point node-gyp at this Node's own headers (no download).
+export npm_config_nodedir="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")"
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
-  act "installing node modules (npm ci)"
+  act "installing node modules (npm ci; builds zstd-napi from its sources, about 40 s)"
   npm ci --no-audit --no-fund --loglevel=error
 else
   say "node modules present"
+fi
+if ! node -e "require('zstd-napi')" 2>/dev/null; then
+  act "building zstd-napi"
+  npm rebuild zstd-napi --loglevel=error
 fi
 
 if [[ -n "${TEMPORAL_CLI:-}" ]]; then

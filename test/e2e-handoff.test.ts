@@ -103,7 +103,9 @@ test('the VM moves A → B: state verified, guest goes on, five steps in the his
   assert.equal(result.verified, true);
   assert.equal(result.guestContinued, true);
   assert.ok(result.heartbeatAfterResume! > result.heartbeatAtStop!);
-  assert.ok(result.bytesSent > result.memoryPages * 4096, 'the overlay went over the data plane');
+  assert.equal(result.stages.chunks, result.memoryPages + result.diskBlocks, 'every changed chunk went through the pipeline');
+  assert.ok(result.bytesSent >= result.stages.payloadBytes + result.deviceStateBytes, 'the overlay went over the data plane');
+  assert.ok(result.stages.payloadBytes < result.stages.inputBytes, 'and it went reduced');
   assert.ok(result.downtimeMs > 0 && result.downtimeMs < result.totalMs);
   assert.ok(seen.includes('stream'), 'progress was reported while it ran');
 

@@ -8,6 +8,7 @@ import { Cloudlet } from '../engine/cloudlet/cloudlet.js';
 import { HandoffError } from '../engine/errors.js';
 import { SourceHandoffs } from '../engine/handoff/source-handoff.js';
 import { TargetHandoffs } from '../engine/handoff/target-handoff.js';
+import { fixedControl } from '../engine/handoff/stream-control.js';
 import { testBaseImage, tempRoot } from './support/fixtures.js';
 
 // The engine alone, for real: QEMU guests, FUSE disks, the TCP data plane, no Temporal.
@@ -45,9 +46,10 @@ test('a VM moves from A to B with verified state and a guest that goes on', asyn
   assert.ok(snap.diskBlocks > 0, 'the workload log is in the disk overlay');
 
   const endpoint = await target.prepare('h-ok', 'eng-vm', snap.baseImageId);
-  const stream = await source.stream('h-ok', endpoint);
-  assert.equal(stream.ack.memoryBlocks, snap.memoryPages);
-  assert.equal(stream.ack.diskBlocks, snap.diskBlocks);
+  const stream = await source.stream('h-ok', endpoint, fixedControl('xor/zstd-3'));
+  assert.equal(stream.ack.chunks, snap.memoryPages + snap.diskBlocks);
+  assert.equal(stream.stages.chunks, snap.memoryPages + snap.diskBlocks);
+  assert.ok(stream.stages.payloadBytes < stream.stages.inputBytes / 2, `the pipeline reduced the overlay (${stream.stages.payloadBytes} of ${stream.stages.inputBytes} bytes)`);
   const fin = await target.finalize('h-ok', snap);
   assert.equal(fin.memoryDigest, snap.memoryDigest);
   assert.equal(fin.diskDigest, snap.diskDigest);
@@ -72,7 +74,7 @@ test('state corrupted in transit is caught before resume: the target refuses, th
   const target = new TargetHandoffs(B);
   const snap = await source.snapshot('h-bad', 'bad-vm');
   const endpoint = await target.prepare('h-bad', 'bad-vm', snap.baseImageId);
-  await source.stream('h-bad', endpoint);
+  await source.stream('h-bad', endpoint, fixedControl('none/none'));
 
   // Flip one byte of the assembled memory at the target, as a faulty link or disk would.
   const ramFile = await findRamFile('B', 'bad-vm');

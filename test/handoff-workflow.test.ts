@@ -41,11 +41,15 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt): SourceActi
       memoryDigest: 'm'.repeat(64), memoryPages: 10, diskDigest: 'd'.repeat(64), diskBlocks: 2, deviceStateBytes: 5,
       deviceStateSha256: 's'.repeat(64), captureMs: 1,
     }),
-    streamOverlay: () => step('streamOverlay', { bytesSent: 12345, ack: { memoryBlocks: 10, diskBlocks: 2, deviceStateBytes: 5, bytesReceived: 12345 }, streamMs: 3 }),
+    streamOverlay: () => step('streamOverlay', {
+      bytesSent: 12345, ack: { batches: 1, chunks: 12, deviceStateBytes: 5, bytesReceived: 12345 }, streamMs: 3,
+      stages: { chunks: 12, zero: 1, baseRefs: 1, selfRefs: 0, data: 10, inputBytes: 49152, rawBytes: 41000, payloadBytes: 9000 },
+      modesUsed: { 'xor/zstd-3': 1 },
+    }),
     rollback: () => step('rollback', { runState: 'running' }),
     retire: () => step('retire', undefined),
     negotiateBaseImage: () => step('negotiateBaseImage', { host: '127.0.0.1', port: 1, token: 't'.repeat(32) }),
-    finalize: (a) => step('finalize', { ...a.expected, verified: true as const, verifyMs: 1, received: { memoryBlocks: 10, diskBlocks: 2, deviceStateBytes: 5, bytesReceived: 12345 } }),
+    finalize: (a) => step('finalize', { ...a.expected, verified: true as const, verifyMs: 1, received: { batches: 1, chunks: 12, deviceStateBytes: 5, bytesReceived: 12345 } }),
     resume: () => step('resume', { resumedAtMs: 1400, heartbeatAfter: 8, runState: 'running' }),
     abort: () => step('abort', undefined),
   };

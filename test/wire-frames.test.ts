@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { BLOCK_SIZE } from '../engine/blocks.js';
-import { FrameDecoder, FrameType, WIRE_PROTOCOL, encodeFrame, type Frame } from '../engine/wire/frames.js';
+import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type Frame } from '../engine/wire/frames.js';
 
 async function decodeAll(bytes: Buffer, chunk = 7): Promise<Frame[]> {
   const pieces: Buffer[] = [];
@@ -12,7 +12,11 @@ async function decodeAll(bytes: Buffer, chunk = 7): Promise<Frame[]> {
   return frames;
 }
 
-const hello = { protocol: WIRE_PROTOCOL, version: 1, handoffId: 'h-1', token: 'x'.repeat(32) } as const;
+function batchHeader(payload: Buffer) {
+  return { seq: 0, mode: 'xor/zstd-3', chunks: 3, rawBytes: 9000, rawXxh64: '0123456789abcdef', payloadBytes: payload.length, payloadXxh64: 'fedcba9876543210' };
+}
+
+const hello = { protocol: WIRE_PROTOCOL, version: WIRE_VERSION, handoffId: 'h-1', token: 'x'.repeat(32) } as const;
 
 test('every frame type survives encode → decode, split at any byte', async () => {
   const blocks = Buffer.alloc(3 * BLOCK_SIZE);
@@ -20,10 +24,10 @@ test('every frame type survives encode → decode, split at any byte', async () 
   const frames: Frame[] = [
     { type: FrameType.Hello, hello },
     { type: FrameType.DeviceState, data: Buffer.from('device state bytes') },
-    { type: FrameType.MemoryBlocks, indices: [0, 7, 131071], blocks },
-    { type: FrameType.DiskBlocks, indices: [5, 2 ** 21 - 1, 42], blocks },
-    { type: FrameType.End, end: { memoryBlocks: 3, diskBlocks: 3, deviceStateBytes: 18, deviceStateSha256: 'a'.repeat(64) } },
-    { type: FrameType.Ack, ack: { memoryBlocks: 3, diskBlocks: 3, deviceStateBytes: 18, bytesReceived: 99 } },
+    { type: FrameType.Batch, header: batchHeader(blocks), payload: blocks },
+    { type: FrameType.BatchAck, batchAck: { seq: 0, bytesReceived: 5000 } },
+    { type: FrameType.End, end: { batches: 1, chunks: 3, deviceStateBytes: 18, deviceStateSha256: 'a'.repeat(64) } },
+    { type: FrameType.Ack, ack: { batches: 1, chunks: 3, deviceStateBytes: 18, bytesReceived: 99 } },
   ];
   const wire = Buffer.concat(frames.map(encodeFrame));
   for (const chunk of [1, 5, 4096, wire.length]) {
@@ -47,18 +51,21 @@ test('unknown frame types and impossible lengths are rejected by name', async ()
 });
 
 test('a hello of another protocol version is rejected, naming the field', async () => {
-  const wire = encodeFrame({ type: FrameType.Hello, hello: { ...hello, version: 2 } });
-  await assert.rejects(decodeAll(wire), /field 'version' is 2; this side speaks version 1/);
+  const wire = encodeFrame({ type: FrameType.Hello, hello: { ...hello, version: 1 } });
+  await assert.rejects(decodeAll(wire), /field 'version' is 1; this side speaks version 2/);
 });
 
 test('a control frame with a bad field names that field', async () => {
-  const wire = encodeFrame({ type: FrameType.End, end: { memoryBlocks: -1, diskBlocks: 0, deviceStateBytes: 0, deviceStateSha256: 'a'.repeat(64) } });
-  await assert.rejects(decodeAll(wire), /end frame: field 'memoryBlocks'/);
+  const wire = encodeFrame({ type: FrameType.End, end: { batches: -1, chunks: 0, deviceStateBytes: 0, deviceStateSha256: 'a'.repeat(64) } });
+  await assert.rejects(decodeAll(wire), /end frame: field 'batches'/);
 });
 
-test('a block frame whose size does not match its count is corrupt', async () => {
-  const good = encodeFrame({ type: FrameType.DiskBlocks, indices: [1, 2], blocks: Buffer.alloc(2 * BLOCK_SIZE) });
-  const bad = Buffer.from(good);
-  bad.writeUInt32LE(3, 5); // claims three blocks
-  await assert.rejects(decodeAll(bad), /do not hold 3 blocks/);
+test('a batch frame with an unknown mode or a short payload is rejected, naming the field', async () => {
+  const payload = Buffer.alloc(100);
+  const badMode = encodeFrame({ type: FrameType.Batch, header: { ...batchHeader(payload), mode: 'xor/zstd-4' }, payload });
+  await assert.rejects(decodeAll(badMode), /batch frame: field 'mode'/);
+  const good = encodeFrame({ type: FrameType.Batch, header: batchHeader(payload), payload });
+  const short = Buffer.concat([good.subarray(0, good.length - 10)]);
+  short.writeUInt32LE(short.length - 4, 0);
+  await assert.rejects(decodeAll(short), /field 'payloadBytes' says 100, frame holds 90/);
 });

@@ -1,5 +1,7 @@
 import { defineSearchAttributeKey } from '@temporalio/common';
-import { defineQuery } from '@temporalio/workflow';
+import { defineQuery, defineSignal } from '@temporalio/workflow';
+import type { StreamMeasurements } from '../engine/adaptation/measurements.js';
+import type { ModeId } from '../engine/adaptation/mode.js';
 import { z } from 'zod';
 import { baseImageIdSchema, cloudletNameSchema, vmIdSchema, workloadSchema } from '../engine/names.js';
 
@@ -73,9 +75,37 @@ export interface HandoffResult {
   heartbeatAfterResume: number | null;
   guestContinued: boolean;
   steps: StepRecord[];
+  /** Batches sent in each mode. */
+  modesUsed: Record<ModeId, number>;
+  modeSwitches: ModeSwitch[];
+  stages: { chunks: number; zero: number; baseRefs: number; selfRefs: number; data: number; inputBytes: number; rawBytes: number; payloadBytes: number };
+}
+
+/** One change of mode, with what caused it: the history's record of the adaptation. */
+export interface ModeSwitch {
+  atMs: number;
+  from: ModeId;
+  to: ModeId;
+  reason: string;
+  measurements: StreamMeasurements | null;
+}
+
+export interface StreamControlState {
+  mode: ModeId;
+  pinnedMode: ModeId | null;
+  bandwidthCapMbps: number | null;
 }
 
 export const progressQuery = defineQuery<HandoffProgress>('progress');
+/** The stream reads the mode and bandwidth cap the workflow decided. */
+export const streamControlQuery = defineQuery<StreamControlState>('streamControl');
+/** From the streaming activity: P, r per mode and R, every second or on a sharp change. */
+export const reportMeasurementsSignal = defineSignal<[StreamMeasurements]>('reportMeasurements');
+/** From an operator: use this mode whatever the measurements say. */
+export const pinModeSignal = defineSignal<[ModeId]>('pinMode');
+export const unpinModeSignal = defineSignal<[]>('unpinMode');
+/** From an operator: never send faster than this (Mbit/s); null lifts the cap. */
+export const capBandwidthSignal = defineSignal<[number | null]>('capBandwidth');
 
 export const VmIdSearchAttribute = defineSearchAttributeKey('EdgeVmId', 'KEYWORD');
 export const SourceSearchAttribute = defineSearchAttributeKey('EdgeSourceCloudlet', 'KEYWORD');

@@ -2,13 +2,23 @@ import {
   ApplicationFailure,
   CancellationScope,
   proxyActivities,
+  log,
   setHandler,
+  upsertMemo,
   workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { SourceActivities } from '../activities/source-activities.js';
 import type { TargetActivities } from '../activities/target-activities.js';
+import { chooseMode, type StreamPolicy } from '../engine/adaptation/choose-mode.js';
+import { DEFAULT_MODE, modeId, modeIdSchema, type ModeId } from '../engine/adaptation/mode.js';
 import {
+  capBandwidthSignal,
+  pinModeSignal,
+  reportMeasurementsSignal,
+  streamControlQuery,
+  unpinModeSignal,
+  type ModeSwitch,
   cloudletTaskQueue,
   describeInvalid,
   handoffInputSchema,
@@ -66,6 +76,42 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
     steps.push({ step: next, startedAt: now });
   };
 
+  // Adaptation: the stream reports, this decides; every switch lands in the history (memo).
+  let mode: ModeId = modeId(DEFAULT_MODE);
+  const policy: StreamPolicy = { pinnedMode: null, bandwidthCapMbps: null };
+  const modeSwitches: ModeSwitch[] = [];
+  const switchTo = (to: ModeId, reason: string, measurements: ModeSwitch['measurements']) => {
+    if (to === mode) return;
+    const sw: ModeSwitch = { atMs: Date.now() - startedAt, from: mode, to, reason, measurements };
+    modeSwitches.push(sw);
+    mode = to;
+    upsertMemo({ mode, lastModeSwitch: sw });
+  };
+  setHandler(streamControlQuery, () => ({ mode, ...policy }));
+  setHandler(reportMeasurementsSignal, (m) => {
+    const d = chooseMode(m, policy, mode);
+    switchTo(d.mode, d.reason, m);
+  });
+  setHandler(pinModeSignal, (pinned) => {
+    if (!modeIdSchema.safeParse(pinned).success) {
+      log.warn('pinMode ignored: unknown mode', { pinned });
+      return;
+    }
+    policy.pinnedMode = pinned;
+    switchTo(pinned, 'pinned by operator', null);
+  });
+  setHandler(unpinModeSignal, () => {
+    policy.pinnedMode = null;
+  });
+  setHandler(capBandwidthSignal, (mbps) => {
+    if (mbps !== null && !(typeof mbps === 'number' && mbps > 0)) {
+      log.warn('capBandwidth ignored: not a positive number or null', { mbps });
+      return;
+    }
+    policy.bandwidthCapMbps = mbps;
+    upsertMemo({ bandwidthCapMbps: mbps });
+  });
+
   let targetTouched = false;
   try {
     enter('snapshot');
@@ -102,6 +148,9 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
       heartbeatAfterResume: resumed.heartbeatAfter,
       guestContinued: snap.heartbeatAtStop !== null && resumed.heartbeatAfter !== null && resumed.heartbeatAfter > snap.heartbeatAtStop,
       steps,
+      modesUsed: stream.modesUsed,
+      modeSwitches,
+      stages: stream.stages,
     };
   } catch (err) {
     const failedAt = step;

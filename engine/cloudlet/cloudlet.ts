@@ -1,6 +1,10 @@
 import { mkdir } from 'node:fs/promises';
 import { HandoffError } from '../errors.js';
-import { ImageCache } from '../image/image-cache.js';
+import { ImageCache, type CachedBaseImage } from '../image/image-cache.js';
+import { CodecPool } from '../pipeline/codec-pool.js';
+import { baseChunkReader } from '../pipeline/chunk-source.js';
+import { DedupIndex } from '../pipeline/dedup-index.js';
+import { open } from 'node:fs/promises';
 import { DataPlaneServer } from '../wire/data-plane-server.js';
 import { VmInstance, removeVmFiles, vmFiles } from './vm-instance.js';
 
@@ -15,6 +19,8 @@ export interface CloudletConfig {
   dataHost: string;
   dataPort?: number;
   prefix: string;
+  /** Pipeline threads; defaults to the cores available. */
+  codecThreads?: number;
 }
 
 export interface VmDescription {
@@ -31,6 +37,8 @@ export class Cloudlet {
   readonly images: ImageCache;
   readonly dataPlane: DataPlaneServer;
   private readonly vms = new Map<string, VmInstance>();
+  private pool?: CodecPool;
+  private readonly dedupIndexes = new Map<string, Promise<DedupIndex>>();
 
   constructor(readonly config: CloudletConfig) {
     this.images = new ImageCache(config.imageCacheDir);
@@ -50,7 +58,33 @@ export class Cloudlet {
   async stop(): Promise<void> {
     for (const vm of this.vms.values()) await vm.destroy().catch(() => undefined);
     this.vms.clear();
+    await this.pool?.close();
     await this.dataPlane.stop();
+  }
+
+  /** The pipeline's thread pool, shared by this cloudlet's streams. */
+  codecPool(): CodecPool {
+    this.pool ??= new CodecPool(this.config.codecThreads);
+    return this.pool;
+  }
+
+  /** The dedup index of a base image, built on first use and kept: bases do not change. */
+  dedupIndex(base: CachedBaseImage): Promise<DedupIndex> {
+    let index = this.dedupIndexes.get(base.manifest.id);
+    if (!index) {
+      index = (async () => {
+        const [memory, disk] = await Promise.all([open(base.path('memory'), 'r'), open(base.path('disk'), 'r')]);
+        try {
+          const reader = baseChunkReader(memory, base.manifest.memory.sizeBytes, disk, base.manifest.disk.sizeBytes);
+          return await DedupIndex.build(reader, base.manifest.memory.sizeBytes / 4096, (await base.diskBlockHashes()).keys());
+        } finally {
+          await Promise.allSettled([memory.close(), disk.close()]);
+        }
+      })();
+      index.catch(() => this.dedupIndexes.delete(base.manifest.id));
+      this.dedupIndexes.set(base.manifest.id, index);
+    }
+    return index;
   }
 
   files(vmId: string) {

@@ -72,7 +72,7 @@ export class DiskOverlay {
   }
 
   /** Reads one whole block of the current disk content. */
-  async readBlock(index: number, into = Buffer.alloc(BLOCK_SIZE)): Promise<Buffer> {
+  async readBlock(index: number, into: Buffer = Buffer.alloc(BLOCK_SIZE)): Promise<Buffer> {
     await this.read(into, BLOCK_SIZE, index * BLOCK_SIZE);
     return into;
   }

@@ -4,8 +4,9 @@ import { HandoffError } from '../errors.js';
 import type { Cloudlet } from '../cloudlet/cloudlet.js';
 import type { VmInstance } from '../cloudlet/vm-instance.js';
 import { captureMemory } from '../memory/memory-capture.js';
-import { sendOverlay, type DataEndpoint } from '../wire/overlay-sender.js';
-import type { Ack } from '../wire/frames.js';
+import type { DataEndpoint } from '../wire/overlay-sender.js';
+import { streamOverlay, type OverlayStreamResult } from './overlay-stream.js';
+import type { StreamControl } from './stream-control.js';
 import { diskDigest } from './state-digest.js';
 
 export interface SnapshotResult {
@@ -23,11 +24,7 @@ export interface SnapshotResult {
   captureMs: number;
 }
 
-export interface StreamResult {
-  bytesSent: number;
-  ack: Ack;
-  streamMs: number;
-}
+export type StreamResult = OverlayStreamResult;
 
 interface Session {
   vm: VmInstance;
@@ -82,18 +79,18 @@ export class SourceHandoffs {
     }
   }
 
-  async stream(handoffId: string, endpoint: DataEndpoint): Promise<StreamResult> {
+  async stream(handoffId: string, endpoint: DataEndpoint, control: StreamControl): Promise<StreamResult> {
     const s = this.session(handoffId);
-    const started = Date.now();
-    const { bytesSent, ack } = await sendOverlay(endpoint, {
+    return streamOverlay({
       handoffId,
-      deviceStatePath: s.vm.files.deviceState,
-      ramPath: s.vm.files.ramFile,
+      vm: s.vm,
       memoryPages: s.memoryPages,
-      disk: s.vm.disk,
       diskBlocks: s.diskBlocks,
+      endpoint,
+      pool: this.cloudlet.codecPool(),
+      dedup: await this.cloudlet.dedupIndex(s.vm.base),
+      control,
     });
-    return { bytesSent, ack, streamMs: Date.now() - started };
   }
 
   /** Puts the VM back to running here. Safe to repeat, and safe when no snapshot was taken. */

@@ -10,6 +10,9 @@ import { digestOfFile } from '../image/image-digest.js';
 import type { DataEndpoint } from '../wire/overlay-sender.js';
 import type { Ack } from '../wire/frames.js';
 import { diskDigest } from './state-digest.js';
+import { applyBatch, type ChunkStore } from '../pipeline/batch-applier.js';
+import { Space } from '../pipeline/chunk-records.js';
+import { baseChunkReader, readRuns } from '../pipeline/chunk-source.js';
 
 export interface ExpectedState {
   memoryDigest: string;
@@ -37,6 +40,8 @@ interface Session {
   disk: DiskOverlay;
   ram: FileHandle;
   deviceState: FileHandle;
+  /** Base files opened for resolving deltas and references; closed when reception ends. */
+  baseFiles: FileHandle[];
   endpoint: DataEndpoint;
   received: Promise<Ack>;
   vm?: VmInstance;
@@ -75,14 +80,22 @@ export class TargetHandoffs {
     const endpoint: DataEndpoint = { ...address, token };
     const memoryPages = base.manifest.memory.sizeBytes / BLOCK_SIZE;
     const diskBlocks = base.manifest.disk.sizeBytes / BLOCK_SIZE;
+    const [baseMemory, baseDisk] = await Promise.all([open(base.path('memory'), 'r'), open(base.path('disk'), 'r')]);
+    const baseReader = baseChunkReader(baseMemory, base.manifest.memory.sizeBytes, baseDisk, base.manifest.disk.sizeBytes);
+    const store: ChunkStore = {
+      limit: (space) => (space === Space.Memory ? memoryPages : diskBlocks),
+      write: async (space, index, data) => {
+        if (space === Space.Memory) await ram.write(data, 0, BLOCK_SIZE, index * BLOCK_SIZE);
+        else await disk.writeBlock(index, data);
+      },
+      read: async (space, indices, into) => {
+        if (space === Space.Memory) return readRuns(ram, indices, into, base.manifest.memory.sizeBytes);
+        for (const [n, i] of indices.entries()) await disk.readBlock(i, into.subarray(n * BLOCK_SIZE, (n + 1) * BLOCK_SIZE));
+      },
+    };
     let settle!: { resolve: (a: Ack) => void; reject: (e: Error) => void };
     const received = new Promise<Ack>((resolve, reject) => (settle = { resolve, reject }));
     received.catch(() => undefined);
-    const checkRange = (what: string, index: number, limit: number) => {
-      if (!Number.isInteger(index) || index < 0 || index >= limit) {
-        throw new HandoffError('PROTOCOL', `${what} block index ${index} is outside 0..${limit - 1}`);
-      }
-    };
     let deviceStateBytes = 0;
     this.cloudlet.dataPlane.expect(handoffId, {
       token,
@@ -94,25 +107,14 @@ export class TargetHandoffs {
         await deviceState.write(chunk, 0, chunk.length, deviceStateBytes);
         deviceStateBytes += chunk.length;
       },
-      writeMemoryBlocks: async (indices, blocks) => {
-        for (const [n, page] of indices.entries()) {
-          checkRange('memory', page, memoryPages);
-          await ram.write(blocks, n * BLOCK_SIZE, BLOCK_SIZE, page * BLOCK_SIZE);
-        }
-      },
-      writeDiskBlocks: async (indices, blocks) => {
-        for (const [n, index] of indices.entries()) {
-          checkRange('disk', index, diskBlocks);
-          await disk.writeBlock(index, blocks.subarray(n * BLOCK_SIZE, (n + 1) * BLOCK_SIZE));
-        }
-      },
+      applyBatch: (header, payload) => applyBatch(header, payload, store, baseReader),
       complete: async (ack) => {
         await Promise.all([ram.sync(), deviceState.sync(), disk.flush()]);
         settle.resolve(ack);
       },
       fail: (err) => settle.reject(err),
     });
-    this.sessions.set(handoffId, { vmId, base, files, disk, ram, deviceState, endpoint, received });
+    this.sessions.set(handoffId, { vmId, base, files, disk, ram, deviceState, baseFiles: [baseMemory, baseDisk], endpoint, received });
     return endpoint;
   }
 
@@ -137,7 +139,7 @@ export class TargetHandoffs {
     }
     if (!s.vm) {
       // allSettled: a retried finalize finds the handles already closed.
-      await Promise.allSettled([s.ram.close(), s.deviceState.close()]);
+      await Promise.allSettled([s.ram.close(), s.deviceState.close(), ...s.baseFiles.map((f) => f.close())]);
       s.vm = await VmInstance.start(s.vmId, s.base, s.files, s.disk, s.files.deviceState);
     }
     return { memoryDigest, diskDigest: disk, verified: true, verifyMs, received };
@@ -174,7 +176,7 @@ export class TargetHandoffs {
     if (!s) return;
     this.sessions.delete(handoffId);
     this.cloudlet.dataPlane.forget(handoffId);
-    await Promise.allSettled([s.ram.close(), s.deviceState.close()]);
+    await Promise.allSettled([s.ram.close(), s.deviceState.close(), ...s.baseFiles.map((f) => f.close())]);
     if (s.vm) {
       await s.vm.destroy();
     } else {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import { HandoffError } from '../errors.js';
-import { FrameDecoder, FrameType, encodeFrame, type Ack, type Frame } from './frames.js';
+import { FrameDecoder, FrameType, encodeFrame, type Ack, type BatchHeader, type Frame } from './frames.js';
 
 /** Where one incoming overlay is written as it arrives. */
 export interface OverlaySink {
@@ -9,8 +9,8 @@ export interface OverlaySink {
   /** A new connection for this handoff: whatever an earlier, broken one wrote is superseded. */
   begin(): Promise<void>;
   writeDeviceState(chunk: Buffer): Promise<void>;
-  writeMemoryBlocks(indices: number[], blocks: Buffer): Promise<void>;
-  writeDiskBlocks(indices: number[], blocks: Buffer): Promise<void>;
+  /** Verifies and applies one batch; returns the chunks it held. */
+  applyBatch(header: BatchHeader, payload: Buffer): Promise<number>;
   /** Called once the whole overlay arrived and its counts checked out. */
   complete(ack: Ack): Promise<void>;
   fail(err: Error): void;
@@ -18,7 +18,8 @@ export interface OverlaySink {
 
 /**
  * A cloudlet's data-plane listener. Each connection names its handoff in its first frame and
- * must carry that handoff's token; frames are applied in order as they arrive.
+ * must carry that handoff's token; batches are applied in sequence and acknowledged one by one,
+ * which is how the source measures the network's throughput.
  */
 export class DataPlaneServer {
   private readonly sinks = new Map<string, OverlaySink>();
@@ -55,11 +56,12 @@ export class DataPlaneServer {
   }
 
   private async serve(socket: Socket): Promise<void> {
+    socket.setNoDelay(true);
     const decoder = new FrameDecoder();
     socket.pipe(decoder);
     let sink: OverlaySink | undefined;
     try {
-      const counts = { memoryBlocks: 0, diskBlocks: 0, deviceStateBytes: 0 };
+      const counts = { batches: 0, chunks: 0, deviceStateBytes: 0 };
       const deviceStateHash = createHash('sha256');
       for await (const f of decoder as AsyncIterable<Frame>) {
         if (!sink) {
@@ -77,21 +79,19 @@ export class DataPlaneServer {
             deviceStateHash.update(f.data);
             await sink.writeDeviceState(f.data);
             break;
-          case FrameType.MemoryBlocks:
-            counts.memoryBlocks += f.indices.length;
-            await sink.writeMemoryBlocks(f.indices, f.blocks);
-            break;
-          case FrameType.DiskBlocks:
-            counts.diskBlocks += f.indices.length;
-            await sink.writeDiskBlocks(f.indices, f.blocks);
+          case FrameType.Batch:
+            if (f.header.seq !== counts.batches) throw new HandoffError('PROTOCOL', `batch ${f.header.seq} arrived where batch ${counts.batches} was due`);
+            counts.chunks += await sink.applyBatch(f.header, f.payload);
+            counts.batches++;
+            socket.write(encodeFrame({ type: FrameType.BatchAck, batchAck: { seq: f.header.seq, bytesReceived: decoder.bytesIn } }));
             break;
           case FrameType.End: {
             const e = f.end;
             const mismatch =
-              e.memoryBlocks !== counts.memoryBlocks ? `memory blocks: sent ${e.memoryBlocks}, received ${counts.memoryBlocks}` :
-              e.diskBlocks !== counts.diskBlocks ? `disk blocks: sent ${e.diskBlocks}, received ${counts.diskBlocks}` :
+              e.batches !== counts.batches ? `batches: sent ${e.batches}, received ${counts.batches}` :
+              e.chunks !== counts.chunks ? `chunks: sent ${e.chunks}, received ${counts.chunks}` :
               e.deviceStateBytes !== counts.deviceStateBytes ? `device state: sent ${e.deviceStateBytes} bytes, received ${counts.deviceStateBytes}` :
-              e.deviceStateSha256 !== deviceStateHash.digest('hex') ? 'device state: SHA-256 differs from the sender\'s' : undefined;
+              e.deviceStateSha256 !== deviceStateHash.digest('hex') ? "device state: SHA-256 differs from the sender's" : undefined;
             if (mismatch) throw new HandoffError('STATE_MISMATCH', `overlay arrived incomplete: ${mismatch}`);
             const ack: Ack = { ...counts, bytesReceived: decoder.bytesIn };
             await sink.complete(ack);

@@ -1,26 +1,27 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { z } from 'zod';
-import { BLOCK_SIZE } from '../blocks.js';
+import { modeIdSchema } from '../adaptation/mode.js';
 import { HandoffError } from '../errors.js';
 
 /**
- * The data plane's framing, version 1: `u32 length | u8 type | payload`, little-endian.
- * Control frames carry JSON checked by a schema; block frames carry a count, the block indices
- * and the blocks themselves. Anything else is rejected with the reason named.
+ * The data plane's framing, version 2: `u32 length | u8 type | payload`, little-endian.
+ * Control frames carry JSON checked by a schema. A batch frame carries a JSON header (schema
+ * below: sequence, mode, sizes, xxHash64 checksums) and the compressed batch; the target checks
+ * both checksums before it applies anything. Anything else is rejected with the reason named.
+ * (Version 1 carried raw block frames; it is not spoken any more.)
  */
 export const WIRE_PROTOCOL = 'ehoff-wire';
-export const WIRE_VERSION = 1;
+export const WIRE_VERSION = 2;
 export const MAX_FRAME_BYTES = 16 << 20;
-export const MAX_BLOCKS_PER_FRAME = 1024;
 
 export enum FrameType {
   Hello = 1,
   DeviceState = 2,
-  MemoryBlocks = 3,
-  DiskBlocks = 4,
   End = 5,
   Ack = 6,
   Error = 7,
+  Batch = 8,
+  BatchAck = 9,
 }
 
 export const helloSchema = z.object({
@@ -29,28 +30,46 @@ export const helloSchema = z.object({
   handoffId: z.string().min(1),
   token: z.string().min(16),
 });
+const hex64 = z.string().regex(/^[0-9a-f]{16}$/, 'is not a 16-digit hex xxHash64');
+export const batchHeaderSchema = z.object({
+  seq: z.number().int().nonnegative(),
+  mode: modeIdSchema,
+  chunks: z.number().int().positive().max(4096),
+  rawBytes: z.number().int().nonnegative().max(MAX_FRAME_BYTES),
+  rawXxh64: hex64,
+  payloadBytes: z.number().int().nonnegative().max(MAX_FRAME_BYTES),
+  payloadXxh64: hex64,
+});
+export const batchAckSchema = z.object({
+  seq: z.number().int().nonnegative(),
+  /** Everything received on this connection so far, frames included. */
+  bytesReceived: z.number().int().nonnegative(),
+});
 export const endSchema = z.object({
-  memoryBlocks: z.number().int().nonnegative(),
-  diskBlocks: z.number().int().nonnegative(),
+  batches: z.number().int().nonnegative(),
+  chunks: z.number().int().nonnegative(),
   deviceStateBytes: z.number().int().nonnegative(),
   deviceStateSha256: z.string().regex(/^[0-9a-f]{64}$/),
 });
 export const ackSchema = z.object({
-  memoryBlocks: z.number().int().nonnegative(),
-  diskBlocks: z.number().int().nonnegative(),
+  batches: z.number().int().nonnegative(),
+  chunks: z.number().int().nonnegative(),
   deviceStateBytes: z.number().int().nonnegative(),
   bytesReceived: z.number().int().nonnegative(),
 });
 export const errorSchema = z.object({ message: z.string() });
 
 export type Hello = z.infer<typeof helloSchema>;
+export type BatchHeader = z.infer<typeof batchHeaderSchema>;
+export type BatchAck = z.infer<typeof batchAckSchema>;
 export type End = z.infer<typeof endSchema>;
 export type Ack = z.infer<typeof ackSchema>;
 
 export type Frame =
   | { type: FrameType.Hello; hello: Hello }
   | { type: FrameType.DeviceState; data: Buffer }
-  | { type: FrameType.MemoryBlocks | FrameType.DiskBlocks; indices: number[]; blocks: Buffer }
+  | { type: FrameType.Batch; header: BatchHeader; payload: Buffer }
+  | { type: FrameType.BatchAck; batchAck: BatchAck }
   | { type: FrameType.End; end: End }
   | { type: FrameType.Ack; ack: Ack }
   | { type: FrameType.Error; error: { message: string } };
@@ -75,14 +94,14 @@ export function encodeFrame(f: Frame): Buffer {
       return frame(f.type, Buffer.from(JSON.stringify(f.error)));
     case FrameType.DeviceState:
       return frame(f.type, f.data);
-    case FrameType.MemoryBlocks:
-    case FrameType.DiskBlocks: {
-      const n = f.indices.length;
-      if (f.blocks.length !== n * BLOCK_SIZE) throw new Error(`${n} block indices but ${f.blocks.length} bytes of blocks`);
-      const head = Buffer.alloc(4 + 8 * n);
-      head.writeUInt32LE(n, 0);
-      f.indices.forEach((index, k) => head.writeBigUInt64LE(BigInt(index), 4 + 8 * k));
-      return frame(f.type, Buffer.concat([head, f.blocks]));
+    case FrameType.BatchAck:
+      return frame(f.type, Buffer.from(JSON.stringify(f.batchAck)));
+    case FrameType.Batch: {
+      if (f.payload.length !== f.header.payloadBytes) throw new Error(`batch payload is ${f.payload.length} bytes, header says ${f.header.payloadBytes}`);
+      const header = Buffer.from(JSON.stringify(f.header));
+      const len = Buffer.alloc(4);
+      len.writeUInt32LE(header.length, 0);
+      return frame(f.type, Buffer.concat([len, header, f.payload]));
     }
   }
 }
@@ -119,18 +138,18 @@ export function decodePayload(type: number, payload: Buffer): Frame {
       return { type, error: parseJson('error', errorSchema, payload) };
     case FrameType.DeviceState:
       return { type, data: payload };
-    case FrameType.MemoryBlocks:
-    case FrameType.DiskBlocks: {
-      const kind = type === FrameType.MemoryBlocks ? 'memory blocks' : 'disk blocks';
-      if (payload.length < 4) throw new HandoffError('PROTOCOL', `${kind} frame: field 'count' is truncated`);
-      const n = payload.readUInt32LE(0);
-      if (n > MAX_BLOCKS_PER_FRAME) throw new HandoffError('PROTOCOL', `${kind} frame: field 'count' is ${n}, above ${MAX_BLOCKS_PER_FRAME}`);
-      if (payload.length !== 4 + n * (8 + BLOCK_SIZE)) {
-        throw new HandoffError('PROTOCOL', `${kind} frame: ${payload.length} payload bytes do not hold ${n} blocks`);
+    case FrameType.BatchAck:
+      return { type, batchAck: parseJson('batch ack', batchAckSchema, payload) };
+    case FrameType.Batch: {
+      if (payload.length < 4) throw new HandoffError('PROTOCOL', "batch frame: field 'headerLength' is truncated");
+      const headerLength = payload.readUInt32LE(0);
+      if (4 + headerLength > payload.length) throw new HandoffError('PROTOCOL', `batch frame: header of ${headerLength} bytes runs past the frame`);
+      const header = parseJson('batch', batchHeaderSchema, payload.subarray(4, 4 + headerLength));
+      const body = payload.subarray(4 + headerLength);
+      if (body.length !== header.payloadBytes) {
+        throw new HandoffError('PROTOCOL', `batch ${header.seq}: field 'payloadBytes' says ${header.payloadBytes}, frame holds ${body.length}`);
       }
-      const indices: number[] = [];
-      for (let k = 0; k < n; k++) indices.push(Number(payload.readBigUInt64LE(4 + 8 * k)));
-      return { type, indices, blocks: payload.subarray(4 + 8 * n) };
+      return { type, header, payload: body };
     }
     default:
       throw new HandoffError('PROTOCOL', `unknown frame type ${type}`);

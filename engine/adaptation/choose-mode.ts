@@ -1,0 +1,52 @@
+import type { StreamMeasurements } from './measurements.js';
+import type { ModeId } from './mode.js';
+
+/** Operator's word on the stream, set by signals. */
+export interface StreamPolicy {
+  pinnedMode: ModeId | null;
+  bandwidthCapMbps: number | null;
+}
+
+export interface ModeDecision {
+  mode: ModeId;
+  /** Why, in a sentence an operator reads in the history. */
+  reason: string;
+  /** The chosen mode's modelled throughput, input MB/s. */
+  effectiveMBps: number | null;
+}
+
+/** A new mode must beat the current one by this much: measurements are noisy. */
+export const SWITCH_MARGIN = 0.1;
+
+/**
+ * Picks the mode that moves input fastest: for each measured mode, min(P, R / r) with R the
+ * network throughput (capped by the operator). Deterministic, so the workflow can run it.
+ */
+export function chooseMode(m: StreamMeasurements, policy: StreamPolicy, current: ModeId): ModeDecision {
+  if (policy.pinnedMode) return { mode: policy.pinnedMode, reason: `pinned by operator`, effectiveMBps: null };
+  const measuredR = m.R_Mbps;
+  const cap = policy.bandwidthCapMbps;
+  const R_Mbps = measuredR === null ? cap : cap === null ? measuredR : Math.min(measuredR, cap);
+  if (R_Mbps === null) return { mode: current, reason: 'network throughput not measured yet', effectiveMBps: null };
+  const R_MBps = R_Mbps / 8;
+  const effective = (P: number, r: number) => Math.min(P, r > 0 ? R_MBps / r : Infinity);
+  let best: { mode: ModeId; eff: number; P: number; r: number } | undefined;
+  let currentEff: number | undefined;
+  for (const x of m.modes) {
+    if (!(x.P_MBps > 0) || !(x.ratio > 0)) continue;
+    const eff = effective(x.P_MBps, x.ratio);
+    if (x.mode === current) currentEff = eff;
+    if (!best || eff > best.eff) best = { mode: x.mode, eff, P: x.P_MBps, r: x.ratio };
+  }
+  if (!best) return { mode: current, reason: 'no mode measured yet', effectiveMBps: null };
+  const fmt = (n: number) => n.toFixed(n < 10 ? 2 : 1);
+  if (best.mode === current || (currentEff !== undefined && best.eff <= currentEff * (1 + SWITCH_MARGIN))) {
+    return { mode: current, reason: `kept: within ${SWITCH_MARGIN * 100}% of the best`, effectiveMBps: currentEff ?? null };
+  }
+  const bound = best.P < R_MBps / best.r ? 'CPU-bound' : 'network-bound';
+  return {
+    mode: best.mode,
+    reason: `min(P, R/r) = ${fmt(best.eff)} MB/s (P ${fmt(best.P)} MB/s, r ${best.r.toFixed(3)}, R ${fmt(R_Mbps)} Mbit/s, ${bound}) beats ${current} at ${currentEff === undefined ? 'unmeasured' : fmt(currentEff) + ' MB/s'}`,
+    effectiveMBps: best.eff,
+  };
+}

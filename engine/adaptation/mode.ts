@@ -1,0 +1,60 @@
+import { z } from 'zod';
+
+/**
+ * A mode: how each chunk is delta-encoded against the base chunk at the same offset, and how
+ * batches are compressed. Pure (no Node imports): the workflow decides modes with it.
+ */
+export const DELTAS = ['none', 'xor', 'fossil'] as const;
+export const CODECS = ['none', 'gzip', 'zstd', 'xz'] as const;
+export type Delta = (typeof DELTAS)[number];
+export type CodecName = (typeof CODECS)[number];
+
+export const LEVELS: Record<CodecName, readonly number[]> = {
+  none: [0],
+  gzip: [1, 6, 9],
+  zstd: [1, 3, 9, 19],
+  xz: [1, 6, 9],
+};
+
+export interface Mode {
+  delta: Delta;
+  codec: CodecName;
+  level: number;
+}
+
+/** "xor/zstd-3", "none/none": the one spelling used in signals, history, frames and reports. */
+export type ModeId = string;
+
+export function modeId(m: Mode): ModeId {
+  return `${m.delta}/${m.codec === 'none' ? 'none' : `${m.codec}-${m.level}`}`;
+}
+
+const MODE_ID = /^(none|xor|fossil)\/(none|(gzip|zstd|xz)-(\d{1,2}))$/;
+
+export const modeIdSchema = z.string().refine((s) => parseModeIdOrUndefined(s) !== undefined, {
+  message: 'a mode is <delta>/<codec>-<level> with delta none|xor|fossil and codec gzip 1,6,9 | zstd 1,3,9,19 | xz 1,6,9, or <delta>/none',
+});
+
+function parseModeIdOrUndefined(id: string): Mode | undefined {
+  const m = MODE_ID.exec(id);
+  if (!m) return undefined;
+  const delta = m[1] as Delta;
+  if (m[2] === 'none') return { delta, codec: 'none', level: 0 };
+  const codec = m[3] as CodecName;
+  const level = Number(m[4]);
+  return LEVELS[codec].includes(level) ? { delta, codec, level } : undefined;
+}
+
+export function parseModeId(id: string): Mode {
+  const mode = parseModeIdOrUndefined(id);
+  if (!mode) throw new Error(`unknown mode '${id}'`);
+  return mode;
+}
+
+/** Every mode the system may choose between. */
+export const ALL_MODES: readonly Mode[] = DELTAS.flatMap((delta) =>
+  CODECS.flatMap((codec) => LEVELS[codec].map((level) => ({ delta, codec, level }))),
+);
+
+/** Where a handoff starts before it has measured anything: cheap, and good at most rates. */
+export const DEFAULT_MODE: Mode = { delta: 'xor', codec: 'zstd', level: 3 };

@@ -1,0 +1,104 @@
+import type { EncodedBatch } from '../pipeline/overlay-encoder.js';
+import type { BatchAck } from '../wire/frames.js';
+import type { ModeMeasurement, StreamMeasurements } from './measurements.js';
+import type { ModeId } from './mode.js';
+
+interface ModeTotals {
+  inBytes: number;
+  outBytes: number;
+  busyMs: number;
+  from: 'stream' | 'sample';
+}
+
+/** Older figures fade: each new measurement of a mode weighs this much against its history. */
+const NEW_WEIGHT = 0.5;
+/** Bytes in flight above which the link counts as busy, so acks measure its capacity. */
+const BUSY_INFLIGHT_BYTES = 128 * 1024;
+const R_WINDOW_MS = 3_000;
+
+/**
+ * Online measurement of P and r per mode (from the stream's own batches and from background
+ * samples) and of R (from the target's acknowledgements while the link was kept busy).
+ */
+export class StreamProfiler {
+  private readonly modes = new Map<ModeId, ModeTotals>();
+  private sentBytes = 0;
+  private inputBytes = 0;
+  private lastAck: { t: number; bytes: number } | undefined;
+  private readonly busyIntervals: Array<{ t: number; dt: number; bytes: number }> = [];
+  private lastR: number | null = null;
+
+  constructor(
+    readonly threads: number,
+    private readonly now: () => number = () => Date.now(),
+    private readonly startedAt = now(),
+  ) {}
+
+  recordBatch(b: EncodedBatch, frameBytes: number): void {
+    this.sentBytes += frameBytes;
+    this.inputBytes += b.inputBytes;
+    this.record(b.modeId, b.inputBytes, b.payload.length, b.busyMs, 'stream');
+  }
+
+  recordSample(mode: ModeId, inBytes: number, outBytes: number, busyMs: number): void {
+    this.record(mode, inBytes, outBytes, busyMs, 'sample');
+  }
+
+  recordAck(ack: BatchAck): void {
+    const t = this.now();
+    if (this.lastAck) {
+      const inflight = this.sentBytes - ack.bytesReceived;
+      const dt = t - this.lastAck.t;
+      if (inflight > BUSY_INFLIGHT_BYTES && dt > 0) this.busyIntervals.push({ t, dt, bytes: ack.bytesReceived - this.lastAck.bytes });
+    }
+    this.lastAck = { t, bytes: ack.bytesReceived };
+    while (this.busyIntervals.length && this.busyIntervals[0]!.t < t - R_WINDOW_MS) this.busyIntervals.shift();
+    const dt = this.busyIntervals.reduce((s, x) => s + x.dt, 0);
+    if (dt >= 200) this.lastR = (this.busyIntervals.reduce((s, x) => s + x.bytes, 0) * 8) / 1e6 / (dt / 1000);
+  }
+
+  /** Mbit/s, or null before the link has been seen busy. */
+  R_Mbps(): number | null {
+    return this.lastR;
+  }
+
+  measurements(current: ModeId): StreamMeasurements {
+    const modes: ModeMeasurement[] = [...this.modes.entries()]
+      .filter(([, m]) => m.busyMs > 0 && m.inBytes > 0)
+      .map(([mode, m]) => ({
+        mode,
+        P_MBps: round((m.inBytes / 1e6 / (m.busyMs / 1000)) * this.threads),
+        ratio: round(m.outBytes / m.inBytes, 4),
+        from: m.from,
+        bytes: Math.round(m.inBytes),
+      }));
+    return {
+      atMs: this.now() - this.startedAt,
+      mode: current,
+      R_Mbps: this.lastR === null ? null : round(this.lastR),
+      threads: this.threads,
+      inputBytes: this.inputBytes,
+      wireBytes: this.sentBytes,
+      modes,
+    };
+  }
+
+  private record(mode: ModeId, inBytes: number, outBytes: number, busyMs: number, from: 'stream' | 'sample'): void {
+    const m = this.modes.get(mode);
+    if (!m) {
+      this.modes.set(mode, { inBytes, outBytes, busyMs, from });
+      return;
+    }
+    // Scale the history so the new figure carries NEW_WEIGHT of the mode's estimate.
+    const keep = (1 - NEW_WEIGHT) / NEW_WEIGHT * (inBytes / m.inBytes);
+    m.inBytes = m.inBytes * keep + inBytes;
+    m.outBytes = m.outBytes * keep + outBytes;
+    m.busyMs = m.busyMs * keep + busyMs;
+    if (from === 'stream') m.from = 'stream';
+  }
+}
+
+function round(n: number, digits = 2): number {
+  const f = 10 ** digits;
+  return Math.round(n * f) / f;
+}

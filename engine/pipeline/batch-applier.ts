@@ -1,0 +1,78 @@
+import { BLOCK_SIZE } from '../blocks.js';
+import { HandoffError } from '../errors.js';
+import { parseModeId } from '../adaptation/mode.js';
+import type { BatchHeader } from '../wire/frames.js';
+import { decompressBatch } from './codecs.js';
+import { RecordFormatError, RecordKind, Space, parseRecords, undelta } from './chunk-records.js';
+import type { ChunkReader } from './chunk-source.js';
+import { loadChecksum } from './checksum.js';
+
+/** The target's memory and disk under assembly. */
+export interface ChunkStore extends ChunkReader {
+  write(space: Space, index: number, data: Buffer): Promise<void>;
+  /** Chunks in each space: indices at or past it are refused. */
+  limit(space: Space): number;
+}
+
+/**
+ * Checks one received batch (both checksums), decompresses it and writes its chunks: references
+ * resolve against the base or against chunks this overlay wrote before. Returns chunks applied.
+ */
+export async function applyBatch(header: BatchHeader, payload: Buffer, store: ChunkStore, base: ChunkReader): Promise<number> {
+  const checksum = await loadChecksum();
+  const fail = (what: string) => new HandoffError('STATE_MISMATCH', `batch ${header.seq}: ${what}`);
+  if (checksum(payload) !== header.payloadXxh64) throw fail('payload checksum does not match its header (corrupted in transit)');
+  const mode = parseModeId(header.mode);
+  let raw: Buffer;
+  try {
+    raw = await decompressBatch(mode.codec, payload, header.rawBytes);
+  } catch (err) {
+    throw fail(`does not decompress as ${mode.codec}: ${(err as Error).message}`);
+  }
+  if (checksum(raw) !== header.rawXxh64) throw fail('decompressed content checksum does not match its header');
+  let records;
+  try {
+    records = parseRecords(raw);
+  } catch (err) {
+    if (err instanceof RecordFormatError) throw fail(err.message);
+    throw err;
+  }
+  if (records.length !== header.chunks) throw fail(`holds ${records.length} chunks, header says ${header.chunks}`);
+  const scratch = Buffer.alloc(BLOCK_SIZE);
+  const inRange = (space: Space, index: number) => {
+    if (index >= store.limit(space)) throw fail(`${Space[space].toLowerCase()} chunk ${index} is past the image's ${store.limit(space)} chunks`);
+  };
+  for (const r of records) {
+    inRange(r.space, r.index);
+    switch (r.kind) {
+      case RecordKind.Zero:
+        await store.write(r.space, r.index, Buffer.alloc(BLOCK_SIZE));
+        break;
+      case RecordKind.Raw:
+        await store.write(r.space, r.index, Buffer.from(r.body));
+        break;
+      case RecordKind.Xor:
+      case RecordKind.Fossil: {
+        await base.read(r.space, [r.index], scratch);
+        let chunk: Buffer;
+        try {
+          chunk = undelta(r.kind, r.body, scratch);
+        } catch (err) {
+          throw fail(`chunk ${r.index}: ${(err as Error).message}`);
+        }
+        await store.write(r.space, r.index, Buffer.from(chunk));
+        break;
+      }
+      case RecordKind.BaseRef:
+      case RecordKind.SelfRef: {
+        inRange(r.refSpace, r.refIndex);
+        const from = r.kind === RecordKind.BaseRef ? base : store;
+        const chunk = Buffer.alloc(BLOCK_SIZE);
+        await from.read(r.refSpace, [r.refIndex], chunk);
+        await store.write(r.space, r.index, chunk);
+        break;
+      }
+    }
+  }
+  return records.length;
+}

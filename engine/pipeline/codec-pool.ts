@@ -1,0 +1,35 @@
+import { availableParallelism } from 'node:os';
+import { Piscina } from 'piscina';
+import type { EncodeTask, EncodedPayload } from './encode-worker.js';
+
+/**
+ * The CPU-heavy stage (delta encoding, compression) on worker threads, one per core by default.
+ * Callers keep order themselves (the encoder awaits results in submission order).
+ */
+export class CodecPool {
+  private readonly pool: Piscina;
+
+  constructor(readonly threads = availableParallelism()) {
+    this.pool = new Piscina({
+      filename: new URL('./encode-worker.ts', import.meta.url).href,
+      minThreads: threads,
+      maxThreads: threads,
+      // Queued work is bounded by the encoder's window, not here.
+      maxQueue: 'auto',
+      idleTimeout: 60_000,
+    });
+  }
+
+  encode(task: EncodeTask): Promise<EncodedPayload> {
+    return this.pool.run(task);
+  }
+
+  /** Tasks waiting for a thread: above zero, the pool (CPU) is the bottleneck. */
+  get queued(): number {
+    return this.pool.queueSize;
+  }
+
+  async close(): Promise<void> {
+    await this.pool.destroy();
+  }
+}

@@ -1,0 +1,37 @@
+import { performance } from 'node:perf_hooks';
+import { parseModeId } from '../adaptation/mode.js';
+import { compressBatch } from './codecs.js';
+import { encodeRecords, type ChunkRecord } from './chunk-records.js';
+import { loadChecksum } from './checksum.js';
+
+/** One batch for a pool thread: delta-encode its chunks, compress, checksum. */
+export interface EncodeTask {
+  modeId: string;
+  records: ChunkRecord[];
+}
+
+export interface EncodedPayload {
+  modeId: string;
+  payload: Uint8Array;
+  rawBytes: number;
+  rawXxh64: string;
+  payloadXxh64: string;
+  /** Wall time this thread spent on the batch: the P measurement's denominator. */
+  busyMs: number;
+}
+
+export default async function encodeBatch(task: EncodeTask): Promise<EncodedPayload> {
+  const started = performance.now();
+  const mode = parseModeId(task.modeId);
+  const checksum = await loadChecksum();
+  const raw = encodeRecords(task.records, mode.delta);
+  const payload = await compressBatch(mode.codec, mode.level, raw);
+  return {
+    modeId: task.modeId,
+    payload,
+    rawBytes: raw.length,
+    rawXxh64: checksum(raw),
+    payloadXxh64: checksum(payload),
+    busyMs: performance.now() - started,
+  };
+}
