@@ -6,7 +6,16 @@ import { ApplicationFailure } from '@temporalio/common';
 import { WorkflowFailedError } from '@temporalio/client';
 import { resolveTemporalCli } from '../infra/temporal-cli.js';
 import { ensureWorkflowBundle } from '../infra/workflow-bundle.js';
-import { WORKFLOW_TASK_QUEUE, cloudletTaskQueue, type HandoffResult } from '../workflows/definitions.js';
+import {
+  WORKFLOW_TASK_QUEUE,
+  cloudletTaskQueue,
+  pinModeSignal,
+  reportMeasurementsSignal,
+  streamControlQuery,
+  type HandoffResult,
+} from '../workflows/definitions.js';
+import { Context } from '@temporalio/activity';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { SourceActivities } from '../activities/source-activities.js';
 import type { TargetActivities } from '../activities/target-activities.js';
 
@@ -29,7 +38,9 @@ after(async () => {
 
 type FailAt = 'snapshot' | 'negotiateBaseImage' | 'streamOverlay' | 'finalize' | 'resume' | undefined;
 
-function fakeCloudlet(name: string, calls: string[], failAt: FailAt): SourceActivities & TargetActivities {
+type StreamBehaviour = () => Promise<Record<string, number>>;
+
+function fakeCloudlet(name: string, calls: string[], failAt: FailAt, stream?: StreamBehaviour): SourceActivities & TargetActivities {
   const step = async <T>(activity: string, value: T): Promise<T> => {
     calls.push(`${name}.${activity}`);
     if (activity === failAt) throw ApplicationFailure.nonRetryable(`injected failure in ${activity}`, 'INJECTED');
@@ -41,10 +52,10 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt): SourceActi
       memoryDigest: 'm'.repeat(64), memoryPages: 10, diskDigest: 'd'.repeat(64), diskBlocks: 2, deviceStateBytes: 5,
       deviceStateSha256: 's'.repeat(64), captureMs: 1,
     }),
-    streamOverlay: () => step('streamOverlay', {
+    streamOverlay: async () => step('streamOverlay', {
       bytesSent: 12345, ack: { batches: 1, chunks: 12, deviceStateBytes: 5, bytesReceived: 12345 }, streamMs: 3,
       stages: { chunks: 12, zero: 1, baseRefs: 1, selfRefs: 0, data: 10, inputBytes: 49152, rawBytes: 41000, payloadBytes: 9000 },
-      modesUsed: { 'xor/zstd-3': 1 },
+      modesUsed: stream ? await stream() : { 'xor/zstd-3': 1 },
     }),
     rollback: () => step('rollback', { runState: 'running' }),
     retire: () => step('retire', undefined),
@@ -57,15 +68,15 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt): SourceActi
 
 type Outcome = { result: HandoffResult | undefined; error: unknown };
 
-async function runWith(failAt: FailAt, input: unknown = { vmId: 'vm-1', source: 'A', target: 'B' }) {
+async function runWith(failAt: FailAt, input: unknown = { vmId: 'vm-1', source: 'A', target: 'B' }, stream?: StreamBehaviour, workflowId = `wf-test-${Math.random()}`) {
   const calls: string[] = [];
   const workers = await Promise.all([
     Worker.create({ connection: env.nativeConnection, taskQueue: WORKFLOW_TASK_QUEUE, workflowBundle: { codePath: bundle } }),
-    Worker.create({ connection: env.nativeConnection, taskQueue: cloudletTaskQueue('A'), activities: fakeCloudlet('A', calls, failAt) }),
+    Worker.create({ connection: env.nativeConnection, taskQueue: cloudletTaskQueue('A'), activities: fakeCloudlet('A', calls, failAt, stream) }),
     Worker.create({ connection: env.nativeConnection, taskQueue: cloudletTaskQueue('B'), activities: fakeCloudlet('B', calls, failAt) }),
   ]);
   const run = env.client.workflow
-    .execute('handoff', { taskQueue: WORKFLOW_TASK_QUEUE, workflowId: `wf-test-${Math.random()}`, args: [input] })
+    .execute('handoff', { taskQueue: WORKFLOW_TASK_QUEUE, workflowId, args: [input] })
     .then(
       (r): Outcome => ({ result: r as HandoffResult, error: undefined }),
       (error: unknown): Outcome => ({ result: undefined, error }),
@@ -108,4 +119,48 @@ test('malformed input fails the workflow before any activity, naming the field',
   assert.deepEqual(calls, []);
   const same = await runWith(undefined, { vmId: 'vm-1', source: 'A', target: 'A' });
   assert.match(String((same.error as WorkflowFailedError).cause?.message), /'target': source and target must be different/);
+});
+
+test('the stream switches mode on signalled measurements and on an operator pin; the history shows both', async () => {
+  const workflowId = `wf-adapt-${Date.now()}`;
+  const until = async (want: string) => {
+    const handle = env.client.workflow.getHandle(workflowId);
+    for (let i = 0; i < 100; i++) {
+      if ((await handle.query(streamControlQuery)).mode === want) return;
+      await sleep(100);
+    }
+    throw new Error(`mode never became ${want}`);
+  };
+  // The streaming activity, as the real one does: report measurements, follow the decided mode.
+  const stream: StreamBehaviour = async () => {
+    const handle = Context.current().client.workflow.getHandle(workflowId);
+    assert.equal((await handle.query(streamControlQuery)).mode, 'xor/zstd-3', 'the stream starts in the default mode');
+    await handle.signal(reportMeasurementsSignal, {
+      atMs: 2000, mode: 'xor/zstd-3', R_Mbps: 2, threads: 2, inputBytes: 8 << 20, wireBytes: 3 << 20,
+      modes: [
+        { mode: 'xor/zstd-3', P_MBps: 200, ratio: 0.33, from: 'stream', bytes: 8 << 20 },
+        { mode: 'xor/xz-6', P_MBps: 2.2, ratio: 0.25, from: 'sample', bytes: 1 << 18 },
+      ],
+    });
+    await until('xor/xz-6');
+    // Now an operator pins another mode.
+    await handle.signal(pinModeSignal, 'none/gzip-1');
+    await until('none/gzip-1');
+    return { 'xor/zstd-3': 2, 'xor/xz-6': 3, 'none/gzip-1': 1 };
+  };
+  const { result } = await runWith(undefined, undefined, stream, workflowId);
+  assert.ok(result);
+  assert.deepEqual(result.modeSwitches.map((s) => [s.from, s.to]), [['xor/zstd-3', 'xor/xz-6'], ['xor/xz-6', 'none/gzip-1']]);
+  assert.match(result.modeSwitches[0]!.reason, /min\(P, R\/r\) = .*network-bound/);
+  assert.equal(result.modeSwitches[0]!.measurements?.R_Mbps, 2);
+  assert.equal(result.modeSwitches[1]!.reason, 'pinned by operator');
+
+  const history = await env.client.workflow.getHandle(workflowId).fetchHistory();
+  const events = history.events ?? [];
+  const signals = events.map((e) => e.workflowExecutionSignaledEventAttributes?.signalName).filter(Boolean);
+  assert.deepEqual(signals, ['reportMeasurements', 'pinMode']);
+  const memoUpdates = events.filter((e) => e.workflowPropertiesModifiedEventAttributes?.upsertedMemo);
+  assert.equal(memoUpdates.length, 2, 'each switch is recorded in the history as a memo update');
+  const described = await env.client.workflow.getHandle(workflowId).describe();
+  assert.equal((described.memo as { mode?: string } | undefined)?.mode, 'none/gzip-1');
 });

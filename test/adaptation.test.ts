@@ -1,0 +1,82 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { chooseMode, type StreamPolicy } from '../engine/adaptation/choose-mode.js';
+import type { StreamMeasurements } from '../engine/adaptation/measurements.js';
+import { StreamProfiler } from '../engine/adaptation/stream-profiler.js';
+import { ALL_MODES, modeId, parseModeId } from '../engine/adaptation/mode.js';
+
+const free: StreamPolicy = { pinnedMode: null, bandwidthCapMbps: null };
+
+function measured(R_Mbps: number | null, modes: Array<[string, number, number]>): StreamMeasurements {
+  return {
+    atMs: 1000, mode: 'xor/zstd-3', R_Mbps, threads: 2, inputBytes: 1, wireBytes: 1,
+    modes: modes.map(([mode, P_MBps, ratio]) => ({ mode, P_MBps, ratio, from: 'sample' as const, bytes: 1 << 20 })),
+  };
+}
+
+// Figures of the order DESIGN.md gives for this machine (2 cores).
+const table: Array<[string, number, number]> = [
+  ['none/none', 2000, 1.0],
+  ['xor/zstd-1', 300, 0.35],
+  ['xor/zstd-3', 200, 0.33],
+  ['xor/zstd-9', 56, 0.32],
+  ['xor/xz-6', 2.2, 0.25],
+];
+
+test('a slow link picks the strongest codec, up to where its CPU cost becomes the limit', () => {
+  // 5 Mbit/s = 0.625 MB/s: zstd-3 moves 0.625/0.33 = 1.89 MB/s of input; xz-6 would move
+  // 0.625/0.25 = 2.5 but computes only 2.2: still the best, and now CPU-bound.
+  const d = chooseMode(measured(5, table), free, 'xor/zstd-3');
+  assert.equal(d.mode, 'xor/xz-6');
+  assert.match(d.reason, /P 2.20 MB\/s.*CPU-bound/);
+  // At 2 Mbit/s nothing can keep up with the link: the best ratio wins, network-bound.
+  const slow = chooseMode(measured(2, table), free, 'xor/zstd-3');
+  assert.equal(slow.mode, 'xor/xz-6');
+  assert.match(slow.reason, /network-bound/);
+});
+
+test('a fast link picks a fast mode: compression there is CPU-bound', () => {
+  const d = chooseMode(measured(1000, table), free, 'xor/xz-6');
+  assert.equal(d.mode, 'xor/zstd-1');
+  assert.match(d.reason, /min\(P, R\/r\)/);
+});
+
+test('within the margin the current mode is kept', () => {
+  const d = chooseMode(measured(5, [['xor/zstd-3', 200, 0.33], ['xor/zstd-9', 56, 0.32]]), free, 'xor/zstd-3');
+  assert.equal(d.mode, 'xor/zstd-3');
+});
+
+test('an operator pin wins over measurements; a cap lowers R', () => {
+  assert.equal(chooseMode(measured(1000, table), { ...free, pinnedMode: 'none/gzip-9' }, 'xor/zstd-1').mode, 'none/gzip-9');
+  assert.equal(chooseMode(measured(1000, table), { ...free, bandwidthCapMbps: 5 }, 'xor/zstd-1').mode, 'xor/xz-6');
+});
+
+test('without a measured R (or a cap) the mode stays', () => {
+  assert.equal(chooseMode(measured(null, table), free, 'xor/zstd-3').mode, 'xor/zstd-3');
+  assert.equal(chooseMode(measured(null, table), { ...free, bandwidthCapMbps: 5 }, 'xor/zstd-3').mode, 'xor/xz-6');
+});
+
+test('mode ids round-trip and unknown ones are refused', () => {
+  for (const m of ALL_MODES) assert.deepEqual(parseModeId(modeId(m)), m);
+  assert.equal(ALL_MODES.length, 33);
+  assert.throws(() => parseModeId('xor/zstd-4'), /unknown mode 'xor\/zstd-4'/);
+  assert.throws(() => parseModeId('bsdiff/none'), /unknown mode/);
+});
+
+test('the profiler measures R only while the link was kept busy', () => {
+  let now = 0;
+  const p = new StreamProfiler(2, () => now, 0);
+  const batch = (bytes: number) => ({ seq: 0, modeId: 'xor/zstd-3', payload: new Uint8Array(bytes), rawBytes: 0, rawXxh64: '', payloadXxh64: '', busyMs: 10, inputBytes: 1 << 20, stages: { chunks: 256, zero: 0, baseRefs: 0, selfRefs: 0, data: 256 } });
+  // 10 batches of 1 MB queued at once; acks arrive at 10 Mbit/s (1.25 MB per second).
+  for (let i = 0; i < 10; i++) p.recordBatch(batch(1_000_000), 1_000_000);
+  for (let i = 1; i <= 5; i++) {
+    now = i * 800;
+    p.recordAck({ seq: i, bytesReceived: i * 1_000_000 });
+  }
+  const R = p.R_Mbps();
+  assert.ok(R !== null && Math.abs(R - 10) < 0.5, `R ≈ 10 Mbit/s, got ${R}`);
+  const m = p.measurements('xor/zstd-3');
+  assert.equal(m.modes[0]?.mode, 'xor/zstd-3');
+  assert.ok(Math.abs(m.modes[0]!.P_MBps - 2 * 104.86) < 1, `P is per-thread rate × threads: ${m.modes[0]!.P_MBps}`);
+  assert.ok(Math.abs(m.modes[0]!.ratio - 1_000_000 / (1 << 20)) < 0.001);
+});
