@@ -25,9 +25,9 @@ export class DedupIndex {
     private readonly hash: (d: Uint8Array) => bigint,
   ) {}
 
-  /** Indexes the base's non-zero memory pages and disk blocks. */
-  static async build(base: ChunkReader, memoryPages: number, diskBlocks: Iterable<number>): Promise<DedupIndex> {
-    const hash = await loadHash64();
+  /** Indexes the base's non-zero memory pages and disk blocks. `hash` is xxHash64 unless a test forces collisions. */
+  static async build(base: ChunkReader, memoryPages: number, diskBlocks: Iterable<number>, hashFn?: (d: Uint8Array) => bigint): Promise<DedupIndex> {
+    const hash = hashFn ?? (await loadHash64());
     const index = new Map<bigint, number>();
     const add = (space: Space, indices: number[], buf: Buffer) => {
       indices.forEach((i, n) => {
