@@ -23,7 +23,7 @@ export async function captureRealOverlay(base: BuiltBaseImage, dir: string, work
   await cloudlet.start();
   await cloudlet.images.install(base.dir);
   const t0 = Date.now();
-  await cloudlet.launchVm('bench-vm', base.id, workload);
+  await cloudlet.launchVm('bench-vm', base.id, workload, { readyTimeoutMs: 600_000 });
   const vm = cloudlet.vm('bench-vm');
   await vm.serial.waitFor((t) => t.includes('EHOFF-KVSTORE-LOADED') || !workload.name.startsWith('kv'), 600_000);
   log(`guest ${workload.name} ${workload.args.join(' ')} loaded in ${((Date.now() - t0) / 1000).toFixed(1)} s; running ${runSeconds} s`);

@@ -30,7 +30,7 @@ for (const guestMiB of sizes) {
     await Promise.all([A.images.install(base.dir), B.images.install(base.dir)]);
     const workloadMiB = Math.floor(guestMiB * 0.6);
     const t0 = Date.now();
-    await A.launchVm('mem-vm', base.id, { name: 'kvstore', args: [String(workloadMiB), '4000', '200'] });
+    await A.launchVm('mem-vm', base.id, { name: 'kvstore', args: [String(workloadMiB), '4000', '200'] }, { readyTimeoutMs: 900_000 });
     await A.vm('mem-vm').serial.waitFor((t) => t.includes('EHOFF-KVSTORE-LOADED'), 900_000);
     log(`${guestMiB} MiB guest: kvstore ${workloadMiB} MiB loaded in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
     const source = new SourceHandoffs(A);

@@ -27,6 +27,8 @@ export class StreamProfiler {
   private lastAck: { t: number; bytes: number } | undefined;
   private readonly busyIntervals: Array<{ t: number; dt: number; bytes: number }> = [];
   private lastR: number | null = null;
+  /** Reading + zero/dedup on the main thread, input bytes and ms: it bounds every mode's P. */
+  private classify = { inBytes: 0, ms: 0 };
 
   constructor(
     readonly threads: number,
@@ -37,6 +39,8 @@ export class StreamProfiler {
   recordBatch(b: EncodedBatch, frameBytes: number): void {
     this.sentBytes += frameBytes;
     this.inputBytes += b.inputBytes;
+    const keep = this.classify.inBytes > 0 ? ((1 - NEW_WEIGHT) / NEW_WEIGHT) * (b.inputBytes / this.classify.inBytes) : 0;
+    this.classify = { inBytes: this.classify.inBytes * keep + b.inputBytes, ms: this.classify.ms * keep + b.classifyMs };
     this.record(b.modeId, b.inputBytes, b.payload.length, b.busyMs, 'stream');
   }
 
@@ -63,11 +67,13 @@ export class StreamProfiler {
   }
 
   measurements(current: ModeId): StreamMeasurements {
+    // Classification and the pool run side by side: a mode goes as fast as the slower of the two.
+    const classifyMBps = this.classify.ms > 0 ? this.classify.inBytes / 1e6 / (this.classify.ms / 1000) : Infinity;
     const modes: ModeMeasurement[] = [...this.modes.entries()]
       .filter(([, m]) => m.busyMs > 0 && m.inBytes > 0)
       .map(([mode, m]) => ({
         mode,
-        P_MBps: round((m.inBytes / 1e6 / (m.busyMs / 1000)) * this.threads),
+        P_MBps: round(Math.min(classifyMBps, (m.inBytes / 1e6 / (m.busyMs / 1000)) * this.threads)),
         ratio: round(m.outBytes / m.inBytes, 4),
         from: m.from,
         bytes: Math.round(m.inBytes),

@@ -109,8 +109,11 @@ export class Cloudlet {
     this.vms.delete(vmId);
   }
 
-  /** Starts a VM from a cached base image and, if given, its workload. */
-  async launchVm(vmId: string, baseImageId: string, workload?: Workload): Promise<VmDescription> {
+  /**
+   * Starts a VM from a cached base image and, if given, its workload; returns once the workload's
+   * first heartbeat is out (a workload that loads a large state first may need a longer wait).
+   */
+  async launchVm(vmId: string, baseImageId: string, workload?: Workload, opts: { readyTimeoutMs?: number } = {}): Promise<VmDescription> {
     if (this.vms.has(vmId)) throw new HandoffError('VM_EXISTS', `VM '${vmId}' already runs on cloudlet ${this.name}`);
     const base = await this.images.get(baseImageId);
     const files = this.files(vmId);
@@ -129,7 +132,7 @@ export class Cloudlet {
       if (workload) {
         await vm.console(['run', workload.name, ...workload.args].join(' '));
         await vm.serial.waitFor((t) => t.includes(`EHOFF-STARTED ${workload.name}`) || t.includes('EHOFF-ERROR'), 30_000);
-        await vm.serial.waitForHeartbeatAbove(0, 30_000);
+        await vm.serial.waitForHeartbeatAbove(0, opts.readyTimeoutMs ?? 30_000);
       }
     } catch (err) {
       this.vms.delete(vmId);

@@ -73,7 +73,10 @@ export async function streamOverlay(opts: {
         const r = await pool.encode({ modeId: mode, records });
         profiler.recordSample(mode, records.length * 4096, r.payload.length, r.busyMs);
       }),
-    ).finally(() => (sampling = false));
+    )
+      // A failed sample only costs a measurement; the stream goes on.
+      .catch(() => undefined)
+      .finally(() => (sampling = false));
   }, SAMPLE_EVERY_MS);
   try {
     const source = vmChunkReader(ram, vm.base.manifest.memory.sizeBytes, vm.disk);

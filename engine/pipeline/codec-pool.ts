@@ -14,8 +14,8 @@ export class CodecPool {
       filename: new URL('./encode-worker.ts', import.meta.url).href,
       minThreads: threads,
       maxThreads: threads,
-      // Queued work is bounded by the encoder's window, not here.
-      maxQueue: 'auto',
+      // Queued work is bounded by its callers (the encoder's window, the sampler's few tasks).
+      maxQueue: Infinity,
       idleTimeout: 60_000,
     });
   }

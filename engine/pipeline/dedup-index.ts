@@ -9,6 +9,13 @@ export interface ChunkRef {
   index: number;
 }
 
+/**
+ * Chunks of the overlay itself remembered for self-references. Bounded (oldest forgotten first)
+ * so that the source's memory does not grow with the overlay: 256 Ki chunks cover the last
+ * 1 GiB of distinct content in about 30 MB.
+ */
+export const SELF_INDEX_CAPACITY = 256 * 1024;
+
 const pack = (r: ChunkRef) => r.space * 2 ** 32 + r.index;
 const unpack = (p: number): ChunkRef => ({ space: Math.floor(p / 2 ** 32) as Space, index: p % 2 ** 32 });
 
@@ -89,6 +96,7 @@ export class DedupIndex {
       if (scratch.equals(data)) return { kind: 'self-ref', ...ref, refSpace: at.space, refIndex: at.index };
     }
     this.self.set(h, pack(ref));
+    if (this.self.size > SELF_INDEX_CAPACITY) this.self.delete(this.self.keys().next().value!);
     return { kind: 'data', ...ref, data: Buffer.from(data), base: Buffer.from(sameOffsetBase) };
   }
 }

@@ -26,6 +26,8 @@ export interface EncodedBatch extends EncodedPayload {
   /** Bytes of overlay this batch stands for (chunks × 4 KiB). */
   inputBytes: number;
   stages: StageCounts;
+  /** Main-thread time spent reading and classifying this batch's chunks (zero/dedup). */
+  classifyMs: number;
 }
 
 export interface EncoderOptions {
@@ -53,7 +55,9 @@ export async function* encodeOverlay(lists: ChunkList[], opts: EncoderOptions): 
     const mySeq = seq++;
     opts.onClassified?.(batch.records);
     const modeId = opts.currentMode();
-    const job = opts.pool.encode({ modeId, records: batch.records }).then((p) => ({ ...p, seq: mySeq, inputBytes: batch.stages.chunks * BLOCK_SIZE, stages: batch.stages }));
+    const job = opts.pool
+      .encode({ modeId, records: batch.records })
+      .then((p) => ({ ...p, seq: mySeq, inputBytes: batch.stages.chunks * BLOCK_SIZE, stages: batch.stages, classifyMs: batch.classifyMs }));
     job.catch(() => undefined);
     inFlight.push(job);
     if (inFlight.length >= window) yield await inFlight.shift()!;
@@ -61,11 +65,12 @@ export async function* encodeOverlay(lists: ChunkList[], opts: EncoderOptions): 
   while (inFlight.length) yield await inFlight.shift()!;
 }
 
-async function* classifiedBatches(lists: ChunkList[], opts: EncoderOptions): AsyncGenerator<{ records: ChunkRecord[]; stages: StageCounts }> {
+async function* classifiedBatches(lists: ChunkList[], opts: EncoderOptions): AsyncGenerator<{ records: ChunkRecord[]; stages: StageCounts; classifyMs: number }> {
   const data = Buffer.alloc(CHUNKS_PER_BATCH * BLOCK_SIZE);
   const base = Buffer.alloc(CHUNKS_PER_BATCH * BLOCK_SIZE);
   let records: ChunkRecord[] = [];
   let stages = emptyStages();
+  let since = performance.now();
   for (const { space, indices } of lists) {
     for (let k = 0; k < indices.length; k += CHUNKS_PER_BATCH) {
       const slice = indices.slice(k, k + CHUNKS_PER_BATCH);
@@ -80,14 +85,15 @@ async function* classifiedBatches(lists: ChunkList[], opts: EncoderOptions): Asy
         else if (r.kind === 'self-ref') stages.selfRefs++;
         else stages.data++;
         if (records.length === CHUNKS_PER_BATCH) {
-          yield { records, stages };
+          yield { records, stages, classifyMs: performance.now() - since };
           records = [];
           stages = emptyStages();
+          since = performance.now();
         }
       }
     }
   }
-  if (records.length) yield { records, stages };
+  if (records.length) yield { records, stages, classifyMs: performance.now() - since };
 }
 
 function emptyStages(): StageCounts {
