@@ -13,13 +13,29 @@ import { tempRoot } from '../test/support/fixtures.js';
  * guest's overlay streams over loopback, for guests of growing size. The stream must not hold
  * images in memory: its peak above the idle process should stay flat as the guest grows.
  */
-const { values } = parseArgs({ options: { sizes: { type: 'string', default: '1024,4096' }, json: { type: 'boolean', default: false } } });
-const sizes = values.sizes.split(',').map(Number);
+const { values } = parseArgs({ options: { sizes: { type: 'string', default: '1024,4096' }, json: { type: 'boolean', default: false }, one: { type: 'string' } } });
 const log = (l: string) => console.error(l);
 const MiB = 1 << 20;
-const rows: Array<{ guestMiB: number; overlayMB: number; idleRssMiB: number; peakRssMiB: number; streamPeakAboveIdleMiB: number; streamSeconds: number }> = [];
+type Row = { guestMiB: number; overlayMB: number; idleRssMiB: number; peakRssMiB: number; streamPeakAboveIdleMiB: number; streamSeconds: number };
+const rows: Row[] = [];
 
-for (const guestMiB of sizes) {
+if (values.one) {
+  await measureOne(Number(values.one));
+  console.log(JSON.stringify(rows[0]));
+  process.exit(0);
+}
+// Each size in a fresh process, so no run inherits another's heap.
+for (const size of values.sizes.split(',').map(Number)) {
+  const { spawnSync } = await import('node:child_process');
+  const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', new URL(import.meta.url).pathname, '--one', String(size)], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`measuring the ${size} MiB guest failed (exit ${r.status})`);
+  rows.push(JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Row);
+}
+console.log('guest MiB  overlay MB  idle RSS MiB  peak RSS MiB  peak above idle MiB  stream s');
+for (const r of rows) console.log(`${String(r.guestMiB).padStart(9)} ${String(r.overlayMB).padStart(11)} ${String(r.idleRssMiB).padStart(13)} ${String(r.peakRssMiB).padStart(13)} ${String(r.streamPeakAboveIdleMiB).padStart(20)} ${String(r.streamSeconds).padStart(9)}`);
+if (values.json) console.log(JSON.stringify({ rows }));
+
+async function measureOne(guestMiB: number): Promise<void> {
   const base = await ensureBaseImage({ memoryMiB: guestMiB, accel: 'tcg', log });
   const root = await tempRoot('mem');
   const make = (name: string) => new Cloudlet({ name, runDir: join(root.dir, name), imageCacheDir: join(root.dir, `${name}-img`), dataHost: '127.0.0.1', prefix: 'ehoff' });
@@ -62,6 +78,3 @@ for (const guestMiB of sizes) {
     await root.remove();
   }
 }
-console.log('guest MiB  overlay MB  idle RSS MiB  peak RSS MiB  peak above idle MiB  stream s');
-for (const r of rows) console.log(`${String(r.guestMiB).padStart(9)} ${String(r.overlayMB).padStart(11)} ${String(r.idleRssMiB).padStart(13)} ${String(r.peakRssMiB).padStart(13)} ${String(r.streamPeakAboveIdleMiB).padStart(20)} ${String(r.streamSeconds).padStart(9)}`);
-if (values.json) console.log(JSON.stringify({ rows }));
