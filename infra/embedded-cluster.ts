@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Client, Connection } from '@temporalio/client';
 import { READY_MARKER } from '../workers/cloudlet-worker.js';
+import { releaseStaleMounts } from '../engine/cloudlet/cloudlet.js';
 import { PREFIX, REPO_ROOT } from './paths.js';
 import { freePort, portIsFree, startDevServer, type DevServer } from './temporal-dev-server.js';
 import { ensureWorkflowBundle } from './workflow-bundle.js';
@@ -69,6 +70,7 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
     const started = await Promise.all(
       opts.cloudlets.map(async (c) => {
         const runDir = `/tmp/${PREFIX}-${opts.runTag}-${c.name}`;
+        await releaseStaleMounts(runDir);
         await rm(runDir, { recursive: true, force: true });
         await mkdir(c.imageCacheDir, { recursive: true });
         const w = await spawnWorker(c, runDir, address, bundle, log);

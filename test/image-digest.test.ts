@@ -8,6 +8,7 @@ import { BLOCK_SIZE } from '../engine/blocks.js';
 import {
   decodeBlockHashes,
   digestFromBlockHashes,
+  digestOfFile,
   encodeBlockHashes,
   overlayHashes,
   scanImage,
@@ -51,6 +52,7 @@ test('scanning a file and merging base + overlay give the same digest', async ()
     const scanned = await scanImage(join(dir, 'changed'));
     const merged = overlayHashes(baseScan.hashes, overlay);
     assert.equal(digestFromBlockHashes(changed.length, merged), digestFromBlockHashes(scanned.sizeBytes, scanned.hashes));
+    assert.equal(await digestOfFile(join(dir, 'changed')), digestFromBlockHashes(changed.length, merged), 'the streamed digest agrees');
     assert.notEqual(digestFromBlockHashes(base.length, baseScan.hashes), digestFromBlockHashes(changed.length, merged));
   });
 });

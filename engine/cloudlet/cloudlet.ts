@@ -1,4 +1,6 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import Fuse from 'fuse-native';
 import { HandoffError } from '../errors.js';
 import { ImageCache, type CachedBaseImage } from '../image/image-cache.js';
 import { CodecPool } from '../pipeline/codec-pool.js';
@@ -50,6 +52,7 @@ export class Cloudlet {
   }
 
   async start(): Promise<void> {
+    await releaseStaleMounts(this.config.runDir);
     await mkdir(this.config.runDir, { recursive: true });
     await this.dataPlane.start();
   }
@@ -158,5 +161,15 @@ export class Cloudlet {
     const vm = this.vm(vmId);
     this.vms.delete(vmId);
     await vm.destroy();
+  }
+}
+
+/** FUSE mounts left by a worker that died in this run folder: nobody serves them any more. */
+export async function releaseStaleMounts(runDir: string): Promise<void> {
+  const vmsDir = join(runDir, 'vms');
+  const vmIds = await readdir(vmsDir).catch(() => [] as string[]);
+  for (const id of vmIds) {
+    const mnt = join(vmsDir, id, 'mnt');
+    await new Promise<void>((resolve) => Fuse.unmount(mnt, () => resolve()));
   }
 }

@@ -1,4 +1,4 @@
-import { copyFile, mkdir, rm } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DiskOverlay } from '../disk/disk-overlay.js';
@@ -57,6 +57,8 @@ export class VmInstance {
   static async prepare(files: VmFiles, base: CachedBaseImage): Promise<DiskOverlay> {
     await mkdir(files.dir, { recursive: true });
     await copyFile(base.path('memory'), files.ramFile);
+    // The base is read-only; this copy is the VM's own memory.
+    await chmod(files.ramFile, 0o600);
     return DiskOverlay.open(base.path('disk'), files.diskOverlay, base.manifest.disk.sizeBytes);
   }
 

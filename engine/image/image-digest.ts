@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { BLOCK_SIZE, blockCount } from '../blocks.js';
 
@@ -24,30 +24,47 @@ export function isZeroBlock(block: Buffer): boolean {
   return block.equals(ZERO_BLOCK);
 }
 
+/** The same digest built block by block, in ascending order, without holding the hashes. */
+export class ImageDigest {
+  private readonly h = createHash('sha256').update(DOMAIN);
+  private readonly index = Buffer.alloc(8);
+  private last = -1;
+
+  constructor(sizeBytes: number) {
+    const size = Buffer.alloc(8);
+    size.writeBigUInt64LE(BigInt(sizeBytes));
+    this.h.update(size);
+  }
+
+  /** Adds a non-zero block; blocks must come in ascending index order. */
+  add(index: number, blockHashValue: Buffer): void {
+    if (index <= this.last) throw new Error(`image digest: block ${index} after block ${this.last}`);
+    this.last = index;
+    this.index.writeBigUInt64LE(BigInt(index));
+    this.h.update(this.index).update(blockHashValue);
+  }
+
+  hex(): string {
+    return this.h.digest('hex');
+  }
+}
+
 /** Digest from (index → block hash) of the non-zero blocks; iteration order does not matter. */
 export function digestFromBlockHashes(sizeBytes: number, hashes: BlockHashes): string {
-  const h = createHash('sha256').update(DOMAIN);
-  const size = Buffer.alloc(8);
-  size.writeBigUInt64LE(BigInt(sizeBytes));
-  h.update(size);
-  const index = Buffer.alloc(8);
-  for (const i of [...hashes.keys()].sort((a, b) => a - b)) {
-    index.writeBigUInt64LE(BigInt(i));
-    h.update(index).update(hashes.get(i)!);
-  }
-  return h.digest('hex');
+  const d = new ImageDigest(sizeBytes);
+  for (const i of [...hashes.keys()].sort((a, b) => a - b)) d.add(i, hashes.get(i)!);
+  return d.hex();
 }
 
 /**
- * Reads a whole image file and returns its block hashes. Zero regions are skipped 4 MiB at a
- * time, which keeps a fresh sparse disk cheap. Yields to the event loop between reads: the
- * calling process may also be serving a FUSE disk.
+ * Calls `visit` with (index, SHA-256) of every non-zero block of a file, in order. Zero regions
+ * are skipped 4 MiB at a time, which keeps a fresh sparse disk cheap. Yields to the event loop
+ * between reads: the calling process may also be serving a FUSE disk.
  */
-export async function scanImage(path: string, sizeBytes?: number): Promise<{ sizeBytes: number; hashes: BlockHashes }> {
+async function forEachNonZeroBlock(path: string, sizeBytes: number | undefined, visit: (index: number, hash: Buffer) => void): Promise<number> {
   const file = await open(path, 'r');
   try {
     const size = sizeBytes ?? (await file.stat()).size;
-    const hashes: BlockHashes = new Map();
     const buf = Buffer.alloc(SCAN_BYTES);
     for (let pos = 0; pos < size; pos += SCAN_BYTES) {
       const want = Math.min(SCAN_BYTES, size - pos);
@@ -57,19 +74,29 @@ export async function scanImage(path: string, sizeBytes?: number): Promise<{ siz
       for (let off = 0; off < want; off += BLOCK_SIZE) {
         const block = buf.subarray(off, Math.min(off + BLOCK_SIZE, want));
         const full = block.length === BLOCK_SIZE ? block : Buffer.concat([block, ZERO_BLOCK.subarray(block.length)]);
-        if (!isZeroBlock(full)) hashes.set((pos + off) / BLOCK_SIZE, blockHash(full));
+        if (!isZeroBlock(full)) visit((pos + off) / BLOCK_SIZE, blockHash(full));
       }
       await yieldToLoop();
     }
-    return { sizeBytes: size, hashes };
+    return size;
   } finally {
     await file.close();
   }
 }
 
+/** A whole image's block hashes (the base image's disk index is made of these). */
+export async function scanImage(path: string, sizeBytes?: number): Promise<{ sizeBytes: number; hashes: BlockHashes }> {
+  const hashes: BlockHashes = new Map();
+  const size = await forEachNonZeroBlock(path, sizeBytes, (i, h) => hashes.set(i, h));
+  return { sizeBytes: size, hashes };
+}
+
+/** The digest of a whole file, streamed: memory use does not depend on the file's size. */
 export async function digestOfFile(path: string, sizeBytes?: number): Promise<string> {
-  const { sizeBytes: size, hashes } = await scanImage(path, sizeBytes);
-  return digestFromBlockHashes(size, hashes);
+  const size = sizeBytes ?? (await stat(path)).size;
+  const digest = new ImageDigest(size);
+  await forEachNonZeroBlock(path, size, (i, h) => digest.add(i, h));
+  return digest.hex();
 }
 
 /** Base block hashes with some blocks replaced (the overlay): the image the VM sees. */

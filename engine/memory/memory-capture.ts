@@ -1,7 +1,7 @@
 import { open } from 'node:fs/promises';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { BLOCK_SIZE } from '../blocks.js';
-import { blockHash, digestFromBlockHashes, isZeroBlock, type BlockHashes } from '../image/image-digest.js';
+import { ImageDigest, blockHash, isZeroBlock } from '../image/image-digest.js';
 
 const SCAN_BYTES = 4 << 20;
 
@@ -21,7 +21,7 @@ export async function captureMemory(ramPath: string, basePath: string, sizeBytes
   const [ram, base] = await Promise.all([open(ramPath, 'r'), open(basePath, 'r')]);
   try {
     const changedPages: number[] = [];
-    const hashes: BlockHashes = new Map();
+    const digest = new ImageDigest(sizeBytes);
     const now = Buffer.alloc(SCAN_BYTES);
     const was = Buffer.alloc(SCAN_BYTES);
     for (let pos = 0; pos < sizeBytes; pos += SCAN_BYTES) {
@@ -34,11 +34,11 @@ export async function captureMemory(ramPath: string, basePath: string, sizeBytes
         const page = now.subarray(off, off + BLOCK_SIZE);
         const index = (pos + off) / BLOCK_SIZE;
         if (!page.equals(was.subarray(off, off + BLOCK_SIZE))) changedPages.push(index);
-        if (!isZeroBlock(page)) hashes.set(index, blockHash(page));
+        if (!isZeroBlock(page)) digest.add(index, blockHash(page));
       }
       await yieldToLoop();
     }
-    return { changedPages, digest: digestFromBlockHashes(sizeBytes, hashes), sizeBytes };
+    return { changedPages, digest: digest.hex(), sizeBytes };
   } finally {
     await Promise.allSettled([ram.close(), base.close()]);
   }

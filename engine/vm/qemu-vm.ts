@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { QmpClient } from './qmp-client.js';
 import { assertSafePath, qemuArgs, type MachineSpec, type VmPaths } from './machine.js';
@@ -6,6 +7,13 @@ import { assertSafePath, qemuArgs, type MachineSpec, type VmPaths } from './mach
 export type RunState = 'running' | 'paused' | 'postmigrate' | 'inmigrate' | 'prelaunch' | 'finish-migrate' | string;
 
 const QEMU_BINARY = process.env.EHOFF_QEMU ?? 'qemu-system-x86_64';
+/**
+ * util-linux's setpriv sets the parent-death signal before it execs QEMU: if the process that owns
+ * a VM dies without cleaning up, its QEMU goes too instead of running on, orphaned, against a
+ * FUSE disk nobody serves any more.
+ */
+const SETPRIV = '/usr/bin/setpriv';
+const canSetParentDeathSignal = existsSync(SETPRIV);
 
 /**
  * Drives one QEMU process through QMP: start (fresh or from saved device state), pause, continue,
@@ -32,7 +40,9 @@ export class QemuVm {
   /** Starts QEMU paused. With `deviceState`, loads it as an incoming migration before returning. */
   static async start(spec: MachineSpec, paths: VmPaths, opts: { deviceState?: string } = {}): Promise<QemuVm> {
     const args = qemuArgs(spec, paths, { incoming: opts.deviceState !== undefined });
-    const child = spawn(QEMU_BINARY, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = canSetParentDeathSignal
+      ? spawn(SETPRIV, ['--pdeathsig', 'KILL', '--', QEMU_BINARY, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
+      : spawn(QEMU_BINARY, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     const stderrTail: string[] = [];
     child.stderr!.setEncoding('utf8').on('data', (t: string) => {
       stderrTail.push(t);
