@@ -133,6 +133,19 @@ test('the VM moves A → B: state verified, guest goes on, five steps in the his
   ]);
 });
 
+test('an operator can start a handoff pinned to a mode and capped: the stream obeys both', async () => {
+  const cap = 40;
+  const result = await runHandoff(cluster.client, { vmId: 'e2e-vm', source: 'B', target: 'A', pinnedMode: 'none/gzip-1', bandwidthCapMbps: cap });
+  assert.equal(result.verified, true);
+  assert.equal(result.guestContinued, true);
+  assert.deepEqual(Object.keys(result.modesUsed), ['none/gzip-1'], 'every batch went in the pinned mode');
+  assert.equal(result.modeSwitches[0]?.reason, 'pinned by operator');
+  const stream = result.steps.find((s) => s.step === 'stream')!;
+  const floorMs = ((result.stages.payloadBytes * 8) / (cap * 1e6)) * 1000;
+  assert.ok(stream.endedAt! - stream.startedAt >= floorMs * 0.9, `the stream took ${stream.endedAt! - stream.startedAt} ms, no less than the cap allows (${floorMs.toFixed(0)} ms)`);
+  await assert.rejects(runHandoff(cluster.client, { vmId: 'e2e-vm', source: 'A', target: 'B', pinnedMode: 'xor/zstd-4' }), /'pinnedMode'/);
+});
+
 test('the trigger CLI rejects a malformed request with exit status 2 and says why', async () => {
   const { spawn } = await import('node:child_process');
   const child = spawn(process.execPath, ['--import', 'tsx', 'client/handoff-cli.ts', '--vm', 'e2e-vm', '--from', 'B'], {

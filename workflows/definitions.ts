@@ -1,7 +1,7 @@
 import { defineSearchAttributeKey } from '@temporalio/common';
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { StreamMeasurements } from '../engine/adaptation/measurements.js';
-import type { ModeId } from '../engine/adaptation/mode.js';
+import { modeIdSchema, type ModeId } from '../engine/adaptation/mode.js';
 import { z } from 'zod';
 import { baseImageIdSchema, cloudletNameSchema, vmIdSchema, workloadSchema } from '../engine/names.js';
 
@@ -16,7 +16,15 @@ const vmId = vmIdSchema;
 const cloudlet = cloudletNameSchema;
 
 export const handoffInputSchema = z
-  .object({ vmId, source: cloudlet, target: cloudlet })
+  .object({
+    vmId,
+    source: cloudlet,
+    target: cloudlet,
+    /** Start with this mode and keep it (an operator's pin, as the pinMode signal sets later). */
+    pinnedMode: modeIdSchema.optional(),
+    /** Never send faster than this, Mbit/s (as the capBandwidth signal sets later). */
+    bandwidthCapMbps: z.number().positive().max(100_000).optional(),
+  })
   .strict()
   .refine((i) => i.source !== i.target, { message: 'source and target must be different cloudlets', path: ['target'] });
 export type HandoffInput = z.infer<typeof handoffInputSchema>;

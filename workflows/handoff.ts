@@ -78,7 +78,7 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
 
   // Adaptation: the stream reports, this decides; every switch lands in the history (memo).
   let mode: ModeId = modeId(DEFAULT_MODE);
-  const policy: StreamPolicy = { pinnedMode: null, bandwidthCapMbps: null };
+  const policy: StreamPolicy = { pinnedMode: null, bandwidthCapMbps: parsed.data.bandwidthCapMbps ?? null };
   const modeSwitches: ModeSwitch[] = [];
   const switchTo = (to: ModeId, reason: string, measurements: ModeSwitch['measurements']) => {
     if (to === mode) return;
@@ -88,6 +88,11 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
     upsertMemo({ mode, lastModeSwitch: sw });
   };
   setHandler(streamControlQuery, () => ({ mode, ...policy }));
+  if (parsed.data.pinnedMode) {
+    policy.pinnedMode = parsed.data.pinnedMode;
+    switchTo(parsed.data.pinnedMode, 'pinned by operator', null);
+  }
+  if (policy.bandwidthCapMbps !== null) upsertMemo({ bandwidthCapMbps: policy.bandwidthCapMbps });
   setHandler(reportMeasurementsSignal, (m) => {
     const d = chooseMode(m, policy, mode);
     switchTo(d.mode, d.reason, m);
