@@ -19,7 +19,8 @@ async function main(): Promise<void> {
     options: {
       json: { type: 'boolean', default: false },
       'memory-mib': { type: 'string', default: '512' },
-      'workload-mib': { type: 'string', default: '32' },
+      workload: { type: 'string', default: 'kvstore' },
+      'workload-mib': { type: 'string', default: '64' },
       'run-seconds': { type: 'string', default: '5' },
       keep: { type: 'boolean', default: false },
     },
@@ -56,7 +57,7 @@ async function main(): Promise<void> {
     const launched = await cluster.client.workflow.execute('launchVm', {
       taskQueue: WORKFLOW_TASK_QUEUE,
       workflowId: `launch-${vmId}-${Date.now()}`,
-      args: [{ vmId, cloudlet: 'A', baseImageId: base.id, workload: { name: 'heartbeat', args: [String(workloadMiB), '200'] } }],
+      args: [{ vmId, cloudlet: 'A', baseImageId: base.id, workload: demoWorkload(values.workload, workloadMiB) }],
     });
     say(`VM ${vmId} running on A (heartbeat ${(launched as VmDescription).lastHeartbeat}); letting its workload run ${values['run-seconds']} s`);
     await sleep(Number(values['run-seconds']) * 1000);
@@ -83,6 +84,13 @@ async function main(): Promise<void> {
   }
   // After teardown, so that it is the last line.
   if (values.json) console.log(JSON.stringify(summary));
+}
+
+/** kvstore: text-like records under updates (the default); heartbeat: a counter and a small heap. */
+function demoWorkload(name: string, mib: number): { name: string; args: string[] } {
+  if (name === 'kvstore') return { name, args: [String(mib), '2000', '200'] };
+  if (name === 'heartbeat') return { name, args: [String(mib), '200'] };
+  throw new Error(`--workload must be kvstore or heartbeat, got ${name}`);
 }
 
 main().then(

@@ -130,6 +130,8 @@ export class Cloudlet {
       throw err;
     }
     this.vms.set(vmId, vm);
+    // Warm the base's dedup index now, so no handoff of this VM pays for it while it is stopped.
+    void this.dedupIndex(base).catch(() => undefined);
     try {
       await vm.qemu.cont();
       if (workload) {
