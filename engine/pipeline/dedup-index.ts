@@ -72,6 +72,8 @@ export class DedupIndex {
   /**
    * Turns chunk `ref` with content `data` into a record: zero, a confirmed reference, or data to
    * be delta-encoded against `sameOffsetBase`. `source` and `baseReader` supply bytes to confirm.
+   * A self-reference is confirmed against the source's bytes now, which equal what was sent only
+   * while the VM is paused; a live pre-copy must confirm against what was last sent instead.
    */
   async classify(
     ref: ChunkRef,
