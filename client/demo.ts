@@ -23,6 +23,7 @@ async function main(): Promise<void> {
       'workload-mib': { type: 'string', default: '64' },
       'run-seconds': { type: 'string', default: '5' },
       keep: { type: 'boolean', default: false },
+      mbps: { type: 'string' },
     },
   });
   const memoryMiB = Number(values['memory-mib']);
@@ -31,6 +32,8 @@ async function main(): Promise<void> {
   if (!Number.isInteger(workloadMiB) || workloadMiB < 0 || workloadMiB > memoryMiB / 2) {
     throw new Error(`--workload-mib must be an integer between 0 and half of --memory-mib, got ${values['workload-mib']}`);
   }
+  const mbps = values.mbps === undefined ? undefined : Number(values.mbps);
+  if (mbps !== undefined && !(mbps > 0 && mbps <= 10_000)) throw new Error(`--mbps must be a rate in Mbit/s (e.g. 10), got ${values.mbps}`);
   const say = (line: string) => console.log(line);
   const t0 = Date.now();
 
@@ -41,6 +44,7 @@ async function main(): Promise<void> {
     runTag: `demo-${process.pid}`,
     devServer: { dbFile: join(STATE_DIR, 'temporal.db'), preferredPort: 7233, preferredUiPort: 8233 },
     cloudlets: ['A', 'B'].map((name) => ({ name, baseImages: [base.dir], imageCacheDir: join(STATE_DIR, 'cloudlets', name, 'images') })),
+    ...(mbps !== undefined ? { wan: { mbps } } : {}),
     log: say,
   });
   let stopping = false;

@@ -7,6 +7,7 @@ import { READY_MARKER } from '../workers/cloudlet-worker.js';
 import { releaseStaleMounts } from '../engine/cloudlet/cloudlet.js';
 import { PREFIX, REPO_ROOT } from './paths.js';
 import { freePort, portIsFree, startDevServer, type DevServer } from './temporal-dev-server.js';
+import { createWanTestbed, type WanTestbed } from './wan-testbed.js';
 import { ensureWorkflowBundle } from './workflow-bundle.js';
 
 export interface CloudletSpec {
@@ -18,6 +19,8 @@ export interface CloudletSpec {
 
 export interface EmbeddedCluster {
   address: string;
+  /** The shaped WAN the cloudlets sit on, when one was asked for. */
+  wan?: WanTestbed;
   uiUrl?: string;
   client: Client;
   workers: Map<string, { pid: number; dataPlane: { host: string; port: number } }>;
@@ -29,6 +32,8 @@ export interface ClusterOptions {
   /** Run an embedded dev server with this database file; omit to use TEMPORAL_ADDRESS. */
   devServer?: { dbFile: string; preferredPort?: number; preferredUiPort?: number };
   runTag: string;
+  /** Put each cloudlet (and the server) in its own network namespace behind a shaped link. */
+  wan?: { mbps: number };
   log?: (line: string) => void;
 }
 
@@ -49,11 +54,25 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
   try {
     let server: DevServer | undefined;
     let address = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
+    let wan: WanTestbed | undefined;
+    if (opts.wan) {
+      const tag = (process.pid % 46656).toString(36).padStart(3, '0') + Math.floor(Math.random() * 36).toString(36);
+      wan = await createWanTestbed({ tag, cloudlets: opts.cloudlets.map((c) => c.name), mbps: opts.wan.mbps });
+      cleanups.push(() => wan!.destroy());
+      log(`WAN testbed ${tag}: ${opts.cloudlets.map((c) => `${c.name} ${wan!.cloudlet(c.name).address}`).join(', ')}, links shaped to ${opts.wan.mbps} Mbit/s (tbf, both ends; no added delay)`);
+      if (!opts.devServer) throw new Error('a WAN testbed needs the embedded dev server (it runs in the core namespace)');
+    }
     if (opts.devServer) {
-      const port = opts.devServer.preferredPort && (await portIsFree(opts.devServer.preferredPort)) ? opts.devServer.preferredPort : await freePort();
-      const uiPort = opts.devServer.preferredUiPort && (await portIsFree(opts.devServer.preferredUiPort)) ? opts.devServer.preferredUiPort : await freePort();
+      const inCore = wan !== undefined;
+      const port = inCore ? 7233 : opts.devServer.preferredPort && (await portIsFree(opts.devServer.preferredPort)) ? opts.devServer.preferredPort : await freePort();
+      const uiPort = inCore ? 8233 : opts.devServer.preferredUiPort && (await portIsFree(opts.devServer.preferredUiPort)) ? opts.devServer.preferredUiPort : await freePort();
       log(`starting Temporal dev server on ${port} (UI ${uiPort}, database ${opts.devServer.dbFile})`);
-      server = await startDevServer({ dbFile: opts.devServer.dbFile, port, uiPort });
+      server = await startDevServer({
+        dbFile: opts.devServer.dbFile,
+        port,
+        uiPort,
+        ...(wan ? { ip: '0.0.0.0', netns: { name: wan.coreNs, addressFromHost: wan.coreAddressFromHost } } : {}),
+      });
       cleanups.push(() => server!.stop());
       address = server.address;
     }
@@ -73,7 +92,10 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
         await releaseStaleMounts(runDir);
         await rm(runDir, { recursive: true, force: true });
         await mkdir(c.imageCacheDir, { recursive: true });
-        const w = await spawnWorker(c, runDir, address, bundle, log);
+        const placement = wan
+          ? { netns: wan.cloudlet(c.name).ns, dataHost: wan.cloudlet(c.name).address, temporalAddress: `${wan.cloudlet(c.name).coreAddress}:${address.split(':')[1]}` }
+          : { dataHost: '127.0.0.1', temporalAddress: address };
+        const w = await spawnWorker(c, runDir, placement, bundle, log);
         running.push({ stop: w.stop, runDir });
         return [c.name, w] as const;
       }),
@@ -82,25 +104,35 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
     const connection = await Connection.connect({ address });
     cleanups.push(() => connection.close());
     const client = new Client({ connection, namespace: process.env.TEMPORAL_NAMESPACE ?? 'default' });
-    return { address, uiUrl: server?.uiUrl, client, workers, stop };
+    return { address, uiUrl: server?.uiUrl, client, workers, stop, ...(wan ? { wan } : {}) };
   } catch (err) {
     await stop();
     throw err;
   }
 }
 
-async function spawnWorker(c: CloudletSpec, runDir: string, address: string, bundle: string, log: (l: string) => void) {
+async function spawnWorker(
+  c: CloudletSpec,
+  runDir: string,
+  placement: { netns?: string; dataHost: string; temporalAddress: string },
+  bundle: string,
+  log: (l: string) => void,
+) {
   const args = [
     '--import', 'tsx',
     join(REPO_ROOT, 'workers', 'cloudlet-worker.ts'),
     '--cloudlet', c.name,
     '--run-dir', runDir,
     '--image-cache', c.imageCacheDir,
-    '--temporal-address', address,
+    '--temporal-address', placement.temporalAddress,
+    '--data-host', placement.dataHost,
     '--workflow-bundle', bundle,
     ...c.baseImages.flatMap((b) => ['--install-base', b]),
   ];
-  const child: ChildProcess = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO_ROOT });
+  // In a namespace, `ip netns exec` execs node in place: the PID is the worker's.
+  const child: ChildProcess = placement.netns
+    ? spawn('ip', ['netns', 'exec', placement.netns, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO_ROOT })
+    : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO_ROOT });
   const tail: string[] = [];
   const remember = (l: string) => {
     tail.push(l);

@@ -37,9 +37,18 @@ export async function portIsFree(port: number, host = '127.0.0.1'): Promise<bool
  * Starts the Temporal CLI's dev server (server + web UI) with its state in `dbFile`, so workflow
  * histories survive a restart. Resolves once the frontend answers.
  */
-export async function startDevServer(opts: { dbFile: string; port: number; uiPort: number; ip?: string; log?: (l: string) => void }): Promise<DevServer> {
+export async function startDevServer(opts: {
+  dbFile: string;
+  port: number;
+  uiPort: number;
+  /** Address to bind (default 127.0.0.1). */
+  ip?: string;
+  /** Network namespace to run in, and the address this host reaches it at. */
+  netns?: { name: string; addressFromHost: string };
+}): Promise<DevServer> {
   const cli = await resolveTemporalCli();
   const ip = opts.ip ?? '127.0.0.1';
+  const reachAt = opts.netns?.addressFromHost ?? ip;
   const args = [
     'server', 'start-dev',
     '--ip', ip,
@@ -49,7 +58,10 @@ export async function startDevServer(opts: { dbFile: string; port: number; uiPor
     '--log-level', 'error',
     ...SEARCH_ATTRIBUTES.flatMap((a) => ['--search-attribute', `${a}=Keyword`]),
   ];
-  const child: ChildProcess = spawn(cli, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: false });
+  // `ip netns exec` execs the command in place: the PID we hold is the server's.
+  const child: ChildProcess = opts.netns
+    ? spawn('ip', ['netns', 'exec', opts.netns.name, cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(cli, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const output: string[] = [];
   const keep = (t: Buffer) => {
     output.push(t.toString());
@@ -59,7 +71,7 @@ export async function startDevServer(opts: { dbFile: string; port: number; uiPor
   child.stderr!.on('data', keep);
   let exited = false;
   child.once('exit', () => (exited = true));
-  const address = `${ip}:${opts.port}`;
+  const address = `${reachAt}:${opts.port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {
     if (exited) throw new Error(`Temporal dev server exited during start-up: ${output.join('').slice(-2000)}`);
@@ -78,7 +90,7 @@ export async function startDevServer(opts: { dbFile: string; port: number; uiPor
   }
   return {
     address,
-    uiUrl: `http://${ip}:${opts.uiPort}`,
+    uiUrl: `http://${reachAt}:${opts.uiPort}`,
     pid: child.pid!,
     stop: async () => {
       if (exited) return;

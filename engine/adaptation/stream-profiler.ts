@@ -15,6 +15,8 @@ const NEW_WEIGHT = 0.5;
 /** Bytes in flight above which the link counts as busy, so acks measure its capacity. */
 const BUSY_INFLIGHT_BYTES = 128 * 1024;
 const R_WINDOW_MS = 3_000;
+/** The first batches of a stream pay for thread and JIT warm-up: their P is not a measurement. */
+const WARMUP_BATCHES = 2;
 
 /**
  * Online measurement of P and r per mode (from the stream's own batches and from background
@@ -29,6 +31,7 @@ export class StreamProfiler {
   private lastR: number | null = null;
   /** Reading + zero/dedup on the main thread, input bytes and ms: it bounds every mode's P. */
   private classify = { inBytes: 0, ms: 0 };
+  private batchesSeen = 0;
 
   constructor(
     readonly threads: number,
@@ -39,6 +42,7 @@ export class StreamProfiler {
   recordBatch(b: EncodedBatch, frameBytes: number): void {
     this.sentBytes += frameBytes;
     this.inputBytes += b.inputBytes;
+    if (++this.batchesSeen <= WARMUP_BATCHES) return;
     const keep = this.classify.inBytes > 0 ? ((1 - NEW_WEIGHT) / NEW_WEIGHT) * (b.inputBytes / this.classify.inBytes) : 0;
     this.classify = { inBytes: this.classify.inBytes * keep + b.inputBytes, ms: this.classify.ms * keep + b.classifyMs };
     this.record(b.modeId, b.inputBytes, b.payload.length, b.busyMs, 'stream');

@@ -55,6 +55,7 @@ export class Cloudlet {
     await releaseStaleMounts(this.config.runDir);
     await mkdir(this.config.runDir, { recursive: true });
     await this.dataPlane.start();
+    await this.codecPool().warm();
   }
 
   /** Ends every VM of this cloudlet (the worker is going away and the FUSE disks with it). */

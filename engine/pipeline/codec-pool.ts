@@ -20,6 +20,11 @@ export class CodecPool {
     });
   }
 
+  /** Starts every thread and loads the codecs, so the first real batch is not the one that pays. */
+  async warm(): Promise<void> {
+    await Promise.all(Array.from({ length: this.threads }, () => this.encode({ modeId: 'none/zstd-1', records: [] })));
+  }
+
   encode(task: EncodeTask): Promise<EncodedPayload> {
     return this.pool.run(task);
   }

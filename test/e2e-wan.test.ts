@@ -1,0 +1,58 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { runHandoff } from '../client/start-handoff.js';
+import { startEmbeddedCluster, type EmbeddedCluster } from '../infra/embedded-cluster.js';
+import { WORKFLOW_TASK_QUEUE } from '../workflows/definitions.js';
+import { testBaseImage, tempRoot } from './support/fixtures.js';
+
+// The same path over a kernel-shaped WAN: each cloudlet and the Temporal server in its own
+// network namespace, every cloudlet's link a tbf at 20 Mbit/s on both ends.
+
+const run = promisify(execFile);
+const MBPS = 20;
+let root: Awaited<ReturnType<typeof tempRoot>>;
+let cluster: EmbeddedCluster;
+let stopped = false;
+
+before(async () => {
+  const base = await testBaseImage();
+  root = await tempRoot('wan');
+  cluster = await startEmbeddedCluster({
+    runTag: `wan-${process.pid}`,
+    devServer: { dbFile: join(root.dir, 'temporal.db') },
+    wan: { mbps: MBPS },
+    cloudlets: ['A', 'B'].map((name) => ({ name, baseImages: [base.dir], imageCacheDir: join(root.dir, `${name}-images`) })),
+  });
+  await cluster.client.workflow.execute('launchVm', {
+    taskQueue: WORKFLOW_TASK_QUEUE,
+    workflowId: `launch-wan-${Date.now()}`,
+    args: [{ vmId: 'wan-vm', cloudlet: 'A', baseImageId: base.id, workload: { name: 'kvstore', args: ['32', '2000', '200'] } }],
+  });
+});
+
+after(async () => {
+  if (!stopped) await cluster?.stop();
+  await root?.remove();
+});
+
+test('a VM moves over the shaped link: verified, the guest goes on, the stream ran at the link rate', async () => {
+  const result = await runHandoff(cluster.client, { vmId: 'wan-vm', source: 'A', target: 'B' });
+  assert.equal(result.verified, true);
+  assert.equal(result.guestContinued, true);
+  const stream = result.steps.find((s) => s.step === 'stream')!;
+  const floorMs = ((result.stages.payloadBytes * 8) / (MBPS * 1e6)) * 1000;
+  assert.ok(stream.endedAt! - stream.startedAt >= floorMs, `the stream (${stream.endedAt! - stream.startedAt} ms) cannot beat the ${MBPS} Mbit/s link (${floorMs.toFixed(0)} ms)`);
+});
+
+test('tearing the testbed down leaves no namespace or link behind', async () => {
+  const tag = cluster.wan!.tag;
+  await cluster.stop();
+  stopped = true;
+  const { stdout: ns } = await run('ip', ['netns', 'list']);
+  assert.ok(!ns.includes(`ehoff-${tag}-`), `namespaces left: ${ns}`);
+  const { stdout: links } = await run('ip', ['-o', 'link']);
+  assert.ok(!links.includes(`eh${tag}`), 'host-side veth removed');
+});
