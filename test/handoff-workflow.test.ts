@@ -134,11 +134,11 @@ test('the stream switches mode on signalled measurements and on an operator pin;
   // The streaming activity, as the real one does: report measurements, follow the decided mode.
   const stream: StreamBehaviour = async () => {
     const handle = Context.current().client.workflow.getHandle(workflowId);
-    assert.equal((await handle.query(streamControlQuery)).mode, 'xor/zstd-3', 'the stream starts in the default mode');
+    assert.equal((await handle.query(streamControlQuery)).mode, 'none/zstd-3', 'the stream starts in the default mode');
     await handle.signal(reportMeasurementsSignal, {
-      atMs: 2000, mode: 'xor/zstd-3', R_Mbps: 2, threads: 2, inputBytes: 8 << 20, wireBytes: 3 << 20,
+      atMs: 2000, mode: 'none/zstd-3', R_Mbps: 2, threads: 2, inputBytes: 8 << 20, wireBytes: 3 << 20,
       modes: [
-        { mode: 'xor/zstd-3', P_MBps: 200, ratio: 0.33, from: 'stream', bytes: 8 << 20 },
+        { mode: 'none/zstd-3', P_MBps: 200, ratio: 0.33, from: 'stream', bytes: 8 << 20 },
         { mode: 'xor/xz-6', P_MBps: 2.2, ratio: 0.25, from: 'sample', bytes: 1 << 18 },
       ],
     });
@@ -146,11 +146,11 @@ test('the stream switches mode on signalled measurements and on an operator pin;
     // Now an operator pins another mode.
     await handle.signal(pinModeSignal, 'none/gzip-1');
     await until('none/gzip-1');
-    return { 'xor/zstd-3': 2, 'xor/xz-6': 3, 'none/gzip-1': 1 };
+    return { 'none/zstd-3': 2, 'xor/xz-6': 3, 'none/gzip-1': 1 };
   };
   const { result } = await runWith(undefined, undefined, stream, workflowId);
   assert.ok(result);
-  assert.deepEqual(result.modeSwitches.map((s) => [s.from, s.to]), [['xor/zstd-3', 'xor/xz-6'], ['xor/xz-6', 'none/gzip-1']]);
+  assert.deepEqual(result.modeSwitches.map((s) => [s.from, s.to]), [['none/zstd-3', 'xor/xz-6'], ['xor/xz-6', 'none/gzip-1']]);
   assert.match(result.modeSwitches[0]!.reason, /min\(P, R\/r\) = .*network-bound/);
   assert.equal(result.modeSwitches[0]!.measurements?.R_Mbps, 2);
   assert.equal(result.modeSwitches[1]!.reason, 'pinned by operator');
