@@ -51,7 +51,7 @@ async function measureOne(guestMiB: number): Promise<void> {
     log(`${guestMiB} MiB guest: kvstore ${workloadMiB} MiB loaded in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
     const source = new SourceHandoffs(A);
     const target = new TargetHandoffs(B);
-    const snap = await source.snapshot('mem', 'mem-vm');
+    await source.snapshot('mem', 'mem-vm');
     const endpoint = await target.prepare('mem', 'mem-vm', base.id);
     await A.dedupIndex(A.vm('mem-vm').base);
     global.gc?.();
@@ -62,7 +62,7 @@ async function measureOne(guestMiB: number): Promise<void> {
     const result = await source.stream('mem', endpoint, fixedControl('xor/zstd-3'));
     clearInterval(sampler);
     peak = Math.max(peak, process.memoryUsage.rss());
-    await target.finalize('mem', snap);
+    await target.finalize('mem', result);
     rows.push({
       guestMiB,
       overlayMB: Math.round(result.stages.inputBytes / 1e6),

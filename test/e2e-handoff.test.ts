@@ -103,7 +103,9 @@ test('the VM moves A → B: state verified, guest goes on, five steps in the his
   assert.equal(result.verified, true);
   assert.equal(result.guestContinued, true);
   assert.ok(result.heartbeatAfterResume! > result.heartbeatAtStop!);
-  assert.equal(result.stages.chunks, result.memoryPages + result.diskBlocks, 'every changed chunk went through the pipeline');
+  const epochChunks = result.epochs.reduce((n, e) => n + e.memoryPages + e.diskBlocks, 0);
+  assert.equal(result.stages.chunks, epochChunks, 'every chunk of every epoch went through the pipeline');
+  assert.ok(result.epochs[0]!.live && !result.epochs.at(-1)!.live, 'live epochs, then one stop-and-copy');
   assert.ok(result.bytesSent >= result.stages.payloadBytes + result.deviceStateBytes, 'the overlay went over the data plane');
   assert.ok(result.stages.payloadBytes < result.stages.inputBytes, 'and it went reduced');
   assert.ok(result.downtimeMs > 0 && result.downtimeMs < result.totalMs);

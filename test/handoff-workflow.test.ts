@@ -47,15 +47,14 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt, stream?: St
     return value;
   };
   return {
-    snapshot: (a) => step('snapshot', {
-      handoffId: a.handoffId, vmId: a.vmId, baseImageId: 'base-0123456789abcdef', pausedAtMs: 1000, heartbeatAtStop: 7,
-      memoryDigest: 'm'.repeat(64), memoryPages: 10, diskDigest: 'd'.repeat(64), diskBlocks: 2, deviceStateBytes: 5,
-      deviceStateSha256: 's'.repeat(64), captureMs: 1,
-    }),
+    snapshot: (a) => step('snapshot', { handoffId: a.handoffId, vmId: a.vmId, baseImageId: 'base-0123456789abcdef', heartbeatAtStart: 3 }),
     streamOverlay: async () => step('streamOverlay', {
       bytesSent: 12345, ack: { batches: 1, chunks: 12, deviceStateBytes: 5, bytesReceived: 12345 }, streamMs: 3,
       stages: { chunks: 12, zero: 1, baseRefs: 1, selfRefs: 0, data: 10, inputBytes: 49152, rawBytes: 41000, payloadBytes: 9000 },
       modesUsed: stream ? await stream() : { 'xor/zstd-3': 1 },
+      epochs: [{ epoch: 0, live: true, memoryPages: 10, diskBlocks: 2, ms: 5 }, { epoch: 1, live: false, memoryPages: 1, diskBlocks: 0, ms: 1 }],
+      stopReason: 'converged', converged: true, pausedAtMs: 1000, heartbeatAtStop: 7,
+      memoryDigest: 'm'.repeat(64), diskDigest: 'd'.repeat(64), deviceStateBytes: 5,
     }),
     rollback: () => step('rollback', { runState: 'running' }),
     retire: () => step('retire', undefined),

@@ -85,6 +85,9 @@ export interface HandoffResult {
   steps: StepRecord[];
   /** Batches sent in each mode. */
   modesUsed: Record<ModeId, number>;
+  /** Pre-copy epochs while the guest ran, then the stop-and-copy one. */
+  epochs: Array<{ epoch: number; live: boolean; memoryPages: number; diskBlocks: number; ms: number }>;
+  precopy: { converged: boolean; stopReason: string };
   modeSwitches: ModeSwitch[];
   stages: { chunks: number; zero: number; baseRefs: number; selfRefs: number; data: number; inputBytes: number; rawBytes: number; payloadBytes: number };
 }

@@ -127,9 +127,9 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
     enter('stream');
     const stream = await src.streamOverlay({ handoffId, endpoint });
     enter('finalize');
-    const fin = await dst.finalize({ handoffId, expected: { memoryDigest: snap.memoryDigest, diskDigest: snap.diskDigest } });
+    const fin = await dst.finalize({ handoffId, expected: { memoryDigest: stream.memoryDigest, diskDigest: stream.diskDigest } });
     enter('resume');
-    const resumed = await dst.resume({ handoffId, heartbeatAtStop: snap.heartbeatAtStop });
+    const resumed = await dst.resume({ handoffId, heartbeatAtStop: stream.heartbeatAtStop });
     enter('retire-source');
     await srcRecovery.retire({ handoffId, vmId });
     enter('done');
@@ -141,17 +141,19 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
       target,
       baseImageId: snap.baseImageId,
       totalMs: Date.now() - startedAt,
-      downtimeMs: resumed.resumedAtMs - snap.pausedAtMs,
+      downtimeMs: resumed.resumedAtMs - stream.pausedAtMs,
       bytesSent: stream.bytesSent,
-      memoryPages: snap.memoryPages,
-      diskBlocks: snap.diskBlocks,
-      deviceStateBytes: snap.deviceStateBytes,
+      memoryPages: stream.epochs[0]?.memoryPages ?? 0,
+      diskBlocks: stream.epochs[0]?.diskBlocks ?? 0,
+      deviceStateBytes: stream.deviceStateBytes,
       verified: fin.verified,
       memoryDigest: fin.memoryDigest,
       diskDigest: fin.diskDigest,
-      heartbeatAtStop: snap.heartbeatAtStop,
+      heartbeatAtStop: stream.heartbeatAtStop,
       heartbeatAfterResume: resumed.heartbeatAfter,
-      guestContinued: snap.heartbeatAtStop !== null && resumed.heartbeatAfter !== null && resumed.heartbeatAfter > snap.heartbeatAtStop,
+      guestContinued: stream.heartbeatAtStop !== null && resumed.heartbeatAfter !== null && resumed.heartbeatAfter > stream.heartbeatAtStop,
+      epochs: stream.epochs,
+      precopy: { converged: stream.converged, stopReason: stream.stopReason },
       steps,
       modesUsed: stream.modesUsed,
       modeSwitches,

@@ -8,6 +8,8 @@ import { BLOCK_SIZE } from '../blocks.js';
  */
 export class DiskOverlay {
   private readonly dirty = new Set<number>();
+  /** Blocks written since the last `takeEpochDirty`: what a pre-copy epoch must (re)send. */
+  private epochDirty = new Set<number>();
   /** Blocks being copied from the base before their first partial write. */
   private readonly materializing = new Map<number, Promise<void>>();
 
@@ -30,6 +32,13 @@ export class DiskOverlay {
   /** Indices of the blocks that differ (or may differ) from the base, ascending. */
   dirtyBlocks(): number[] {
     return [...this.dirty].sort((a, b) => a - b);
+  }
+
+  /** Blocks written since the previous call, ascending; starts a new epoch. */
+  takeEpochDirty(): number[] {
+    const taken = [...this.epochDirty].sort((a, b) => a - b);
+    this.epochDirty = new Set();
+    return taken;
   }
 
   isDirty(index: number): boolean {
@@ -67,7 +76,10 @@ export class DiskOverlay {
     for (const b of partial) await this.materialize(b);
     await this.overlay.write(from, 0, length, position);
     // Whole blocks turn dirty only once written, so a concurrent read sees old or new, never zeros.
-    for (let b = first; b <= last; b++) this.dirty.add(b);
+    for (let b = first; b <= last; b++) {
+      this.dirty.add(b);
+      this.epochDirty.add(b);
+    }
     return length;
   }
 

@@ -1,15 +1,26 @@
-import { open } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { ALL_MODES, modeId, type ModeId } from '../adaptation/mode.js';
 import { StreamProfiler } from '../adaptation/stream-profiler.js';
 import type { CodecPool } from '../pipeline/codec-pool.js';
 import { Space, type ChunkRecord } from '../pipeline/chunk-records.js';
 import { baseChunkReader, vmChunkReader } from '../pipeline/chunk-source.js';
 import type { DedupIndex } from '../pipeline/dedup-index.js';
-import { encodeOverlay, type StageCounts } from '../pipeline/overlay-encoder.js';
+import { encodeOverlay, type EncodedBatch, type StageCounts } from '../pipeline/overlay-encoder.js';
 import type { VmInstance } from '../cloudlet/vm-instance.js';
+import { MemoryTracker } from '../memory/memory-tracker.js';
+import { digestOfFile } from '../image/image-digest.js';
 import { sendOverlay, type DataEndpoint } from '../wire/overlay-sender.js';
 import type { Ack } from '../wire/frames.js';
 import type { StreamControl } from './stream-control.js';
+import { diskDigest } from './state-digest.js';
+
+export interface EpochReport {
+  epoch: number;
+  live: boolean;
+  memoryPages: number;
+  diskBlocks: number;
+  ms: number;
+}
 
 export interface OverlayStreamResult {
   bytesSent: number;
@@ -17,7 +28,25 @@ export interface OverlayStreamResult {
   streamMs: number;
   stages: StageCounts & { inputBytes: number; rawBytes: number; payloadBytes: number };
   modesUsed: Record<ModeId, number>;
+  epochs: EpochReport[];
+  /** Why the live epochs ended: converged within the budget, or why not. */
+  stopReason: string;
+  converged: boolean;
+  /** The stop: when the VM paused, its last heartbeat, and its state's digests at that moment. */
+  pausedAtMs: number;
+  heartbeatAtStop: number | null;
+  memoryDigest: string;
+  diskDigest: string;
+  deviceStateBytes: number;
 }
+
+export interface PrecopyPolicy {
+  /** Stop iterating once what is left should go within this (at the last epoch's rate). */
+  downtimeBudgetMs: number;
+  maxLiveEpochs: number;
+}
+
+export const DEFAULT_PRECOPY: PrecopyPolicy = { downtimeBudgetMs: 300, maxLiveEpochs: 8 };
 
 /** How often the stream reports its measurements (and checks for a sharp change in R). */
 const REPORT_EVERY_MS = 1_000;
@@ -25,31 +54,35 @@ const REPORT_EVERY_MS = 1_000;
 const SAMPLE_EVERY_MS = 1_500;
 const MODES_PER_SAMPLE = 4;
 const SAMPLE_CHUNKS = 64;
+/** An epoch that does not shrink the dirty set by this much counts against convergence. */
+const SHRINK = 0.9;
 
 /**
- * Streams a stopped VM's overlay (changed memory pages, dirty disk blocks, device state) through
- * the pipeline to the target, measuring P, r and R as it goes and following `control`'s mode.
+ * Live handoff of a running VM: pre-copy epochs ship what the target does not hold yet (epoch 0:
+ * everything that differs from the base; later: pages whose content changed since it was read
+ * for sending, disk blocks written since), while the guest runs. When what is left fits the
+ * downtime budget — or the guest dirties faster than the link drains — the VM pauses, its device
+ * state is saved, and a final epoch sends the rest. P, r and R are measured throughout and the
+ * mode follows `control`.
  */
 export async function streamOverlay(opts: {
   handoffId: string;
   vm: VmInstance;
-  memoryPages: number[];
-  diskBlocks: number[];
   endpoint: DataEndpoint;
   pool: CodecPool;
   dedup: DedupIndex;
   control: StreamControl;
+  precopy?: PrecopyPolicy;
 }): Promise<OverlayStreamResult> {
   const { vm, pool, control } = opts;
+  const policy = opts.precopy ?? DEFAULT_PRECOPY;
   const started = Date.now();
-  const [ram, baseMemory, baseDisk] = await Promise.all([
-    open(vm.files.ramFile, 'r'),
-    open(vm.base.path('memory'), 'r'),
-    open(vm.base.path('disk'), 'r'),
-  ]);
+  const memoryBytes = vm.base.manifest.memory.sizeBytes;
+  const [ram, baseMemory, baseDisk] = await Promise.all([open(vm.files.ramFile, 'r'), open(vm.base.path('memory'), 'r'), open(vm.base.path('disk'), 'r')]);
   const profiler = new StreamProfiler(pool.threads);
   const stages = { chunks: 0, zero: 0, baseRefs: 0, selfRefs: 0, data: 0, inputBytes: 0, rawBytes: 0, payloadBytes: 0 };
   const modesUsed: Record<ModeId, number> = {};
+  const epochs: EpochReport[] = [];
   let latest: ChunkRecord[] = [];
   let lastReportedR: number | null = null;
   const report = () => {
@@ -78,19 +111,99 @@ export async function streamOverlay(opts: {
       .catch(() => undefined)
       .finally(() => (sampling = false));
   }, SAMPLE_EVERY_MS);
+
+  const stop = { pausedAtMs: 0, heartbeatAtStop: null as number | null, converged: false, stopReason: '' };
+  let digests: Promise<{ memoryDigest: string; diskDigest: string }> | undefined;
   try {
-    const source = vmChunkReader(ram, vm.base.manifest.memory.sizeBytes, vm.disk);
-    const base = baseChunkReader(baseMemory, vm.base.manifest.memory.sizeBytes, baseDisk, vm.base.manifest.disk.sizeBytes);
-    const batches = encodeOverlay(
-      [
-        { space: Space.Memory, indices: opts.memoryPages },
-        { space: Space.Disk, indices: opts.diskBlocks },
-      ],
-      { pool, dedup: opts.dedup.forOverlay(), source, base, currentMode: () => control.mode(), onClassified: (r) => (latest = r) },
-    );
+    const source = vmChunkReader(ram, memoryBytes, vm.disk);
+    const base = baseChunkReader(baseMemory, memoryBytes, baseDisk, vm.base.manifest.disk.sizeBytes);
+    const tracker = await MemoryTracker.fromBase(baseMemory, memoryBytes, (d) => opts.dedup.hashOf(d));
+    let seq = 0;
+    const epoch = async function* (n: number, live: boolean, memoryPages: number[], diskBlocks: number[]): AsyncGenerator<EncodedBatch> {
+      const t0 = Date.now();
+      for await (const b of encodeOverlay(
+        [
+          { space: Space.Memory, indices: memoryPages },
+          { space: Space.Disk, indices: diskBlocks },
+        ],
+        {
+          pool,
+          // While the guest runs, the bytes behind a self-reference could change: none then.
+          dedup: opts.dedup.forOverlay({ selfRefs: !live }),
+          source,
+          base,
+          currentMode: () => control.mode(),
+          onClassified: (r) => (latest = r),
+          onChunkRead: (space, index, data) => {
+            if (space === Space.Memory) tracker.sent(index, data);
+          },
+        },
+      )) {
+        yield { ...b, seq: seq++ };
+      }
+      epochs.push({ epoch: n, live, memoryPages: memoryPages.length, diskBlocks: diskBlocks.length, ms: Date.now() - t0 });
+    };
+    const batches = async function* (): AsyncGenerator<EncodedBatch> {
+      // Epoch 0: everything that differs from the base; the disk's dirty set is all of it so far.
+      let memoryPages = await tracker.changedPages(ram);
+      vm.disk.takeEpochDirty();
+      let diskBlocks = vm.disk.dirtyBlocks();
+      let previous = Infinity;
+      let notShrinking = 0;
+      for (let n = 0; ; n++) {
+        const pending = memoryPages.length + diskBlocks.length;
+        if (n > 0) {
+          const last = epochs.at(-1)!;
+          const rate = ((last.memoryPages + last.diskBlocks) * 4096) / Math.max(1, last.ms); // bytes per ms
+          const estimateMs = (pending * 4096) / Math.max(rate, 1);
+          notShrinking = pending > previous * SHRINK ? notShrinking + 1 : 0;
+          if (estimateMs <= policy.downtimeBudgetMs) {
+            stop.converged = true;
+            stop.stopReason = `converged after ${n} live epochs: ${pending} chunks left, ~${Math.round(estimateMs)} ms at the last epoch's rate`;
+            break;
+          }
+          if (notShrinking >= 2) {
+            stop.stopReason = `not converging: the guest dirties memory as fast as the link drains it (${pending} chunks left after ${n} epochs); ended the iterations`;
+            break;
+          }
+          if (n >= policy.maxLiveEpochs) {
+            stop.stopReason = `stopped after ${n} live epochs (the most allowed), ${pending} chunks left`;
+            break;
+          }
+        }
+        previous = pending;
+        yield* epoch(n, true, memoryPages, diskBlocks);
+        memoryPages = await tracker.changedPages(ram);
+        diskBlocks = vm.disk.takeEpochDirty();
+      }
+      // Stop and copy: pause, then send what changed since it was last read.
+      await vm.qemu.pause();
+      stop.pausedAtMs = Date.now();
+      stop.heartbeatAtStop = (await vm.serial.lastHeartbeat()) ?? null;
+      const finalMemory = await tracker.changedPages(ram);
+      // The blocks taken for the epoch that was not run still have to go.
+      const finalDisk = [...new Set([...diskBlocks, ...vm.disk.takeEpochDirty()])].sort((a, b) => a - b);
+      digests = Promise.all([digestOfFile(vm.files.ramFile, memoryBytes), diskDigest(vm.base, vm.disk)]).then(([m, d]) => ({ memoryDigest: m, diskDigest: d }));
+      digests.catch(() => undefined);
+      yield* epoch(epochs.length, false, finalMemory, finalDisk);
+    };
+    const saveDeviceState = async () => {
+      await vm.qemu.saveDeviceState(vm.files.deviceState);
+      return readFile(vm.files.deviceState);
+    };
+    let deviceStateBytes = 0;
     const { bytesSent, ack } = await sendOverlay(
       opts.endpoint,
-      { handoffId: opts.handoffId, deviceStatePath: vm.files.deviceState, batches, capMbps: () => control.bandwidthCapMbps() },
+      {
+        handoffId: opts.handoffId,
+        batches: batches(),
+        deviceState: async () => {
+          const d = await saveDeviceState();
+          deviceStateBytes = d.length;
+          return d;
+        },
+        capMbps: () => control.bandwidthCapMbps(),
+      },
       {
         sent: (b, frameBytes) => {
           profiler.recordBatch(b, frameBytes);
@@ -109,7 +222,12 @@ export async function streamOverlay(opts: {
       },
     );
     report();
-    return { bytesSent, ack, streamMs: Date.now() - started, stages, modesUsed };
+    const { memoryDigest, diskDigest: disk } = await digests!;
+    return {
+      bytesSent, ack, streamMs: Date.now() - started, stages, modesUsed, epochs,
+      stopReason: stop.stopReason, converged: stop.converged, pausedAtMs: stop.pausedAtMs, heartbeatAtStop: stop.heartbeatAtStop,
+      memoryDigest, diskDigest: disk, deviceStateBytes,
+    };
   } finally {
     clearInterval(reporter);
     clearInterval(sampler);

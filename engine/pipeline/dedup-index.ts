@@ -30,6 +30,8 @@ export class DedupIndex {
   private constructor(
     private readonly base: Map<bigint, number>,
     private readonly hash: (d: Uint8Array) => bigint,
+    /** Off while the VM runs: the bytes behind a self-reference could change under it. */
+    private readonly selfRefs = true,
   ) {}
 
   /** Indexes the base's non-zero memory pages and disk blocks. `hash` is xxHash64 unless a test forces collisions. */
@@ -64,16 +66,20 @@ export class DedupIndex {
     return this.base.size;
   }
 
-  /** A fresh index over the same base, for another overlay. */
-  forOverlay(): DedupIndex {
-    return new DedupIndex(this.base, this.hash);
+  /** A fresh index over the same base, for another overlay (or another pre-copy epoch). */
+  forOverlay(opts: { selfRefs?: boolean } = {}): DedupIndex {
+    return new DedupIndex(this.base, this.hash, opts.selfRefs ?? true);
+  }
+
+  hashOf(data: Uint8Array): bigint {
+    return this.hash(data);
   }
 
   /**
    * Turns chunk `ref` with content `data` into a record: zero, a confirmed reference, or data to
    * be delta-encoded against `sameOffsetBase`. `source` and `baseReader` supply bytes to confirm.
    * A self-reference is confirmed against the source's bytes now, which equal what was sent only
-   * while the VM is paused; a live pre-copy must confirm against what was last sent instead.
+   * while the VM is paused: live pre-copy epochs use an index without self-references.
    */
   async classify(
     ref: ChunkRef,
@@ -91,14 +97,16 @@ export class DedupIndex {
       await baseReader.read(at.space, [at.index], scratch);
       if (scratch.equals(data)) return { kind: 'base-ref', ...ref, refSpace: at.space, refIndex: at.index };
     }
-    const earlier = this.self.get(h);
+    const earlier = this.selfRefs ? this.self.get(h) : undefined;
     if (earlier !== undefined) {
       const at = unpack(earlier);
       await source.read(at.space, [at.index], scratch);
       if (scratch.equals(data)) return { kind: 'self-ref', ...ref, refSpace: at.space, refIndex: at.index };
     }
-    this.self.set(h, pack(ref));
-    if (this.self.size > SELF_INDEX_CAPACITY) this.self.delete(this.self.keys().next().value!);
+    if (this.selfRefs) {
+      this.self.set(h, pack(ref));
+      if (this.self.size > SELF_INDEX_CAPACITY) this.self.delete(this.self.keys().next().value!);
+    }
     return { kind: 'data', ...ref, data: Buffer.from(data), base: Buffer.from(sameOffsetBase) };
   }
 }

@@ -41,6 +41,8 @@ export interface EncoderOptions {
   window?: number;
   /** Sees each batch's records before encoding (the sampler tries other modes on them). */
   onClassified?: (records: ChunkRecord[]) => void;
+  /** Sees each chunk's bytes as read for sending (pre-copy remembers what the target will hold). */
+  onChunkRead?: (space: Space, index: number, data: Buffer) => void;
 }
 
 /**
@@ -77,6 +79,7 @@ async function* classifiedBatches(lists: ChunkList[], opts: EncoderOptions): Asy
       await Promise.all([opts.source.read(space, slice, data), opts.base.read(space, slice, base)]);
       for (const [n, index] of slice.entries()) {
         const at = (b: Buffer) => b.subarray(n * BLOCK_SIZE, (n + 1) * BLOCK_SIZE);
+        opts.onChunkRead?.(space, index, at(data));
         const r = await opts.dedup.classify({ space, index }, at(data), at(base), opts.source, opts.base);
         records.push(r);
         stages.chunks++;

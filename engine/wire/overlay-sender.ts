@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
 import { connect } from 'node:net';
-import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -24,18 +23,15 @@ export interface SendObserver {
 
 export interface OutgoingOverlay {
   handoffId: string;
-  deviceStatePath: string;
   batches: AsyncIterable<EncodedBatch>;
+  /** Read once the batches are done: a live VM is only stopped (and its state saved) then. */
+  deviceState: () => Promise<Buffer>;
   /** Operator's bandwidth cap, read as the stream goes; null for none. */
   capMbps?: () => number | null;
 }
 
 async function* overlayFrames(o: OutgoingOverlay, token: string, observer: SendObserver): AsyncGenerator<Buffer> {
   yield encodeFrame({ type: FrameType.Hello, hello: { protocol: WIRE_PROTOCOL, version: WIRE_VERSION, handoffId: o.handoffId, token } });
-  const deviceState = await readFile(o.deviceStatePath);
-  for (let off = 0; off < deviceState.length; off += 1 << 20) {
-    yield encodeFrame({ type: FrameType.DeviceState, data: deviceState.subarray(off, off + (1 << 20)) });
-  }
   let batches = 0;
   let chunks = 0;
   for await (const b of o.batches) {
@@ -51,6 +47,10 @@ async function* overlayFrames(o: OutgoingOverlay, token: string, observer: SendO
     chunks += b.stages.chunks;
     observer.sent?.(b, frame.length);
     yield frame;
+  }
+  const deviceState = await o.deviceState();
+  for (let off = 0; off < deviceState.length; off += 1 << 20) {
+    yield encodeFrame({ type: FrameType.DeviceState, data: deviceState.subarray(off, off + (1 << 20)) });
   }
   yield encodeFrame({
     type: FrameType.End,
