@@ -23,6 +23,7 @@ export interface WanTestbed {
   destroy(): Promise<void>;
 }
 
+/** Inside the core and cloudlet namespaces only: never routed on the host. */
 const SUBNET = '10.213';
 
 async function ip(...args: string[]): Promise<void> {
@@ -44,6 +45,7 @@ export async function createWanTestbed(opts: { tag: string; cloudlets: string[];
   if (opts.cloudlets.length > 200) throw new Error('at most 200 cloudlets in one testbed');
   const tag = opts.tag;
   const coreNs = `${PREFIX}-${tag}-core`;
+  const hostNet = `10.214.${parseInt(tag, 36) % 250}`;
   const created: Array<() => Promise<void>> = [];
   const links = new Map<string, { ns: string; address: string; coreAddress: string; dev: string; coreDev: string }>();
   let mbps = opts.mbps;
@@ -56,15 +58,16 @@ export async function createWanTestbed(opts: { tag: string; cloudlets: string[];
     await nsRun(coreNs, 'ip', 'link', 'set', 'lo', 'up');
     await nsRun(coreNs, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
 
-    // Host ↔ core, unshaped: the operator's view, not part of the WAN.
+    // Host ↔ core, unshaped: the operator's view, not part of the WAN. Its subnet is the only
+    // one the host sees, so it is the testbed's own: two testbeds can run side by side.
     const hostDev = `eh${tag}h`;
     const hostPeer = `eh${tag}hc`;
     await ip('link', 'add', hostDev, 'type', 'veth', 'peer', 'name', hostPeer);
     created.push(() => ip('link', 'del', hostDev));
     await ip('link', 'set', hostPeer, 'netns', coreNs);
-    await ip('addr', 'add', `${SUBNET}.0.1/24`, 'dev', hostDev);
+    await ip('addr', 'add', `${hostNet}.1/24`, 'dev', hostDev);
     await ip('link', 'set', hostDev, 'up');
-    await nsRun(coreNs, 'ip', 'addr', 'add', `${SUBNET}.0.2/24`, 'dev', hostPeer);
+    await nsRun(coreNs, 'ip', 'addr', 'add', `${hostNet}.2/24`, 'dev', hostPeer);
     await nsRun(coreNs, 'ip', 'link', 'set', hostPeer, 'up');
 
     for (const [k, name] of opts.cloudlets.entries()) {
@@ -92,7 +95,7 @@ export async function createWanTestbed(opts: { tag: string; cloudlets: string[];
   return {
     tag,
     coreNs,
-    coreAddressFromHost: `${SUBNET}.0.2`,
+    coreAddressFromHost: `${hostNet}.2`,
     get mbps() {
       return mbps;
     },

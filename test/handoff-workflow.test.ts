@@ -53,7 +53,7 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt, stream?: St
       stages: { chunks: 12, zero: 1, baseRefs: 1, selfRefs: 0, data: 10, inputBytes: 49152, rawBytes: 41000, payloadBytes: 9000 },
       modesUsed: stream ? await stream() : { 'xor/zstd-3': 1 },
       epochs: [{ epoch: 0, live: true, memoryPages: 10, diskBlocks: 2, ms: 5 }, { epoch: 1, live: false, memoryPages: 1, diskBlocks: 0, ms: 1 }],
-      stopReason: 'converged', converged: true, pausedAtMs: 1000, heartbeatAtStop: 7,
+      stopReason: 'converged', converged: true, guestSlowdown: [], pausedAtMs: 1000, heartbeatAtStop: 7,
       memoryDigest: 'm'.repeat(64), diskDigest: 'd'.repeat(64), deviceStateBytes: 5,
     }),
     rollback: () => step('rollback', { runState: 'running' }),

@@ -13,6 +13,7 @@ import { sendOverlay, type DataEndpoint } from '../wire/overlay-sender.js';
 import type { Ack } from '../wire/frames.js';
 import type { StreamControl } from './stream-control.js';
 import { diskDigest } from './state-digest.js';
+import { GuestThrottle } from '../vm/guest-throttle.js';
 
 export interface EpochReport {
   epoch: number;
@@ -32,6 +33,8 @@ export interface OverlayStreamResult {
   /** Why the live epochs ended: converged within the budget, or why not. */
   stopReason: string;
   converged: boolean;
+  /** When the guest was slowed to let the epochs converge, and to what share paused. */
+  guestSlowdown: Array<{ epoch: number; share: number }>;
   /** The stop: when the VM paused, its last heartbeat, and its state's digests at that moment. */
   pausedAtMs: number;
   heartbeatAtStop: number | null;
@@ -56,6 +59,9 @@ const MODES_PER_SAMPLE = 4;
 const SAMPLE_CHUNKS = 64;
 /** An epoch that does not shrink the dirty set by this much counts against convergence. */
 const SHRINK = 0.9;
+/** Each non-shrinking epoch pauses the guest this much more of the time, up to the maximum. */
+const THROTTLE_STEP = 0.25;
+const MAX_THROTTLE = 0.75;
 
 /**
  * Live handoff of a running VM: pre-copy epochs ship what the target does not hold yet (epoch 0:
@@ -113,6 +119,8 @@ export async function streamOverlay(opts: {
   }, SAMPLE_EVERY_MS);
 
   const stop = { pausedAtMs: 0, heartbeatAtStop: null as number | null, converged: false, stopReason: '' };
+  const throttle = new GuestThrottle(vm.qemu);
+  const slowedAt: Array<{ epoch: number; share: number }> = [];
   let digests: Promise<{ memoryDigest: string; diskDigest: string }> | undefined;
   try {
     const source = vmChunkReader(ram, memoryBytes, vm.disk);
@@ -149,22 +157,27 @@ export async function streamOverlay(opts: {
       vm.disk.takeEpochDirty();
       let diskBlocks = vm.disk.dirtyBlocks();
       let previous = Infinity;
-      let notShrinking = 0;
       for (let n = 0; ; n++) {
         const pending = memoryPages.length + diskBlocks.length;
         if (n > 0) {
           const last = epochs.at(-1)!;
           const rate = ((last.memoryPages + last.diskBlocks) * 4096) / Math.max(1, last.ms); // bytes per ms
           const estimateMs = (pending * 4096) / Math.max(rate, 1);
-          notShrinking = pending > previous * SHRINK ? notShrinking + 1 : 0;
+          const shrinking = pending <= previous * SHRINK;
           if (estimateMs <= policy.downtimeBudgetMs) {
             stop.converged = true;
-            stop.stopReason = `converged after ${n} live epochs: ${pending} chunks left, ~${Math.round(estimateMs)} ms at the last epoch's rate`;
+            stop.stopReason = `converged after ${n} live epochs${throttle.pausedShare > 0 ? ` (guest slowed to ${Math.round((1 - throttle.pausedShare) * 100)}% of its time)` : ''}: ${pending} chunks left, ~${Math.round(estimateMs)} ms at the last epoch's rate`;
             break;
           }
-          if (notShrinking >= 2) {
-            stop.stopReason = `not converging: the guest dirties memory as fast as the link drains it (${pending} chunks left after ${n} epochs); ended the iterations`;
-            break;
+          if (!shrinking) {
+            // The guest dirties as fast as the link drains: slow it, step by step, before giving up.
+            if (throttle.pausedShare < MAX_THROTTLE) {
+              throttle.set(throttle.pausedShare + THROTTLE_STEP);
+              slowedAt.push({ epoch: n, share: throttle.pausedShare });
+            } else {
+              stop.stopReason = `not converging even with the guest paused ${Math.round(throttle.pausedShare * 100)}% of the time: ${pending} chunks left after ${n} epochs; ended the iterations`;
+              break;
+            }
           }
           if (n >= policy.maxLiveEpochs) {
             stop.stopReason = `stopped after ${n} live epochs (the most allowed), ${pending} chunks left`;
@@ -177,6 +190,7 @@ export async function streamOverlay(opts: {
         diskBlocks = vm.disk.takeEpochDirty();
       }
       // Stop and copy: pause, then send what changed since it was last read.
+      await throttle.release();
       await vm.qemu.pause();
       stop.pausedAtMs = Date.now();
       stop.heartbeatAtStop = (await vm.serial.lastHeartbeat()) ?? null;
@@ -225,10 +239,11 @@ export async function streamOverlay(opts: {
     const { memoryDigest, diskDigest: disk } = await digests!;
     return {
       bytesSent, ack, streamMs: Date.now() - started, stages, modesUsed, epochs,
-      stopReason: stop.stopReason, converged: stop.converged, pausedAtMs: stop.pausedAtMs, heartbeatAtStop: stop.heartbeatAtStop,
+      stopReason: stop.stopReason, converged: stop.converged, guestSlowdown: slowedAt, pausedAtMs: stop.pausedAtMs, heartbeatAtStop: stop.heartbeatAtStop,
       memoryDigest, diskDigest: disk, deviceStateBytes,
     };
   } finally {
+    await throttle.release();
     clearInterval(reporter);
     clearInterval(sampler);
     await Promise.allSettled([ram.close(), baseMemory.close(), baseDisk.close()]);
