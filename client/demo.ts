@@ -81,8 +81,8 @@ async function main(): Promise<void> {
       say('--keep: the dev server and its UI stay up; Ctrl-C stops everything');
       await new Promise(() => undefined);
     }
-    const { workflowId, vmId: id, source, target, totalMs, downtimeMs, bytesSent, verified, guestContinued } = result;
-    summary = { workflowId, vmId: id, source, target, totalMs, downtimeMs, bytesSent, verified, guestContinued, uiUrl: cluster.uiUrl, result };
+    const { workflowId, vmId: id, source, target, totalMs, downtimeMs, guestGapMs, bytesSent, verified, guestContinued } = result;
+    summary = { workflowId, vmId: id, source, target, totalMs, downtimeMs, guestGapMs, bytesSent, verified, guestContinued, mbps: mbps ?? null, uiUrl: cluster.uiUrl, result };
   } finally {
     await stop();
   }
@@ -92,7 +92,7 @@ async function main(): Promise<void> {
 
 /** kvstore: text-like records under updates (the default); heartbeat: a counter and a small heap. */
 function demoWorkload(name: string, mib: number): { name: string; args: string[] } {
-  if (name === 'kvstore') return { name, args: [String(mib), '2000', '200'] };
+  if (name === 'kvstore') return { name, args: [String(mib), '500', '200'] };
   if (name === 'heartbeat') return { name, args: [String(mib), '200'] };
   throw new Error(`--workload must be kvstore or heartbeat, got ${name}`);
 }

@@ -53,14 +53,14 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt, stream?: St
       stages: { chunks: 12, zero: 1, baseRefs: 1, selfRefs: 0, data: 10, inputBytes: 49152, rawBytes: 41000, payloadBytes: 9000 },
       modesUsed: stream ? await stream() : { 'xor/zstd-3': 1 },
       epochs: [{ epoch: 0, live: true, memoryPages: 10, diskBlocks: 2, ms: 5 }, { epoch: 1, live: false, memoryPages: 1, diskBlocks: 0, ms: 1 }],
-      stopReason: 'converged', converged: true, guestSlowdown: [], pausedAtMs: 1000, heartbeatAtStop: 7,
+      stopReason: 'converged', converged: true, guestSlowdown: [], pausedAtMs: 1000, heartbeatAtStop: 7, lastHeartbeatAtMs: 990, liveMaxGapMs: 120,
       memoryDigest: 'm'.repeat(64), diskDigest: 'd'.repeat(64), deviceStateBytes: 5,
     }),
     rollback: () => step('rollback', { runState: 'running' }),
     retire: () => step('retire', undefined),
     negotiateBaseImage: () => step('negotiateBaseImage', { host: '127.0.0.1', port: 1, token: 't'.repeat(32) }),
     finalize: (a) => step('finalize', { ...a.expected, verified: true as const, verifyMs: 1, received: { batches: 1, chunks: 12, deviceStateBytes: 5, bytesReceived: 12345 } }),
-    resume: () => step('resume', { resumedAtMs: 1400, heartbeatAfter: 8, runState: 'running' }),
+    resume: () => step('resume', { resumedAtMs: 1400, heartbeatAfter: 8, firstHeartbeatAtMs: 1500, runState: 'running' }),
     abort: () => step('abort', undefined),
   };
 }
@@ -90,6 +90,7 @@ test('the five steps run in order, each on the cloudlet that owns it, then the s
   assert.deepEqual(calls, ['A.snapshot', 'B.negotiateBaseImage', 'A.streamOverlay', 'B.finalize', 'B.resume', 'A.retire']);
   assert.ok(result);
   assert.equal(result.downtimeMs, 400);
+  assert.equal(result.guestGapMs, 510, 'guest gap: last heartbeat at the source (990) to the first at the target (1500)');
   assert.equal(result.verified, true);
   assert.equal(result.guestContinued, true);
   assert.deepEqual(result.steps.map((s) => s.step), ['snapshot', 'negotiate', 'stream', 'finalize', 'resume', 'retire-source', 'done']);

@@ -71,7 +71,10 @@ export interface HandoffResult {
   target: string;
   baseImageId: string;
   totalMs: number;
+  /** Host side: from the source's pause to the target's `cont`. */
   downtimeMs: number;
+  /** Guest side: the longest silence between heartbeats across the handoff, on the host clock. */
+  guestGapMs: number | null;
   bytesSent: number;
   memoryPages: number;
   diskBlocks: number;

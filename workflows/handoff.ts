@@ -142,6 +142,10 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
       baseImageId: snap.baseImageId,
       totalMs: Date.now() - startedAt,
       downtimeMs: resumed.resumedAtMs - stream.pausedAtMs,
+      guestGapMs:
+        resumed.firstHeartbeatAtMs !== null && stream.lastHeartbeatAtMs !== null
+          ? Math.max(stream.liveMaxGapMs, resumed.firstHeartbeatAtMs - stream.lastHeartbeatAtMs)
+          : null,
       bytesSent: stream.bytesSent,
       memoryPages: stream.epochs[0]?.memoryPages ?? 0,
       diskBlocks: stream.epochs[0]?.diskBlocks ?? 0,

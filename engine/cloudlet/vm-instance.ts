@@ -6,6 +6,7 @@ import { FuseDisk } from '../disk/fuse-disk.js';
 import type { CachedBaseImage } from '../image/image-cache.js';
 import { QemuVm, sendConsoleLine } from '../vm/qemu-vm.js';
 import { SerialLog } from '../vm/serial-log.js';
+import { HeartbeatWatch } from '../vm/heartbeat-watch.js';
 import type { VmPaths } from '../vm/machine.js';
 
 export interface VmFiles {
@@ -41,6 +42,8 @@ export function vmFiles(runDir: string, cloudlet: string, vmId: string, prefix: 
  */
 export class VmInstance {
   readonly serial: SerialLog;
+  /** Heartbeat arrival times on the host clock: the guest-side view of downtime. */
+  readonly heartbeats: HeartbeatWatch;
 
   private constructor(
     readonly vmId: string,
@@ -51,6 +54,7 @@ export class VmInstance {
     readonly qemu: QemuVm,
   ) {
     this.serial = new SerialLog(files.serialLog);
+    this.heartbeats = new HeartbeatWatch(files.serialLog);
   }
 
   /** Lays out a VM's files: RAM as a copy of the base memory, an empty disk overlay. */
@@ -79,7 +83,9 @@ export class VmInstance {
         serialLog: files.serialLog,
       };
       const qemu = await QemuVm.start(base.manifest.machine, paths, { deviceState });
-      return new VmInstance(vmId, base, files, disk, fuse, qemu);
+      const vm = new VmInstance(vmId, base, files, disk, fuse, qemu);
+      await vm.heartbeats.start();
+      return vm;
     } catch (err) {
       await fuse.unmount().catch(() => undefined);
       throw err;
@@ -92,6 +98,7 @@ export class VmInstance {
 
   /** Stops QEMU and removes every file of this VM: the end of this copy of it. */
   async destroy(): Promise<void> {
+    await this.heartbeats.stop();
     await this.qemu.quit().catch(() => this.qemu.kill());
     await this.fuse.unmount().catch(() => undefined);
     await this.disk.close();

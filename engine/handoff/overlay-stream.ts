@@ -38,6 +38,9 @@ export interface OverlayStreamResult {
   /** The stop: when the VM paused, its last heartbeat, and its state's digests at that moment. */
   pausedAtMs: number;
   heartbeatAtStop: number | null;
+  /** Host time the last heartbeat before the stop arrived, and the longest silence while live. */
+  lastHeartbeatAtMs: number | null;
+  liveMaxGapMs: number;
   memoryDigest: string;
   diskDigest: string;
   deviceStateBytes: number;
@@ -118,7 +121,8 @@ export async function streamOverlay(opts: {
       .finally(() => (sampling = false));
   }, SAMPLE_EVERY_MS);
 
-  const stop = { pausedAtMs: 0, heartbeatAtStop: null as number | null, converged: false, stopReason: '' };
+  const stop = { pausedAtMs: 0, heartbeatAtStop: null as number | null, converged: false, stopReason: '', liveMaxGapMs: 0, lastHeartbeatAtMs: null as number | null };
+  vm.heartbeats.resetMaxGap();
   const throttle = new GuestThrottle(vm.qemu);
   const slowedAt: Array<{ epoch: number; share: number }> = [];
   let digests: Promise<{ memoryDigest: string; diskDigest: string }> | undefined;
@@ -194,6 +198,8 @@ export async function streamOverlay(opts: {
       await vm.qemu.pause();
       stop.pausedAtMs = Date.now();
       stop.heartbeatAtStop = (await vm.serial.lastHeartbeat()) ?? null;
+      stop.liveMaxGapMs = vm.heartbeats.maxGapMs;
+      stop.lastHeartbeatAtMs = vm.heartbeats.last?.atMs ?? null;
       const finalMemory = await tracker.changedPages(ram);
       // The blocks taken for the epoch that was not run still have to go.
       const finalDisk = [...new Set([...diskBlocks, ...vm.disk.takeEpochDirty()])].sort((a, b) => a - b);
@@ -240,6 +246,7 @@ export async function streamOverlay(opts: {
     return {
       bytesSent, ack, streamMs: Date.now() - started, stages, modesUsed, epochs,
       stopReason: stop.stopReason, converged: stop.converged, guestSlowdown: slowedAt, pausedAtMs: stop.pausedAtMs, heartbeatAtStop: stop.heartbeatAtStop,
+      lastHeartbeatAtMs: stop.lastHeartbeatAtMs, liveMaxGapMs: stop.liveMaxGapMs,
       memoryDigest, diskDigest: disk, deviceStateBytes,
     };
   } finally {

@@ -30,6 +30,8 @@ export interface FinalizeResult {
 export interface ResumeResult {
   resumedAtMs: number;
   heartbeatAfter: number | null;
+  /** Host time the first heartbeat after the resume arrived. */
+  firstHeartbeatAtMs: number | null;
   runState: string;
 }
 
@@ -154,11 +156,20 @@ export class TargetHandoffs {
     await s.vm.qemu.cont();
     const resumedAtMs = Date.now();
     let heartbeatAfter: number | null = null;
+    let firstHeartbeatAtMs: number | null = null;
     try {
-      if (heartbeatAtStop !== null) heartbeatAfter = await s.vm.serial.waitForHeartbeatAbove(heartbeatAtStop, CONFIRM_TIMEOUT_MS);
+      if (heartbeatAtStop !== null) {
+        const vm = s.vm;
+        const hb = await Promise.race([
+          vm.heartbeats.next(heartbeatAtStop),
+          vm.serial.waitForHeartbeatAbove(heartbeatAtStop, CONFIRM_TIMEOUT_MS).then(() => vm.heartbeats.next(heartbeatAtStop)),
+        ]);
+        heartbeatAfter = hb.counter;
+        firstHeartbeatAtMs = hb.atMs;
+      }
       const runState = await s.vm.qemu.status();
       if (runState !== 'running') throw new Error(`run state is ${runState}`);
-      s.resumed = { resumedAtMs, heartbeatAfter, runState };
+      s.resumed = { resumedAtMs, heartbeatAfter, firstHeartbeatAtMs, runState };
     } catch (err) {
       await this.abort(handoffId);
       throw new HandoffError('GUEST_DID_NOT_CONTINUE', `VM ${s.vmId} did not go on at ${this.cloudlet.name}: ${(err as Error).message}`);

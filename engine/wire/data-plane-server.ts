@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
+import { decompress as zstdDecompress } from 'zstd-napi';
 import { HandoffError } from '../errors.js';
+
+const MAX_DEVICE_STATE_BYTES = 64 << 20;
 import { FrameDecoder, FrameType, encodeFrame, type Ack, type BatchHeader, type Frame } from './frames.js';
 
 /** Where one incoming overlay is written as it arrives. */
@@ -62,6 +65,8 @@ export class DataPlaneServer {
     let sink: OverlaySink | undefined;
     try {
       const counts = { batches: 0, chunks: 0, deviceStateBytes: 0 };
+      const packedDeviceState: Buffer[] = [];
+      let packedDeviceStateBytes = 0;
       const deviceStateHash = createHash('sha256');
       for await (const f of decoder as AsyncIterable<Frame>) {
         if (!sink) {
@@ -75,9 +80,10 @@ export class DataPlaneServer {
         }
         switch (f.type) {
           case FrameType.DeviceState:
-            counts.deviceStateBytes += f.data.length;
-            deviceStateHash.update(f.data);
-            await sink.writeDeviceState(f.data);
+            // zstd-compressed on the wire; small (about 1 MB raw), so it is held until the end.
+            packedDeviceState.push(f.data);
+            packedDeviceStateBytes += f.data.length;
+            if (packedDeviceStateBytes > MAX_DEVICE_STATE_BYTES) throw new HandoffError('PROTOCOL', `device state exceeds ${MAX_DEVICE_STATE_BYTES} bytes`);
             break;
           case FrameType.Batch:
             if (f.header.seq !== counts.batches) throw new HandoffError('PROTOCOL', `batch ${f.header.seq} arrived where batch ${counts.batches} was due`);
@@ -87,6 +93,17 @@ export class DataPlaneServer {
             break;
           case FrameType.End: {
             const e = f.end;
+            if (packedDeviceState.length) {
+              let raw: Buffer;
+              try {
+                raw = zstdDecompress(Buffer.concat(packedDeviceState));
+              } catch (err) {
+                throw new HandoffError('STATE_MISMATCH', `device state does not decompress: ${(err as Error).message}`);
+              }
+              counts.deviceStateBytes = raw.length;
+              deviceStateHash.update(raw);
+              await sink.writeDeviceState(raw);
+            }
             const mismatch =
               e.batches !== counts.batches ? `batches: sent ${e.batches}, received ${counts.batches}` :
               e.chunks !== counts.chunks ? `chunks: sent ${e.chunks}, received ${counts.chunks}` :

@@ -8,7 +8,8 @@ import { HandoffError } from '../errors.js';
  * Control frames carry JSON checked by a schema. A batch frame carries a JSON header (schema
  * below: sequence, mode, sizes, xxHash64 checksums) and the compressed batch; the target checks
  * both checksums before it applies anything. Anything else is rejected with the reason named.
- * (Version 1 carried raw block frames; it is not spoken any more.)
+ * Device state frames carry the zstd-compressed device state in pieces; the end frame gives
+ * its raw size and SHA-256. (Version 1 carried raw block frames; it is not spoken any more.)
  */
 export const WIRE_PROTOCOL = 'ehoff-wire';
 export const WIRE_VERSION = 2;

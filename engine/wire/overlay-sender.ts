@@ -3,6 +3,7 @@ import { connect } from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { compress as zstdCompress } from 'zstd-napi';
 import { HandoffError } from '../errors.js';
 import { Throttle } from './throttle.js';
 import type { EncodedBatch } from '../pipeline/overlay-encoder.js';
@@ -49,8 +50,10 @@ async function* overlayFrames(o: OutgoingOverlay, token: string, observer: SendO
     yield frame;
   }
   const deviceState = await o.deviceState();
-  for (let off = 0; off < deviceState.length; off += 1 << 20) {
-    yield encodeFrame({ type: FrameType.DeviceState, data: deviceState.subarray(off, off + (1 << 20)) });
+  // It is sent while the VM is stopped: every byte saved here is downtime saved.
+  const packed = zstdCompress(deviceState, { compressionLevel: 3 });
+  for (let off = 0; off < packed.length; off += 1 << 20) {
+    yield encodeFrame({ type: FrameType.DeviceState, data: packed.subarray(off, off + (1 << 20)) });
   }
   yield encodeFrame({
     type: FrameType.End,

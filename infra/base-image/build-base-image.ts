@@ -93,7 +93,7 @@ export async function ensureBaseImage(opts: BaseImageOptions): Promise<BuiltBase
 
 async function readWorkloadSources(): Promise<Map<string, Buffer>> {
   const dir = join(GUEST_SOURCES_DIR, 'workloads');
-  const names = (await readdir(dir)).filter((f) => f.endsWith('.c')).sort();
+  const names = (await readdir(dir)).filter((f) => f.endsWith('.c') || f.endsWith('.h')).sort();
   return new Map(await Promise.all(names.map(async (n) => [n, await readFile(join(dir, n))] as [string, Buffer])));
 }
 
@@ -106,16 +106,17 @@ async function buildInitramfs(init: Buffer, workloads: Map<string, Buffer>, modu
     entries.push({ kind: 'file', path: `lib/modules/${name}.ko`, data: await readFile(await findModule(modulesDir, name)) });
   }
   entries.push({ kind: 'file', path: 'lib/modules/load-order', data: Buffer.from(GUEST_MODULES.join('\n') + '\n') });
-  for (const [source, code] of workloads) {
+  const sources = join(work, 'workload-sources');
+  await mkdir(sources);
+  for (const [file, code] of workloads) await writeFile(join(sources, file), code);
+  for (const source of [...workloads.keys()].filter((f) => f.endsWith('.c'))) {
     const name = source.replace(/\.c$/, '');
-    const src = join(work, source);
     const bin = join(work, name);
-    await writeFile(src, code);
-    await run('gcc', ['-static', '-O2', '-Wall', '-o', bin, src]);
+    await run('gcc', ['-static', '-O2', '-Wall', '-o', bin, join(sources, source), '-lm']);
     entries.push({ kind: 'file', path: `workloads/${name}`, data: await readFile(bin), mode: 0o755 });
-    await rm(src);
     await rm(bin);
   }
+  await rm(sources, { recursive: true });
   return gzipSync(cpioNewc(entries), { level: 6 });
 }
 

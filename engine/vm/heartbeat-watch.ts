@@ -1,0 +1,73 @@
+import { open, type FileHandle } from 'node:fs/promises';
+
+const HEARTBEAT = /^HB (\d+)\s*$/;
+const POLL_MS = 10;
+
+/**
+ * Timestamps the guest's heartbeats as the host sees them arrive on the serial console, by
+ * tailing QEMU's serial log. The guest's own clock stops while it is paused, so only the host can
+ * tell how long the application was silent across a handoff.
+ */
+export class HeartbeatWatch {
+  private timer?: NodeJS.Timeout;
+  private file?: FileHandle;
+  private offset = 0;
+  private partial = '';
+  private reading = false;
+  last: { counter: number; atMs: number } | undefined;
+  /** The longest silence between two heartbeats since `resetMaxGap`. */
+  maxGapMs = 0;
+  private readonly waiters: Array<{ above: number; resolve: (hb: { counter: number; atMs: number }) => void }> = [];
+
+  constructor(private readonly logPath: string) {}
+
+  async start(): Promise<void> {
+    this.file = await open(this.logPath, 'a+').catch(() => undefined);
+    if (this.file) this.offset = (await this.file.stat()).size;
+    this.timer = setInterval(() => void this.poll(), POLL_MS);
+    this.timer.unref();
+  }
+
+  resetMaxGap(): void {
+    this.maxGapMs = 0;
+  }
+
+  /** Resolves with the first heartbeat whose counter exceeds `above`. */
+  next(above: number): Promise<{ counter: number; atMs: number }> {
+    if (this.last && this.last.counter > above) return Promise.resolve(this.last);
+    return new Promise((resolve) => this.waiters.push({ above, resolve }));
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.file?.close().catch(() => undefined);
+  }
+
+  private async poll(): Promise<void> {
+    if (this.reading || !this.file) return;
+    this.reading = true;
+    try {
+      const buf = Buffer.alloc(64 * 1024);
+      for (;;) {
+        const { bytesRead } = await this.file.read(buf, 0, buf.length, this.offset);
+        if (bytesRead === 0) break;
+        this.offset += bytesRead;
+        const now = Date.now();
+        const lines = (this.partial + buf.subarray(0, bytesRead).toString('utf8')).split('\n');
+        this.partial = lines.pop() ?? '';
+        for (const line of lines) {
+          const m = HEARTBEAT.exec(line);
+          if (!m) continue;
+          const hb = { counter: Number(m[1]), atMs: now };
+          if (this.last) this.maxGapMs = Math.max(this.maxGapMs, now - this.last.atMs);
+          this.last = hb;
+          for (let i = this.waiters.length - 1; i >= 0; i--) {
+            if (hb.counter > this.waiters[i]!.above) this.waiters.splice(i, 1)[0]!.resolve(hb);
+          }
+        }
+      }
+    } finally {
+      this.reading = false;
+    }
+  }
+}
