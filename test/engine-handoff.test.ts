@@ -96,7 +96,7 @@ test('state corrupted in transit is caught before resume: the target refuses, th
     assert.match(err.message, /memory on B do not match/);
     return true;
   });
-  assert.equal(B.hasVm('bad-vm'), false, 'nothing was started at the target');
+  assert.equal(B.hasVm('bad-vm'), false, 'the VM never ran at the target');
   const back = await source.rollback('h-bad', 'bad-vm');
   assert.equal(back.runState, 'running');
   const hb = (await A.describe('bad-vm')).lastHeartbeat!;

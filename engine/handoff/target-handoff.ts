@@ -131,19 +131,23 @@ export class TargetHandoffs {
       new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`overlay for ${handoffId} not complete after ${waitMs} ms`)), waitMs).unref()),
     ]);
     const started = Date.now();
-    const memoryDigest = await digestOfFile(s.files.ramFile, s.base.manifest.memory.sizeBytes);
-    const disk = await diskDigest(s.base, s.disk);
+    // QEMU loads the device state (paused: -S) while the digests are checked; it runs only
+    // after `resume`, and only if they matched. Starting it here is off the downtime's path.
+    const starting = s.vm
+      ? Promise.resolve(s.vm)
+      : Promise.allSettled([s.ram.close(), s.deviceState.close(), ...s.baseFiles.map((f) => f.close())]).then(() =>
+          VmInstance.start(s.vmId, s.base, s.files, s.disk, s.files.deviceState),
+        );
+    starting.catch(() => undefined);
+    const [memoryDigest, disk] = await Promise.all([digestOfFile(s.files.ramFile, s.base.manifest.memory.sizeBytes), diskDigest(s.base, s.disk)]);
     const verifyMs = Date.now() - started;
     if (memoryDigest !== expected.memoryDigest || disk !== expected.diskDigest) {
       const which = [memoryDigest !== expected.memoryDigest && 'memory', disk !== expected.diskDigest && 'disk'].filter(Boolean).join(' and ');
+      s.vm = await starting.catch(() => undefined);
       await this.abort(handoffId);
       throw new HandoffError('STATE_MISMATCH', `assembled ${which} on ${this.cloudlet.name} do not match the source's digests at stop time; the VM was not resumed here`);
     }
-    if (!s.vm) {
-      // allSettled: a retried finalize finds the handles already closed.
-      await Promise.allSettled([s.ram.close(), s.deviceState.close(), ...s.baseFiles.map((f) => f.close())]);
-      s.vm = await VmInstance.start(s.vmId, s.base, s.files, s.disk, s.files.deviceState);
-    }
+    s.vm = await starting;
     return { memoryDigest, diskDigest: disk, verified: true, verifyMs, received };
   }
 
