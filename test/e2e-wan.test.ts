@@ -38,10 +38,14 @@ after(async () => {
   await root?.remove();
 });
 
-test('a VM moves over the shaped link: verified, the guest goes on, the stream ran at the link rate', async () => {
+test('a busy VM moves live over the shaped link: verified, the guest goes on, its silence bounded', async () => {
   const result = await runHandoff(cluster.client, { vmId: 'wan-vm', source: 'A', target: 'B' });
   assert.equal(result.verified, true);
   assert.equal(result.guestContinued, true);
+  assert.ok(result.epochs.length >= 2 && result.epochs[0]!.live, 'pre-copy ran while the guest did');
+  assert.ok(result.heartbeatAtStop! > 5, 'the guest kept beating during the pre-copy');
+  // Generous: a benchmark, not this test, holds the sub-second target.
+  assert.ok(result.guestGapMs !== null && result.guestGapMs < 15_000, `guest silent at most ${result.guestGapMs} ms`);
   const stream = result.steps.find((s) => s.step === 'stream')!;
   const floorMs = ((result.stages.payloadBytes * 8) / (MBPS * 1e6)) * 1000;
   assert.ok(stream.endedAt! - stream.startedAt >= floorMs, `the stream (${stream.endedAt! - stream.startedAt} ms) cannot beat the ${MBPS} Mbit/s link (${floorMs.toFixed(0)} ms)`);
