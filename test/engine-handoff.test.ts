@@ -110,9 +110,10 @@ test('a target without the base image refuses before anything moves', async () =
   await assert.rejects(target.prepare('h-x', 'x-vm', 'base-0000000000000000'), /does not hold base image base-0000000000000000/);
 });
 
-/** The target's RAM file for a VM in preparation (its name carries a random tag). */
+/** The target's RAM file for a VM in preparation (its name carries a random tag): the newest. */
 async function findRamFile(cloudlet: string, vmId: string): Promise<string | undefined> {
-  const { readdir } = await import('node:fs/promises');
-  const name = (await readdir('/dev/shm')).find((f) => f.startsWith(`ehoff-${cloudlet}-${vmId}-`));
-  return name && `/dev/shm/${name}`;
+  const { readdir, stat } = await import('node:fs/promises');
+  const paths = (await readdir('/dev/shm')).filter((f) => f.startsWith(`ehoff-${cloudlet}-${vmId}-`)).map((f) => `/dev/shm/${f}`);
+  const dated = await Promise.all(paths.map(async (p) => [p, (await stat(p)).mtimeMs] as const));
+  return dated.sort((a, b) => b[1] - a[1])[0]?.[0];
 }

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BLOCK_SIZE } from '../engine/blocks.js';
+import { CodecPool } from '../engine/pipeline/codec-pool.js';
 import {
   decodeBlockHashes,
   digestFromBlockHashes,
@@ -53,6 +54,12 @@ test('scanning a file and merging base + overlay give the same digest', async ()
     const merged = overlayHashes(baseScan.hashes, overlay);
     assert.equal(digestFromBlockHashes(changed.length, merged), digestFromBlockHashes(scanned.sizeBytes, scanned.hashes));
     assert.equal(await digestOfFile(join(dir, 'changed')), digestFromBlockHashes(changed.length, merged), 'the streamed digest agrees');
+    const pool = new CodecPool(3);
+    try {
+      assert.equal(await pool.digestFile(join(dir, 'changed'), changed.length), digestFromBlockHashes(changed.length, merged), 'the digest split over threads agrees');
+    } finally {
+      await pool.close();
+    }
     assert.notEqual(digestFromBlockHashes(base.length, baseScan.hashes), digestFromBlockHashes(changed.length, merged));
   });
 });

@@ -8,7 +8,6 @@ import type { DedupIndex } from '../pipeline/dedup-index.js';
 import { encodeOverlay, type EncodedBatch, type StageCounts } from '../pipeline/overlay-encoder.js';
 import type { VmInstance } from '../cloudlet/vm-instance.js';
 import { MemoryTracker } from '../memory/memory-tracker.js';
-import { digestOfFile } from '../image/image-digest.js';
 import { sendOverlay, type DataEndpoint } from '../wire/overlay-sender.js';
 import type { Ack } from '../wire/frames.js';
 import type { StreamControl } from './stream-control.js';
@@ -200,10 +199,11 @@ export async function streamOverlay(opts: {
       stop.heartbeatAtStop = (await vm.serial.lastHeartbeat()) ?? null;
       stop.liveMaxGapMs = vm.heartbeats.maxGapMs;
       stop.lastHeartbeatAtMs = vm.heartbeats.last?.atMs ?? null;
-      const finalMemory = await tracker.changedPages(ram);
+      // One pass over the paused RAM: what is left to send, and the memory digest at stop time.
+      const { changed: finalMemory, digest: memoryDigestAtStop } = await tracker.changedPagesAndDigest(ram);
       // The blocks taken for the epoch that was not run still have to go.
       const finalDisk = [...new Set([...diskBlocks, ...vm.disk.takeEpochDirty()])].sort((a, b) => a - b);
-      digests = Promise.all([digestOfFile(vm.files.ramFile, memoryBytes), diskDigest(vm.base, vm.disk)]).then(([m, d]) => ({ memoryDigest: m, diskDigest: d }));
+      digests = diskDigest(vm.base, vm.disk).then((d) => ({ memoryDigest: memoryDigestAtStop, diskDigest: d }));
       digests.catch(() => undefined);
       yield* epoch(epochs.length, false, finalMemory, finalDisk);
     };

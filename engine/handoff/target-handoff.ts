@@ -6,7 +6,6 @@ import type { Cloudlet } from '../cloudlet/cloudlet.js';
 import { VmInstance, removeVmFiles, type VmFiles } from '../cloudlet/vm-instance.js';
 import type { DiskOverlay } from '../disk/disk-overlay.js';
 import type { CachedBaseImage } from '../image/image-cache.js';
-import { digestOfFile } from '../image/image-digest.js';
 import type { DataEndpoint } from '../wire/overlay-sender.js';
 import type { Ack } from '../wire/frames.js';
 import { diskDigest } from './state-digest.js';
@@ -111,7 +110,8 @@ export class TargetHandoffs {
       },
       applyBatch: (header, payload) => applyBatch(header, payload, store, baseReader),
       complete: async (ack) => {
-        await Promise.all([ram.sync(), deviceState.sync(), disk.flush()]);
+        // No fsync: it would cost the stopped VM time and buy nothing — the RAM file is on
+        // tmpfs, and the disk overlay's dirty set lives in this process anyway.
         settle.resolve(ack);
       },
       fail: (err) => settle.reject(err),
@@ -139,7 +139,12 @@ export class TargetHandoffs {
           VmInstance.start(s.vmId, s.base, s.files, s.disk, s.files.deviceState),
         );
     starting.catch(() => undefined);
-    const [memoryDigest, disk] = await Promise.all([digestOfFile(s.files.ramFile, s.base.manifest.memory.sizeBytes), diskDigest(s.base, s.disk)]);
+    // From the real bytes of the assembled RAM file, on every pool thread: the proof must cover
+    // what QEMU will run on, not what this process meant to write.
+    const [memoryDigest, disk] = await Promise.all([
+      this.cloudlet.codecPool().digestFile(s.files.ramFile, s.base.manifest.memory.sizeBytes),
+      diskDigest(s.base, s.disk),
+    ]);
     const verifyMs = Date.now() - started;
     if (memoryDigest !== expected.memoryDigest || disk !== expected.diskDigest) {
       const which = [memoryDigest !== expected.memoryDigest && 'memory', disk !== expected.diskDigest && 'disk'].filter(Boolean).join(' and ');

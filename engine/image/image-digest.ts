@@ -61,12 +61,17 @@ export function digestFromBlockHashes(sizeBytes: number, hashes: BlockHashes): s
  * are skipped 4 MiB at a time, which keeps a fresh sparse disk cheap. Yields to the event loop
  * between reads: the calling process may also be serving a FUSE disk.
  */
-async function forEachNonZeroBlock(path: string, sizeBytes: number | undefined, visit: (index: number, hash: Buffer) => void): Promise<number> {
+async function forEachNonZeroBlock(
+  path: string,
+  sizeBytes: number | undefined,
+  visit: (index: number, hash: Buffer) => void,
+  range?: { from: number; to: number },
+): Promise<number> {
   const file = await open(path, 'r');
   try {
     const size = sizeBytes ?? (await file.stat()).size;
     const buf = Buffer.alloc(SCAN_BYTES);
-    for (let pos = 0; pos < size; pos += SCAN_BYTES) {
+    for (let pos = range?.from ?? 0; pos < (range ? Math.min(range.to, size) : size); pos += SCAN_BYTES) {
       const want = Math.min(SCAN_BYTES, size - pos);
       const { bytesRead } = await file.read(buf, 0, want, pos);
       if (bytesRead < want) buf.fill(0, bytesRead, want);
@@ -97,6 +102,31 @@ export async function digestOfFile(path: string, sizeBytes?: number): Promise<st
   const digest = new ImageDigest(size);
   await forEachNonZeroBlock(path, size, (i, h) => digest.add(i, h));
   return digest.hex();
+}
+
+/**
+ * (index, SHA-256) of the non-zero blocks in [from, to) of a file, packed as 40-byte records: one
+ * share of a digest that several threads compute side by side (see `digestOfFileOn`).
+ */
+export async function blockHashRecords(path: string, sizeBytes: number, from: number, to: number): Promise<Uint8Array> {
+  const parts: Buffer[] = [];
+  await forEachNonZeroBlock(path, sizeBytes, (i, h) => {
+    const rec = Buffer.alloc(40);
+    rec.writeBigUInt64LE(BigInt(i), 0);
+    h.copy(rec, 8);
+    parts.push(rec);
+  }, { from, to });
+  return Buffer.concat(parts);
+}
+
+/** Folds ordered 40-byte (index, hash) records, range by range, into the image digest. */
+export function digestFromRecords(sizeBytes: number, ranges: Uint8Array[]): string {
+  const d = new ImageDigest(sizeBytes);
+  for (const r of ranges) {
+    const b = Buffer.from(r.buffer, r.byteOffset, r.byteLength);
+    for (let off = 0; off < b.length; off += 40) d.add(Number(b.readBigUInt64LE(off)), b.subarray(off + 8, off + 40));
+  }
+  return d.hex();
 }
 
 /** Base block hashes with some blocks replaced (the overlay): the image the VM sees. */

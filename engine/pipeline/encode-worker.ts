@@ -3,6 +3,7 @@ import { parseModeId } from '../adaptation/mode.js';
 import { compressBatch } from './codecs.js';
 import { encodeRecords, type ChunkRecord } from './chunk-records.js';
 import { loadChecksum } from './checksum.js';
+import { blockHashRecords } from '../image/image-digest.js';
 
 /** One batch for a pool thread: delta-encode its chunks, compress, checksum. */
 export interface EncodeTask {
@@ -34,4 +35,9 @@ export default async function encodeBatch(task: EncodeTask): Promise<EncodedPayl
     payloadXxh64: checksum(payload),
     busyMs: performance.now() - started,
   };
+}
+
+/** A share of a whole-file digest, on a pool thread (see CodecPool.digestFile). */
+export async function digestShare(task: { path: string; sizeBytes: number; from: number; to: number }): Promise<Uint8Array> {
+  return blockHashRecords(task.path, task.sizeBytes, task.from, task.to);
 }

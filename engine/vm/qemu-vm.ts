@@ -14,6 +14,14 @@ const QEMU_BINARY = process.env.EHOFF_QEMU ?? 'qemu-system-x86_64';
  */
 const SETPRIV = '/usr/bin/setpriv';
 const canSetParentDeathSignal = existsSync(SETPRIV);
+/**
+ * QEMU must not inherit the worker's other descriptors. libfuse opens /dev/fuse without
+ * close-on-exec, so a QEMU started after another VM's disk was mounted would hold that FUSE
+ * connection open; if the worker then dies while a request is in flight, the connection can
+ * never abort and both QEMUs hang in the kernel for good (seen here). Bash closes every
+ * descriptor above stderr, then execs (same PID).
+ */
+const CLOSE_INHERITED_FDS_AND_EXEC = 'for fd in /proc/$$/fd/*; do fd=${fd##*/}; if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi; done; exec "$@"';
 
 /**
  * Drives one QEMU process through QMP: start (fresh or from saved device state), pause, continue,
@@ -40,9 +48,8 @@ export class QemuVm {
   /** Starts QEMU paused. With `deviceState`, loads it as an incoming migration before returning. */
   static async start(spec: MachineSpec, paths: VmPaths, opts: { deviceState?: string } = {}): Promise<QemuVm> {
     const args = qemuArgs(spec, paths, { incoming: opts.deviceState !== undefined });
-    const child = canSetParentDeathSignal
-      ? spawn(SETPRIV, ['--pdeathsig', 'KILL', '--', QEMU_BINARY, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
-      : spawn(QEMU_BINARY, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const command = canSetParentDeathSignal ? [SETPRIV, '--pdeathsig', 'KILL', '--', QEMU_BINARY, ...args] : [QEMU_BINARY, ...args];
+    const child = spawn('/bin/bash', ['-c', CLOSE_INHERITED_FDS_AND_EXEC, 'qemu-launcher', ...command], { stdio: ['ignore', 'ignore', 'pipe'] });
     const stderrTail: string[] = [];
     child.stderr!.setEncoding('utf8').on('data', (t: string) => {
       stderrTail.push(t);
