@@ -168,11 +168,7 @@ export class TargetHandoffs {
     let firstHeartbeatAtMs: number | null = null;
     try {
       if (heartbeatAtStop !== null) {
-        const vm = s.vm;
-        const hb = await Promise.race([
-          vm.heartbeats.next(heartbeatAtStop),
-          vm.serial.waitForHeartbeatAbove(heartbeatAtStop, CONFIRM_TIMEOUT_MS).then(() => vm.heartbeats.next(heartbeatAtStop)),
-        ]);
+        const hb = await s.vm.heartbeats.next(heartbeatAtStop, CONFIRM_TIMEOUT_MS);
         heartbeatAfter = hb.counter;
         firstHeartbeatAtMs = hb.atMs;
       }

@@ -32,10 +32,23 @@ export class HeartbeatWatch {
     this.maxGapMs = 0;
   }
 
-  /** Resolves with the first heartbeat whose counter exceeds `above`. */
-  next(above: number): Promise<{ counter: number; atMs: number }> {
+  /** Resolves with the first heartbeat whose counter exceeds `above`; rejects after `timeoutMs`. */
+  next(above: number, timeoutMs: number): Promise<{ counter: number; atMs: number }> {
     if (this.last && this.last.counter > above) return Promise.resolve(this.last);
-    return new Promise((resolve) => this.waiters.push({ above, resolve }));
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        above,
+        resolve: (hb: { counter: number; atMs: number }) => {
+          clearTimeout(timer);
+          resolve(hb);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        reject(new Error(`no heartbeat above ${above} on ${this.logPath} within ${timeoutMs} ms (last seen: ${this.last?.counter ?? 'none'})`));
+      }, timeoutMs);
+      this.waiters.push(waiter);
+    });
   }
 
   async stop(): Promise<void> {

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { QmpClient } from './qmp-client.js';
 import { assertSafePath, qemuArgs, type MachineSpec, type VmPaths } from './machine.js';
@@ -176,7 +177,6 @@ export class QemuVm {
 
 /** Sends a line to the guest's serial console (its command loop reads it). */
 export async function sendConsoleLine(serialSocket: string, line: string): Promise<void> {
-  const { connect } = await import('node:net');
   await new Promise<void>((resolve, reject) => {
     const s = connect(serialSocket);
     s.once('error', reject);
