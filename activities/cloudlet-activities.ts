@@ -8,7 +8,9 @@ export type { VmDescription };
 export function createCloudletActivities(cloudlet: Cloudlet) {
   return {
     launchVm: (a: { vmId: string; baseImageId: string; workload?: Workload }): Promise<VmDescription> =>
-      asActivity(() => cloudlet.launchVm(a.vmId, a.baseImageId, a.workload)),
+      // A workload that loads a few hundred MB of state first (kvstore) needs well over the
+      // engine's 30 s default under TCG; the workflow's start-to-close (2 minutes) still bounds it.
+      asActivity(() => cloudlet.launchVm(a.vmId, a.baseImageId, a.workload, { readyTimeoutMs: 100_000 })),
     describeVm: (a: { vmId: string }): Promise<VmDescription> => asActivity(() => cloudlet.describe(a.vmId)),
     destroyVm: (a: { vmId: string }): Promise<void> => asActivity(() => cloudlet.destroyVm(a.vmId)),
   };

@@ -20,6 +20,8 @@ export interface WanTestbed {
   mbps: number;
   cloudlet(name: string): { ns: string; address: string; coreAddress: string };
   setRate(mbps: number): Promise<void>;
+  /** Bytes the cloudlet's uplink has sent so far (its tbf's counter): what crossed the WAN. */
+  uplinkBytes(name: string): Promise<number>;
   destroy(): Promise<void>;
 }
 
@@ -110,6 +112,14 @@ export async function createWanTestbed(opts: { tag: string; cloudlets: string[];
         await shape(coreNs, l.coreDev, next, 'change');
       }
       mbps = next;
+    },
+    async uplinkBytes(name) {
+      const l = links.get(name);
+      if (!l) throw new Error(`no cloudlet '${name}' in testbed ${tag}`);
+      const { stdout } = await run('ip', ['netns', 'exec', l.ns, 'tc', '-s', 'qdisc', 'show', 'dev', l.dev]);
+      const sent = /Sent (\d+) bytes/.exec(stdout);
+      if (!sent) throw new Error(`no byte counter in tc output for ${l.dev}: ${stdout.slice(0, 200)}`);
+      return Number(sent[1]);
     },
     destroy,
   };

@@ -1,6 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { runHandoff } from '../client/start-handoff.js';
@@ -49,6 +50,35 @@ test('a busy VM moves live over the shaped link: verified, the guest goes on, it
   const stream = result.steps.find((s) => s.step === 'stream')!;
   const floorMs = ((result.stages.payloadBytes * 8) / (MBPS * 1e6)) * 1000;
   assert.ok(stream.endedAt! - stream.startedAt >= floorMs, `the stream (${stream.endedAt! - stream.startedAt} ms) cannot beat the ${MBPS} Mbit/s link (${floorMs.toFixed(0)} ms)`);
+});
+
+test('the link rate changes during a run: a bulk transfer follows it', async () => {
+  const wan = cluster.wan!;
+  const port = 47000 + (process.pid % 1000);
+  // Plain TCP between the cloudlet namespaces, so only the testbed's shaping is measured.
+  const receiver = spawn('ip', ['netns', 'exec', wan.cloudlet('B').ns, process.execPath, '-e',
+    `require('net').createServer((c) => c.resume()).listen(${port}, '0.0.0.0', () => console.log('up'))`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let sender: ChildProcess | undefined;
+  try {
+    await new Promise((resolve) => receiver.stdout!.once('data', resolve));
+    sender = spawn('ip', ['netns', 'exec', wan.cloudlet('A').ns, process.execPath, '-e',
+      `const s = require('net').connect(${port}, '${wan.cloudlet('B').address}'); const b = Buffer.alloc(1 << 16); const go = () => { while (s.write(b)); }; s.on('drain', go); s.on('connect', go);`], { stdio: 'ignore' });
+    const measure = async () => {
+      await sleep(1500); // the new rate's queue settles
+      const before = await wan.uplinkBytes('A');
+      await sleep(3000);
+      return (((await wan.uplinkBytes('A')) - before) * 8) / 3e6;
+    };
+    const atStart = await measure();
+    await wan.setRate(5);
+    const afterChange = await measure();
+    assert.ok(atStart > MBPS * 0.8 && atStart < MBPS * 1.1, `${atStart.toFixed(1)} Mbit/s on a ${MBPS} Mbit/s link`);
+    assert.ok(afterChange > 5 * 0.8 && afterChange < 5 * 1.1, `${afterChange.toFixed(1)} Mbit/s after the link went to 5 Mbit/s`);
+  } finally {
+    sender?.kill('SIGKILL');
+    receiver.kill('SIGKILL');
+    await wan.setRate(MBPS);
+  }
 });
 
 test('tearing the testbed down leaves no namespace or link behind', async () => {

@@ -55,12 +55,13 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt, stream?: St
       epochs: [{ epoch: 0, live: true, memoryPages: 10, diskBlocks: 2, ms: 5 }, { epoch: 1, live: false, memoryPages: 1, diskBlocks: 0, ms: 1 }],
       stopReason: 'converged', converged: true, guestSlowdown: [], pausedAtMs: 1000, heartbeatAtStop: 7, lastHeartbeatAtMs: 990, liveMaxGapMs: 120,
       memoryDigest: 'm'.repeat(64), diskDigest: 'd'.repeat(64), deviceStateBytes: 5,
+      stopMarks: { pausedAtMs: 1000, scannedAtMs: 1050, finalEpochEncodedAtMs: 1060, deviceStateSavedAtMs: 1080, ackedAtMs: 1200, digestedAtMs: 1250 },
     }),
     rollback: () => step('rollback', { runState: 'running' }),
     retire: () => step('retire', undefined),
     negotiateBaseImage: () => step('negotiateBaseImage', { host: '127.0.0.1', port: 1, token: 't'.repeat(32) }),
-    finalize: (a) => step('finalize', { ...a.expected, verified: true as const, verifyMs: 1, received: { batches: 1, chunks: 12, deviceStateBytes: 5, bytesReceived: 12345 } }),
-    resume: () => step('resume', { resumedAtMs: 1400, heartbeatAfter: 8, firstHeartbeatAtMs: 1500, runState: 'running' }),
+    finalize: (a) => step('finalize', { ...a.expected, verified: true as const, verifyMs: 1, received: { batches: 1, chunks: 12, deviceStateBytes: 5, bytesReceived: 12345 }, marks: { receivedAtMs: 1190, finalizeStartedAtMs: 1270, verifiedAtMs: 1300 } }),
+    resume: () => step('resume', { resumedAtMs: 1400, resumeStartedAtMs: 1350, heartbeatAfter: 8, firstHeartbeatAtMs: 1500, runState: 'running' }),
     abort: () => step('abort', undefined),
   };
 }

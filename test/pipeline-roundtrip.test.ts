@@ -40,7 +40,7 @@ function memoryStore(memory: Buffer, disk: Buffer): ChunkStore & { memory: Buffe
     memory,
     disk,
     limit: (s) => img(s).length / BLOCK_SIZE,
-    write: async (s, i, data) => void data.copy(img(s), i * BLOCK_SIZE),
+    writeRun: async (s, first, chunks) => chunks.forEach((data, k) => data.copy(img(s), (first + k) * BLOCK_SIZE)),
     read: async (s, indices, into) => indices.forEach((i, n) => img(s).copy(into, n * BLOCK_SIZE, i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE)),
   };
 }

@@ -73,6 +73,11 @@ export interface HandoffResult {
   totalMs: number;
   /** Host side: from the source's pause to the target's `cont`. */
   downtimeMs: number;
+  /**
+   * Where the host-side downtime went, in order, ms each (source and target clocks: exact on one
+   * host, approximate across machines). Steps overlap where the engine overlaps them.
+   */
+  downtimeBreakdown: Array<{ step: string; ms: number }>;
   /** Guest side: the longest silence between heartbeats across the handoff, on the host clock. */
   guestGapMs: number | null;
   bytesSent: number;

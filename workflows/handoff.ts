@@ -142,6 +142,7 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
       baseImageId: snap.baseImageId,
       totalMs: Date.now() - startedAt,
       downtimeMs: resumed.resumedAtMs - stream.pausedAtMs,
+      downtimeBreakdown: downtimeBreakdown(stream.stopMarks, fin.marks, resumed),
       guestGapMs:
         resumed.firstHeartbeatAtMs !== null && stream.lastHeartbeatAtMs !== null
           ? Math.max(stream.liveMaxGapMs, resumed.firstHeartbeatAtMs - stream.lastHeartbeatAtMs)
@@ -179,4 +180,24 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
       cause: err instanceof Error ? err : undefined,
     });
   }
+}
+
+/** The downtime, step by step, from the marks each side reported (see HandoffResult). */
+function downtimeBreakdown(
+  src: { pausedAtMs: number; scannedAtMs: number; finalEpochEncodedAtMs: number; deviceStateSavedAtMs: number; ackedAtMs: number; digestedAtMs: number },
+  dst: { receivedAtMs: number; finalizeStartedAtMs: number; verifiedAtMs: number },
+  resumed: { resumeStartedAtMs: number; resumedAtMs: number },
+): Array<{ step: string; ms: number }> {
+  const streamEnded = Math.max(src.ackedAtMs, src.digestedAtMs);
+  return [
+    { step: 'source: scan for the last changed pages', ms: src.scannedAtMs - src.pausedAtMs },
+    { step: 'source: encode the final epoch', ms: src.finalEpochEncodedAtMs - src.scannedAtMs },
+    { step: 'source: save the device state', ms: src.deviceStateSavedAtMs - src.finalEpochEncodedAtMs },
+    { step: 'link + target: last frames applied', ms: dst.receivedAtMs - src.deviceStateSavedAtMs },
+    { step: 'source: acknowledgement and stop-time digest in', ms: streamEnded - dst.receivedAtMs },
+    { step: 'orchestration: stream → finalize', ms: dst.finalizeStartedAtMs - streamEnded },
+    { step: 'target: digests compared', ms: dst.verifiedAtMs - dst.finalizeStartedAtMs },
+    { step: 'orchestration: finalize → resume', ms: resumed.resumeStartedAtMs - dst.verifiedAtMs },
+    { step: 'target: cont', ms: resumed.resumedAtMs - resumed.resumeStartedAtMs },
+  ];
 }

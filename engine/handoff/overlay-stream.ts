@@ -13,6 +13,7 @@ import type { Ack } from '../wire/frames.js';
 import type { StreamControl } from './stream-control.js';
 import { diskDigest } from './state-digest.js';
 import { GuestThrottle } from '../vm/guest-throttle.js';
+import { loadHash64 } from '../pipeline/checksum.js';
 
 export interface EpochReport {
   epoch: number;
@@ -43,6 +44,8 @@ export interface OverlayStreamResult {
   memoryDigest: string;
   diskDigest: string;
   deviceStateBytes: number;
+  /** Host times (ms) of the source's steps after the pause: where its part of the downtime went. */
+  stopMarks: { pausedAtMs: number; scannedAtMs: number; finalEpochEncodedAtMs: number; deviceStateSavedAtMs: number; ackedAtMs: number; digestedAtMs: number };
 }
 
 export interface PrecopyPolicy {
@@ -64,6 +67,35 @@ const SHRINK = 0.9;
 /** Each non-shrinking epoch pauses the guest this much more of the time, up to the maximum. */
 const THROTTLE_STEP = 0.25;
 const MAX_THROTTLE = 0.75;
+/** The longest the live side waits for the link to drain before the pause. */
+const DRAIN_TIMEOUT_MS = 10_000;
+
+/** Batches handed to the link and not yet acknowledged as applied by the target. */
+class InFlightBatches {
+  private count = 0;
+  private waiter?: () => void;
+
+  sent(): void {
+    this.count++;
+  }
+
+  acked(): void {
+    this.count--;
+    if (this.count <= 0) this.waiter?.();
+  }
+
+  /** Resolves once every batch sent was applied, or after `timeoutMs` (the stop goes on). */
+  drained(timeoutMs: number): Promise<void> {
+    if (this.count <= 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      this.waiter = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+}
 
 /**
  * Live handoff of a running VM: pre-copy epochs ship what the target does not hold yet (epoch 0:
@@ -101,6 +133,7 @@ export async function streamOverlay(opts: {
   const reporter = setInterval(report, REPORT_EVERY_MS);
   let sampleCursor = 0;
   let sampling = false;
+  let samplingDone: Promise<unknown> = Promise.resolve();
   const sampler = setInterval(() => {
     if (sampling || latest.length === 0) return;
     sampling = true;
@@ -108,7 +141,7 @@ export async function streamOverlay(opts: {
     const current = control.mode();
     const candidates = ALL_MODES.map(modeId).filter((m) => m !== current);
     const picked = Array.from({ length: MODES_PER_SAMPLE }, () => candidates[sampleCursor++ % candidates.length]!);
-    void Promise.all(
+    samplingDone = Promise.all(
       picked.map(async (mode) => {
         if (records.length === 0) return;
         const r = await pool.encode({ modeId: mode, records });
@@ -120,6 +153,8 @@ export async function streamOverlay(opts: {
       .finally(() => (sampling = false));
   }, SAMPLE_EVERY_MS);
 
+  const marks = { pausedAtMs: 0, scannedAtMs: 0, finalEpochEncodedAtMs: 0, deviceStateSavedAtMs: 0, ackedAtMs: 0, digestedAtMs: 0 };
+  const inFlight = new InFlightBatches();
   const stop = { pausedAtMs: 0, heartbeatAtStop: null as number | null, converged: false, stopReason: '', liveMaxGapMs: 0, lastHeartbeatAtMs: null as number | null };
   vm.heartbeats.resetMaxGap();
   const throttle = new GuestThrottle(vm.qemu);
@@ -128,7 +163,9 @@ export async function streamOverlay(opts: {
   try {
     const source = vmChunkReader(ram, memoryBytes, vm.disk);
     const base = baseChunkReader(baseMemory, memoryBytes, baseDisk, vm.base.manifest.disk.sizeBytes);
-    const tracker = await MemoryTracker.fromBase(baseMemory, memoryBytes, (d) => opts.dedup.hashOf(d));
+    // The pool's threads hash with the same xxHash64 when they scan for changed pages.
+    const tracker = await MemoryTracker.fromBase(baseMemory, memoryBytes, await loadHash64(), await pool.blockHashRecords(vm.base.path('memory'), memoryBytes));
+    const changedPages = () => tracker.changedPagesOnPool(vm.files.ramFile, pool);
     let seq = 0;
     const epoch = async function* (n: number, live: boolean, memoryPages: number[], diskBlocks: number[]): AsyncGenerator<EncodedBatch> {
       const t0 = Date.now();
@@ -154,22 +191,33 @@ export async function streamOverlay(opts: {
       }
       epochs.push({ epoch: n, live, memoryPages: memoryPages.length, diskBlocks: diskBlocks.length, ms: Date.now() - t0 });
     };
+    /**
+     * How long `pending` chunks would take to send: at the compression seen so far over the link
+     * rate measured from acks; where no rate is measured (a fast link never fills the window),
+     * at the last epoch's pace, which then is the pipeline's.
+     */
+    const finalEpochEstimateMs = (pending: number): number => {
+      const R = profiler.R_Mbps();
+      const ratio = stages.inputBytes > 0 ? stages.payloadBytes / stages.inputBytes : 1;
+      if (R !== null && R > 0) return (pending * 4096 * ratio * 8) / (R * 1e3);
+      const last = epochs.at(-1)!;
+      const pace = ((last.memoryPages + last.diskBlocks) * 4096) / Math.max(1, last.ms); // bytes per ms
+      return (pending * 4096) / Math.max(pace, 1);
+    };
     const batches = async function* (): AsyncGenerator<EncodedBatch> {
       // Epoch 0: everything that differs from the base; the disk's dirty set is all of it so far.
-      let memoryPages = await tracker.changedPages(ram);
+      let memoryPages = await changedPages();
       vm.disk.takeEpochDirty();
       let diskBlocks = vm.disk.dirtyBlocks();
       let previous = Infinity;
       for (let n = 0; ; n++) {
         const pending = memoryPages.length + diskBlocks.length;
         if (n > 0) {
-          const last = epochs.at(-1)!;
-          const rate = ((last.memoryPages + last.diskBlocks) * 4096) / Math.max(1, last.ms); // bytes per ms
-          const estimateMs = (pending * 4096) / Math.max(rate, 1);
+          const estimateMs = finalEpochEstimateMs(pending);
           const shrinking = pending <= previous * SHRINK;
           if (estimateMs <= policy.downtimeBudgetMs) {
             stop.converged = true;
-            stop.stopReason = `converged after ${n} live epochs${throttle.pausedShare > 0 ? ` (guest slowed to ${Math.round((1 - throttle.pausedShare) * 100)}% of its time)` : ''}: ${pending} chunks left, ~${Math.round(estimateMs)} ms at the last epoch's rate`;
+            stop.stopReason = `converged after ${n} live epochs${throttle.pausedShare > 0 ? ` (guest slowed to ${Math.round((1 - throttle.pausedShare) * 100)}% of its time)` : ''}: ${pending} chunks left, ~${Math.round(estimateMs)} ms to send`;
             break;
           }
           if (!shrinking) {
@@ -189,9 +237,15 @@ export async function streamOverlay(opts: {
         }
         previous = pending;
         yield* epoch(n, true, memoryPages, diskBlocks);
-        memoryPages = await tracker.changedPages(ram);
+        memoryPages = await changedPages();
         diskBlocks = vm.disk.takeEpochDirty();
       }
+      // Before the pause: no more samples on the pool (the stop-time scan needs every thread),
+      // and let the link drain what is already queued, while the guest still runs — what it
+      // dirties meanwhile goes in the final epoch, which then has the link to itself.
+      clearInterval(sampler);
+      await samplingDone.catch(() => undefined);
+      await inFlight.drained(DRAIN_TIMEOUT_MS);
       // Stop and copy: pause, then send what changed since it was last read.
       await throttle.release();
       await vm.qemu.pause();
@@ -199,13 +253,18 @@ export async function streamOverlay(opts: {
       stop.heartbeatAtStop = (await vm.serial.lastHeartbeat()) ?? null;
       stop.liveMaxGapMs = vm.heartbeats.maxGapMs;
       stop.lastHeartbeatAtMs = vm.heartbeats.last?.atMs ?? null;
-      // One pass over the paused RAM: what is left to send, and the memory digest at stop time.
-      const { changed: finalMemory, digest: memoryDigestAtStop } = await tracker.changedPagesAndDigest(ram);
+      marks.pausedAtMs = stop.pausedAtMs;
+      const finalMemory = await changedPages();
+      marks.scannedAtMs = Date.now();
       // The blocks taken for the epoch that was not run still have to go.
       const finalDisk = [...new Set([...diskBlocks, ...vm.disk.takeEpochDirty()])].sort((a, b) => a - b);
-      digests = diskDigest(vm.base, vm.disk).then((d) => ({ memoryDigest: memoryDigestAtStop, diskDigest: d }));
-      digests.catch(() => undefined);
       yield* epoch(epochs.length, false, finalMemory, finalDisk);
+      marks.finalEpochEncodedAtMs = Date.now();
+      // The digests of the paused state: memory from the hashes of the bytes read for sending
+      // (see MemoryTracker.digest), the disk from base + overlay, while the last batches cross.
+      const memoryDigestAtStop = tracker.digest();
+      digests = diskDigest(vm.base, vm.disk).then((disk) => ({ memoryDigest: memoryDigestAtStop, diskDigest: disk }));
+      digests.catch(() => undefined);
     };
     const saveDeviceState = async () => {
       await vm.qemu.saveDeviceState(vm.files.deviceState);
@@ -219,6 +278,7 @@ export async function streamOverlay(opts: {
         batches: batches(),
         deviceState: async () => {
           const d = await saveDeviceState();
+          marks.deviceStateSavedAtMs = Date.now();
           deviceStateBytes = d.length;
           return d;
         },
@@ -226,6 +286,7 @@ export async function streamOverlay(opts: {
       },
       {
         sent: (b, frameBytes) => {
+          inFlight.sent();
           profiler.recordBatch(b, frameBytes);
           for (const k of ['chunks', 'zero', 'baseRefs', 'selfRefs', 'data'] as const) stages[k] += b.stages[k];
           stages.inputBytes += b.inputBytes;
@@ -234,6 +295,7 @@ export async function streamOverlay(opts: {
           modesUsed[b.modeId] = (modesUsed[b.modeId] ?? 0) + 1;
         },
         acked: (a) => {
+          inFlight.acked();
           profiler.recordAck(a);
           const R = profiler.R_Mbps();
           // A sharp change in R is reported at once, not at the next tick.
@@ -241,13 +303,15 @@ export async function streamOverlay(opts: {
         },
       },
     );
+    marks.ackedAtMs = Date.now();
     report();
     const { memoryDigest, diskDigest: disk } = await digests!;
+    marks.digestedAtMs = Date.now();
     return {
       bytesSent, ack, streamMs: Date.now() - started, stages, modesUsed, epochs,
       stopReason: stop.stopReason, converged: stop.converged, guestSlowdown: slowedAt, pausedAtMs: stop.pausedAtMs, heartbeatAtStop: stop.heartbeatAtStop,
       lastHeartbeatAtMs: stop.lastHeartbeatAtMs, liveMaxGapMs: stop.liveMaxGapMs,
-      memoryDigest, diskDigest: disk, deviceStateBytes,
+      memoryDigest, diskDigest: disk, deviceStateBytes, stopMarks: marks,
     };
   } finally {
     await throttle.release();

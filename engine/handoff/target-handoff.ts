@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { BLOCK_SIZE } from '../blocks.js';
 import { HandoffError } from '../errors.js';
 import type { Cloudlet } from '../cloudlet/cloudlet.js';
@@ -24,14 +24,23 @@ export interface FinalizeResult {
   verified: true;
   verifyMs: number;
   received: Ack;
+  /** Host times (ms): the last frame applied, this step's start, the digests compared. */
+  marks: { receivedAtMs: number; finalizeStartedAtMs: number; verifiedAtMs: number };
 }
 
 export interface ResumeResult {
   resumedAtMs: number;
+  /** When this step began: the gap from `finalize`'s end is the orchestration's hop. */
+  resumeStartedAtMs: number;
   heartbeatAfter: number | null;
   /** Host time the first heartbeat after the resume arrived. */
   firstHeartbeatAtMs: number | null;
   runState: string;
+}
+
+interface AssembledDigests {
+  memoryDigest: string;
+  diskDigest: string;
 }
 
 interface Session {
@@ -44,7 +53,8 @@ interface Session {
   /** Base files opened for resolving deltas and references; closed when reception ends. */
   baseFiles: FileHandle[];
   endpoint: DataEndpoint;
-  received: Promise<Ack>;
+  /** The whole overlay arrived; the digests of what it assembled are being computed. */
+  received: Promise<{ ack: Ack; digests: Promise<AssembledDigests & { ramStamp: bigint }>; at: number }>;
   vm?: VmInstance;
   resumed?: ResumeResult;
 }
@@ -85,17 +95,17 @@ export class TargetHandoffs {
     const baseReader = baseChunkReader(baseMemory, base.manifest.memory.sizeBytes, baseDisk, base.manifest.disk.sizeBytes);
     const store: ChunkStore = {
       limit: (space) => (space === Space.Memory ? memoryPages : diskBlocks),
-      write: async (space, index, data) => {
-        if (space === Space.Memory) await ram.write(data, 0, BLOCK_SIZE, index * BLOCK_SIZE);
-        else await disk.writeBlock(index, data);
+      writeRun: async (space, first, chunks) => {
+        if (space === Space.Memory) await ram.writev(chunks, first * BLOCK_SIZE);
+        else for (const [k, data] of chunks.entries()) await disk.writeBlock(first + k, data);
       },
       read: async (space, indices, into) => {
         if (space === Space.Memory) return readRuns(ram, indices, into, base.manifest.memory.sizeBytes);
         for (const [n, i] of indices.entries()) await disk.readBlock(i, into.subarray(n * BLOCK_SIZE, (n + 1) * BLOCK_SIZE));
       },
     };
-    let settle!: { resolve: (a: Ack) => void; reject: (e: Error) => void };
-    const received = new Promise<Ack>((resolve, reject) => (settle = { resolve, reject }));
+    let settle!: { resolve: (r: Awaited<Session['received']>) => void; reject: (e: Error) => void };
+    const received: Session['received'] = new Promise((resolve, reject) => (settle = { resolve, reject }));
     received.catch(() => undefined);
     let deviceStateBytes = 0;
     this.cloudlet.dataPlane.expect(handoffId, {
@@ -112,7 +122,12 @@ export class TargetHandoffs {
       complete: async (ack) => {
         // No fsync: it would cost the stopped VM time and buy nothing — the RAM file is on
         // tmpfs, and the disk overlay's dirty set lives in this process anyway.
-        settle.resolve(ack);
+        // The digests start now, from the real bytes of the assembled RAM file, on every pool
+        // thread, while the source's own digest and the workflow's next step are on their way.
+        // Nothing writes these files after the last batch, so this is what QEMU will run on.
+        const digests = this.digestAssembled(files, base, disk);
+        digests.catch(() => undefined);
+        settle.resolve({ ack, digests, at: Date.now() });
       },
       fail: (err) => settle.reject(err),
     });
@@ -126,7 +141,8 @@ export class TargetHandoffs {
    */
   async finalize(handoffId: string, expected: ExpectedState, waitMs = 120_000): Promise<FinalizeResult> {
     const s = this.session(handoffId);
-    const received = await Promise.race([
+    const finalizeStartedAtMs = Date.now();
+    const { ack: received, digests, at: receivedAtMs } = await Promise.race([
       s.received,
       new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`overlay for ${handoffId} not complete after ${waitMs} ms`)), waitMs).unref()),
     ]);
@@ -139,12 +155,11 @@ export class TargetHandoffs {
           VmInstance.start(s.vmId, s.base, s.files, s.disk, s.files.deviceState),
         );
     starting.catch(() => undefined);
-    // From the real bytes of the assembled RAM file, on every pool thread: the proof must cover
-    // what QEMU will run on, not what this process meant to write.
-    const [memoryDigest, disk] = await Promise.all([
-      this.cloudlet.codecPool().digestFile(s.files.ramFile, s.base.manifest.memory.sizeBytes),
-      diskDigest(s.base, s.disk),
-    ]);
+    let { memoryDigest, diskDigest: disk, ramStamp } = await digests;
+    // Written since the digest began (nothing here does that)? Then prove the file as it is now.
+    if ((await stat(s.files.ramFile, { bigint: true })).mtimeNs !== ramStamp) {
+      ({ memoryDigest, diskDigest: disk, ramStamp } = await this.digestAssembled(s.files, s.base, s.disk));
+    }
     const verifyMs = Date.now() - started;
     if (memoryDigest !== expected.memoryDigest || disk !== expected.diskDigest) {
       const which = [memoryDigest !== expected.memoryDigest && 'memory', disk !== expected.diskDigest && 'disk'].filter(Boolean).join(' and ');
@@ -152,14 +167,16 @@ export class TargetHandoffs {
       await this.abort(handoffId);
       throw new HandoffError('STATE_MISMATCH', `assembled ${which} on ${this.cloudlet.name} do not match the source's digests at stop time; the VM was not resumed here`);
     }
+    const verifiedAtMs = Date.now();
     s.vm = await starting;
-    return { memoryDigest, diskDigest: disk, verified: true, verifyMs, received };
+    return { memoryDigest, diskDigest: disk, verified: true, verifyMs, received, marks: { receivedAtMs, finalizeStartedAtMs, verifiedAtMs } };
   }
 
   /** Continues the verified VM and confirms the guest goes on past its last heartbeat at stop. */
   async resume(handoffId: string, heartbeatAtStop: number | null): Promise<ResumeResult> {
     const done = this.completed.get(handoffId);
     if (done) return done;
+    const resumeStartedAtMs = Date.now();
     const s = this.session(handoffId);
     if (!s.vm) throw new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was not finalized on ${this.cloudlet.name}`);
     await s.vm.qemu.cont();
@@ -174,7 +191,7 @@ export class TargetHandoffs {
       }
       const runState = await s.vm.qemu.status();
       if (runState !== 'running') throw new Error(`run state is ${runState}`);
-      s.resumed = { resumedAtMs, heartbeatAfter, firstHeartbeatAtMs, runState };
+      s.resumed = { resumedAtMs, resumeStartedAtMs, heartbeatAfter, firstHeartbeatAtMs, runState };
     } catch (err) {
       await this.abort(handoffId);
       throw new HandoffError('GUEST_DID_NOT_CONTINUE', `VM ${s.vmId} did not go on at ${this.cloudlet.name}: ${(err as Error).message}`);
@@ -184,6 +201,20 @@ export class TargetHandoffs {
     this.sessions.delete(handoffId);
     this.completed.set(handoffId, s.resumed);
     return s.resumed;
+  }
+
+  /**
+   * The canonical digests of the assembled memory and disk, from the real bytes of the RAM file
+   * on every pool thread, with the file's modification time when the reading began.
+   */
+  private async digestAssembled(files: VmFiles, base: CachedBaseImage, disk: DiskOverlay): Promise<AssembledDigests & { ramStamp: bigint }> {
+    // Taken before reading: on tmpfs a later write gets a distinct fine-grained timestamp.
+    const ramStamp = (await stat(files.ramFile, { bigint: true })).mtimeNs;
+    const [memoryDigest, diskDigestValue] = await Promise.all([
+      this.cloudlet.codecPool().digestFile(files.ramFile, base.manifest.memory.sizeBytes),
+      diskDigest(base, disk),
+    ]);
+    return { memoryDigest, diskDigest: diskDigestValue, ramStamp };
   }
 
   /** Discards everything this handoff created here. Safe to repeat. */

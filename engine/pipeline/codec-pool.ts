@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import type { EncodeTask, EncodedPayload } from './encode-worker.js';
 import { digestFromRecords } from '../image/image-digest.js';
+import type { ChangedShareTask } from '../memory/memory-tracker.js';
 
 /** Digest ranges start on 4 MiB boundaries, the scan's step, so zero regions skip the same way. */
 const DIGEST_ALIGN = 4 << 20;
@@ -38,12 +39,22 @@ export class CodecPool {
    * this is on the downtime's path, and one thread would take twice as long.
    */
   async digestFile(path: string, sizeBytes: number): Promise<string> {
+    return digestFromRecords(sizeBytes, await this.blockHashRecords(path, sizeBytes));
+  }
+
+  /** (index, SHA-256) records of a file's non-zero blocks, in order, hashed on all threads. */
+  async blockHashRecords(path: string, sizeBytes: number): Promise<Uint8Array[]> {
     const share = Math.ceil(sizeBytes / this.threads / DIGEST_ALIGN) * DIGEST_ALIGN;
     const ranges: Array<Promise<Uint8Array>> = [];
     for (let from = 0; from < sizeBytes; from += share) {
       ranges.push(this.pool.run({ path, sizeBytes, from, to: Math.min(sizeBytes, from + share) }, { name: 'digestShare' }));
     }
-    return digestFromRecords(sizeBytes, await Promise.all(ranges));
+    return Promise.all(ranges);
+  }
+
+  /** One share of a changed-pages scan (MemoryTracker splits the file over the threads). */
+  changedPages(task: ChangedShareTask): Promise<Uint32Array> {
+    return this.pool.run(task, { name: 'changedPagesShare' });
   }
 
   /** Tasks waiting for a thread: above zero, the pool (CPU) is the bottleneck. */

@@ -2,7 +2,8 @@ import { performance } from 'node:perf_hooks';
 import { parseModeId } from '../adaptation/mode.js';
 import { compressBatch } from './codecs.js';
 import { encodeRecords, type ChunkRecord } from './chunk-records.js';
-import { loadChecksum } from './checksum.js';
+import { loadChecksum, loadHash64 } from './checksum.js';
+import { changedShare, type ChangedShareTask } from '../memory/memory-tracker.js';
 import { blockHashRecords } from '../image/image-digest.js';
 
 /** One batch for a pool thread: delta-encode its chunks, compress, checksum. */
@@ -40,4 +41,9 @@ export default async function encodeBatch(task: EncodeTask): Promise<EncodedPayl
 /** A share of a whole-file digest, on a pool thread (see CodecPool.digestFile). */
 export async function digestShare(task: { path: string; sizeBytes: number; from: number; to: number }): Promise<Uint8Array> {
   return blockHashRecords(task.path, task.sizeBytes, task.from, task.to);
+}
+
+/** A share of a changed-pages scan, on a pool thread (see MemoryTracker.changedPagesOnPool). */
+export async function changedPagesShare(task: ChangedShareTask): Promise<Uint32Array> {
+  return changedShare(task, await loadHash64());
 }

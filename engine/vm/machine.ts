@@ -34,8 +34,15 @@ export function assertSafePath(path: string, what: string): void {
   if (!SAFE_PATH.test(path)) throw new Error(`${what} path ${JSON.stringify(path)} has characters QEMU option syntax cannot carry`);
 }
 
-/** The QEMU argv for a spec. `-S`: never run before the driver says `cont`. */
-export function qemuArgs(spec: MachineSpec, paths: VmPaths, opts: { incoming: boolean }): string[] {
+/** The disk's block node: named so that block jobs and exports can address it. */
+export const DISK_NODE_NAME = 'disk0-format';
+
+/**
+ * The QEMU argv for a spec. `-S`: never run before the driver says `cont`. The disk is raw (the
+ * FUSE-served file) unless `diskFormat` says qcow2, which only the QEMU baselines of the
+ * benchmark use (a qcow2 top layer over the base disk).
+ */
+export function qemuArgs(spec: MachineSpec, paths: VmPaths, opts: { incoming: boolean; diskFormat?: 'raw' | 'qcow2'; privateRam?: boolean }): string[] {
   for (const [what, p] of Object.entries(paths)) assertSafePath(p, what);
   const mem = `${spec.memoryMiB}M`;
   const accel = spec.accel === 'kvm' ? ['-accel', 'kvm', '-accel', 'tcg'] : ['-accel', 'tcg'];
@@ -49,14 +56,15 @@ export function qemuArgs(spec: MachineSpec, paths: VmPaths, opts: { incoming: bo
     '-smp', String(spec.cpus),
     '-m', mem,
     // size must equal -m; share=on so the host file *is* the guest's memory.
-    '-object', `memory-backend-file,id=${RAM_BACKEND_ID},size=${mem},mem-path=${paths.ramFile},share=on`,
+    // privateRam (QEMU baselines only): the file is the initial content, mapped copy-on-write.
+    '-object', `memory-backend-file,id=${RAM_BACKEND_ID},size=${mem},mem-path=${paths.ramFile},share=${opts.privateRam ? 'off' : 'on'}`,
     '-kernel', paths.kernel,
     '-initrd', paths.initrd,
     '-append', spec.kernelCmdline,
     '-chardev', `socket,id=ser0,path=${paths.serialSocket},server=on,wait=off,logfile=${paths.serialLog},logappend=on`,
     '-serial', 'chardev:ser0',
     // locking off: the FUSE layer serves one writer by construction, and FUSE lacks OFD locks.
-    '-drive', `file=${paths.disk},format=raw,if=none,id=disk0,cache=writeback,file.locking=off`,
+    '-drive', `file=${paths.disk},format=${opts.diskFormat ?? 'raw'},if=none,id=disk0,node-name=${DISK_NODE_NAME},cache=writeback,file.locking=off`,
     '-device', 'virtio-blk-pci,drive=disk0',
     '-qmp', `unix:${paths.qmpSocket},server=on,wait=off`,
     ...(opts.incoming ? ['-incoming', 'defer'] : []),

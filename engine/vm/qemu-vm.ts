@@ -46,10 +46,19 @@ export class QemuVm {
     return this.child.pid;
   }
 
-  /** Starts QEMU paused. With `deviceState`, loads it as an incoming migration before returning. */
-  static async start(spec: MachineSpec, paths: VmPaths, opts: { deviceState?: string } = {}): Promise<QemuVm> {
-    const args = qemuArgs(spec, paths, { incoming: opts.deviceState !== undefined });
-    const command = canSetParentDeathSignal ? [SETPRIV, '--pdeathsig', 'KILL', '--', QEMU_BINARY, ...args] : [QEMU_BINARY, ...args];
+  /**
+   * Starts QEMU paused. With `deviceState`, loads it as an incoming migration before returning;
+   * with `awaitIncoming`, leaves it waiting for a `migrate-incoming` the caller sends. `netns`
+   * runs it inside a network namespace (`ip netns exec` execs in place: the PID stays QEMU's).
+   */
+  static async start(
+    spec: MachineSpec,
+    paths: VmPaths,
+    opts: { deviceState?: string; awaitIncoming?: boolean; diskFormat?: 'raw' | 'qcow2'; privateRam?: boolean; netns?: string } = {},
+  ): Promise<QemuVm> {
+    const args = qemuArgs(spec, paths, { incoming: opts.deviceState !== undefined || opts.awaitIncoming === true, diskFormat: opts.diskFormat, privateRam: opts.privateRam });
+    const qemu = canSetParentDeathSignal ? [SETPRIV, '--pdeathsig', 'KILL', '--', QEMU_BINARY, ...args] : [QEMU_BINARY, ...args];
+    const command = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...qemu] : qemu;
     const child = spawn('/bin/bash', ['-c', CLOSE_INHERITED_FDS_AND_EXEC, 'qemu-launcher', ...command], { stdio: ['ignore', 'ignore', 'pipe'] });
     const stderrTail: string[] = [];
     child.stderr!.setEncoding('utf8').on('data', (t: string) => {
@@ -83,6 +92,21 @@ export class QemuVm {
       }
     }
     return vm;
+  }
+
+  /** A QMP command not wrapped here (block jobs, NBD exports, migration tuning): for benchmarks and tools. */
+  async command<T = unknown>(name: string, args?: Record<string, unknown>): Promise<T> {
+    this.assertAlive();
+    return this.qmp.execute<T>(name, args);
+  }
+
+  /** QMP events by name, with QEMU's own timestamp (wall clock, microseconds). */
+  onEvent(name: string, listener: (atMs: number, data: unknown) => void): void {
+    this.qmp.on('event', (msg: { event: string; data?: unknown; timestamp?: { seconds: number; microseconds: number } }) => {
+      if (msg.event !== name) return;
+      const atMs = msg.timestamp ? msg.timestamp.seconds * 1000 + msg.timestamp.microseconds / 1000 : Date.now();
+      listener(atMs, msg.data);
+    });
   }
 
   async status(): Promise<RunState> {

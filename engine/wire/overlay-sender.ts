@@ -87,7 +87,10 @@ export async function sendOverlay(endpoint: DataEndpoint, overlay: OutgoingOverl
   try {
     try {
       // end: false keeps the socket writable-open until the target has answered.
-      await pipeline(Readable.from(overlayFrames(overlay, endpoint.token, observer)), new Throttle(overlay.capMbps ?? (() => null)), socket, { end: false });
+      // One frame queued ahead of the socket, not Readable.from's default sixteen: every frame
+      // queued here is link time the source runs ahead of the target, and a live handoff pays
+      // for it at the stop (the final epoch waits behind it, the target drains it).
+      await pipeline(Readable.from(overlayFrames(overlay, endpoint.token, observer), { highWaterMark: 1 }), new Throttle(overlay.capMbps ?? (() => null)), socket, { end: false });
     } catch (err) {
       // A target that refuses the stream says why before it closes; that beats "EPIPE".
       const why = await Promise.race([reply.then(() => undefined, (e: unknown) => e), sleep(1_000)]);

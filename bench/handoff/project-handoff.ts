@@ -1,0 +1,48 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Workload } from '../../engine/names.js';
+import type { EmbeddedCluster } from '../../infra/embedded-cluster.js';
+import { runHandoff } from '../../client/start-handoff.js';
+import { WORKFLOW_TASK_QUEUE, type HandoffResult } from '../../workflows/definitions.js';
+import { CpuSampler } from './cpu-sampler.js';
+
+export interface ProjectHandoffOutcome {
+  result: HandoffResult;
+  /** Bytes the source cloudlet's uplink carried during the handoff (data plane and its Temporal traffic). */
+  wireBytes: number;
+  /** Both workers and their QEMUs, vCPU threads left out. */
+  cpuSeconds: number;
+}
+
+/**
+ * One handoff A → B of a fresh VM running `workload`, through the workflow, exactly as an
+ * operator triggers it: launch, let the workload warm up, hand off, then end the VM at B.
+ */
+export async function runProjectHandoff(o: {
+  cluster: EmbeddedCluster;
+  baseImageId: string;
+  workload: Workload;
+  warmupSeconds: number;
+  vmId: string;
+  log: (line: string) => void;
+}): Promise<ProjectHandoffOutcome> {
+  const { cluster } = o;
+  const wan = cluster.wan;
+  if (!wan) throw new Error('the handoff benchmark needs the cluster on a WAN testbed');
+  const workflow = (name: string, args: unknown) =>
+    cluster.client.workflow.execute(name, { taskQueue: WORKFLOW_TASK_QUEUE, workflowId: `${name}-${o.vmId}-${Date.now()}`, args: [args] });
+  await workflow('launchVm', { vmId: o.vmId, cloudlet: 'A', baseImageId: o.baseImageId, workload: o.workload });
+  o.log(`  handoff: ${o.workload.name} running at A; warming up ${o.warmupSeconds} s`);
+  await sleep(o.warmupSeconds * 1000);
+  const workers = ['A', 'B'].map((c) => cluster.workers.get(c)!.pid);
+  const cpu = new CpuSampler(workers, { descendants: true });
+  await cpu.start();
+  const bytesBefore = await wan.uplinkBytes('A');
+  try {
+    const result = await runHandoff(cluster.client, { vmId: o.vmId, source: 'A', target: 'B' });
+    const wireBytes = (await wan.uplinkBytes('A')) - bytesBefore;
+    return { result, wireBytes, cpuSeconds: await cpu.stop() };
+  } finally {
+    await cpu.stop();
+    for (const cloudlet of ['B', 'A']) await workflow('destroyVm', { vmId: o.vmId, cloudlet }).catch(() => undefined);
+  }
+}
