@@ -6,6 +6,8 @@ import { ImageCache, type CachedBaseImage } from '../image/image-cache.js';
 import { CodecPool } from '../pipeline/codec-pool.js';
 import { baseChunkReader } from '../pipeline/chunk-source.js';
 import { DedupIndex } from '../pipeline/dedup-index.js';
+import { MemoryTracker, type BasePageHashes } from '../memory/memory-tracker.js';
+import { loadHash64 } from '../pipeline/checksum.js';
 import { open } from 'node:fs/promises';
 import { DataPlaneServer } from '../wire/data-plane-server.js';
 import { VmInstance, removeVmFiles, vmFiles } from './vm-instance.js';
@@ -41,6 +43,7 @@ export class Cloudlet {
   private readonly vms = new Map<string, VmInstance>();
   private pool?: CodecPool;
   private readonly dedupIndexes = new Map<string, Promise<DedupIndex>>();
+  private readonly pageHashes = new Map<string, Promise<BasePageHashes>>();
 
   constructor(readonly config: CloudletConfig) {
     this.images = new ImageCache(config.imageCacheDir);
@@ -91,6 +94,25 @@ export class Cloudlet {
     return index;
   }
 
+  /** The base memory's per-page hashes, computed on first use and kept: bases do not change. */
+  basePageHashes(base: CachedBaseImage): Promise<BasePageHashes> {
+    let hashes = this.pageHashes.get(base.manifest.id);
+    if (!hashes) {
+      hashes = (async () => {
+        const memory = await open(base.path('memory'), 'r');
+        try {
+          const records = await this.codecPool().blockHashRecords(base.path('memory'), base.manifest.memory.sizeBytes);
+          return await MemoryTracker.hashBase(memory, base.manifest.memory.sizeBytes, await loadHash64(), records);
+        } finally {
+          await memory.close();
+        }
+      })();
+      hashes.catch(() => this.pageHashes.delete(base.manifest.id));
+      this.pageHashes.set(base.manifest.id, hashes);
+    }
+    return hashes;
+  }
+
   files(vmId: string) {
     return vmFiles(this.config.runDir, this.name, vmId, this.config.prefix);
   }
@@ -131,8 +153,9 @@ export class Cloudlet {
       throw err;
     }
     this.vms.set(vmId, vm);
-    // Warm the base's dedup index now, so no handoff of this VM pays for it while it is stopped.
+    // Warm what a handoff of this VM needs from its base now, so that none pays for it.
     void this.dedupIndex(base).catch(() => undefined);
+    void this.basePageHashes(base).catch(() => undefined);
     try {
       await vm.qemu.cont();
       if (workload) {

@@ -7,7 +7,7 @@ import { baseChunkReader, vmChunkReader } from '../pipeline/chunk-source.js';
 import type { DedupIndex } from '../pipeline/dedup-index.js';
 import { encodeOverlay, type EncodedBatch, type StageCounts } from '../pipeline/overlay-encoder.js';
 import type { VmInstance } from '../cloudlet/vm-instance.js';
-import { MemoryTracker } from '../memory/memory-tracker.js';
+import { MemoryTracker, type BasePageHashes } from '../memory/memory-tracker.js';
 import { sendOverlay, type DataEndpoint } from '../wire/overlay-sender.js';
 import type { Ack } from '../wire/frames.js';
 import type { StreamControl } from './stream-control.js';
@@ -111,6 +111,8 @@ export async function streamOverlay(opts: {
   endpoint: DataEndpoint;
   pool: CodecPool;
   dedup: DedupIndex;
+  /** The base memory's page hashes (the cloudlet keeps them per base): where tracking starts. */
+  basePageHashes: BasePageHashes;
   control: StreamControl;
   precopy?: PrecopyPolicy;
 }): Promise<OverlayStreamResult> {
@@ -164,7 +166,7 @@ export async function streamOverlay(opts: {
     const source = vmChunkReader(ram, memoryBytes, vm.disk);
     const base = baseChunkReader(baseMemory, memoryBytes, baseDisk, vm.base.manifest.disk.sizeBytes);
     // The pool's threads hash with the same xxHash64 when they scan for changed pages.
-    const tracker = await MemoryTracker.fromBase(baseMemory, memoryBytes, await loadHash64(), await pool.blockHashRecords(vm.base.path('memory'), memoryBytes));
+    const tracker = MemoryTracker.fromBase(opts.basePageHashes, await loadHash64());
     const changedPages = () => tracker.changedPagesOnPool(vm.files.ramFile, pool);
     let seq = 0;
     const epoch = async function* (n: number, live: boolean, memoryPages: number[], diskBlocks: number[]): AsyncGenerator<EncodedBatch> {

@@ -52,6 +52,7 @@ export class SourceHandoffs {
       endpoint,
       pool: this.cloudlet.codecPool(),
       dedup: await this.cloudlet.dedupIndex(s.vm.base),
+      basePageHashes: await this.cloudlet.basePageHashes(s.vm.base),
       control,
       ...(precopy ? { precopy } : {}),
     });

@@ -7,6 +7,12 @@ const SCAN_PAGES = 1024;
 const SHA_BYTES = 32;
 const ZERO_PAGE_SHA = blockHash(Buffer.alloc(BLOCK_SIZE));
 
+/** Per page of a base memory snapshot: its 64-bit hash and its SHA-256. */
+export interface BasePageHashes {
+  held: BigUint64Array;
+  sha: Buffer;
+}
+
 /** One thread's share of a changed-pages scan: pages [from, to) of the file against `held`. */
 export interface ChangedShareTask {
   path: string;
@@ -21,15 +27,9 @@ export async function changedShare(task: ChangedShareTask, hash: (d: Uint8Array)
   const file = await open(task.path, 'r');
   const changed: number[] = [];
   try {
-    const buf = Buffer.alloc(SCAN_PAGES * BLOCK_SIZE);
-    for (let first = task.from; first < task.to; first += SCAN_PAGES) {
-      const n = Math.min(SCAN_PAGES, task.to - first);
-      const { bytesRead } = await file.read(buf, 0, n * BLOCK_SIZE, first * BLOCK_SIZE);
-      if (bytesRead < n * BLOCK_SIZE) buf.fill(0, bytesRead, n * BLOCK_SIZE);
-      for (let k = 0; k < n; k++) {
-        if (held[first + k] !== hash(buf.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE))) changed.push(first + k);
-      }
-    }
+    await scanPages(file, task.from, task.to, (index, page) => {
+      if (held[index] !== hash(page)) changed.push(index);
+    });
   } finally {
     await file.close();
   }
@@ -38,9 +38,9 @@ export async function changedShare(task: ChangedShareTask, hash: (d: Uint8Array)
 
 /**
  * Which pages of a running VM's RAM file the target does not hold yet. For every page it keeps
- * the 64-bit hash of the content the target has: the base page at first, then whatever was last
- * read for sending. A pre-copy epoch resends the pages whose current hash differs. Hashes are
- * only a change detector here; the final digests at the target prove the result.
+ * the 64-bit hash of the content the target has — the base page at first, then whatever was last
+ * read for sending — and a pre-copy epoch resends the pages whose current hash differs. It keeps
+ * the SHA-256 of the same content too, from which the stop-time memory digest is folded.
  */
 export class MemoryTracker {
   /** Shared, so that pool threads can compare against it without a copy. */
@@ -51,10 +51,11 @@ export class MemoryTracker {
   private constructor(
     readonly pages: number,
     private readonly hash: (d: Uint8Array) => bigint,
+    start: BasePageHashes,
   ) {
     this.held = new BigUint64Array(new SharedArrayBuffer(pages * 8));
-    this.sha = Buffer.alloc(pages * SHA_BYTES);
-    for (let i = 0; i < pages; i++) ZERO_PAGE_SHA.copy(this.sha, i * SHA_BYTES);
+    this.held.set(start.held);
+    this.sha = Buffer.from(start.sha);
   }
 
   /**
@@ -73,17 +74,26 @@ export class MemoryTracker {
   }
 
   /**
-   * Starts from the base memory snapshot: what every cloudlet holds before anything is sent.
+   * Both hashes of every page of a base memory snapshot: what every cloudlet holds before
+   * anything is sent. A cloudlet computes them once per base and starts each handoff from them.
    * `baseBlockHashes`: the base's (index, SHA-256) records of non-zero pages, in order.
    */
-  static async fromBase(base: FileHandle, sizeBytes: number, hash: (d: Uint8Array) => bigint, baseBlockHashes: Uint8Array[]): Promise<MemoryTracker> {
-    const t = new MemoryTracker(sizeBytes / BLOCK_SIZE, hash);
-    await t.scan(base, (index, h) => (t.held[index] = h));
+  static async hashBase(base: FileHandle, sizeBytes: number, hash: (d: Uint8Array) => bigint, baseBlockHashes: Uint8Array[]): Promise<BasePageHashes> {
+    const pages = sizeBytes / BLOCK_SIZE;
+    const held = new BigUint64Array(pages);
+    await scanPages(base, 0, pages, (index, page) => (held[index] = hash(page)));
+    const sha = Buffer.alloc(pages * SHA_BYTES);
+    for (let i = 0; i < pages; i++) ZERO_PAGE_SHA.copy(sha, i * SHA_BYTES);
     for (const r of baseBlockHashes) {
       const b = Buffer.from(r.buffer, r.byteOffset, r.byteLength);
-      for (let off = 0; off < b.length; off += 40) b.copy(t.sha, Number(b.readBigUInt64LE(off)) * SHA_BYTES, off + 8, off + 40);
+      for (let off = 0; off < b.length; off += 40) b.copy(sha, Number(b.readBigUInt64LE(off)) * SHA_BYTES, off + 8, off + 40);
     }
-    return t;
+    return { held, sha };
+  }
+
+  /** A tracker for one handoff, starting from the base (its arrays are copied, not shared). */
+  static fromBase(start: BasePageHashes, hash: (d: Uint8Array) => bigint): MemoryTracker {
+    return new MemoryTracker(start.held.length, hash, start);
   }
 
   /**
@@ -107,18 +117,16 @@ export class MemoryTracker {
     this.held[index] = this.hash(data);
     blockHash(Buffer.from(data.buffer, data.byteOffset, data.byteLength)).copy(this.sha, index * SHA_BYTES);
   }
+}
 
-  private async scan(file: FileHandle, visit: (index: number, h: bigint, page: Buffer) => void): Promise<void> {
-    const buf = Buffer.alloc(SCAN_PAGES * BLOCK_SIZE);
-    for (let first = 0; first < this.pages; first += SCAN_PAGES) {
-      const n = Math.min(SCAN_PAGES, this.pages - first);
-      const { bytesRead } = await file.read(buf, 0, n * BLOCK_SIZE, first * BLOCK_SIZE);
-      if (bytesRead < n * BLOCK_SIZE) buf.fill(0, bytesRead, n * BLOCK_SIZE);
-      for (let k = 0; k < n; k++) {
-        const page = buf.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE);
-        visit(first + k, this.hash(page), page);
-      }
-      await yieldToLoop();
-    }
+/** Calls `visit` for pages [from, to) of a file, in order, read 4 MiB at a time. */
+async function scanPages(file: FileHandle, from: number, to: number, visit: (index: number, page: Buffer) => void): Promise<void> {
+  const buf = Buffer.alloc(SCAN_PAGES * BLOCK_SIZE);
+  for (let first = from; first < to; first += SCAN_PAGES) {
+    const n = Math.min(SCAN_PAGES, to - first);
+    const { bytesRead } = await file.read(buf, 0, n * BLOCK_SIZE, first * BLOCK_SIZE);
+    if (bytesRead < n * BLOCK_SIZE) buf.fill(0, bytesRead, n * BLOCK_SIZE);
+    for (let k = 0; k < n; k++) visit(first + k, buf.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE));
+    await yieldToLoop();
   }
 }
