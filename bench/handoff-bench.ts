@@ -11,7 +11,7 @@ import { runProjectHandoff } from './handoff/project-handoff.js';
 import { runQemuMigration, type QemuSystem } from './handoff/qemu-migration.js';
 
 /**
- * npm run bench:handoff [-- --quick] [-- --json] [-- --workloads kvstore,fluid] [-- --mbps 5,10,25]
+ * npm run bench:handoff [-- --quick] [-- --json] [-- --workloads kvstore,fluid] [-- --mbps 5,10,25] [-- --label NAME]
  *
  * For each workload × link rate, on one WAN testbed (tc-shaped veth between network namespaces)
  * and from the same 1 GiB base snapshot: (a) this project's handoff through the workflow,
@@ -27,6 +27,8 @@ const { values } = parseArgs({
     mbps: { type: 'string' },
     'warmup-seconds': { type: 'string', default: '20' },
     'classic-cap-factor': { type: 'string', default: '10' },
+    /** Names the output files: docs/bench/handoff-bench-<label>.{json,svg}. */
+    label: { type: 'string' },
   },
 });
 
@@ -91,6 +93,7 @@ async function main(): Promise<void> {
   const capFactor = Number(values['classic-cap-factor']);
   if (!(warmupSeconds >= 0)) throw new Error(`--warmup-seconds must be a number ≥ 0, got ${values['warmup-seconds']}`);
   if (!(capFactor >= 1)) throw new Error(`--classic-cap-factor must be ≥ 1, got ${values['classic-cap-factor']}`);
+  if (values.label !== undefined && !/^[a-z0-9-]{1,40}$/.test(values.label)) throw new Error(`--label must be 1-40 lowercase letters, digits or dashes, got '${values.label}'`);
 
   const startedAt = Date.now();
   const workDir = `/tmp/${PREFIX}-bench-${process.pid}`;
@@ -209,7 +212,7 @@ async function main(): Promise<void> {
 
   const outDir = join(REPO_ROOT, 'docs', 'bench');
   await mkdir(outDir, { recursive: true });
-  const name = quick ? 'handoff-bench-quick' : 'handoff-bench';
+  const name = values.label ? `handoff-bench-${values.label}` : quick ? 'handoff-bench-quick' : 'handoff-bench';
   const floorsMeasured = Object.fromEntries(await Promise.all([...floors].map(async ([w, f]) => [w, await f] as const)));
   const report = { generatedAt: new Date().toISOString(), wallSeconds: (Date.now() - startedAt) / 1000, memoryMiB: MEMORY_MIB, warmupSeconds, rows, details, floors: floorsMeasured };
   await writeFile(join(outDir, `${name}.json`), JSON.stringify(report, null, 2) + '\n');
