@@ -63,13 +63,17 @@ test('the link rate changes during a run: a bulk transfer follows it', async () 
     await new Promise((resolve) => receiver.stdout!.once('data', resolve));
     sender = spawn('ip', ['netns', 'exec', wan.cloudlet('A').ns, process.execPath, '-e',
       `const s = require('net').connect(${port}, '${wan.cloudlet('B').address}'); const b = Buffer.alloc(1 << 16); const go = () => { while (s.write(b)); }; s.on('drain', go); s.on('connect', go);`], { stdio: 'ignore' });
-    // Under load node may take a while to start in the namespace: wait until bytes flow.
-    for (let t = 0; t < 60; t++) {
-      const before = await wan.uplinkBytes('A');
-      await sleep(500);
-      if ((await wan.uplinkBytes('A')) - before > 100_000) break;
-    }
+    // Wait until bytes flow: node may be slow to start in the namespace under load, and TCP can
+    // stall a few RTOs when a rate cut drops the queue it had built at the old rate.
+    const flowing = async () => {
+      for (let t = 0; t < 60; t++) {
+        const before = await wan.uplinkBytes('A');
+        await sleep(500);
+        if ((await wan.uplinkBytes('A')) - before > 50_000) return;
+      }
+    };
     const measure = async () => {
+      await flowing();
       await sleep(1500); // the new rate's queue settles
       const before = await wan.uplinkBytes('A');
       await sleep(3000);
