@@ -37,12 +37,14 @@ export async function runProjectHandoff(o: {
   const cpu = new CpuSampler(workers, { descendants: true });
   await cpu.start();
   const bytesBefore = await wan.uplinkBytes('A');
+  let outcome: Omit<ProjectHandoffOutcome, 'cpuSeconds'>;
+  let cpuSeconds: number;
   try {
     const result = await runHandoff(cluster.client, { vmId: o.vmId, source: 'A', target: 'B' });
-    const wireBytes = (await wan.uplinkBytes('A')) - bytesBefore;
-    return { result, wireBytes, cpuSeconds: await cpu.stop() };
+    outcome = { result, wireBytes: (await wan.uplinkBytes('A')) - bytesBefore };
   } finally {
-    await cpu.stop();
+    cpuSeconds = await cpu.stop();
     for (const cloudlet of ['B', 'A']) await workflow('destroyVm', { vmId: o.vmId, cloudlet }).catch(() => undefined);
   }
+  return { ...outcome, cpuSeconds };
 }

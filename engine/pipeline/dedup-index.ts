@@ -71,10 +71,6 @@ export class DedupIndex {
     return new DedupIndex(this.base, this.hash, opts.selfRefs ?? true);
   }
 
-  hashOf(data: Uint8Array): bigint {
-    return this.hash(data);
-  }
-
   /**
    * Turns chunk `ref` with content `data` into a record: zero, a confirmed reference, or data to
    * be delta-encoded against `sameOffsetBase`. `source` and `baseReader` supply bytes to confirm.
