@@ -7,7 +7,8 @@ export function createTargetActivities(target: TargetHandoffs) {
   return {
     negotiateBaseImage: (a: { handoffId: string; vmId: string; baseImageId: string }): Promise<DataEndpoint> =>
       asActivity(() => target.prepare(a.handoffId, a.vmId, a.baseImageId)),
-    finalize: (a: { handoffId: string; expected: ExpectedState }): Promise<FinalizeResult> =>
+    /** Without `expected`, checks against the digests the source sent with the overlay. */
+    finalize: (a: { handoffId: string; expected?: ExpectedState }): Promise<FinalizeResult> =>
       asActivity(() => target.finalize(a.handoffId, a.expected)),
     resume: (a: { handoffId: string; heartbeatAtStop: number | null }): Promise<ResumeResult> =>
       asActivity(() => target.resume(a.handoffId, a.heartbeatAtStop)),

@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chooseMode, type StreamPolicy } from '../engine/adaptation/choose-mode.js';
+import { MIN_DWELL_MS, chooseMode, type StreamPolicy } from '../engine/adaptation/choose-mode.js';
 import type { StreamMeasurements } from '../engine/adaptation/measurements.js';
 import { StreamProfiler } from '../engine/adaptation/stream-profiler.js';
-import { ALL_MODES, modeId, parseModeId } from '../engine/adaptation/mode.js';
+import { ALL_MODES, modeId, parseModeId, stopMode } from '../engine/adaptation/mode.js';
 
 const free: StreamPolicy = { pinnedMode: null, bandwidthCapMbps: null };
 
@@ -44,6 +44,22 @@ test('a fast link picks a fast mode: compression there is CPU-bound', () => {
 test('within the margin the current mode is kept', () => {
   const d = chooseMode(measured(5, [['xor/zstd-3', 200, 0.33], ['xor/zstd-9', 56, 0.32]]), free, 'xor/zstd-3');
   assert.equal(d.mode, 'xor/zstd-3');
+});
+
+test('a mode chosen moments ago is kept until it has been in use for the dwell time', () => {
+  const fresh = chooseMode(measured(1000, table), free, 'xor/xz-6', MIN_DWELL_MS - 1);
+  assert.equal(fresh.mode, 'xor/xz-6');
+  assert.match(fresh.reason, /in use 5\.0 s, less than the 5 s/);
+  assert.equal(chooseMode(measured(1000, table), free, 'xor/xz-6', MIN_DWELL_MS).mode, 'xor/zstd-1');
+  // The operator's pin is not held back by it.
+  assert.equal(chooseMode(measured(1000, table), { ...free, pinnedMode: 'none/gzip-9' }, 'xor/xz-6', 0).mode, 'none/gzip-9');
+});
+
+test('the stopped epoch keeps a cheap mode and replaces a costly one', () => {
+  assert.equal(stopMode('xor/zstd-1'), 'xor/zstd-1');
+  assert.equal(stopMode('none/gzip-1'), 'none/gzip-1');
+  assert.equal(stopMode('none/none'), 'none/none');
+  for (const costly of ['fossil/xz-1', 'none/xz-9', 'xor/zstd-19', 'none/gzip-9', 'fossil/zstd-1']) assert.equal(stopMode(costly), 'none/zstd-3', costly);
 });
 
 test('an operator pin wins over measurements; a cap lowers R', () => {

@@ -36,11 +36,20 @@ after(async () => {
   await env?.teardown();
 });
 
-type FailAt = 'snapshot' | 'negotiateBaseImage' | 'streamOverlay' | 'finalize' | 'resume' | undefined;
+/** Where to inject a failure; 'digests' has the target verify digests other than the source's. */
+type FailAt = 'snapshot' | 'negotiateBaseImage' | 'streamOverlay' | 'finalize' | 'resume' | 'digests' | undefined;
 
 type StreamBehaviour = () => Promise<Record<string, number>>;
 
-function fakeCloudlet(name: string, calls: string[], failAt: FailAt, stream?: StreamBehaviour): SourceActivities & TargetActivities {
+/** The stream's end, seen by the target's finalize (which waits for it, as the real one does). */
+function streamEnd() {
+  let settle!: { resolve: () => void; reject: (e: Error) => void };
+  const ended = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
+  ended.catch(() => undefined);
+  return { ended, ...settle };
+}
+
+function fakeCloudlet(name: string, calls: string[], failAt: FailAt, end: ReturnType<typeof streamEnd>, stream?: StreamBehaviour): SourceActivities & TargetActivities {
   const step = async <T>(activity: string, value: T): Promise<T> => {
     calls.push(`${name}.${activity}`);
     if (activity === failAt) throw ApplicationFailure.nonRetryable(`injected failure in ${activity}`, 'INJECTED');
@@ -48,7 +57,7 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt, stream?: St
   };
   return {
     snapshot: (a) => step('snapshot', { handoffId: a.handoffId, vmId: a.vmId, baseImageId: 'base-0123456789abcdef', heartbeatAtStart: 3 }),
-    streamOverlay: async () => step('streamOverlay', {
+    streamOverlay: async () => stepThenEnd(step('streamOverlay', {
       bytesSent: 12345, ack: { batches: 1, chunks: 12, deviceStateBytes: 5, bytesReceived: 12345 }, streamMs: 3,
       stages: { chunks: 12, zero: 1, baseRefs: 1, selfRefs: 0, data: 10, inputBytes: 49152, rawBytes: 41000, payloadBytes: 9000 },
       modesUsed: stream ? await stream() : { 'xor/zstd-3': 1 },
@@ -56,24 +65,42 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt, stream?: St
       stopReason: 'converged', converged: true, guestSlowdown: [], pausedAtMs: 1000, heartbeatAtStop: 7, lastHeartbeatAtMs: 990, liveMaxGapMs: 120,
       memoryDigest: 'm'.repeat(64), diskDigest: 'd'.repeat(64), deviceStateBytes: 5,
       stopMarks: { pausedAtMs: 1000, scannedAtMs: 1050, finalEpochEncodedAtMs: 1060, deviceStateSavedAtMs: 1080, ackedAtMs: 1200, digestedAtMs: 1250 },
-    }),
+    })),
     rollback: () => step('rollback', { runState: 'running' }),
     retire: () => step('retire', undefined),
     negotiateBaseImage: () => step('negotiateBaseImage', { host: '127.0.0.1', port: 1, token: 't'.repeat(32) }),
-    finalize: (a) => step('finalize', { ...a.expected, verified: true as const, verifyMs: 1, received: { batches: 1, chunks: 12, deviceStateBytes: 5, bytesReceived: 12345 }, marks: { receivedAtMs: 1190, finalizeStartedAtMs: 1270, verifiedAtMs: 1300 } }),
+    // Checks against what the source sent in-band (here: the same fixed digests), after the stream.
+    finalize: async () => {
+      await end.ended;
+      return step('finalize', { memoryDigest: (failAt === 'digests' ? 'x' : 'm').repeat(64), diskDigest: 'd'.repeat(64), verified: true as const, verifyMs: 1, received: { batches: 1, chunks: 12, deviceStateBytes: 5, bytesReceived: 12345 }, marks: { receivedAtMs: 1190, finalizeStartedAtMs: 1270, verifiedAtMs: 1300 } });
+    },
     resume: () => step('resume', { resumedAtMs: 1400, resumeStartedAtMs: 1350, heartbeatAfter: 8, firstHeartbeatAtMs: 1500, runState: 'running' }),
-    abort: () => step('abort', undefined),
+    abort: async () => {
+      end.reject(new Error('aborted'));
+      return step('abort', undefined);
+    },
   };
+  async function stepThenEnd<T>(running: Promise<T>): Promise<T> {
+    try {
+      const value = await running;
+      end.resolve();
+      return value;
+    } catch (err) {
+      end.reject(err as Error);
+      throw err;
+    }
+  }
 }
 
 type Outcome = { result: HandoffResult | undefined; error: unknown };
 
 async function runWith(failAt: FailAt, input: unknown = { vmId: 'vm-1', source: 'A', target: 'B' }, stream?: StreamBehaviour, workflowId = `wf-test-${Math.random()}`) {
   const calls: string[] = [];
+  const end = streamEnd();
   const workers = await Promise.all([
     Worker.create({ connection: env.nativeConnection, taskQueue: WORKFLOW_TASK_QUEUE, workflowBundle: { codePath: bundle } }),
-    Worker.create({ connection: env.nativeConnection, taskQueue: cloudletTaskQueue('A'), activities: fakeCloudlet('A', calls, failAt, stream) }),
-    Worker.create({ connection: env.nativeConnection, taskQueue: cloudletTaskQueue('B'), activities: fakeCloudlet('B', calls, failAt) }),
+    Worker.create({ connection: env.nativeConnection, taskQueue: cloudletTaskQueue('A'), activities: fakeCloudlet('A', calls, failAt, end, stream) }),
+    Worker.create({ connection: env.nativeConnection, taskQueue: cloudletTaskQueue('B'), activities: fakeCloudlet('B', calls, failAt, end) }),
   ]);
   const run = env.client.workflow
     .execute('handoff', { taskQueue: WORKFLOW_TASK_QUEUE, workflowId, args: [input] })
@@ -106,6 +133,14 @@ for (const failAt of ['negotiateBaseImage', 'streamOverlay', 'finalize', 'resume
     assert.ok(!calls.includes('A.retire'), 'the source copy is never retired');
   });
 }
+
+test('digests verified at the target that differ from the source\'s result stop the handoff before resume', async () => {
+  const { error, calls } = await runWith('digests');
+  assert.ok(error instanceof WorkflowFailedError);
+  assert.match(String((error.cause as Error).message), /verified digests that differ from the source's result.*runs on at A/);
+  assert.ok(!calls.includes('B.resume'), 'the target never resumes');
+  assert.deepEqual(calls.slice(-2), ['B.abort', 'A.rollback']);
+});
 
 test('a failed snapshot rolls back the source without touching the target', async () => {
   const { error, calls } = await runWith('snapshot');

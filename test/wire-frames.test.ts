@@ -26,7 +26,7 @@ test('every frame type survives encode → decode, split at any byte', async () 
     { type: FrameType.DeviceState, data: Buffer.from('device state bytes') },
     { type: FrameType.Batch, header: batchHeader(blocks), payload: blocks },
     { type: FrameType.BatchAck, batchAck: { seq: 0, bytesReceived: 5000 } },
-    { type: FrameType.End, end: { batches: 1, chunks: 3, deviceStateBytes: 18, deviceStateSha256: 'a'.repeat(64) } },
+    { type: FrameType.End, end: { batches: 1, chunks: 3, deviceStateBytes: 18, deviceStateSha256: 'a'.repeat(64), memoryDigest: 'b'.repeat(64), diskDigest: 'c'.repeat(64) } },
     { type: FrameType.Ack, ack: { batches: 1, chunks: 3, deviceStateBytes: 18, bytesReceived: 99 } },
   ];
   const wire = Buffer.concat(frames.map(encodeFrame));
@@ -52,11 +52,11 @@ test('unknown frame types and impossible lengths are rejected by name', async ()
 
 test('a hello of another protocol version is rejected, naming the field', async () => {
   const wire = encodeFrame({ type: FrameType.Hello, hello: { ...hello, version: 1 } });
-  await assert.rejects(decodeAll(wire), /field 'version' is 1; this side speaks version 2/);
+  await assert.rejects(decodeAll(wire), /field 'version' is 1; this side speaks version 3/);
 });
 
 test('a control frame with a bad field names that field', async () => {
-  const wire = encodeFrame({ type: FrameType.End, end: { batches: -1, chunks: 0, deviceStateBytes: 0, deviceStateSha256: 'a'.repeat(64) } });
+  const wire = encodeFrame({ type: FrameType.End, end: { batches: -1, chunks: 0, deviceStateBytes: 0, deviceStateSha256: 'a'.repeat(64), memoryDigest: 'b'.repeat(64), diskDigest: 'c'.repeat(64) } });
   await assert.rejects(decodeAll(wire), /end frame: field 'batches'/);
 });
 

@@ -19,11 +19,20 @@ export interface ModeDecision {
 export const SWITCH_MARGIN = 0.1;
 
 /**
+ * A mode is kept at least this long once chosen. Sampled P and r of modes close in min(P, R/r)
+ * wander across the margin (imageproc and fluid runs switched 6+ times, paying each new codec's
+ * cold start); a dwell lets the stream's own measurements of the mode settle before it is judged.
+ */
+export const MIN_DWELL_MS = 5_000;
+
+/**
  * Picks the mode that moves input fastest: for each measured mode, min(P, R / r) with R the
  * network throughput (capped by the operator). Deterministic, so the workflow can run it.
+ * `heldMs`: how long `current` has been in use (see MIN_DWELL_MS).
  */
-export function chooseMode(m: StreamMeasurements, policy: StreamPolicy, current: ModeId): ModeDecision {
+export function chooseMode(m: StreamMeasurements, policy: StreamPolicy, current: ModeId, heldMs = Infinity): ModeDecision {
   if (policy.pinnedMode) return { mode: policy.pinnedMode, reason: `pinned by operator`, effectiveMBps: null };
+  if (heldMs < MIN_DWELL_MS) return { mode: current, reason: `kept: in use ${(heldMs / 1000).toFixed(1)} s, less than the ${MIN_DWELL_MS / 1000} s a mode is given`, effectiveMBps: null };
   const measuredR = m.R_Mbps;
   const cap = policy.bandwidthCapMbps;
   const R_Mbps = measuredR === null ? cap : cap === null ? measuredR : Math.min(measuredR, cap);

@@ -63,3 +63,17 @@ export const ALL_MODES: readonly Mode[] = DELTAS.flatMap((delta) =>
  * none/zstd-3 gave 0.19). The adaptation finds XOR where it does pay.
  */
 export const DEFAULT_MODE: Mode = { delta: 'none', codec: 'zstd', level: 3 };
+
+/**
+ * The mode for the epoch sent with the VM stopped: there every CPU-second of encoding is
+ * downtime, and a few MB gain little from a heavier codec. Keeps the stream's delta if it is
+ * cheap (none, xor) and its codec if it is (none, gzip-1, zstd up to 3), else none/zstd-3.
+ * (A demo run sent its stop epoch in fossil/xz-1, chosen on a sampled P four times too high:
+ * 1.6 s of downtime encoding 3.9 MB.)
+ */
+export function stopMode(current: ModeId): ModeId {
+  const m = parseModeId(current);
+  const cheapDelta = m.delta === 'none' || m.delta === 'xor';
+  const cheapCodec = m.codec === 'none' || (m.codec === 'gzip' && m.level === 1) || (m.codec === 'zstd' && m.level <= 3);
+  return cheapDelta && cheapCodec ? current : modeId(DEFAULT_MODE);
+}

@@ -1,11 +1,11 @@
 import { open, readFile } from 'node:fs/promises';
-import { ALL_MODES, modeId, type ModeId } from '../adaptation/mode.js';
+import { ALL_MODES, modeId, stopMode, type ModeId } from '../adaptation/mode.js';
 import { StreamProfiler } from '../adaptation/stream-profiler.js';
 import type { CodecPool } from '../pipeline/codec-pool.js';
 import { Space, type ChunkRecord } from '../pipeline/chunk-records.js';
 import { baseChunkReader, vmChunkReader } from '../pipeline/chunk-source.js';
 import type { DedupIndex } from '../pipeline/dedup-index.js';
-import { encodeOverlay, type EncodedBatch, type StageCounts } from '../pipeline/overlay-encoder.js';
+import { encodeOverlay, type ChunkList, type EncodedBatch, type StageCounts } from '../pipeline/overlay-encoder.js';
 import type { VmInstance } from '../cloudlet/vm-instance.js';
 import { MemoryTracker, type BasePageHashes } from '../memory/memory-tracker.js';
 import { sendOverlay, type DataEndpoint } from '../wire/overlay-sender.js';
@@ -69,6 +69,11 @@ const THROTTLE_STEP = 0.25;
 const MAX_THROTTLE = 0.75;
 /** The longest the live side waits for the link to drain before the pause. */
 const DRAIN_TIMEOUT_MS = 10_000;
+/**
+ * The stop-time scan runs in this many shares per pool thread, consumed in file order: what the
+ * first shares find is encoded and on the link while the rest is scanned.
+ */
+const STOP_SCAN_SHARES_PER_THREAD = 4;
 
 /** Batches handed to the link and not yet acknowledged as applied by the target. */
 class InFlightBatches {
@@ -162,6 +167,11 @@ export async function streamOverlay(opts: {
   const throttle = new GuestThrottle(vm.qemu);
   const slowedAt: Array<{ epoch: number; share: number }> = [];
   let digests: Promise<{ memoryDigest: string; diskDigest: string }> | undefined;
+  let deviceStateSaved: Promise<Buffer> | undefined;
+  const saveDeviceState = async () => {
+    await vm.qemu.saveDeviceState(vm.files.deviceState);
+    return readFile(vm.files.deviceState);
+  };
   try {
     const source = vmChunkReader(ram, memoryBytes, vm.disk);
     const base = baseChunkReader(baseMemory, memoryBytes, baseDisk, vm.base.manifest.disk.sizeBytes);
@@ -169,29 +179,30 @@ export async function streamOverlay(opts: {
     const tracker = MemoryTracker.fromBase(opts.basePageHashes, await loadHash64());
     const changedPages = () => tracker.changedPagesOnPool(vm.files.ramFile, pool);
     let seq = 0;
-    const epoch = async function* (n: number, live: boolean, memoryPages: number[], diskBlocks: number[]): AsyncGenerator<EncodedBatch> {
+    const epoch = async function* (n: number, live: boolean, lists: Iterable<ChunkList> | AsyncIterable<ChunkList>): AsyncGenerator<EncodedBatch> {
       const t0 = Date.now();
-      for await (const b of encodeOverlay(
-        [
-          { space: Space.Memory, indices: memoryPages },
-          { space: Space.Disk, indices: diskBlocks },
-        ],
-        {
-          pool,
-          // While the guest runs, the bytes behind a self-reference could change: none then.
-          dedup: opts.dedup.forOverlay({ selfRefs: !live }),
-          source,
-          base,
-          currentMode: () => control.mode(),
-          onClassified: (r) => (latest = r),
-          onChunkRead: (space, index, data) => {
-            if (space === Space.Memory) tracker.sent(index, data);
-          },
+      const sizes = { memoryPages: 0, diskBlocks: 0 };
+      const counted = async function* () {
+        for await (const list of lists) {
+          sizes[list.space === Space.Memory ? 'memoryPages' : 'diskBlocks'] += list.indices.length;
+          yield list;
+        }
+      };
+      for await (const b of encodeOverlay(counted(), {
+        pool,
+        // While the guest runs, the bytes behind a self-reference could change: none then.
+        dedup: opts.dedup.forOverlay({ selfRefs: !live }),
+        source,
+        base,
+        currentMode: live ? () => control.mode() : () => stopMode(control.mode()),
+        onClassified: (r) => (latest = r),
+        onChunkRead: (space, index, data) => {
+          if (space === Space.Memory) tracker.sent(index, data);
         },
-      )) {
+      })) {
         yield { ...b, seq: seq++ };
       }
-      epochs.push({ epoch: n, live, memoryPages: memoryPages.length, diskBlocks: diskBlocks.length, ms: Date.now() - t0 });
+      epochs.push({ epoch: n, live, ...sizes, ms: Date.now() - t0 });
     };
     /**
      * How long `pending` chunks would take to send: at the compression seen so far over the link
@@ -238,7 +249,10 @@ export async function streamOverlay(opts: {
           }
         }
         previous = pending;
-        yield* epoch(n, true, memoryPages, diskBlocks);
+        yield* epoch(n, true, [
+          { space: Space.Memory, indices: memoryPages },
+          { space: Space.Disk, indices: diskBlocks },
+        ]);
         memoryPages = await changedPages();
         diskBlocks = vm.disk.takeEpochDirty();
       }
@@ -256,21 +270,27 @@ export async function streamOverlay(opts: {
       stop.liveMaxGapMs = vm.heartbeats.maxGapMs;
       stop.lastHeartbeatAtMs = vm.heartbeats.last?.atMs ?? null;
       marks.pausedAtMs = stop.pausedAtMs;
-      const finalMemory = await changedPages();
-      marks.scannedAtMs = Date.now();
+      // The device state does not depend on RAM (x-ignore-shared): saved alongside the scan.
+      deviceStateSaved = saveDeviceState().then((d) => {
+        marks.deviceStateSavedAtMs = Date.now();
+        return d;
+      });
+      deviceStateSaved.catch(() => undefined);
       // The blocks taken for the epoch that was not run still have to go.
       const finalDisk = [...new Set([...diskBlocks, ...vm.disk.takeEpochDirty()])].sort((a, b) => a - b);
-      yield* epoch(epochs.length, false, finalMemory, finalDisk);
+      const scan = tracker.changedPagesByShare(vm.files.ramFile, pool, STOP_SCAN_SHARES_PER_THREAD);
+      const finalLists = async function* (): AsyncGenerator<ChunkList> {
+        for await (const share of scan) yield { space: Space.Memory, indices: Array.from(share) };
+        marks.scannedAtMs = Date.now();
+        yield { space: Space.Disk, indices: finalDisk };
+      };
+      yield* epoch(epochs.length, false, finalLists());
       marks.finalEpochEncodedAtMs = Date.now();
       // The digests of the paused state: memory from the hashes of the bytes read for sending
       // (see MemoryTracker.digest), the disk from base + overlay, while the last batches cross.
       const memoryDigestAtStop = tracker.digest();
       digests = diskDigest(vm.base, vm.disk).then((disk) => ({ memoryDigest: memoryDigestAtStop, diskDigest: disk }));
       digests.catch(() => undefined);
-    };
-    const saveDeviceState = async () => {
-      await vm.qemu.saveDeviceState(vm.files.deviceState);
-      return readFile(vm.files.deviceState);
     };
     let deviceStateBytes = 0;
     const { bytesSent, ack } = await sendOverlay(
@@ -279,11 +299,13 @@ export async function streamOverlay(opts: {
         handoffId: opts.handoffId,
         batches: batches(),
         deviceState: async () => {
-          const d = await saveDeviceState();
-          marks.deviceStateSavedAtMs = Date.now();
+          if (!deviceStateSaved) throw new Error('the device state was not saved: the VM was never paused');
+          const d = await deviceStateSaved;
           deviceStateBytes = d.length;
           return d;
         },
+        // Ready by then: computed right after the final epoch, while the device state is saved.
+        stateDigests: () => digests ?? Promise.reject(new Error('no stop-time digests: the final epoch did not run')),
         capMbps: () => control.bandwidthCapMbps(),
       },
       {

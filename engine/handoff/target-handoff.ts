@@ -9,6 +9,7 @@ import type { CachedBaseImage } from '../image/image-cache.js';
 import type { DataEndpoint } from '../wire/overlay-sender.js';
 import type { Ack } from '../wire/frames.js';
 import { diskDigest } from './state-digest.js';
+import { AssembledMemoryDigest } from './assembled-memory-digest.js';
 import { applyBatch, type ChunkStore } from '../pipeline/batch-applier.js';
 import { Space } from '../pipeline/chunk-records.js';
 import { baseChunkReader, readRuns } from '../pipeline/chunk-source.js';
@@ -49,12 +50,19 @@ interface Session {
   files: VmFiles;
   disk: DiskOverlay;
   ram: FileHandle;
+  /** The RAM file's digest, kept current as the overlay is written. */
+  ramDigest: AssembledMemoryDigest;
   deviceState: FileHandle;
   /** Base files opened for resolving deltas and references; closed when reception ends. */
   baseFiles: FileHandle[];
   endpoint: DataEndpoint;
-  /** The whole overlay arrived; the digests of what it assembled are being computed. */
-  received: Promise<{ ack: Ack; digests: Promise<AssembledDigests & { ramStamp: bigint }>; at: number }>;
+  /**
+   * The whole overlay arrived, with the source's digests at stop time (`expected`); the digests
+   * of what it assembled are being computed.
+   */
+  received: Promise<{ ack: Ack; expected: ExpectedState; digests: Promise<AssembledDigests & { ramStamp: bigint }>; at: number }>;
+  /** Ends a wait on `received` when the handoff is aborted. */
+  cancelReceive: (err: Error) => void;
   vm?: VmInstance;
   resumed?: ResumeResult;
 }
@@ -91,13 +99,19 @@ export class TargetHandoffs {
     const endpoint: DataEndpoint = { ...address, token };
     const memoryPages = base.manifest.memory.sizeBytes / BLOCK_SIZE;
     const diskBlocks = base.manifest.disk.sizeBytes / BLOCK_SIZE;
+    // Hashes the RAM file from now on (the full pass first), so the check at the stop only
+    // re-reads what the last frames wrote.
+    const ramDigest = new AssembledMemoryDigest(files.ramFile, memoryPages, this.cloudlet.codecPool());
+    ramDigest.start();
     const [baseMemory, baseDisk] = await Promise.all([open(base.path('memory'), 'r'), open(base.path('disk'), 'r')]);
     const baseReader = baseChunkReader(baseMemory, base.manifest.memory.sizeBytes, baseDisk, base.manifest.disk.sizeBytes);
     const store: ChunkStore = {
       limit: (space) => (space === Space.Memory ? memoryPages : diskBlocks),
       writeRun: async (space, first, chunks) => {
-        if (space === Space.Memory) await ram.writev(chunks, first * BLOCK_SIZE);
-        else for (const [k, data] of chunks.entries()) await disk.writeBlock(first + k, data);
+        if (space === Space.Memory) {
+          await ram.writev(chunks, first * BLOCK_SIZE);
+          ramDigest.written(first, chunks.length);
+        } else for (const [k, data] of chunks.entries()) await disk.writeBlock(first + k, data);
       },
       read: async (space, indices, into) => {
         if (space === Space.Memory) return readRuns(ram, indices, into, base.manifest.memory.sizeBytes);
@@ -119,30 +133,33 @@ export class TargetHandoffs {
         deviceStateBytes += chunk.length;
       },
       applyBatch: (header, payload) => applyBatch(header, payload, store, baseReader),
-      complete: async (ack) => {
+      complete: async (ack, expected) => {
         // No fsync: it would cost the stopped VM time and buy nothing — the RAM file is on
         // tmpfs, and the disk overlay's dirty set lives in this process anyway.
-        // The digests start now, from the real bytes of the assembled RAM file, on every pool
-        // thread, while the source's own digest and the workflow's next step are on their way.
-        // Nothing writes these files after the last batch, so this is what QEMU will run on.
-        const digests = this.digestAssembled(files, base, disk);
+        // The digests complete now (the RAM file's pages written since their last hashing are
+        // read back on every pool thread). Nothing writes these files after the last batch, so
+        // this is what QEMU will run on.
+        const digests = this.digestAssembled(files, ramDigest, base, disk);
         digests.catch(() => undefined);
-        settle.resolve({ ack, digests, at: Date.now() });
+        settle.resolve({ ack, expected, digests, at: Date.now() });
       },
       fail: (err) => settle.reject(err),
     });
-    this.sessions.set(handoffId, { vmId, base, files, disk, ram, deviceState, baseFiles: [baseMemory, baseDisk], endpoint, received });
+    this.sessions.set(handoffId, { vmId, base, files, disk, ram, ramDigest, deviceState, baseFiles: [baseMemory, baseDisk], endpoint, received, cancelReceive: (err) => settle.reject(err) });
     return endpoint;
   }
 
   /**
    * Waits for the whole overlay, checks the assembled memory and disk against the source's
-   * digests at stop time, and starts QEMU paused on the verified state. A mismatch ends here.
+   * digests at stop time (sent with the overlay's end; `expected`, when given, must agree with
+   * them too), and starts QEMU paused on the verified state. A mismatch ends here. It may be
+   * called as soon as the handoff is prepared: it then waits out the stream, which is how the
+   * workflow keeps an orchestration hop off the stopped VM's path.
    */
-  async finalize(handoffId: string, expected: ExpectedState, waitMs = 120_000): Promise<FinalizeResult> {
+  async finalize(handoffId: string, expected?: ExpectedState, waitMs = 30 * 60_000): Promise<FinalizeResult> {
     const s = this.session(handoffId);
     const finalizeStartedAtMs = Date.now();
-    const { ack: received, digests, at: receivedAtMs } = await Promise.race([
+    const { ack: received, expected: sent, digests, at: receivedAtMs } = await Promise.race([
       s.received,
       new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`overlay for ${handoffId} not complete after ${waitMs} ms`)), waitMs).unref()),
     ]);
@@ -156,13 +173,16 @@ export class TargetHandoffs {
         );
     starting.catch(() => undefined);
     let { memoryDigest, diskDigest: disk, ramStamp } = await digests;
-    // Written since the digest began (nothing here does that)? Then prove the file as it is now.
+    // Written since the last frame by anything (nothing here does that)? Then read the whole
+    // file again and prove it as it is now.
     if ((await stat(s.files.ramFile, { bigint: true })).mtimeNs !== ramStamp) {
-      ({ memoryDigest, diskDigest: disk, ramStamp } = await this.digestAssembled(s.files, s.base, s.disk));
+      s.ramDigest.rehashAll();
+      ({ memoryDigest, diskDigest: disk, ramStamp } = await this.digestAssembled(s.files, s.ramDigest, s.base, s.disk));
     }
     const verifyMs = Date.now() - started;
-    if (memoryDigest !== expected.memoryDigest || disk !== expected.diskDigest) {
-      const which = [memoryDigest !== expected.memoryDigest && 'memory', disk !== expected.diskDigest && 'disk'].filter(Boolean).join(' and ');
+    const wrong = (e: ExpectedState) => [memoryDigest !== e.memoryDigest && 'memory', disk !== e.diskDigest && 'disk'].filter(Boolean).join(' and ');
+    const which = wrong(sent) || (expected ? wrong(expected) : '');
+    if (which) {
       s.vm = await starting.catch(() => undefined);
       await this.abort(handoffId);
       throw new HandoffError('STATE_MISMATCH', `assembled ${which} on ${this.cloudlet.name} do not match the source's digests at stop time; the VM was not resumed here`);
@@ -196,6 +216,7 @@ export class TargetHandoffs {
       await this.abort(handoffId);
       throw new HandoffError('GUEST_DID_NOT_CONTINUE', `VM ${s.vmId} did not go on at ${this.cloudlet.name}: ${(err as Error).message}`);
     }
+    s.ramDigest.close();
     this.cloudlet.adopt(s.vm);
     this.cloudlet.dataPlane.forget(handoffId);
     this.sessions.delete(handoffId);
@@ -205,15 +226,12 @@ export class TargetHandoffs {
 
   /**
    * The canonical digests of the assembled memory and disk, from the real bytes of the RAM file
-   * on every pool thread, with the file's modification time when the reading began.
+   * (see AssembledMemoryDigest), with the file's modification time when the last reading began.
    */
-  private async digestAssembled(files: VmFiles, base: CachedBaseImage, disk: DiskOverlay): Promise<AssembledDigests & { ramStamp: bigint }> {
-    // Taken before reading: on tmpfs a later write gets a distinct fine-grained timestamp.
+  private async digestAssembled(files: VmFiles, ramDigest: AssembledMemoryDigest, base: CachedBaseImage, disk: DiskOverlay): Promise<AssembledDigests & { ramStamp: bigint }> {
+    // Taken before the last reading: on tmpfs a later write gets a distinct fine-grained timestamp.
     const ramStamp = (await stat(files.ramFile, { bigint: true })).mtimeNs;
-    const [memoryDigest, diskDigestValue] = await Promise.all([
-      this.cloudlet.codecPool().digestFile(files.ramFile, base.manifest.memory.sizeBytes),
-      diskDigest(base, disk),
-    ]);
+    const [memoryDigest, diskDigestValue] = await Promise.all([ramDigest.settle(), diskDigest(base, disk)]);
     return { memoryDigest, diskDigest: diskDigestValue, ramStamp };
   }
 
@@ -223,6 +241,8 @@ export class TargetHandoffs {
     if (!s) return;
     this.sessions.delete(handoffId);
     this.cloudlet.dataPlane.forget(handoffId);
+    s.ramDigest.close();
+    s.cancelReceive(new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was aborted on ${this.cloudlet.name}`));
     await Promise.allSettled([s.ram.close(), s.deviceState.close(), ...s.baseFiles.map((f) => f.close())]);
     if (s.vm) {
       await s.vm.destroy();

@@ -44,6 +44,21 @@ export class ImageDigest {
     this.h.update(this.index).update(blockHashValue);
   }
 
+  /**
+   * Adds packed 40-byte (u64 index, SHA-256) records of non-zero blocks in one update. The run
+   * must be in ascending order and after every block added before; only its ends are checked,
+   * so callers pass runs cut from a table laid out by index (see PageHashTable).
+   */
+  addRun(records: Buffer): void {
+    if (records.length === 0) return;
+    if (records.length % 40 !== 0) throw new Error(`image digest: a run of ${records.length} bytes is not whole records`);
+    const first = Number(records.readBigUInt64LE(0));
+    const last = Number(records.readBigUInt64LE(records.length - 40));
+    if (first <= this.last || last < first) throw new Error(`image digest: run ${first}..${last} after block ${this.last}`);
+    this.last = last;
+    this.h.update(records);
+  }
+
   hex(): string {
     return this.h.digest('hex');
   }

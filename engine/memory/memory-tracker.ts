@@ -1,16 +1,20 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { BLOCK_SIZE } from '../blocks.js';
-import { ImageDigest, blockHash } from '../image/image-digest.js';
+import { PageHashTable, ZERO_PAGE_SHA } from './page-hash-table.js';
 
 const SCAN_PAGES = 1024;
-const SHA_BYTES = 32;
-const ZERO_PAGE_SHA = blockHash(Buffer.alloc(BLOCK_SIZE));
 
 /** Per page of a base memory snapshot: its 64-bit hash and its SHA-256. */
 export interface BasePageHashes {
   held: BigUint64Array;
-  sha: Buffer;
+  sha: PageHashTable;
+}
+
+/** Where a changed-pages scan runs (the codec pool). */
+export interface ScanPool {
+  changedPages(task: ChangedShareTask): Promise<Uint32Array>;
+  threads: number;
 }
 
 /** One thread's share of a changed-pages scan: pages [from, to) of the file against `held`. */
@@ -46,7 +50,7 @@ export class MemoryTracker {
   /** Shared, so that pool threads can compare against it without a copy. */
   private readonly held: BigUint64Array;
   /** SHA-256 of the same content, page by page: the stop-time digest folds these. */
-  private readonly sha: Buffer;
+  private readonly sha: PageHashTable;
 
   private constructor(
     readonly pages: number,
@@ -55,22 +59,44 @@ export class MemoryTracker {
   ) {
     this.held = new BigUint64Array(new SharedArrayBuffer(pages * 8));
     this.held.set(start.held);
-    this.sha = Buffer.from(start.sha);
+    this.sha = new PageHashTable(pages);
+    this.sha.copyFrom(start.sha);
   }
 
   /**
    * `changedPages` split over the pool's threads: on the stop's path (the guest is paused) and
    * between live epochs, one thread hashing a whole guest's RAM is the slowest step there is.
    */
-  async changedPagesOnPool(ramPath: string, pool: { changedPages(task: ChangedShareTask): Promise<Uint32Array>; threads: number }): Promise<number[]> {
-    const share = Math.ceil(this.pages / pool.threads / SCAN_PAGES) * SCAN_PAGES;
-    const parts: Array<Promise<Uint32Array>> = [];
-    for (let from = 0; from < this.pages; from += share) {
-      parts.push(pool.changedPages({ path: ramPath, held: this.held.buffer as SharedArrayBuffer, from, to: Math.min(this.pages, from + share) }));
-    }
+  async changedPagesOnPool(ramPath: string, pool: ScanPool): Promise<number[]> {
     const changed: number[] = [];
-    for (const part of await Promise.all(parts)) for (const i of part) changed.push(i);
+    for await (const part of this.changedPagesByShare(ramPath, pool, 1)) for (const i of part) changed.push(i);
     return changed;
+  }
+
+  /**
+   * The same scan in `sharesPerThread` × threads shares, in file order, one share per thread in
+   * flight: a caller can send what the first shares found while the rest is scanned, and its
+   * encoding tasks queue on the pool between shares rather than behind all of them. Marking
+   * pages sent meanwhile is safe: shares cover disjoint pages.
+   */
+  async *changedPagesByShare(ramPath: string, pool: ScanPool, sharesPerThread: number): AsyncGenerator<Uint32Array> {
+    const share = Math.ceil(this.pages / (pool.threads * sharesPerThread) / SCAN_PAGES) * SCAN_PAGES;
+    const held = this.held.buffer as SharedArrayBuffer;
+    let next = 0;
+    const dispatch = () => {
+      const from = next;
+      next = Math.min(this.pages, next + share);
+      const part = pool.changedPages({ path: ramPath, held, from, to: next });
+      part.catch(() => undefined);
+      return part;
+    };
+    const inFlight: Array<Promise<Uint32Array>> = [];
+    while (next < this.pages && inFlight.length < pool.threads) inFlight.push(dispatch());
+    while (inFlight.length > 0) {
+      const part = await inFlight.shift()!;
+      if (next < this.pages) inFlight.push(dispatch());
+      yield part;
+    }
   }
 
   /**
@@ -82,11 +108,11 @@ export class MemoryTracker {
     const pages = sizeBytes / BLOCK_SIZE;
     const held = new BigUint64Array(pages);
     await scanPages(base, 0, pages, (index, page) => (held[index] = hash(page)));
-    const sha = Buffer.alloc(pages * SHA_BYTES);
-    for (let i = 0; i < pages; i++) ZERO_PAGE_SHA.copy(sha, i * SHA_BYTES);
+    const sha = new PageHashTable(pages);
+    for (let i = 0; i < pages; i++) sha.set(i, ZERO_PAGE_SHA);
     for (const r of baseBlockHashes) {
       const b = Buffer.from(r.buffer, r.byteOffset, r.byteLength);
-      for (let off = 0; off < b.length; off += 40) b.copy(sha, Number(b.readBigUInt64LE(off)) * SHA_BYTES, off + 8, off + 40);
+      for (let off = 0; off < b.length; off += 40) sha.set(Number(b.readBigUInt64LE(off)), b.subarray(off + 8, off + 40));
     }
     return { held, sha };
   }
@@ -104,18 +130,13 @@ export class MemoryTracker {
    * digests its assembled file from its real bytes and must match.
    */
   digest(): string {
-    const d = new ImageDigest(this.pages * BLOCK_SIZE);
-    for (let i = 0; i < this.pages; i++) {
-      const h = this.sha.subarray(i * SHA_BYTES, (i + 1) * SHA_BYTES);
-      if (!h.equals(ZERO_PAGE_SHA)) d.add(i, h);
-    }
-    return d.hex();
+    return this.sha.digest();
   }
 
   /** Records the bytes read for sending as what the target will hold for that page. */
   sent(index: number, data: Uint8Array): void {
     this.held[index] = this.hash(data);
-    blockHash(Buffer.from(data.buffer, data.byteOffset, data.byteLength)).copy(this.sha, index * SHA_BYTES);
+    this.sha.setPage(index, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
   }
 }
 

@@ -3,6 +3,7 @@ import { Piscina } from 'piscina';
 import type { EncodeTask, EncodedPayload } from './encode-worker.js';
 import { digestFromRecords } from '../image/image-digest.js';
 import type { ChangedShareTask } from '../memory/memory-tracker.js';
+import type { PageRunsTask } from '../memory/page-hash-table.js';
 
 /** Digest ranges start on 4 MiB boundaries, the scan's step, so zero regions skip the same way. */
 const DIGEST_ALIGN = 4 << 20;
@@ -55,6 +56,11 @@ export class CodecPool {
   /** One share of a changed-pages scan (MemoryTracker splits the file over the threads). */
   changedPages(task: ChangedShareTask): Promise<Uint32Array> {
     return this.pool.run(task, { name: 'changedPagesShare' });
+  }
+
+  /** Hashes runs of a file's pages into a shared table; resolves to the pages hashed. */
+  hashPages(task: PageRunsTask): Promise<number> {
+    return this.pool.run(task, { name: 'pageRunsShare' });
   }
 
   /** Tasks waiting for a thread: above zero, the pool (CPU) is the bottleneck. */

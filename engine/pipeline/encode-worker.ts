@@ -5,6 +5,7 @@ import { encodeRecords, type ChunkRecord } from './chunk-records.js';
 import { loadChecksum, loadHash64 } from './checksum.js';
 import { changedShare, type ChangedShareTask } from '../memory/memory-tracker.js';
 import { blockHashRecords } from '../image/image-digest.js';
+import { hashPageRuns, type PageRunsTask } from '../memory/page-hash-table.js';
 
 /** One batch for a pool thread: delta-encode its chunks, compress, checksum. */
 export interface EncodeTask {
@@ -46,4 +47,9 @@ export async function digestShare(task: { path: string; sizeBytes: number; from:
 /** A share of a changed-pages scan, on a pool thread (see MemoryTracker.changedPagesOnPool). */
 export async function changedPagesShare(task: ChangedShareTask): Promise<Uint32Array> {
   return changedShare(task, await loadHash64());
+}
+
+/** Pages of a file hashed into a shared table, on a pool thread (see AssembledMemoryDigest). */
+export async function pageRunsShare(task: PageRunsTask): Promise<number> {
+  return hashPageRuns(task);
 }

@@ -49,7 +49,7 @@ export interface EncoderOptions {
  * capture → zero/dedup → delta → compress, in order. Reading and dedup run here; delta and
  * compression run on the pool, several batches at once; batches come out in sequence.
  */
-export async function* encodeOverlay(lists: ChunkList[], opts: EncoderOptions): AsyncGenerator<EncodedBatch> {
+export async function* encodeOverlay(lists: Iterable<ChunkList> | AsyncIterable<ChunkList>, opts: EncoderOptions): AsyncGenerator<EncodedBatch> {
   const window = opts.window ?? opts.pool.threads * 2;
   const inFlight: Array<Promise<EncodedBatch>> = [];
   let seq = 0;
@@ -67,13 +67,14 @@ export async function* encodeOverlay(lists: ChunkList[], opts: EncoderOptions): 
   while (inFlight.length) yield await inFlight.shift()!;
 }
 
-async function* classifiedBatches(lists: ChunkList[], opts: EncoderOptions): AsyncGenerator<{ records: ChunkRecord[]; stages: StageCounts; classifyMs: number }> {
+async function* classifiedBatches(lists: Iterable<ChunkList> | AsyncIterable<ChunkList>, opts: EncoderOptions): AsyncGenerator<{ records: ChunkRecord[]; stages: StageCounts; classifyMs: number }> {
   const data = Buffer.alloc(CHUNKS_PER_BATCH * BLOCK_SIZE);
   const base = Buffer.alloc(CHUNKS_PER_BATCH * BLOCK_SIZE);
   let records: ChunkRecord[] = [];
   let stages = emptyStages();
   let since = performance.now();
-  for (const { space, indices } of lists) {
+  // Lists may arrive while they are still being found (the stop-time scan, share by share).
+  for await (const { space, indices } of lists) {
     for (let k = 0; k < indices.length; k += CHUNKS_PER_BATCH) {
       const slice = indices.slice(k, k + CHUNKS_PER_BATCH);
       await Promise.all([opts.source.read(space, slice, data), opts.base.read(space, slice, base)]);

@@ -14,8 +14,11 @@ export interface OverlaySink {
   writeDeviceState(chunk: Buffer): Promise<void>;
   /** Verifies and applies one batch; returns the chunks it held. */
   applyBatch(header: BatchHeader, payload: Buffer): Promise<number>;
-  /** Called once the whole overlay arrived and its counts checked out. */
-  complete(ack: Ack): Promise<void>;
+  /**
+   * Called once the whole overlay arrived and its counts checked out, with the digests of the
+   * state the source stopped with: what the assembled memory and disk must match.
+   */
+  complete(ack: Ack, expected: { memoryDigest: string; diskDigest: string }): Promise<void>;
   fail(err: Error): void;
 }
 
@@ -111,7 +114,7 @@ export class DataPlaneServer {
               e.deviceStateSha256 !== deviceStateHash.digest('hex') ? "device state: SHA-256 differs from the sender's" : undefined;
             if (mismatch) throw new HandoffError('STATE_MISMATCH', `overlay arrived incomplete: ${mismatch}`);
             const ack: Ack = { ...counts, bytesReceived: decoder.bytesIn };
-            await sink.complete(ack);
+            await sink.complete(ack, { memoryDigest: e.memoryDigest, diskDigest: e.diskDigest });
             socket.end(encodeFrame({ type: FrameType.Ack, ack }));
             return;
           }

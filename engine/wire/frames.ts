@@ -9,10 +9,13 @@ import { HandoffError } from '../errors.js';
  * below: sequence, mode, sizes, xxHash64 checksums) and the compressed batch; the target checks
  * both checksums before it applies anything. Anything else is rejected with the reason named.
  * Device state frames carry the zstd-compressed device state in pieces; the end frame gives
- * its raw size and SHA-256. (Version 1 carried raw block frames; it is not spoken any more.)
+ * its raw size and SHA-256, and the canonical digests of the memory and disk the source stopped
+ * with, which the target checks what it assembled against before it lets anything resume.
+ * (Version 1 carried raw block frames, version 2 an end frame without the state digests; they are
+ * not spoken any more.)
  */
 export const WIRE_PROTOCOL = 'ehoff-wire';
-export const WIRE_VERSION = 2;
+export const WIRE_VERSION = 3;
 export const MAX_FRAME_BYTES = 16 << 20;
 
 export enum FrameType {
@@ -46,11 +49,14 @@ export const batchAckSchema = z.object({
   /** Everything received on this connection so far, frames included. */
   bytesReceived: z.number().int().nonnegative(),
 });
+const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'is not a 64-digit hex SHA-256');
 export const endSchema = z.object({
   batches: z.number().int().nonnegative(),
   chunks: z.number().int().nonnegative(),
   deviceStateBytes: z.number().int().nonnegative(),
-  deviceStateSha256: z.string().regex(/^[0-9a-f]{64}$/),
+  deviceStateSha256: sha256Hex,
+  memoryDigest: sha256Hex,
+  diskDigest: sha256Hex,
 });
 export const ackSchema = z.object({
   batches: z.number().int().nonnegative(),

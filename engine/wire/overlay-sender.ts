@@ -27,6 +27,8 @@ export interface OutgoingOverlay {
   batches: AsyncIterable<EncodedBatch>;
   /** Read once the batches are done: a live VM is only stopped (and its state saved) then. */
   deviceState: () => Promise<Buffer>;
+  /** The canonical digests of the stopped VM's memory and disk, read after the device state. */
+  stateDigests: () => Promise<{ memoryDigest: string; diskDigest: string }>;
   /** Operator's bandwidth cap, read as the stream goes; null for none. */
   capMbps?: () => number | null;
 }
@@ -55,9 +57,13 @@ async function* overlayFrames(o: OutgoingOverlay, token: string, observer: SendO
   for (let off = 0; off < packed.length; off += 1 << 20) {
     yield encodeFrame({ type: FrameType.DeviceState, data: packed.subarray(off, off + (1 << 20)) });
   }
+  const { memoryDigest, diskDigest } = await o.stateDigests();
   yield encodeFrame({
     type: FrameType.End,
-    end: { batches, chunks, deviceStateBytes: deviceState.length, deviceStateSha256: createHash('sha256').update(deviceState).digest('hex') },
+    end: {
+      batches, chunks, deviceStateBytes: deviceState.length, deviceStateSha256: createHash('sha256').update(deviceState).digest('hex'),
+      memoryDigest, diskDigest,
+    },
   });
 }
 
