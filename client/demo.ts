@@ -24,6 +24,8 @@ async function main(): Promise<void> {
       'run-seconds': { type: 'string', default: '5' },
       keep: { type: 'boolean', default: false },
       mbps: { type: 'string' },
+      /** Round trip between the cloudlets, with --mbps; the issue's WAN: 50 ms. */
+      'rtt-ms': { type: 'string', default: '50' },
     },
   });
   const memoryMiB = Number(values['memory-mib']);
@@ -34,6 +36,8 @@ async function main(): Promise<void> {
   }
   const mbps = values.mbps === undefined ? undefined : Number(values.mbps);
   if (mbps !== undefined && !(mbps > 0 && mbps <= 10_000)) throw new Error(`--mbps must be a rate in Mbit/s (e.g. 10), got ${values.mbps}`);
+  const rttMs = Number(values['rtt-ms']);
+  if (!(rttMs >= 0 && rttMs <= 2_000)) throw new Error(`--rtt-ms must be a round trip in ms between 0 and 2000, got ${values['rtt-ms']}`);
   const say = (line: string) => console.log(line);
   const t0 = Date.now();
 
@@ -44,7 +48,7 @@ async function main(): Promise<void> {
     runTag: `demo-${process.pid}`,
     devServer: { dbFile: join(STATE_DIR, 'temporal.db'), preferredPort: 7233, preferredUiPort: 8233 },
     cloudlets: ['A', 'B'].map((name) => ({ name, baseImages: [base.dir], imageCacheDir: join(STATE_DIR, 'cloudlets', name, 'images') })),
-    ...(mbps !== undefined ? { wan: { mbps } } : {}),
+    ...(mbps !== undefined ? { wan: { mbps, rttMs } } : {}),
     log: say,
   });
   let stopping = false;
@@ -90,10 +94,13 @@ async function main(): Promise<void> {
   if (values.json) console.log(JSON.stringify(summary));
 }
 
-/** kvstore: text-like records under updates (the default); heartbeat: a counter and a small heap. */
+/**
+ * kvstore: text-like records under updates (the default); heartbeat: a counter and a small heap.
+ * Both beat every 50 ms, so the guest-side gap overstates the pause by at most that.
+ */
 function demoWorkload(name: string, mib: number): { name: string; args: string[] } {
-  if (name === 'kvstore') return { name, args: [String(mib), '500', '200'] };
-  if (name === 'heartbeat') return { name, args: [String(mib), '200'] };
+  if (name === 'kvstore') return { name, args: [String(mib), '500', '50'] };
+  if (name === 'heartbeat') return { name, args: [String(mib), '50'] };
   throw new Error(`--workload must be kvstore or heartbeat, got ${name}`);
 }
 

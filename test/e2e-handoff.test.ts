@@ -120,7 +120,8 @@ test('the VM moves A → B: state verified, guest goes on, five steps in the his
     return true;
   });
 
-  // The audit trail: the history holds each step as an activity, in order.
+  // The audit trail: the history holds each step as an activity, in order (the target's
+  // finalize is scheduled with the stream, to be waiting when its last frame lands).
   const history = await cluster.client.workflow.getHandle(result.workflowId).fetchHistory();
   const activities = (history.events ?? [])
     .map((e) => e.activityTaskScheduledEventAttributes)
@@ -129,8 +130,8 @@ test('the VM moves A → B: state verified, guest goes on, five steps in the his
   assert.deepEqual(activities, [
     'snapshot@cloudlet-A',
     'negotiateBaseImage@cloudlet-B',
-    'streamOverlay@cloudlet-A',
     'finalize@cloudlet-B',
+    'streamOverlay@cloudlet-A',
     'resume@cloudlet-B',
     'retire@cloudlet-A',
   ]);

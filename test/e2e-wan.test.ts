@@ -10,10 +10,12 @@ import { WORKFLOW_TASK_QUEUE } from '../workflows/definitions.js';
 import { testBaseImage, tempRoot } from './support/fixtures.js';
 
 // The same path over a kernel-shaped WAN: each cloudlet and the Temporal server in its own
-// network namespace, every cloudlet's link a tbf at 20 Mbit/s on both ends.
+// network namespace, every cloudlet's link a tbf at 20 Mbit/s on both ends, 50 ms of round trip
+// between the cloudlets (the testbed's delay relay).
 
 const run = promisify(execFile);
 const MBPS = 20;
+const RTT_MS = 50;
 let root: Awaited<ReturnType<typeof tempRoot>>;
 let cluster: EmbeddedCluster;
 let stopped = false;
@@ -24,7 +26,7 @@ before(async () => {
   cluster = await startEmbeddedCluster({
     runTag: `wan-${process.pid}`,
     devServer: { dbFile: join(root.dir, 'temporal.db') },
-    wan: { mbps: MBPS },
+    wan: { mbps: MBPS, rttMs: RTT_MS },
     cloudlets: ['A', 'B'].map((name) => ({ name, baseImages: [base.dir], imageCacheDir: join(root.dir, `${name}-images`) })),
   });
   await cluster.client.workflow.execute('launchVm', {
@@ -50,6 +52,20 @@ test('a busy VM moves live over the shaped link: verified, the guest goes on, it
   const stream = result.steps.find((s) => s.step === 'stream')!;
   const floorMs = ((result.stages.payloadBytes * 8) / (MBPS * 1e6)) * 1000;
   assert.ok(stream.endedAt! - stream.startedAt >= floorMs, `the stream (${stream.endedAt! - stream.startedAt} ms) cannot beat the ${MBPS} Mbit/s link (${floorMs.toFixed(0)} ms)`);
+});
+
+test('the link adds its round trip: cloudlet to cloudlet, and half of it to the core', async () => {
+  const wan = cluster.wan!;
+  const minRtt = async (to: string) => {
+    const { stdout } = await run('ip', ['netns', 'exec', wan.cloudlet('A').ns, 'ping', '-n', '-q', '-c', '6', '-i', '0.2', to]);
+    const m = /= ([\d.]+)\//.exec(stdout.split('\n').find((l) => l.includes('min/avg/max')) ?? '');
+    assert.ok(m, `no round trip in ping's output: ${stdout}`);
+    return Number(m[1]);
+  };
+  const toB = await minRtt(wan.cloudlet('B').address);
+  assert.ok(toB >= RTT_MS && toB < RTT_MS + 15, `A → B round trip ${toB} ms, want ${RTT_MS} ms plus little`);
+  const toCore = await minRtt(wan.cloudlet('A').coreAddress);
+  assert.ok(toCore >= RTT_MS / 2 && toCore < RTT_MS / 2 + 10, `A → core round trip ${toCore} ms, want ${RTT_MS / 2} ms plus little`);
 });
 
 test('the link rate changes during a run: a bulk transfer follows it', async () => {

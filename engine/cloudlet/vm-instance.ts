@@ -67,10 +67,11 @@ export class VmInstance {
   }
 
   /**
-   * Mounts the disk and starts QEMU paused from `deviceState` (the base's, or a received one).
-   * On failure everything started here is undone; the caller still owns `files` and `disk`.
+   * Mounts the disk and starts QEMU paused from `deviceState` (the base's, or a received one),
+   * or without one, waiting for `loadDeviceState`. On failure everything started here is undone;
+   * the caller still owns `files` and `disk`.
    */
-  static async start(vmId: string, base: CachedBaseImage, files: VmFiles, disk: DiskOverlay, deviceState: string): Promise<VmInstance> {
+  static async start(vmId: string, base: CachedBaseImage, files: VmFiles, disk: DiskOverlay, deviceState?: string): Promise<VmInstance> {
     const fuse = await FuseDisk.mount(files.mountPoint, disk);
     try {
       const paths: VmPaths = {
@@ -82,7 +83,7 @@ export class VmInstance {
         serialSocket: files.serialSocket,
         serialLog: files.serialLog,
       };
-      const qemu = await QemuVm.start(base.manifest.machine, paths, { deviceState });
+      const qemu = await QemuVm.start(base.manifest.machine, paths, deviceState === undefined ? { awaitIncoming: true } : { deviceState });
       const vm = new VmInstance(vmId, base, files, disk, fuse, qemu);
       await vm.heartbeats.start();
       return vm;
@@ -90,6 +91,11 @@ export class VmInstance {
       await fuse.unmount().catch(() => undefined);
       throw err;
     }
+  }
+
+  /** The device state for a VM started without one; it stays paused until `cont`. */
+  async loadDeviceState(file: string): Promise<void> {
+    await this.qemu.loadDeviceState(file);
   }
 
   async console(line: string): Promise<void> {

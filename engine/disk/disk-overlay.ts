@@ -12,6 +12,7 @@ export class DiskOverlay {
   private epochDirty = new Set<number>();
   /** Blocks being copied from the base before their first partial write. */
   private readonly materializing = new Map<number, Promise<void>>();
+  private writes = 0;
 
   private constructor(
     readonly sizeBytes: number,
@@ -23,6 +24,11 @@ export class DiskOverlay {
     const base = await open(basePath, 'r');
     const overlay = await open(overlayPath, 'w+');
     return new DiskOverlay(sizeBytes, base, overlay);
+  }
+
+  /** Writes so far, of any kind: a changed count means the overlay changed. */
+  get writeCount(): number {
+    return this.writes;
   }
 
   get dirtyCount(): number {
@@ -74,6 +80,7 @@ export class DiskOverlay {
     if (position % BLOCK_SIZE !== 0) partial.add(first);
     if ((position + length) % BLOCK_SIZE !== 0) partial.add(last);
     for (const b of partial) await this.materialize(b);
+    this.writes++;
     await this.overlay.write(from, 0, length, position);
     // Whole blocks turn dirty only once written, so a concurrent read sees old or new, never zeros.
     for (let b = first; b <= last; b++) {
@@ -93,6 +100,7 @@ export class DiskOverlay {
   async writeBlock(index: number, data: Buffer): Promise<void> {
     if (data.length !== BLOCK_SIZE) throw new Error(`disk block ${index} has ${data.length} bytes, expected ${BLOCK_SIZE}`);
     this.dirty.add(index);
+    this.writes++;
     await this.overlay.write(data, 0, BLOCK_SIZE, index * BLOCK_SIZE);
   }
 

@@ -1,4 +1,5 @@
 import { PageHashTable, type PageRunsTask } from '../memory/page-hash-table.js';
+import { BackgroundRounds } from './background-rounds.js';
 
 /** What hashes the pages: the cloudlet's codec pool. */
 export interface PageHasher {
@@ -7,7 +8,7 @@ export interface PageHasher {
 }
 
 /** Writes arriving within this long are hashed in one round (the live epochs write in bursts). */
-const COALESCE_MS = 100;
+export const COALESCE_MS = 100;
 
 /**
  * The digest of a RAM file under assembly, kept current while the overlay arrives so that the
@@ -28,12 +29,7 @@ export class AssembledMemoryDigest {
   readonly table: PageHashTable;
   private readonly dirty: Uint8Array;
   private dirtyCount: number;
-  /** Rounds back to back until nothing is dirty; one at a time, never two reading the same page. */
-  private pumping?: Promise<void>;
-  /** Ends the coalescing wait early: someone needs the digest now. */
-  private hurry?: () => void;
-  private closed = false;
-  private failure?: Error;
+  private readonly rounds: BackgroundRounds;
 
   constructor(
     private readonly path: string,
@@ -43,11 +39,12 @@ export class AssembledMemoryDigest {
     this.table = new PageHashTable(pages);
     this.dirty = new Uint8Array(pages).fill(1);
     this.dirtyCount = pages;
+    this.rounds = new BackgroundRounds(() => this.round(), () => this.dirtyCount > 0, `hashing the assembled RAM file ${path}`);
   }
 
   /** Starts hashing in the background; the first round is the full pass. */
   start(): void {
-    this.pump(0);
+    this.rounds.poke(0);
   }
 
   /** Pages [first, first + count) were written; call after the write returned. */
@@ -58,7 +55,7 @@ export class AssembledMemoryDigest {
         this.dirtyCount++;
       }
     }
-    this.pump(COALESCE_MS);
+    this.rounds.poke(COALESCE_MS);
   }
 
   /** Marks the whole file for reading again. */
@@ -71,43 +68,13 @@ export class AssembledMemoryDigest {
    * come: it waits for the round in flight and hashes whatever is left.
    */
   async settle(): Promise<string> {
-    for (;;) {
-      this.hurry?.();
-      await this.pumping;
-      if (this.failure) throw this.failure;
-      if (this.dirtyCount === 0) return this.table.digest();
-      if (this.closed) throw new Error(`the digest of ${this.path} was closed with ${this.dirtyCount} pages not read back`);
-      this.pump(0);
-    }
+    await this.rounds.settle();
+    return this.table.digest();
   }
 
   /** Stops starting rounds (the one in flight finishes). */
   close(): void {
-    this.closed = true;
-    this.hurry?.();
-  }
-
-  private pump(delayMs: number): void {
-    if (this.pumping || this.closed || this.failure) return;
-    this.pumping = (async () => {
-      try {
-        if (delayMs > 0) {
-          await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, delayMs);
-            this.hurry = () => {
-              clearTimeout(timer);
-              resolve();
-            };
-          });
-          this.hurry = undefined;
-        }
-        while (this.dirtyCount > 0 && !this.closed) await this.round();
-      } catch (err) {
-        this.failure = new Error(`hashing the assembled RAM file ${this.path}: ${(err as Error).message}`);
-      } finally {
-        this.pumping = undefined;
-      }
-    })();
+    this.rounds.close();
   }
 
   /** Takes the dirty pages (clearing their marks) and hashes them on every pool thread. */

@@ -8,8 +8,8 @@ import type { DiskOverlay } from '../disk/disk-overlay.js';
 import type { CachedBaseImage } from '../image/image-cache.js';
 import type { DataEndpoint } from '../wire/overlay-sender.js';
 import type { Ack } from '../wire/frames.js';
-import { diskDigest } from './state-digest.js';
 import { AssembledMemoryDigest } from './assembled-memory-digest.js';
+import { AssembledDiskDigest } from './assembled-disk-digest.js';
 import { applyBatch, type ChunkStore } from '../pipeline/batch-applier.js';
 import { Space } from '../pipeline/chunk-records.js';
 import { baseChunkReader, readRuns } from '../pipeline/chunk-source.js';
@@ -42,6 +42,8 @@ export interface ResumeResult {
 interface AssembledDigests {
   memoryDigest: string;
   diskDigest: string;
+  /** What the digests were taken of: the RAM file's mtime and the overlay's write count then. */
+  stamp: { ramMtimeNs: bigint; diskWrites: number };
 }
 
 interface Session {
@@ -52,15 +54,19 @@ interface Session {
   ram: FileHandle;
   /** The RAM file's digest, kept current as the overlay is written. */
   ramDigest: AssembledMemoryDigest;
+  /** The disk's digest, kept the same way. */
+  diskDigest: AssembledDiskDigest;
   deviceState: FileHandle;
   /** Base files opened for resolving deltas and references; closed when reception ends. */
   baseFiles: FileHandle[];
   endpoint: DataEndpoint;
+  /** QEMU, started when the handoff was prepared and waiting for its device state. */
+  qemu: Promise<VmInstance>;
   /**
    * The whole overlay arrived, with the source's digests at stop time (`expected`); the digests
    * of what it assembled are being computed.
    */
-  received: Promise<{ ack: Ack; expected: ExpectedState; digests: Promise<AssembledDigests & { ramStamp: bigint }>; at: number }>;
+  received: Promise<{ ack: Ack; expected: ExpectedState; digests: Promise<AssembledDigests>; at: number }>;
   /** Ends a wait on `received` when the handoff is aborted. */
   cancelReceive: (err: Error) => void;
   vm?: VmInstance;
@@ -99,10 +105,17 @@ export class TargetHandoffs {
     const endpoint: DataEndpoint = { ...address, token };
     const memoryPages = base.manifest.memory.sizeBytes / BLOCK_SIZE;
     const diskBlocks = base.manifest.disk.sizeBytes / BLOCK_SIZE;
-    // Hashes the RAM file from now on (the full pass first), so the check at the stop only
-    // re-reads what the last frames wrote.
+    // QEMU starts now, waiting for its device state, so that its start-up (process, machine,
+    // FUSE disk) is not on the stopped VM's path. It maps the RAM file but does not touch it
+    // until it runs.
+    const qemu = VmInstance.start(vmId, base, files, disk);
+    qemu.catch(() => undefined);
+    // The RAM file's digest is kept from then on (the full pass first), so the check at the stop
+    // only re-reads what the last frames wrote. It begins once QEMU is up: a write by QEMU's own
+    // start-up would be read back and fail the check, not slip past it.
     const ramDigest = new AssembledMemoryDigest(files.ramFile, memoryPages, this.cloudlet.codecPool());
-    ramDigest.start();
+    void qemu.finally(() => ramDigest.start()).catch(() => undefined);
+    const assembledDisk = new AssembledDiskDigest(base, disk);
     const [baseMemory, baseDisk] = await Promise.all([open(base.path('memory'), 'r'), open(base.path('disk'), 'r')]);
     const baseReader = baseChunkReader(baseMemory, base.manifest.memory.sizeBytes, baseDisk, base.manifest.disk.sizeBytes);
     const store: ChunkStore = {
@@ -111,7 +124,12 @@ export class TargetHandoffs {
         if (space === Space.Memory) {
           await ram.writev(chunks, first * BLOCK_SIZE);
           ramDigest.written(first, chunks.length);
-        } else for (const [k, data] of chunks.entries()) await disk.writeBlock(first + k, data);
+        } else {
+          for (const [k, data] of chunks.entries()) {
+            await disk.writeBlock(first + k, data);
+            assembledDisk.written(first + k);
+          }
+        }
       },
       read: async (space, indices, into) => {
         if (space === Space.Memory) return readRuns(ram, indices, into, base.manifest.memory.sizeBytes);
@@ -139,13 +157,13 @@ export class TargetHandoffs {
         // The digests complete now (the RAM file's pages written since their last hashing are
         // read back on every pool thread). Nothing writes these files after the last batch, so
         // this is what QEMU will run on.
-        const digests = this.digestAssembled(files, ramDigest, base, disk);
+        const digests = this.digestAssembled(files, ramDigest, assembledDisk, disk);
         digests.catch(() => undefined);
         settle.resolve({ ack, expected, digests, at: Date.now() });
       },
       fail: (err) => settle.reject(err),
     });
-    this.sessions.set(handoffId, { vmId, base, files, disk, ram, ramDigest, deviceState, baseFiles: [baseMemory, baseDisk], endpoint, received, cancelReceive: (err) => settle.reject(err) });
+    this.sessions.set(handoffId, { vmId, base, files, disk, ram, ramDigest, diskDigest: assembledDisk, deviceState, baseFiles: [baseMemory, baseDisk], endpoint, qemu, received, cancelReceive: (err) => settle.reject(err) });
     return endpoint;
   }
 
@@ -164,26 +182,32 @@ export class TargetHandoffs {
       new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`overlay for ${handoffId} not complete after ${waitMs} ms`)), waitMs).unref()),
     ]);
     const started = Date.now();
-    // QEMU loads the device state (paused: -S) while the digests are checked; it runs only
-    // after `resume`, and only if they matched. Starting it here is off the downtime's path.
+    // QEMU (up since `prepare`) loads the device state, paused, while the digests are checked;
+    // it runs only after `resume`, and only if they matched.
     const starting = s.vm
       ? Promise.resolve(s.vm)
-      : Promise.allSettled([s.ram.close(), s.deviceState.close(), ...s.baseFiles.map((f) => f.close())]).then(() =>
-          VmInstance.start(s.vmId, s.base, s.files, s.disk, s.files.deviceState),
-        );
+      : Promise.allSettled([s.ram.close(), s.deviceState.close(), ...s.baseFiles.map((f) => f.close())])
+          .then(() => s.qemu)
+          .then(async (vm) => {
+            await vm.loadDeviceState(s.files.deviceState);
+            return vm;
+          });
     starting.catch(() => undefined);
-    let { memoryDigest, diskDigest: disk, ramStamp } = await digests;
-    // Written since the last frame by anything (nothing here does that)? Then read the whole
-    // file again and prove it as it is now.
-    if ((await stat(s.files.ramFile, { bigint: true })).mtimeNs !== ramStamp) {
-      s.ramDigest.rehashAll();
-      ({ memoryDigest, diskDigest: disk, ramStamp } = await this.digestAssembled(s.files, s.ramDigest, s.base, s.disk));
+    let { memoryDigest, diskDigest: disk, stamp } = await digests;
+    // Written since the last frame by anything (nothing here does that)? Then read it all
+    // again and prove it as it is now.
+    const ramMoved = (await stat(s.files.ramFile, { bigint: true })).mtimeNs !== stamp.ramMtimeNs;
+    const diskMoved = s.disk.writeCount !== stamp.diskWrites;
+    if (ramMoved || diskMoved) {
+      if (ramMoved) s.ramDigest.rehashAll();
+      if (diskMoved) s.diskDigest.rehashAll();
+      ({ memoryDigest, diskDigest: disk, stamp } = await this.digestAssembled(s.files, s.ramDigest, s.diskDigest, s.disk));
     }
     const verifyMs = Date.now() - started;
     const wrong = (e: ExpectedState) => [memoryDigest !== e.memoryDigest && 'memory', disk !== e.diskDigest && 'disk'].filter(Boolean).join(' and ');
     const which = wrong(sent) || (expected ? wrong(expected) : '');
     if (which) {
-      s.vm = await starting.catch(() => undefined);
+      await starting.catch(() => undefined);
       await this.abort(handoffId);
       throw new HandoffError('STATE_MISMATCH', `assembled ${which} on ${this.cloudlet.name} do not match the source's digests at stop time; the VM was not resumed here`);
     }
@@ -217,6 +241,7 @@ export class TargetHandoffs {
       throw new HandoffError('GUEST_DID_NOT_CONTINUE', `VM ${s.vmId} did not go on at ${this.cloudlet.name}: ${(err as Error).message}`);
     }
     s.ramDigest.close();
+    s.diskDigest.close();
     this.cloudlet.adopt(s.vm);
     this.cloudlet.dataPlane.forget(handoffId);
     this.sessions.delete(handoffId);
@@ -225,14 +250,14 @@ export class TargetHandoffs {
   }
 
   /**
-   * The canonical digests of the assembled memory and disk, from the real bytes of the RAM file
-   * (see AssembledMemoryDigest), with the file's modification time when the last reading began.
+   * The canonical digests of the assembled memory and disk, from their real bytes read back
+   * (see AssembledMemoryDigest, AssembledDiskDigest), with what they were taken of.
    */
-  private async digestAssembled(files: VmFiles, ramDigest: AssembledMemoryDigest, base: CachedBaseImage, disk: DiskOverlay): Promise<AssembledDigests & { ramStamp: bigint }> {
+  private async digestAssembled(files: VmFiles, ramDigest: AssembledMemoryDigest, diskDigest: AssembledDiskDigest, disk: DiskOverlay): Promise<AssembledDigests> {
     // Taken before the last reading: on tmpfs a later write gets a distinct fine-grained timestamp.
-    const ramStamp = (await stat(files.ramFile, { bigint: true })).mtimeNs;
-    const [memoryDigest, diskDigestValue] = await Promise.all([ramDigest.settle(), diskDigest(base, disk)]);
-    return { memoryDigest, diskDigest: diskDigestValue, ramStamp };
+    const stamp = { ramMtimeNs: (await stat(files.ramFile, { bigint: true })).mtimeNs, diskWrites: disk.writeCount };
+    const [memoryDigest, diskDigestValue] = await Promise.all([ramDigest.settle(), diskDigest.settle()]);
+    return { memoryDigest, diskDigest: diskDigestValue, stamp };
   }
 
   /** Discards everything this handoff created here. Safe to repeat. */
@@ -242,10 +267,12 @@ export class TargetHandoffs {
     this.sessions.delete(handoffId);
     this.cloudlet.dataPlane.forget(handoffId);
     s.ramDigest.close();
+    s.diskDigest.close();
     s.cancelReceive(new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was aborted on ${this.cloudlet.name}`));
     await Promise.allSettled([s.ram.close(), s.deviceState.close(), ...s.baseFiles.map((f) => f.close())]);
-    if (s.vm) {
-      await s.vm.destroy();
+    const vm = s.vm ?? (await s.qemu.catch(() => undefined));
+    if (vm) {
+      await vm.destroy();
     } else {
       await s.disk.close();
       await removeVmFiles(s.files);

@@ -138,7 +138,8 @@ export class QemuVm {
     await this.waitForMigration('outgoing');
   }
 
-  private async loadDeviceState(file: string): Promise<void> {
+  /** Loads a device state into a QEMU started with `awaitIncoming`; it stays paused. */
+  async loadDeviceState(file: string): Promise<void> {
     assertSafePath(file, 'device state');
     await this.setIgnoreShared();
     await this.qmp.execute('migrate-incoming', { uri: `exec:cat ${file}` });

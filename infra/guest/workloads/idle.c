@@ -1,10 +1,16 @@
-/* idle: an application that holds no changing state; only its heartbeat moves. */
+/*
+ * idle: an application that holds no changing state; only its heartbeat moves.
+ * usage: idle [interval-ms]
+ */
+#include <stdlib.h>
 #include <unistd.h>
 #include "beat.h"
 
-int main(void) {
+int main(int argc, char **argv) {
+  double interval = argc > 1 ? atof(argv[1]) : 200;
+  if (interval < 1) interval = 1;
   for (;;) {
-    beat(200);
-    usleep(200 * 1000);
+    beat(interval);
+    usleep((useconds_t)(interval * 1000));
   }
 }
