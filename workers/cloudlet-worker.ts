@@ -10,6 +10,7 @@ import { TargetHandoffs } from '../engine/handoff/target-handoff.js';
 import { cloudletNameSchema } from '../engine/names.js';
 import { PREFIX } from '../infra/paths.js';
 import { WORKFLOW_TASK_QUEUE, cloudletTaskQueue } from '../workflows/definitions.js';
+import { pageScanImplementation } from '../engine/memory/native-page-scan.js';
 
 /**
  * One cloudlet's worker process: owns the cloudlet's VMs (QEMU children, FUSE disks), polls the
@@ -78,6 +79,7 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
     prefix: PREFIX,
   });
   await cloudlet.start();
+  console.log(`[${config.cloudlet}] changed-pages scan: ${pageScanImplementation()}`);
   for (const dir of config.installBase) {
     const image = await cloudlet.images.install(dir);
     console.log(`[${config.cloudlet}] base image ${image.manifest.id} in cache`);

@@ -2,6 +2,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { BLOCK_SIZE } from '../blocks.js';
 import { PageHashTable, ZERO_PAGE_SHA } from './page-hash-table.js';
+import { nativePageScan } from './native-page-scan.js';
 
 const SCAN_PAGES = 1024;
 
@@ -25,9 +26,13 @@ export interface ChangedShareTask {
   to: number;
 }
 
-/** Runs on a pool thread: the pages in the share whose 64-bit hash differs from `held`. */
-export async function changedShare(task: ChangedShareTask, hash: (d: Uint8Array) => bigint): Promise<Uint32Array> {
+/**
+ * Runs on a pool thread: the pages in the share whose 64-bit hash differs from `held`. In C
+ * where the native scanner loads (one copy, native xxHash64), else read here and hashed in wasm.
+ */
+export async function changedShare(task: ChangedShareTask, hash: (d: Uint8Array) => bigint, native = nativePageScan()): Promise<Uint32Array> {
   const held = new BigUint64Array(task.held);
+  if (native) return native.changedPages(task.path, held, task.from, task.to);
   const file = await open(task.path, 'r');
   const changed: number[] = [];
   try {
