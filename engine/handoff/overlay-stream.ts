@@ -67,6 +67,8 @@ const SHRINK = 0.9;
 /** Each non-shrinking epoch pauses the guest this much more of the time, up to the maximum. */
 const THROTTLE_STEP = 0.25;
 const MAX_THROTTLE = 0.75;
+/** Live epochs at most between the convergence decision and the pause (see the stop). */
+const MAX_CATCH_UP_EPOCHS = 3;
 /** The longest the live side waits for the link to drain before the pause. */
 const DRAIN_TIMEOUT_MS = 10_000;
 /**
@@ -257,11 +259,29 @@ export async function streamOverlay(opts: {
         diskBlocks = vm.disk.takeEpochDirty();
       }
       // Before the pause: no more samples on the pool (the stop-time scan needs every thread),
-      // and let the link drain what is already queued, while the guest still runs — what it
-      // dirties meanwhile goes in the final epoch, which then has the link to itself.
+      // and let the link drain what is already queued, while the guest still runs, so the
+      // final epoch has the link to itself.
       clearInterval(sampler);
       await samplingDone.catch(() => undefined);
       await inFlight.drained(DRAIN_TIMEOUT_MS);
+      // What the guest dirtied while the link drained (a demo run: 600 pages where 216 were
+      // left at the decision) goes in more live epochs, each drained before the next scan, until
+      // what is left would take half the budget or stops shrinking: the stopped epoch then holds
+      // little more than what changes during the last of them.
+      for (let k = 0, before = Infinity; stop.converged && k < MAX_CATCH_UP_EPOCHS; k++) {
+        const catchUpMemory = await changedPages();
+        const catchUpDisk = [...new Set([...diskBlocks, ...vm.disk.takeEpochDirty()])].sort((a, b) => a - b);
+        diskBlocks = catchUpDisk;
+        const pending = catchUpMemory.length + catchUpDisk.length;
+        if (finalEpochEstimateMs(pending) <= policy.downtimeBudgetMs / 2 || pending > before * SHRINK) break;
+        before = pending;
+        yield* epoch(epochs.length, true, [
+          { space: Space.Memory, indices: catchUpMemory },
+          { space: Space.Disk, indices: catchUpDisk },
+        ]);
+        diskBlocks = [];
+        await inFlight.drained(DRAIN_TIMEOUT_MS);
+      }
       // Stop and copy: pause, then send what changed since it was last read.
       await throttle.release();
       await vm.qemu.pause();
