@@ -161,7 +161,7 @@ async function main(): Promise<void> {
             guestContinued: r.guestContinued,
             ...(r.verified && r.guestContinued ? {} : { note: `verified ${r.verified}, guest continued ${r.guestContinued}` }),
           });
-          details.push({ ...cell, system: 'handoff', downtimeBreakdown: r.downtimeBreakdown, precopy: r.precopy, epochs: r.epochs, modeSwitches: r.modeSwitches.map((s) => `${s.from}→${s.to}`), bytesSent: r.bytesSent, stages: r.stages });
+          details.push({ ...cell, system: 'handoff', downtimeBreakdown: r.downtimeBreakdown, guestGapParts: r.guestGapParts, precopy: r.precopy, epochs: r.epochs, modeSwitches: r.modeSwitches.map((s) => `${s.from}→${s.to}`), bytesSent: r.bytesSent, stages: r.stages });
           log(`  handoff: ${fmt(rows.at(-1)!)} (${r.precopy.stopReason}, ${r.epochs.length} epochs)`);
         }
 

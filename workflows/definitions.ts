@@ -80,6 +80,9 @@ export interface HandoffResult {
   downtimeBreakdown: Array<{ step: string; ms: number }>;
   /** Guest side: the longest silence between heartbeats across the handoff, on the host clock. */
   guestGapMs: number | null;
+  /** Its two candidates: the longest silence while the guest ran at the source (the pre-copy,
+   * its slowdown included), and the one across the stop (last beat there → first beat here). */
+  guestGapParts: { liveMs: number; acrossStopMs: number | null };
   bytesSent: number;
   memoryPages: number;
   diskBlocks: number;

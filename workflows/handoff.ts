@@ -175,6 +175,10 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
         resumed.firstHeartbeatAtMs !== null && stream.lastHeartbeatAtMs !== null
           ? Math.max(stream.liveMaxGapMs, resumed.firstHeartbeatAtMs - stream.lastHeartbeatAtMs)
           : null,
+      guestGapParts: {
+        liveMs: stream.liveMaxGapMs,
+        acrossStopMs: resumed.firstHeartbeatAtMs !== null && stream.lastHeartbeatAtMs !== null ? resumed.firstHeartbeatAtMs - stream.lastHeartbeatAtMs : null,
+      },
       bytesSent: stream.bytesSent,
       memoryPages: stream.epochs[0]?.memoryPages ?? 0,
       diskBlocks: stream.epochs[0]?.diskBlocks ?? 0,
