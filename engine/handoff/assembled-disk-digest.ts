@@ -1,7 +1,7 @@
 import { BLOCK_SIZE } from '../blocks.js';
 import type { DiskOverlay } from '../disk/disk-overlay.js';
 import type { CachedBaseImage } from '../image/image-cache.js';
-import { blockHash, digestFromBlockHashes, isZeroBlock } from '../image/image-digest.js';
+import { blockHash, digestFromBlockHashes, isZeroBlock, mergeBlockHashes } from '../image/image-digest.js';
 import { BackgroundRounds } from './background-rounds.js';
 import { COALESCE_MS } from './assembled-memory-digest.js';
 
@@ -41,12 +41,7 @@ export class AssembledDiskDigest {
     // Any overlay block not seen through `written` is read too: the overlay's own set rules.
     for (const i of this.disk.dirtyBlocks()) if (!this.hashes.has(i)) this.dirty.add(i);
     await this.rounds.settle();
-    const merged = new Map(await this.base.diskBlockHashes());
-    for (const [i, h] of this.hashes) {
-      if (h === null) merged.delete(i);
-      else merged.set(i, h);
-    }
-    return digestFromBlockHashes(this.base.manifest.disk.sizeBytes, merged);
+    return digestFromBlockHashes(this.base.manifest.disk.sizeBytes, mergeBlockHashes(await this.base.diskBlockHashes(), this.hashes));
   }
 
   close(): void {

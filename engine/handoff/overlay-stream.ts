@@ -180,6 +180,8 @@ export async function streamOverlay(opts: {
     // The pool's threads hash with the same xxHash64 when they scan for changed pages.
     const tracker = MemoryTracker.fromBase(opts.basePageHashes, await loadHash64());
     const changedPages = () => tracker.changedPagesOnPool(vm.files.ramFile, pool);
+    /** Disk blocks still to send plus those written since the last epoch began, ascending. */
+    const withEpochDirty = (pending: number[]) => [...new Set([...pending, ...vm.disk.takeEpochDirty()])].sort((a, b) => a - b);
     let seq = 0;
     const epoch = async function* (n: number, live: boolean, lists: Iterable<ChunkList> | AsyncIterable<ChunkList>): AsyncGenerator<EncodedBatch> {
       const t0 = Date.now();
@@ -270,7 +272,7 @@ export async function streamOverlay(opts: {
       // little more than what changes during the last of them.
       for (let k = 0, before = Infinity; stop.converged && k < MAX_CATCH_UP_EPOCHS; k++) {
         const catchUpMemory = await changedPages();
-        const catchUpDisk = [...new Set([...diskBlocks, ...vm.disk.takeEpochDirty()])].sort((a, b) => a - b);
+        const catchUpDisk = withEpochDirty(diskBlocks);
         diskBlocks = catchUpDisk;
         const pending = catchUpMemory.length + catchUpDisk.length;
         if (finalEpochEstimateMs(pending) <= policy.downtimeBudgetMs / 2 || pending > before * SHRINK) break;
@@ -297,7 +299,7 @@ export async function streamOverlay(opts: {
       });
       deviceStateSaved.catch(() => undefined);
       // The blocks taken for the epoch that was not run still have to go.
-      const finalDisk = [...new Set([...diskBlocks, ...vm.disk.takeEpochDirty()])].sort((a, b) => a - b);
+      const finalDisk = withEpochDirty(diskBlocks);
       const scan = tracker.changedPagesByShare(vm.files.ramFile, pool, STOP_SCAN_SHARES_PER_THREAD);
       const finalLists = async function* (): AsyncGenerator<ChunkList> {
         for await (const share of scan) yield { space: Space.Memory, indices: Array.from(share) };

@@ -146,10 +146,15 @@ export function digestFromRecords(sizeBytes: number, ranges: Uint8Array[]): stri
 
 /** Base block hashes with some blocks replaced (the overlay): the image the VM sees. */
 export function overlayHashes(base: BlockHashes, overlay: Iterable<[number, Buffer]>): BlockHashes {
+  return mergeBlockHashes(base, Array.from(overlay, ([index, block]) => [index, isZeroBlock(block) ? null : blockHash(block)] as [number, Buffer | null]));
+}
+
+/** Base block hashes with some blocks' hashes replaced; null: the block is now all zeros. */
+export function mergeBlockHashes(base: BlockHashes, replaced: Iterable<[number, Buffer | null]>): BlockHashes {
   const merged = new Map(base);
-  for (const [index, block] of overlay) {
-    if (isZeroBlock(block)) merged.delete(index);
-    else merged.set(index, blockHash(block));
+  for (const [index, hash] of replaced) {
+    if (hash === null) merged.delete(index);
+    else merged.set(index, hash);
   }
   return merged;
 }

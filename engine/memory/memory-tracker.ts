@@ -1,10 +1,8 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { BLOCK_SIZE } from '../blocks.js';
 import { PageHashTable, ZERO_PAGE_SHA } from './page-hash-table.js';
 import { nativePageScan } from './native-page-scan.js';
-
-const SCAN_PAGES = 1024;
+import { SCAN_PAGES, scanPages } from './scan-pages.js';
 
 /** Per page of a base memory snapshot: its 64-bit hash and its SHA-256. */
 export interface BasePageHashes {
@@ -142,17 +140,5 @@ export class MemoryTracker {
   sent(index: number, data: Uint8Array): void {
     this.held[index] = this.hash(data);
     this.sha.setPage(index, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
-  }
-}
-
-/** Calls `visit` for pages [from, to) of a file, in order, read 4 MiB at a time. */
-async function scanPages(file: FileHandle, from: number, to: number, visit: (index: number, page: Buffer) => void): Promise<void> {
-  const buf = Buffer.alloc(SCAN_PAGES * BLOCK_SIZE);
-  for (let first = from; first < to; first += SCAN_PAGES) {
-    const n = Math.min(SCAN_PAGES, to - first);
-    const { bytesRead } = await file.read(buf, 0, n * BLOCK_SIZE, first * BLOCK_SIZE);
-    if (bytesRead < n * BLOCK_SIZE) buf.fill(0, bytesRead, n * BLOCK_SIZE);
-    for (let k = 0; k < n; k++) visit(first + k, buf.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE));
-    await yieldToLoop();
   }
 }

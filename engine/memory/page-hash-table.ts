@@ -1,9 +1,9 @@
 import { open } from 'node:fs/promises';
 import { BLOCK_SIZE } from '../blocks.js';
 import { ImageDigest, blockHash, isZeroBlock } from '../image/image-digest.js';
+import { SCAN_PAGES, scanPages } from './scan-pages.js';
 
 const RECORD_BYTES = 40;
-const RUN_PAGES = 1024;
 export const ZERO_PAGE_SHA = blockHash(Buffer.alloc(BLOCK_SIZE));
 
 /**
@@ -81,19 +81,14 @@ export interface PageRunsTask {
 export async function hashPageRuns(task: PageRunsTask): Promise<number> {
   const table = new PageHashTable(task.pages, task.table);
   const file = await open(task.path, 'r');
-  const buf = Buffer.alloc(RUN_PAGES * BLOCK_SIZE);
+  const buf = Buffer.alloc(SCAN_PAGES * BLOCK_SIZE);
   let hashed = 0;
   try {
     for (let r = 0; r + 1 < task.runs.length; r += 2) {
-      const start = task.runs[r]!;
-      const end = start + task.runs[r + 1]!;
-      for (let first = start; first < end; first += RUN_PAGES) {
-        const n = Math.min(RUN_PAGES, end - first);
-        const { bytesRead } = await file.read(buf, 0, n * BLOCK_SIZE, first * BLOCK_SIZE);
-        if (bytesRead < n * BLOCK_SIZE) buf.fill(0, bytesRead, n * BLOCK_SIZE);
-        for (let k = 0; k < n; k++) table.setPage(first + k, buf.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE));
-        hashed += n;
-      }
+      const first = task.runs[r]!;
+      const count = task.runs[r + 1]!;
+      await scanPages(file, first, first + count, (index, page) => table.setPage(index, page), buf);
+      hashed += count;
     }
   } finally {
     await file.close();
