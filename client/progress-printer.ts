@@ -18,7 +18,7 @@ export function summarize(r: HandoffResult): string[] {
   const mb = (b: number) => `${(b / 1e6).toFixed(2)} MB`;
   return [
     `handoff ${r.workflowId}: VM ${r.vmId} moved ${r.source} → ${r.target} on base ${r.baseImageId}`,
-    `  total ${r.totalMs} ms, downtime ${r.downtimeMs} ms (host), guest silent ${r.guestGapMs ?? '?'} ms at most (${r.guestGapParts.acrossStopMs ?? '?'} across the stop, ${r.guestGapParts.liveMs} while live), ${mb(r.bytesSent)} sent`,
+    `  total ${r.totalMs} ms, downtime ${r.downtimeMs} ms (host), guest silent ${r.guestGapMs ?? '?'} ms at most (${r.guestGapParts.acrossStopMs ?? '?'} across the stop: ${r.guestGapParts.beforePauseMs ?? '?'} before the pause + downtime + ${r.guestGapParts.afterResumeMs ?? '?'} after cont; ${r.guestGapParts.liveMs} while live), ${mb(r.bytesSent)} sent`,
     `  downtime by step: ${r.downtimeBreakdown.map((d) => `${d.step} ${d.ms} ms`).join(' · ')}`,
     `  overlay: ${r.memoryPages} memory pages, ${r.diskBlocks} disk blocks, ${r.deviceStateBytes} bytes of device state`,
     `  live pre-copy: ${r.epochs.map((e) => `${e.live ? 'epoch' : 'stop-and-copy'} ${e.epoch}: ${e.memoryPages + e.diskBlocks} chunks in ${e.ms} ms`).join('; ')} (${r.precopy.stopReason})`,

@@ -119,7 +119,11 @@ test('the five steps run in order, each on the cloudlet that owns it, then the s
   assert.ok(result);
   assert.equal(result.downtimeMs, 400);
   assert.equal(result.guestGapMs, 510, 'guest gap: last heartbeat at the source (990) to the first at the target (1500)');
-  assert.deepEqual(result.guestGapParts, { liveMs: 120, acrossStopMs: 510 }, 'and its parts: the live phase\'s longest silence, and across the stop');
+  assert.deepEqual(
+    result.guestGapParts,
+    { liveMs: 120, acrossStopMs: 510, beforePauseMs: 10, afterResumeMs: 100 },
+    'and its parts: the live phase\'s longest silence; across the stop, split as 10 ms before the pause + 400 ms downtime + 100 ms after cont',
+  );
   assert.equal(result.verified, true);
   assert.equal(result.guestContinued, true);
   assert.deepEqual(result.steps.map((s) => s.step), ['snapshot', 'negotiate', 'stream', 'finalize', 'resume', 'retire-source', 'done']);

@@ -81,8 +81,10 @@ export interface HandoffResult {
   /** Guest side: the longest silence between heartbeats across the handoff, on the host clock. */
   guestGapMs: number | null;
   /** Its two candidates: the longest silence while the guest ran at the source (the pre-copy,
-   * its slowdown included), and the one across the stop (last beat there → first beat here). */
-  guestGapParts: { liveMs: number; acrossStopMs: number | null };
+   * its slowdown included), and the one across the stop (last beat there → first beat here).
+   * The latter is the host downtime plus the two ends around it: how old the source's last beat
+   * was when it paused, and how long the target's guest took to beat after `cont` returned. */
+  guestGapParts: { liveMs: number; acrossStopMs: number | null; beforePauseMs: number | null; afterResumeMs: number | null };
   bytesSent: number;
   memoryPages: number;
   diskBlocks: number;

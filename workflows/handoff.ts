@@ -178,6 +178,8 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
       guestGapParts: {
         liveMs: stream.liveMaxGapMs,
         acrossStopMs: resumed.firstHeartbeatAtMs !== null && stream.lastHeartbeatAtMs !== null ? resumed.firstHeartbeatAtMs - stream.lastHeartbeatAtMs : null,
+        beforePauseMs: stream.lastHeartbeatAtMs === null ? null : stream.pausedAtMs - stream.lastHeartbeatAtMs,
+        afterResumeMs: resumed.firstHeartbeatAtMs === null ? null : resumed.firstHeartbeatAtMs - resumed.resumedAtMs,
       },
       bytesSent: stream.bytesSent,
       memoryPages: stream.epochs[0]?.memoryPages ?? 0,
