@@ -1,4 +1,4 @@
-import type { ExpectedState, FinalizeResult, ResumeResult, TargetHandoffs } from '../engine/handoff/target-handoff.js';
+import type { ExpectedState, FinalizeResult, FinishResult, ResumeResult, TargetHandoffs } from '../engine/handoff/target-handoff.js';
 import type { DataEndpoint } from '../engine/wire/overlay-sender.js';
 import { asActivity } from './failures.js';
 
@@ -12,7 +12,10 @@ export function createTargetActivities(target: TargetHandoffs) {
       asActivity(() => target.finalize(a.handoffId, a.expected)),
     resume: (a: { handoffId: string; heartbeatAtStop: number | null }): Promise<ResumeResult> =>
       asActivity(() => target.resume(a.handoffId, a.heartbeatAtStop)),
-    abort: (a: { handoffId: string }): Promise<void> => asActivity(() => target.abort(a.handoffId)),
+    /** finalize, then resume on the verified state without a round trip through the workflow. */
+    finish: (a: { handoffId: string }): Promise<FinishResult> => asActivity(() => target.finish(a.handoffId)),
+    /** `resumed: true`: the VM was already continued here, and nothing was undone. */
+    abort: (a: { handoffId: string }): Promise<{ resumed: boolean }> => asActivity(() => target.abort(a.handoffId)),
   };
 }
 export type TargetActivities = ReturnType<typeof createTargetActivities>;

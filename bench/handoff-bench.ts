@@ -1,14 +1,14 @@
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Workload } from '../engine/names.js';
 import { ensureBaseImage } from '../infra/base-image/build-base-image.js';
 import { startEmbeddedCluster } from '../infra/embedded-cluster.js';
-import { PREFIX, REPO_ROOT, STATE_DIR } from '../infra/paths.js';
-import { totalTimeChart } from './handoff/chart-svg.js';
+import { PREFIX, STATE_DIR } from '../infra/paths.js';
 import { extractOverlay, xzSize, type FloorMeasurement } from './handoff/floor.js';
 import { runProjectHandoff } from './handoff/project-handoff.js';
 import { runQemuMigration, type QemuSystem } from './handoff/qemu-migration.js';
+import { SYSTEMS, markdownTable, writeReportFiles, type BenchRow, type System } from './handoff/report.js';
 
 /**
  * npm run bench:handoff [-- --quick] [-- --json] [-- --workloads kvstore,fluid] [-- --mbps 5,10,25]
@@ -41,8 +41,6 @@ const { values } = parseArgs({
 });
 
 const MEMORY_MIB = 1024;
-const SYSTEMS = ['handoff', 'qemu-tuned', 'qemu-classic', 'floor'] as const;
-type System = (typeof SYSTEMS)[number];
 
 /**
  * Every workload beats every 50 ms: the guest-side gap is read from the heartbeats, and it
@@ -73,21 +71,6 @@ function workloadFor(name: string, quick: boolean): Workload {
   }
 }
 
-export interface BenchRow {
-  workload: string;
-  mbps: number;
-  system: System;
-  totalSeconds: number;
-  downtimeSeconds: number | null;
-  guestGapSeconds: number | null;
-  wireBytes: number;
-  cpuSeconds: number | null;
-  /** False when the run hit its cap: totalSeconds is then a lower bound. */
-  completed: boolean;
-  /** The guest beat on at the target past its last heartbeat at the source (null: not measured). */
-  guestContinued: boolean | null;
-  note?: string;
-}
 
 function parseList(raw: string | undefined, fallback: string[], what: string): string[] {
   const items = (raw ?? fallback.join(',')).split(',').map((s) => s.trim()).filter(Boolean);
@@ -135,16 +118,11 @@ async function main(): Promise<void> {
   const floors = new Map<string, Promise<FloorMeasurement>>();
   const rows: BenchRow[] = [];
   const details: Record<string, unknown>[] = [];
-  const outDir = join(REPO_ROOT, 'docs', 'bench');
-  await mkdir(outDir, { recursive: true });
   const name = values.label ? `handoff-bench-${values.label}` : quick ? 'handoff-bench-quick' : 'handoff-bench';
   // Written after every cell, so an interrupted run of hours keeps what it measured.
   const writeReport = async (finished: boolean) => {
     const floorsMeasured = finished ? Object.fromEntries(await Promise.all([...floors].map(async ([w, f]) => [w, await f] as const))) : undefined;
-    const report = { generatedAt: new Date().toISOString(), finished, wallSeconds: (Date.now() - startedAt) / 1000, memoryMiB: MEMORY_MIB, warmupSeconds, rttMs, systems, rows, details, floors: floorsMeasured };
-    await writeFile(join(outDir, `${name}.json`), JSON.stringify(report, null, 2) + '\n');
-    const bars = rows.map((row) => ({ group: `${row.workload} @ ${row.mbps} Mbit/s`, series: row.system, seconds: row.totalSeconds, lowerBound: !row.completed }));
-    await writeFile(join(outDir, `${name}.svg`), totalTimeChart(`VM handoff over a tc-shaped WAN${rttMs > 0 ? `, ${rttMs} ms RTT` : ''}: total time (1 GiB guest, 8 GiB disk)`, systems, bars));
+    await writeReportFiles(name, { generatedAt: new Date().toISOString(), finished, wallSeconds: (Date.now() - startedAt) / 1000, memoryMiB: MEMORY_MIB, warmupSeconds, rttMs, systems, rows, details, floors: floorsMeasured });
   };
   const background = new AbortController();
   // Ctrl-C: the cluster stops its workers and VMs, the testbed goes, xz is killed.
@@ -264,17 +242,6 @@ function fmt(r: BenchRow): string {
   return `${r.completed ? '' : '≥ '}${r.totalSeconds.toFixed(1)} s total, downtime ${s(r.downtimeSeconds)}, guest gap ${s(r.guestGapSeconds)}, ${(r.wireBytes / 1e6).toFixed(1)} MB on the wire, ${r.cpuSeconds?.toFixed(1) ?? '—'} CPU s`;
 }
 
-/** The README's table: one line per cell and system, with the handoff's ratios to the others. */
-export function markdownTable(rows: BenchRow[]): string {
-  const lines = ['| workload | Mbit/s | system | total s | × handoff | downtime s (host) | guest gap s | wire MB | CPU s | guest went on |', '|---|---|---|---|---|---|---|---|---|---|'];
-  for (const r of rows) {
-    const h = rows.find((x) => x.workload === r.workload && x.mbps === r.mbps && x.system === 'handoff');
-    const ratio = h ? (r.totalSeconds / h.totalSeconds).toFixed(2) : '—';
-    const s = (v: number | null) => (v === null ? '—' : v.toFixed(2));
-    lines.push(`| ${r.workload} | ${r.mbps} | ${r.system} | ${r.completed ? '' : '≥ '}${r.totalSeconds.toFixed(1)} | ${r.completed ? '' : '≥ '}${ratio} | ${s(r.downtimeSeconds)} | ${s(r.guestGapSeconds)} | ${(r.wireBytes / 1e6).toFixed(1)} | ${r.cpuSeconds?.toFixed(1) ?? '—'} | ${r.guestContinued === null ? '—' : r.guestContinued ? 'yes' : '**no**'} |`);
-  }
-  return lines.join('\n');
-}
 
 main().then(
   () => process.exit(0),

@@ -82,7 +82,7 @@ test('mode ids round-trip and unknown ones are refused', () => {
 test('the profiler measures R only while the link was kept busy', () => {
   let now = 0;
   const p = new StreamProfiler(2, () => now, 0);
-  const batch = (bytes: number) => ({ seq: 0, modeId: 'xor/zstd-3', payload: new Uint8Array(bytes), rawBytes: 0, rawXxh64: '', payloadXxh64: '', busyMs: 10, classifyMs: 1, inputBytes: 1 << 20, stages: { chunks: 256, zero: 0, baseRefs: 0, selfRefs: 0, data: 256 } });
+  const batch = (bytes: number) => ({ seq: 0, modeId: 'xor/zstd-3', payload: new Uint8Array(bytes), rawBytes: 0, rawXxh64: '', payloadXxh64: '', busyMs: 10, classifyMs: 1, inputBytes: 1 << 20, stages: { chunks: 256, zero: 0, baseRefs: 0, selfRefs: 0, data: 256, againstPrevious: 0 } });
   // 12 batches of 1 MB queued at once (the first two only warm up); acks arrive at 10 Mbit/s.
   for (let i = 0; i < 12; i++) p.recordBatch(batch(1_000_000), 1_000_000);
   for (let i = 1; i <= 5; i++) {

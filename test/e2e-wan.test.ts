@@ -47,6 +47,7 @@ test('a busy VM moves live over the shaped link: verified, the guest goes on, it
   assert.equal(result.guestContinued, true);
   assert.ok(result.epochs.length >= 2 && result.epochs[0]!.live, 'pre-copy ran while the guest did');
   assert.ok(result.heartbeatAtStop! > 5, 'the guest kept beating during the pre-copy');
+  assert.ok(result.stages.againstPrevious > 0, `pages dirtied again went as XORs with their previous send (${result.stages.againstPrevious} of ${result.stages.data})`);
   // Generous: a benchmark, not this test, holds the sub-second target.
   assert.ok(result.guestGapMs !== null && result.guestGapMs < 15_000, `guest silent at most ${result.guestGapMs} ms`);
   const stream = result.steps.find((s) => s.step === 'stream')!;

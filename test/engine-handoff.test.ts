@@ -53,11 +53,12 @@ test('a VM moves from A to B with verified state and a guest that goes on', asyn
   assert.equal(stream.ack.chunks, stream.stages.chunks);
   assert.ok(stream.stages.payloadBytes < stream.stages.inputBytes / 2, `the pipeline reduced the overlay (${stream.stages.payloadBytes} of ${stream.stages.inputBytes} bytes)`);
   assert.equal(await A.vm('eng-vm').qemu.status() !== 'running', true, 'the source is stopped once the stream ends');
-  const fin = await target.finalize('h-ok', stream);
+  // The target's own finish: verify against the digests sent with the overlay's end, resume.
+  const { finalized: fin, resumed } = await target.finish('h-ok');
   assert.equal(fin.memoryDigest, stream.memoryDigest);
   assert.equal(fin.diskDigest, stream.diskDigest);
-  const resumed = await target.resume('h-ok', stream.heartbeatAtStop);
-  assert.ok(resumed.heartbeatAfter! > stream.heartbeatAtStop!, 'the counter went on from where it stopped');
+  assert.ok(resumed.heartbeatAfter! > stream.heartbeatAtStop!, 'the counter went on from where it stopped (the end frame carried where)');
+  assert.deepEqual(await target.abort('h-ok'), { resumed: true }, 'an abort after the resume undoes nothing');
   assert.ok(stream.heartbeatAtStop! > snap.heartbeatAtStart!, 'the guest ran during the pre-copy');
   await source.retire('h-ok', 'eng-vm');
   assert.equal(A.hasVm('eng-vm'), false);
@@ -97,6 +98,7 @@ test('state corrupted in transit is caught before resume: the target refuses, th
     return true;
   });
   assert.equal(B.hasVm('bad-vm'), false, 'the VM never ran at the target');
+  assert.deepEqual(await target.abort('h-bad'), { resumed: false });
   const back = await source.rollback('h-bad', 'bad-vm');
   assert.equal(back.runState, 'running');
   const hb = (await A.describe('bad-vm')).lastHeartbeat!;

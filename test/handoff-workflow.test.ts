@@ -36,8 +36,11 @@ after(async () => {
   await env?.teardown();
 });
 
-/** Where to inject a failure; 'digests' has the target verify digests other than the source's. */
-type FailAt = 'snapshot' | 'negotiateBaseImage' | 'streamOverlay' | 'finalize' | 'resume' | 'digests' | undefined;
+/**
+ * Where to inject a failure. 'digests': the target reports digests other than the source's;
+ * 'streamAfterEnd': the source's stream fails after the target got the overlay's end.
+ */
+type FailAt = 'snapshot' | 'negotiateBaseImage' | 'streamOverlay' | 'streamAfterEnd' | 'finish' | 'retire' | 'digests' | undefined;
 
 type StreamBehaviour = () => Promise<Record<string, number>>;
 
@@ -50,6 +53,10 @@ function streamEnd() {
 }
 
 function fakeCloudlet(name: string, calls: string[], failAt: FailAt, end: ReturnType<typeof streamEnd>, stream?: StreamBehaviour): SourceActivities & TargetActivities {
+  /** The target has continued the VM (what its abort then answers). */
+  let resumedHere = false;
+  const finalized = () => ({ memoryDigest: (failAt === 'digests' ? 'x' : 'm').repeat(64), diskDigest: 'd'.repeat(64), verified: true as const, verifyMs: 1, received: { batches: 1, chunks: 12, deviceStateBytes: 5, bytesReceived: 12345 }, marks: { receivedAtMs: 1190, finalizeStartedAtMs: 1270, verifiedAtMs: 1300 } });
+  const resumed = { resumedAtMs: 1400, resumeStartedAtMs: 1350, heartbeatAfter: 8, firstHeartbeatAtMs: 1500, runState: 'running' };
   const step = async <T>(activity: string, value: T): Promise<T> => {
     calls.push(`${name}.${activity}`);
     if (activity === failAt) throw ApplicationFailure.nonRetryable(`injected failure in ${activity}`, 'INJECTED');
@@ -59,7 +66,7 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt, end: Return
     snapshot: (a) => step('snapshot', { handoffId: a.handoffId, vmId: a.vmId, baseImageId: 'base-0123456789abcdef', heartbeatAtStart: 3 }),
     streamOverlay: async () => stepThenEnd(step('streamOverlay', {
       bytesSent: 12345, ack: { batches: 1, chunks: 12, deviceStateBytes: 5, bytesReceived: 12345 }, streamMs: 3,
-      stages: { chunks: 12, zero: 1, baseRefs: 1, selfRefs: 0, data: 10, inputBytes: 49152, rawBytes: 41000, payloadBytes: 9000 },
+      stages: { chunks: 12, zero: 1, baseRefs: 1, selfRefs: 0, data: 10, againstPrevious: 0, inputBytes: 49152, rawBytes: 41000, payloadBytes: 9000 },
       modesUsed: stream ? await stream() : { 'xor/zstd-3': 1 },
       epochs: [{ epoch: 0, live: true, memoryPages: 10, diskBlocks: 2, ms: 5 }, { epoch: 1, live: false, memoryPages: 1, diskBlocks: 0, ms: 1 }],
       stopReason: 'converged', converged: true, guestSlowdown: [], pausedAtMs: 1000, heartbeatAtStop: 7, lastHeartbeatAtMs: 990, liveMaxGapMs: 120,
@@ -69,21 +76,33 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt, end: Return
     rollback: () => step('rollback', { runState: 'running' }),
     retire: () => step('retire', undefined),
     negotiateBaseImage: () => step('negotiateBaseImage', { host: '127.0.0.1', port: 1, token: 't'.repeat(32) }),
-    // Checks against what the source sent in-band (here: the same fixed digests), after the stream.
+    // Checks against what the source sent in-band (here: the same fixed digests) once the stream
+    // has ended, then continues the VM; a refusal leaves nothing behind, as the real one.
+    finish: async () => {
+      await end.ended;
+      const value = await step('finish', { finalized: finalized(), resumed });
+      resumedHere = true;
+      return value;
+    },
+    // The steps of workflows started before 'resume-at-finalize'.
     finalize: async () => {
       await end.ended;
-      return step('finalize', { memoryDigest: (failAt === 'digests' ? 'x' : 'm').repeat(64), diskDigest: 'd'.repeat(64), verified: true as const, verifyMs: 1, received: { batches: 1, chunks: 12, deviceStateBytes: 5, bytesReceived: 12345 }, marks: { receivedAtMs: 1190, finalizeStartedAtMs: 1270, verifiedAtMs: 1300 } });
+      return step('finalize', finalized());
     },
-    resume: () => step('resume', { resumedAtMs: 1400, resumeStartedAtMs: 1350, heartbeatAfter: 8, firstHeartbeatAtMs: 1500, runState: 'running' }),
+    resume: () => step('resume', resumed),
     abort: async () => {
       end.reject(new Error('aborted'));
-      return step('abort', undefined);
+      return step('abort', { resumed: resumedHere });
     },
   };
   async function stepThenEnd<T>(running: Promise<T>): Promise<T> {
     try {
       const value = await running;
       end.resolve();
+      if (failAt === 'streamAfterEnd') {
+        await sleep(200); // the target has the overlay's end and resumes; the source's report is lost
+        throw ApplicationFailure.nonRetryable('injected failure after the overlay\'s end', 'INJECTED');
+      }
       return value;
     } catch (err) {
       end.reject(err as Error);
@@ -113,9 +132,9 @@ async function runWith(failAt: FailAt, input: unknown = { vmId: 'vm-1', source: 
   return { ...outcome, calls };
 }
 
-test('the five steps run in order, each on the cloudlet that owns it, then the source retires', async () => {
+test('the steps run in order, each on the cloudlet that owns it, then the source retires', async () => {
   const { result, calls } = await runWith(undefined);
-  assert.deepEqual(calls, ['A.snapshot', 'B.negotiateBaseImage', 'A.streamOverlay', 'B.finalize', 'B.resume', 'A.retire']);
+  assert.deepEqual(calls, ['A.snapshot', 'B.negotiateBaseImage', 'A.streamOverlay', 'B.finish', 'A.retire']);
   assert.ok(result);
   assert.equal(result.downtimeMs, 400);
   assert.equal(result.guestGapMs, 510, 'guest gap: last heartbeat at the source (990) to the first at the target (1500)');
@@ -129,7 +148,7 @@ test('the five steps run in order, each on the cloudlet that owns it, then the s
   assert.deepEqual(result.steps.map((s) => s.step), ['snapshot', 'negotiate', 'stream', 'finalize', 'resume', 'retire-source', 'done']);
 });
 
-for (const failAt of ['negotiateBaseImage', 'streamOverlay', 'finalize', 'resume'] as const) {
+for (const failAt of ['negotiateBaseImage', 'streamOverlay', 'finish'] as const) {
   test(`a failure in ${failAt} aborts the target and puts the VM back to running at the source`, async () => {
     const { error, calls } = await runWith(failAt);
     assert.ok(error instanceof WorkflowFailedError, 'the workflow fails');
@@ -139,12 +158,31 @@ for (const failAt of ['negotiateBaseImage', 'streamOverlay', 'finalize', 'resume
   });
 }
 
-test('digests verified at the target that differ from the source\'s result stop the handoff before resume', async () => {
-  const { error, calls } = await runWith('digests');
-  assert.ok(error instanceof WorkflowFailedError);
-  assert.match(String((error.cause as Error).message), /verified digests that differ from the source's result.*runs on at A/);
-  assert.ok(!calls.includes('B.resume'), 'the target never resumes');
-  assert.deepEqual(calls.slice(-2), ['B.abort', 'A.rollback']);
+test('once the target has resumed the VM, no failure resumes the source: it is left stopped, or retired', async () => {
+  // The two reports disagree after the target resumed on what it verified: the move stands, and
+  // it is not called clean.
+  const differ = await runWith('digests');
+  assert.ok(differ.error instanceof WorkflowFailedError);
+  assert.match(String((differ.error.cause as Error).message), /failed at step 'resume' after B had resumed it: the target verified digests that differ from the source's report\. The VM runs at B; its copy at A was left stopped/);
+  assert.equal((differ.error.cause as ApplicationFailure).type, 'HANDOFF_FAILED_AFTER_RESUME');
+  assert.deepEqual(differ.calls.slice(-2), ['B.finish', 'B.abort']);
+  assert.ok(!differ.calls.includes('A.rollback'), 'the source copy is not resumed');
+
+  const retire = await runWith('retire');
+  assert.match(String((retire.error as WorkflowFailedError).cause?.message), /failed at step 'retire-source' after B had resumed it.*runs at B/);
+  assert.deepEqual(retire.calls.slice(-3), ['B.finish', 'A.retire', 'B.abort']);
+
+  // The source loses its stream after the target got the overlay's end: the target resumed, so
+  // the handoff stands, the source is retired, and the run says the report is missing.
+  const lost = await runWith('streamAfterEnd');
+  assert.equal((lost.error as WorkflowFailedError).cause instanceof ApplicationFailure && ((lost.error as WorkflowFailedError).cause as ApplicationFailure).type, 'HANDOFF_UNREPORTED');
+  assert.match(String((lost.error as WorkflowFailedError).cause?.message), /moved from A to B: verified, resumed and going on there, its copy at A retired; .*injected failure after the overlay's end/);
+  assert.deepEqual(lost.calls, ['A.snapshot', 'B.negotiateBaseImage', 'A.streamOverlay', 'B.finish', 'B.abort', 'A.retire']);
+});
+
+test('a stream that fails before the target resumed releases the target once and resumes the source', async () => {
+  const { calls } = await runWith('streamOverlay');
+  assert.deepEqual(calls, ['A.snapshot', 'B.negotiateBaseImage', 'A.streamOverlay', 'B.abort', 'A.rollback']);
 });
 
 test('a failed snapshot rolls back the source without touching the target', async () => {

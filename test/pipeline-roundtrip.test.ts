@@ -11,6 +11,7 @@ import { CodecPool } from '../engine/pipeline/codec-pool.js';
 import { Space } from '../engine/pipeline/chunk-records.js';
 import { baseChunkReader, type ChunkReader } from '../engine/pipeline/chunk-source.js';
 import { DedupIndex } from '../engine/pipeline/dedup-index.js';
+import { SentChunkCache } from '../engine/pipeline/sent-chunk-cache.js';
 import { encodeOverlay, type EncodedBatch } from '../engine/pipeline/overlay-encoder.js';
 import type { BatchHeader } from '../engine/wire/frames.js';
 import { testBaseImage, tempRoot } from './support/fixtures.js';
@@ -188,5 +189,83 @@ test('property: any overlay over any base round-trips byte-identical', async () 
       await roundTrip(bm, bd, m, d, mode);
     }),
     { numRuns: 25 },
+  );
+});
+
+/** Sends one epoch: the chunks that differ between `was` and `now` (memory only), applied at `target`. */
+async function sendEpoch(was: Buffer, now: Buffer, target: ChunkStore, base: ChunkReader, dedup: DedupIndex, previous: SentChunkCache, mode: string) {
+  const counts = { data: 0, againstPrevious: 0, payload: 0 };
+  const emptyDisk = Buffer.alloc(0);
+  for await (const b of encodeOverlay([{ space: Space.Memory, indices: changed(was, now) }], {
+    pool, dedup: dedup.forOverlay({ selfRefs: false }), source: bufferReader(now, emptyDisk), base, currentMode: () => mode, previous,
+  })) {
+    await applyBatch(header(b), Buffer.from(b.payload), target, base);
+    counts.data += b.stages.data;
+    counts.againstPrevious += b.stages.againstPrevious;
+    counts.payload += b.payload.length;
+  }
+  return counts;
+}
+
+test('chunks sent again go as XORs with their previous send, far smaller, and the target rebuilds them', async () => {
+  const pages = 256;
+  const baseMemory = Buffer.alloc(pages * BLOCK_SIZE);
+  const base = await fileReader(baseMemory, Buffer.alloc(BLOCK_SIZE));
+  const dedup = await DedupIndex.build(base, pages, []);
+  // Epoch 0: records of random bytes (incompressible); epoch 1: one 8-byte field updated in
+  // each, as a key-value store does in place.
+  const first = Buffer.from(baseMemory);
+  randomBytes(pages * BLOCK_SIZE).copy(first);
+  const second = Buffer.from(first);
+  for (let i = 0; i < pages; i++) randomBytes(8).copy(second, i * BLOCK_SIZE + ((i * 40) % (BLOCK_SIZE - 8)));
+  for (const mode of ['none/zstd-1', 'fossil/xz-1']) {
+    const target = memoryStore(Buffer.from(baseMemory), Buffer.alloc(BLOCK_SIZE));
+    const previous = new SentChunkCache(1024);
+    const e0 = await sendEpoch(baseMemory, first, target, base, dedup, previous, mode);
+    assert.equal(e0.againstPrevious, 0, `${mode}: nothing was sent before epoch 0`);
+    const e1 = await sendEpoch(first, second, target, base, dedup, previous, mode);
+    assert.ok(target.memory.equals(second), `${mode}: the target holds the guest's memory after epoch 1`);
+    assert.equal(e1.againstPrevious, pages, `${mode}: every page of epoch 1 went as an XOR with its previous send`);
+    assert.ok(e1.payload * 20 < e0.payload, `${mode}: epoch 1 is a small fraction of epoch 0 (${e1.payload} vs ${e0.payload} bytes)`);
+    // Without the cache the same epoch costs about what epoch 0 did.
+    const cold = memoryStore(Buffer.from(first), Buffer.alloc(BLOCK_SIZE));
+    const without = await sendEpoch(first, second, cold, base, dedup, new SentChunkCache(0), mode);
+    assert.ok(cold.memory.equals(second) && without.againstPrevious === 0 && without.payload > e0.payload / 2, `${mode}: no cache, no XOR (${without.payload} bytes)`);
+  }
+});
+
+test('property: epochs over a small cache (evicting, zeroed and base-equal pages between) keep the target exact', async () => {
+  const pages = 16;
+  const alphabet = [Buffer.alloc(BLOCK_SIZE), ...Array.from({ length: 3 }, () => randomBytes(BLOCK_SIZE))];
+  const baseMemory = Buffer.concat([alphabet[1]!, alphabet[2]!, ...Array.from({ length: pages - 2 }, () => Buffer.alloc(BLOCK_SIZE))]);
+  const base = await fileReader(baseMemory, Buffer.alloc(BLOCK_SIZE));
+  const dedup = await DedupIndex.build(base, pages, []);
+  // Each epoch rewrites some pages: a field edit (XOR-friendly), zeros, a base page, fresh bytes.
+  const edit = fc.record({
+    page: fc.integer({ min: 0, max: pages - 1 }),
+    how: fc.constantFrom('field', 'zero', 'base', 'fresh'),
+    at: fc.integer({ min: 0, max: BLOCK_SIZE - 8 }),
+  });
+  await fc.assert(
+    fc.asyncProperty(fc.array(fc.array(edit, { maxLength: 10 }), { minLength: 1, maxLength: 5 }), fc.integer({ min: 0, max: 6 }), fc.constantFrom('none/zstd-1', 'xor/gzip-1', 'fossil/none'), async (epochs, capacity, mode) => {
+      const target = memoryStore(Buffer.from(baseMemory), Buffer.alloc(BLOCK_SIZE));
+      const previous = new SentChunkCache(capacity);
+      let was = Buffer.from(baseMemory);
+      for (const edits of epochs) {
+        const now = Buffer.from(was);
+        for (const e of edits) {
+          const page = now.subarray(e.page * BLOCK_SIZE, (e.page + 1) * BLOCK_SIZE);
+          if (e.how === 'field') randomBytes(8).copy(page, e.at);
+          else if (e.how === 'zero') page.fill(0);
+          else if (e.how === 'base') alphabet[1 + (e.at % 2)]!.copy(page);
+          else randomBytes(BLOCK_SIZE).copy(page);
+        }
+        await sendEpoch(was, now, target, base, dedup, previous, mode);
+        assert.ok(target.memory.equals(now), 'the target holds what the source does after every epoch');
+        assert.ok(previous.size <= capacity);
+        was = now;
+      }
+    }),
+    { numRuns: 60 },
   );
 });

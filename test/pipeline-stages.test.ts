@@ -9,6 +9,7 @@ import { compressBatch, decompressBatch } from '../engine/pipeline/codecs.js';
 import { RecordKind, Space, encodeRecords, parseRecords, undelta, type ChunkRecord } from '../engine/pipeline/chunk-records.js';
 import type { ChunkReader } from '../engine/pipeline/chunk-source.js';
 import { DedupIndex } from '../engine/pipeline/dedup-index.js';
+import { SentChunkCache } from '../engine/pipeline/sent-chunk-cache.js';
 import { Throttle } from '../engine/wire/throttle.js';
 
 const page = (fill: number) => Buffer.alloc(BLOCK_SIZE, fill);
@@ -56,6 +57,16 @@ test('records round-trip for every kind and delta', () => {
     if (delta === 'fossil') assert.ok(d.body.length < 200, `a small edit is a small delta (${d.body.length} bytes)`);
     assert.deepEqual(parsed[2], { kind: RecordKind.BaseRef, space: Space.Memory, index: 3, refSpace: Space.Disk, refIndex: 77 });
   }
+  // Relative to the previous send: an XOR whatever the mode's delta.
+  const previous = randomBytes(BLOCK_SIZE);
+  const again = Buffer.from(previous);
+  again.writeUInt32LE(7, 12);
+  for (const delta of ['none', 'xor', 'fossil'] as const) {
+    const r = parseRecords(Buffer.from(encodeRecords([{ kind: 'data', space: Space.Memory, index: 5, data: again, base: previous, against: 'previous' }], delta)))[0]!;
+    assert.ok(r.kind === RecordKind.XorPrevious, `${delta}: an xor-prev record`);
+    assert.equal(r.body.filter((b) => b !== 0).length <= 4, true, 'mostly zeros where little changed');
+    assert.deepEqual(undelta(r.kind, r.body, previous), again);
+  }
   assert.throws(() => parseRecords(Buffer.from([9, 0, 0, 0, 0, 0])), /unknown kind 9/);
   assert.throws(() => parseRecords(Buffer.from([1, 0, 0, 0, 0, 0, 1, 2])), /truncated inside a chunk/);
 });
@@ -79,4 +90,23 @@ test('the bandwidth cap holds a stream to its rate', async () => {
   const seconds = (Date.now() - started) / 1000;
   // 1 MB at 8 Mbit/s takes 1 s; allow for timer slack on either side.
   assert.ok(seconds > 0.8 && seconds < 3, `took ${seconds} s`);
+});
+
+test('the sent-chunk cache forgets the least recently sent first, and what it is told to', () => {
+  const cache = new SentChunkCache(2);
+  cache.put(Space.Memory, 1, page(1));
+  cache.put(Space.Disk, 1, page(2));
+  assert.deepEqual(cache.get(Space.Memory, 1), page(1), 'memory and disk chunks are kept apart');
+  cache.put(Space.Memory, 1, page(3)); // sent again: now the most recent
+  cache.put(Space.Memory, 9, page(9)); // evicts disk 1, the least recently sent
+  assert.equal(cache.get(Space.Disk, 1), undefined);
+  assert.deepEqual(cache.get(Space.Memory, 1), page(3), 'holds the latest send');
+  cache.forget(Space.Memory, 1);
+  assert.equal(cache.get(Space.Memory, 1), undefined);
+  cache.put(Space.Memory, 4, page(4)); // into the forgotten slot: nothing evicted
+  assert.deepEqual([cache.size, cache.get(Space.Memory, 9)?.[0], cache.get(Space.Memory, 4)?.[0]], [2, 9, 4]);
+  const off = new SentChunkCache(0);
+  off.put(Space.Memory, 1, page(1));
+  assert.equal(off.get(Space.Memory, 1), undefined, 'capacity 0 keeps nothing');
+  assert.throws(() => new SentChunkCache(-1), /capacity must be a whole number/);
 });

@@ -1,8 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
+import { randomBytes } from 'node:crypto';
 import { BLOCK_SIZE } from '../engine/blocks.js';
 import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type Frame } from '../engine/wire/frames.js';
+import { compressAgainst } from '../engine/wire/overlay-sender.js';
+import { Decompressor } from 'zstd-napi';
 
 async function decodeAll(bytes: Buffer, chunk = 7): Promise<Frame[]> {
   const pieces: Buffer[] = [];
@@ -26,7 +29,7 @@ test('every frame type survives encode → decode, split at any byte', async () 
     { type: FrameType.DeviceState, data: Buffer.from('device state bytes') },
     { type: FrameType.Batch, header: batchHeader(blocks), payload: blocks },
     { type: FrameType.BatchAck, batchAck: { seq: 0, bytesReceived: 5000 } },
-    { type: FrameType.End, end: { batches: 1, chunks: 3, deviceStateBytes: 18, deviceStateSha256: 'a'.repeat(64), memoryDigest: 'b'.repeat(64), diskDigest: 'c'.repeat(64) } },
+    { type: FrameType.End, end: { batches: 1, chunks: 3, deviceStateBytes: 18, deviceStateSha256: 'a'.repeat(64), memoryDigest: 'b'.repeat(64), diskDigest: 'c'.repeat(64), heartbeatAtStop: 41 } },
     { type: FrameType.Ack, ack: { batches: 1, chunks: 3, deviceStateBytes: 18, bytesReceived: 99 } },
   ];
   const wire = Buffer.concat(frames.map(encodeFrame));
@@ -52,11 +55,11 @@ test('unknown frame types and impossible lengths are rejected by name', async ()
 
 test('a hello of another protocol version is rejected, naming the field', async () => {
   const wire = encodeFrame({ type: FrameType.Hello, hello: { ...hello, version: 1 } });
-  await assert.rejects(decodeAll(wire), /field 'version' is 1; this side speaks version 3/);
+  await assert.rejects(decodeAll(wire), /field 'version' is 1; this side speaks version 4/);
 });
 
 test('a control frame with a bad field names that field', async () => {
-  const wire = encodeFrame({ type: FrameType.End, end: { batches: -1, chunks: 0, deviceStateBytes: 0, deviceStateSha256: 'a'.repeat(64), memoryDigest: 'b'.repeat(64), diskDigest: 'c'.repeat(64) } });
+  const wire = encodeFrame({ type: FrameType.End, end: { batches: -1, chunks: 0, deviceStateBytes: 0, deviceStateSha256: 'a'.repeat(64), memoryDigest: 'b'.repeat(64), diskDigest: 'c'.repeat(64), heartbeatAtStop: null } });
   await assert.rejects(decodeAll(wire), /end frame: field 'batches'/);
 });
 
@@ -68,4 +71,17 @@ test('a batch frame with an unknown mode or a short payload is rejected, naming 
   const short = Buffer.concat([good.subarray(0, good.length - 10)]);
   short.writeUInt32LE(short.length - 4, 0);
   await assert.rejects(decodeAll(short), /field 'payloadBytes' says 100, frame holds 90/);
+});
+
+test('the device state travels as its difference from the base image\'s: a few hundred bytes, not the whole', () => {
+  const base = randomBytes(300_000);
+  const later = Buffer.from(base);
+  for (let i = 0; i < 40; i++) later.writeUInt32LE(i * 7919, (i * 7451) % (later.length - 4)); // timers, ring indices
+  const packed = compressAgainst(base, later);
+  assert.ok(packed.length < 2_000, `packed to ${packed.length} bytes`);
+  const decompressor = new Decompressor();
+  decompressor.loadDictionary(base);
+  assert.deepEqual(decompressor.decompress(packed), later);
+  // Without the dictionary it does not come back (the end frame's SHA-256 would refuse it anyway).
+  assert.throws(() => new Decompressor().decompress(packed));
 });

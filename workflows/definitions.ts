@@ -102,7 +102,7 @@ export interface HandoffResult {
   epochs: Array<{ epoch: number; live: boolean; memoryPages: number; diskBlocks: number; ms: number }>;
   precopy: { converged: boolean; stopReason: string };
   modeSwitches: ModeSwitch[];
-  stages: { chunks: number; zero: number; baseRefs: number; selfRefs: number; data: number; inputBytes: number; rawBytes: number; payloadBytes: number };
+  stages: { chunks: number; zero: number; baseRefs: number; selfRefs: number; data: number; againstPrevious: number; inputBytes: number; rawBytes: number; payloadBytes: number };
 }
 
 /** One change of mode, with what caused it: the history's record of the adaptation. */

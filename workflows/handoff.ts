@@ -128,6 +128,10 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
   });
 
   let targetTouched = false;
+  /** The target answered an abort: nothing of this handoff is left there. */
+  let targetReleased = false;
+  /** The stream's failure, when the target had already continued the VM (see below). */
+  let streamFailure: unknown;
   try {
     enter('snapshot');
     const snap = await src.snapshot({ handoffId, vmId });
@@ -135,9 +139,39 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
     targetTouched = true;
     const endpoint = await dst.negotiateBaseImage({ handoffId, vmId, baseImageId: snap.baseImageId });
     enter('stream');
-    let stream: Awaited<ReturnType<typeof src.streamOverlay>>;
+    let stream: Awaited<ReturnType<typeof src.streamOverlay>> | undefined;
     let fin: Awaited<ReturnType<typeof dst.finalize>>;
-    if (patched('finalize-alongside-stream')) {
+    let resumed: Awaited<ReturnType<typeof dst.resume>> | undefined;
+    const resumedByTarget = patched('resume-at-finalize');
+    if (resumedByTarget) {
+      // The target resumes on its own once what it assembled matches the digests the source sent
+      // with the overlay's end (libvirt's Finish phase): no orchestration round trip while the VM
+      // is stopped. From its `cont` on, the handoff is committed there and the source's copy is
+      // never run again (see the rollback below).
+      const finishing = dstFinalize.finish({ handoffId });
+      finishing.catch(() => undefined);
+      stream = await srcStream.streamOverlay({ handoffId, endpoint }).catch((err: unknown) => {
+        streamFailure = err;
+        return undefined;
+      });
+      if (stream === undefined) {
+        // The overlay's end may have reached the target before the source lost its connection
+        // or its worker: then the target has continued the VM, and the handoff stands.
+        const { resumed: committed } = await dstCleanup.abort({ handoffId });
+        if (!committed) {
+          targetReleased = true;
+          throw streamFailure;
+        }
+      }
+      enter('finalize');
+      ({ finalized: fin, resumed } = await finishing);
+      enter('resume');
+      // The target checked against these digests as the source sent them; its report must say
+      // the same. It is too late to undo the move, not to refuse to call it clean.
+      if (stream && (fin.memoryDigest !== stream.memoryDigest || fin.diskDigest !== stream.diskDigest)) {
+        throw ApplicationFailure.nonRetryable(`the target verified digests that differ from the source's report`, 'STATE_MISMATCH');
+      }
+    } else if (patched('finalize-alongside-stream')) {
       // The target checks what it assembled against the digests the source sends with the
       // overlay's end, so its finalize is already waiting when the last frame lands: no
       // activity hop between them while the VM is stopped. If the stream fails, the rollback's
@@ -156,13 +190,15 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
       enter('finalize');
       fin = await dst.finalize({ handoffId, expected: { memoryDigest: stream.memoryDigest, diskDigest: stream.diskDigest } });
     }
-    enter('resume');
-    const resumed = await dst.resume({ handoffId, heartbeatAtStop: stream.heartbeatAtStop });
+    if (resumed === undefined) {
+      enter('resume');
+      resumed = await dst.resume({ handoffId, heartbeatAtStop: stream!.heartbeatAtStop });
+    }
     enter('retire-source');
     await srcRecovery.retire({ handoffId, vmId });
     enter('done');
     steps[steps.length - 1]!.endedAt = Date.now();
-    return {
+    if (stream !== undefined) return {
       workflowId,
       vmId,
       source,
@@ -170,7 +206,7 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
       baseImageId: snap.baseImageId,
       totalMs: Date.now() - startedAt,
       downtimeMs: resumed.resumedAtMs - stream.pausedAtMs,
-      downtimeBreakdown: downtimeBreakdown(stream.stopMarks, fin.marks, resumed),
+      downtimeBreakdown: downtimeBreakdown(stream.stopMarks, fin.marks, resumed, resumedByTarget),
       guestGapMs:
         resumed.firstHeartbeatAtMs !== null && stream.lastHeartbeatAtMs !== null
           ? Math.max(stream.liveMaxGapMs, resumed.firstHeartbeatAtMs - stream.lastHeartbeatAtMs)
@@ -201,19 +237,35 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
   } catch (err) {
     const failedAt = step;
     enter('rollback');
-    await CancellationScope.nonCancellable(async () => {
-      if (targetTouched) await dstCleanup.abort({ handoffId }).catch(() => undefined);
+    const runsAtTarget = await CancellationScope.nonCancellable(async () => {
+      // A target that has continued the VM holds its only running copy from then on: the
+      // source's stays stopped. (Histories from before this check saw no answer here.)
+      const answer = targetTouched && !targetReleased ? await dstCleanup.abort({ handoffId }).catch(() => undefined) : undefined;
+      if (answer?.resumed === true) return true;
       await srcRecovery.rollback({ handoffId, vmId });
+      return false;
     });
     enter('failed');
-    const cause = err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
+    const cause = describeFailure(err);
     throw ApplicationFailure.create({
-      message: `handoff of VM '${vmId}' from ${source} to ${target} failed at step '${failedAt}': ${cause}. The VM runs on at ${source}.`,
-      type: 'HANDOFF_FAILED',
+      message: runsAtTarget
+        ? `handoff of VM '${vmId}' from ${source} to ${target} failed at step '${failedAt}' after ${target} had resumed it: ${cause}. The VM runs at ${target}; its copy at ${source} was left stopped, not resumed.`
+        : `handoff of VM '${vmId}' from ${source} to ${target} failed at step '${failedAt}': ${cause}. The VM runs on at ${source}.`,
+      type: runsAtTarget ? 'HANDOFF_FAILED_AFTER_RESUME' : 'HANDOFF_FAILED',
       nonRetryable: true,
       cause: err instanceof Error ? err : undefined,
     });
   }
+  // Only a stream that failed after the target had resumed gets here, the source retired.
+  throw ApplicationFailure.create({
+    message: `VM '${vmId}' moved from ${source} to ${target}: verified, resumed and going on there, its copy at ${source} retired; but the source's stream failed after the overlay's end had reached ${target}, so there is no handoff report: ${describeFailure(streamFailure)}`,
+    type: 'HANDOFF_UNREPORTED',
+    nonRetryable: true,
+  });
+}
+
+function describeFailure(err: unknown): string {
+  return err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
 }
 
 /**
@@ -226,6 +278,8 @@ function downtimeBreakdown(
   src: { pausedAtMs: number; scannedAtMs: number; finalEpochEncodedAtMs: number; deviceStateSavedAtMs: number },
   dst: { receivedAtMs: number; finalizeStartedAtMs: number; verifiedAtMs: number },
   resumed: { resumeStartedAtMs: number; resumedAtMs: number },
+  /** The target resumed on its own (no orchestration hop between its check and `cont`). */
+  resumedByTarget: boolean,
 ): Array<{ step: string; ms: number }> {
   const sourceDone = Math.max(src.finalEpochEncodedAtMs, src.deviceStateSavedAtMs);
   const checking = Math.max(dst.receivedAtMs, dst.finalizeStartedAtMs);
@@ -236,7 +290,7 @@ function downtimeBreakdown(
     { step: 'link + target: last frames applied', ms: dst.receivedAtMs - sourceDone },
     { step: 'orchestration: stream → finalize', ms: checking - dst.receivedAtMs },
     { step: 'target: digests compared', ms: dst.verifiedAtMs - checking },
-    { step: 'orchestration: finalize → resume', ms: resumed.resumeStartedAtMs - dst.verifiedAtMs },
+    { step: resumedByTarget ? 'target: device state loaded → resume' : 'orchestration: finalize → resume', ms: resumed.resumeStartedAtMs - dst.verifiedAtMs },
     { step: 'target: cont', ms: resumed.resumedAtMs - resumed.resumeStartedAtMs },
   ];
 }

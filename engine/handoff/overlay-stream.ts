@@ -14,6 +14,8 @@ import type { StreamControl } from './stream-control.js';
 import { diskDigest } from './state-digest.js';
 import { GuestThrottle } from '../vm/guest-throttle.js';
 import { loadHash64 } from '../pipeline/checksum.js';
+import { SentChunkCache } from '../pipeline/sent-chunk-cache.js';
+import { BLOCK_SIZE } from '../blocks.js';
 
 export interface EpochReport {
   epoch: number;
@@ -52,9 +54,14 @@ export interface PrecopyPolicy {
   /** Stop iterating once what is left should go within this (at the last epoch's rate). */
   downtimeBudgetMs: number;
   maxLiveEpochs: number;
+  /**
+   * Bytes last sent per chunk kept at the source so a chunk sent again goes as an XOR with them
+   * (SentChunkCache). As much as the QEMU-tuned baseline's XBZRLE cache in the benchmark.
+   */
+  sentChunkCacheMiB: number;
 }
 
-export const DEFAULT_PRECOPY: PrecopyPolicy = { downtimeBudgetMs: 300, maxLiveEpochs: 8 };
+export const DEFAULT_PRECOPY: PrecopyPolicy = { downtimeBudgetMs: 300, maxLiveEpochs: 8, sentChunkCacheMiB: 256 };
 
 /** How often the stream reports its measurements (and checks for a sharp change in R). */
 const REPORT_EVERY_MS = 1_000;
@@ -69,6 +76,8 @@ const THROTTLE_STEP = 0.25;
 const MAX_THROTTLE = 0.75;
 /** Live epochs at most between the convergence decision and the pause (see the stop). */
 const MAX_CATCH_UP_EPOCHS = 3;
+/** A re-sending epoch's compression ratio is trusted from this much input on (64 chunks). */
+const MIN_RATIO_INPUT_BYTES = 64 * 4096;
 /** The longest the live side waits for the link to drain before the pause. */
 const DRAIN_TIMEOUT_MS = 10_000;
 /**
@@ -128,12 +137,15 @@ export async function streamOverlay(opts: {
   const started = Date.now();
   const memoryBytes = vm.base.manifest.memory.sizeBytes;
   const [ram, baseMemory, baseDisk] = await Promise.all([open(vm.files.ramFile, 'r'), open(vm.base.path('memory'), 'r'), open(vm.base.path('disk'), 'r')]);
+  const deviceStateBase = await readFile(vm.base.path('deviceState'));
   const profiler = new StreamProfiler(pool.threads);
-  const stages = { chunks: 0, zero: 0, baseRefs: 0, selfRefs: 0, data: 0, inputBytes: 0, rawBytes: 0, payloadBytes: 0 };
+  const stages = { chunks: 0, zero: 0, baseRefs: 0, selfRefs: 0, data: 0, againstPrevious: 0, inputBytes: 0, rawBytes: 0, payloadBytes: 0 };
   const modesUsed: Record<ModeId, number> = {};
   const epochs: EpochReport[] = [];
   let latest: ChunkRecord[] = [];
   let lastReportedR: number | null = null;
+  /** Compressed / input bytes of the last live epoch that sent enough to tell (see the estimate). */
+  let recentRatio: number | null = null;
   const report = () => {
     const m = profiler.measurements(control.mode());
     lastReportedR = m.R_Mbps;
@@ -167,6 +179,7 @@ export async function streamOverlay(opts: {
   const stop = { pausedAtMs: 0, heartbeatAtStop: null as number | null, converged: false, stopReason: '', liveMaxGapMs: 0, lastHeartbeatAtMs: null as number | null };
   vm.heartbeats.resetMaxGap();
   const throttle = new GuestThrottle(vm.qemu);
+  const previous = new SentChunkCache(Math.floor((policy.sentChunkCacheMiB * 2 ** 20) / BLOCK_SIZE));
   const slowedAt: Array<{ epoch: number; share: number }> = [];
   let digests: Promise<{ memoryDigest: string; diskDigest: string }> | undefined;
   let deviceStateSaved: Promise<Buffer> | undefined;
@@ -185,6 +198,7 @@ export async function streamOverlay(opts: {
     let seq = 0;
     const epoch = async function* (n: number, live: boolean, lists: Iterable<ChunkList> | AsyncIterable<ChunkList>): AsyncGenerator<EncodedBatch> {
       const t0 = Date.now();
+      const before = { input: stages.inputBytes, payload: stages.payloadBytes };
       const sizes = { memoryPages: 0, diskBlocks: 0 };
       const counted = async function* () {
         for await (const list of lists) {
@@ -203,19 +217,26 @@ export async function streamOverlay(opts: {
         onChunkRead: (space, index, data) => {
           if (space === Space.Memory) tracker.sent(index, data);
         },
+        previous,
       })) {
         yield { ...b, seq: seq++ };
       }
       epochs.push({ epoch: n, live, ...sizes, ms: Date.now() - t0 });
+      // Every batch of the epoch has been handed to the sender (it counts them before asking for
+      // the next), so the counters hold the whole epoch.
+      const input = stages.inputBytes - before.input;
+      if (live && n > 0 && input >= MIN_RATIO_INPUT_BYTES) recentRatio = (stages.payloadBytes - before.payload) / input;
     };
     /**
-     * How long `pending` chunks would take to send: at the compression seen so far over the link
-     * rate measured from acks; where no rate is measured (a fast link never fills the window),
-     * at the last epoch's pace, which then is the pipeline's.
+     * How long `pending` chunks would take to send: at the compression of the last re-sending
+     * epoch (its chunks are like the final epoch's: pages dirtied again, most sent as XORs with
+     * their previous send — the first epoch's ratio says little about them), else of all so far,
+     * over the link rate measured from acks; where no rate is measured (a fast link never fills
+     * the window), at the last epoch's pace, which then is the pipeline's.
      */
     const finalEpochEstimateMs = (pending: number): number => {
       const R = profiler.R_Mbps();
-      const ratio = stages.inputBytes > 0 ? stages.payloadBytes / stages.inputBytes : 1;
+      const ratio = recentRatio ?? (stages.inputBytes > 0 ? stages.payloadBytes / stages.inputBytes : 1);
       if (R !== null && R > 0) return (pending * 4096 * ratio * 8) / (R * 1e3);
       const last = epochs.at(-1)!;
       const pace = ((last.memoryPages + last.diskBlocks) * 4096) / Math.max(1, last.ms); // bytes per ms
@@ -327,14 +348,18 @@ export async function streamOverlay(opts: {
           return d;
         },
         // Ready by then: computed right after the final epoch, while the device state is saved.
-        stateDigests: () => digests ?? Promise.reject(new Error('no stop-time digests: the final epoch did not run')),
+        deviceStateBase,
+        stopState: async () => {
+          if (!digests) throw new Error('no stop-time digests: the final epoch did not run');
+          return { ...(await digests), heartbeatAtStop: stop.heartbeatAtStop };
+        },
         capMbps: () => control.bandwidthCapMbps(),
       },
       {
         sent: (b, frameBytes) => {
           inFlight.sent();
           profiler.recordBatch(b, frameBytes);
-          for (const k of ['chunks', 'zero', 'baseRefs', 'selfRefs', 'data'] as const) stages[k] += b.stages[k];
+          for (const k of ['chunks', 'zero', 'baseRefs', 'selfRefs', 'data', 'againstPrevious'] as const) stages[k] += b.stages[k];
           stages.inputBytes += b.inputBytes;
           stages.rawBytes += b.rawBytes;
           stages.payloadBytes += b.payload.length;

@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { BLOCK_SIZE } from '../blocks.js';
 import { HandoffError } from '../errors.js';
 import type { Cloudlet } from '../cloudlet/cloudlet.js';
 import { VmInstance, removeVmFiles, type VmFiles } from '../cloudlet/vm-instance.js';
 import type { DiskOverlay } from '../disk/disk-overlay.js';
 import type { CachedBaseImage } from '../image/image-cache.js';
-import type { DataEndpoint } from '../wire/overlay-sender.js';
+import type { DataEndpoint, StopState } from '../wire/overlay-sender.js';
 import type { Ack } from '../wire/frames.js';
 import { AssembledMemoryDigest } from './assembled-memory-digest.js';
 import { AssembledDiskDigest } from './assembled-disk-digest.js';
@@ -66,11 +66,21 @@ interface Session {
    * The whole overlay arrived, with the source's digests at stop time (`expected`); the digests
    * of what it assembled are being computed.
    */
-  received: Promise<{ ack: Ack; expected: ExpectedState; digests: Promise<AssembledDigests>; at: number }>;
+  received: Promise<{ ack: Ack; expected: StopState; digests: Promise<AssembledDigests>; at: number }>;
   /** Ends a wait on `received` when the handoff is aborted. */
   cancelReceive: (err: Error) => void;
   vm?: VmInstance;
+  /** The guest's last heartbeat at the source's pause, as the overlay's end said. */
+  heartbeatAtStop?: number | null;
+  /** `cont` was issued: from here the VM is this cloudlet's, and only a failed start ends it. */
+  resuming?: boolean;
   resumed?: ResumeResult;
+}
+
+/** The target's own part of a handoff, start to finish: what it verified, and how it resumed. */
+export interface FinishResult {
+  finalized: FinalizeResult;
+  resumed: ResumeResult;
 }
 
 /** How long the target waits for a started guest to show it goes on. */
@@ -84,6 +94,8 @@ export class TargetHandoffs {
   private readonly sessions = new Map<string, Session>();
   /** Handoffs that resumed here, so a retried resume answers the same instead of failing. */
   private readonly completed = new Map<string, ResumeResult>();
+  /** What `finish` verified, for a retried `finish` of a handoff already resumed. */
+  private readonly finalized = new Map<string, FinalizeResult>();
 
   constructor(private readonly cloudlet: Cloudlet) {}
 
@@ -100,6 +112,7 @@ export class TargetHandoffs {
     const disk = await VmInstance.prepare(files, base);
     const ram = await open(files.ramFile, 'r+');
     const deviceState = await open(files.deviceState, 'w');
+    const deviceStateBase = await readFile(base.path('deviceState'));
     const token = randomBytes(24).toString('hex');
     const address = this.cloudlet.dataPlane.address();
     const endpoint: DataEndpoint = { ...address, token };
@@ -142,6 +155,7 @@ export class TargetHandoffs {
     let deviceStateBytes = 0;
     this.cloudlet.dataPlane.expect(handoffId, {
       token,
+      deviceStateBase,
       begin: async () => {
         deviceStateBytes = 0;
         await deviceState.truncate(0);
@@ -208,12 +222,29 @@ export class TargetHandoffs {
     const which = wrong(sent) || (expected ? wrong(expected) : '');
     if (which) {
       await starting.catch(() => undefined);
-      await this.abort(handoffId);
+      await this.discard(handoffId);
       throw new HandoffError('STATE_MISMATCH', `assembled ${which} on ${this.cloudlet.name} do not match the source's digests at stop time; the VM was not resumed here`);
     }
     const verifiedAtMs = Date.now();
     s.vm = await starting;
+    s.heartbeatAtStop = sent.heartbeatAtStop;
     return { memoryDigest, diskDigest: disk, verified: true, verifyMs, received, marks: { receivedAtMs, finalizeStartedAtMs, verifiedAtMs } };
+  }
+
+  /**
+   * `finalize`, then `resume` at once on the verified state — the commit is the target's, as in
+   * libvirt's Finish phase: once the assembled state matches the digests the source stopped with,
+   * nothing is left to decide, and an orchestration round trip here would be downtime. The
+   * source stays paused until it is retired; `abort` no longer undoes a VM this has continued.
+   */
+  async finish(handoffId: string, waitMs?: number): Promise<FinishResult> {
+    const done = this.completed.get(handoffId);
+    const verified = this.finalized.get(handoffId);
+    if (done && verified) return { finalized: verified, resumed: done };
+    const finalized = await this.finalize(handoffId, undefined, waitMs);
+    this.finalized.set(handoffId, finalized);
+    const resumed = await this.resume(handoffId, this.session(handoffId).heartbeatAtStop ?? null);
+    return { finalized, resumed };
   }
 
   /** Continues the verified VM and confirms the guest goes on past its last heartbeat at stop. */
@@ -223,11 +254,15 @@ export class TargetHandoffs {
     const resumeStartedAtMs = Date.now();
     const s = this.session(handoffId);
     if (!s.vm) throw new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was not finalized on ${this.cloudlet.name}`);
-    await s.vm.qemu.cont();
-    const resumedAtMs = Date.now();
+    // Set before the first await: an abort arriving from here on finds the VM committed here.
+    // If it does not start after all, it is discarded here and the source may run it again.
+    s.resuming = true;
+    let resumedAtMs = 0;
     let heartbeatAfter: number | null = null;
     let firstHeartbeatAtMs: number | null = null;
     try {
+      await s.vm.qemu.cont();
+      resumedAtMs = Date.now();
       if (heartbeatAtStop !== null) {
         const hb = await s.vm.heartbeats.next(heartbeatAtStop, CONFIRM_TIMEOUT_MS);
         heartbeatAfter = hb.counter;
@@ -237,7 +272,7 @@ export class TargetHandoffs {
       if (runState !== 'running') throw new Error(`run state is ${runState}`);
       s.resumed = { resumedAtMs, resumeStartedAtMs, heartbeatAfter, firstHeartbeatAtMs, runState };
     } catch (err) {
-      await this.abort(handoffId);
+      await this.discard(handoffId);
       throw new HandoffError('GUEST_DID_NOT_CONTINUE', `VM ${s.vmId} did not go on at ${this.cloudlet.name}: ${(err as Error).message}`);
     }
     s.ramDigest.close();
@@ -260,8 +295,18 @@ export class TargetHandoffs {
     return { memoryDigest, diskDigest: diskDigestValue, stamp };
   }
 
-  /** Discards everything this handoff created here. Safe to repeat. */
-  async abort(handoffId: string): Promise<void> {
+  /**
+   * Ends the handoff here unless the VM was continued here (`resumed: true`: it now runs here,
+   * or is starting; the source must not run it again). Safe to repeat.
+   */
+  async abort(handoffId: string): Promise<{ resumed: boolean }> {
+    if (this.completed.has(handoffId) || this.sessions.get(handoffId)?.resuming) return { resumed: true };
+    await this.discard(handoffId);
+    return { resumed: false };
+  }
+
+  /** Discards everything this handoff created here, a VM started from it included. Safe to repeat. */
+  private async discard(handoffId: string): Promise<void> {
     const s = this.sessions.get(handoffId);
     if (!s) return;
     this.sessions.delete(handoffId);

@@ -17,7 +17,8 @@ export interface ChunkStore extends ChunkReader {
 
 /**
  * Checks one received batch (both checksums), decompresses it and writes its chunks: references
- * resolve against the base or against chunks this overlay wrote before. Returns chunks applied.
+ * and deltas resolve against the base or against chunks this overlay wrote before (batches are
+ * applied one at a time, in order). Returns chunks applied.
  */
 export async function applyBatch(header: BatchHeader, payload: Buffer, store: ChunkStore, base: ChunkReader): Promise<number> {
   const checksum = await loadChecksum();
@@ -68,8 +69,15 @@ export async function applyBatch(header: BatchHeader, payload: Buffer, store: Ch
         await write(r.space, r.index, Buffer.from(r.body));
         break;
       case RecordKind.Xor:
-      case RecordKind.Fossil: {
-        await base.read(r.space, [r.index], scratch);
+      case RecordKind.Fossil:
+      case RecordKind.XorPrevious: {
+        if (r.kind === RecordKind.XorPrevious) {
+          // Relative to what this target holds there now: an earlier batch wrote it.
+          if (run && run.space === r.space && r.index >= run.first && r.index < run.first + run.chunks.length) await flush();
+          await store.read(r.space, [r.index], scratch);
+        } else {
+          await base.read(r.space, [r.index], scratch);
+        }
         let chunk: Buffer;
         try {
           chunk = undelta(r.kind, r.body, scratch);

@@ -10,6 +10,8 @@ import type { Delta } from '../adaptation/mode.js';
  *   fossil    a binary delta (copy/insert, Fossil's format) from the base chunk at the same offset
  *   base-ref  equal to a chunk of the base image (memory or disk, any offset)
  *   self-ref  equal to a chunk sent earlier in this overlay
+ *   xor-prev  chunk XOR the target's current chunk at the same offset: what this overlay sent
+ *             for it before (a chunk sent again, see SentChunkCache)
  * Layout: u8 kind | u8 space | u32 index | body. Little-endian.
  */
 export enum Space {
@@ -24,12 +26,17 @@ export enum RecordKind {
   Fossil = 3,
   BaseRef = 4,
   SelfRef = 5,
+  XorPrevious = 6,
 }
 
 export type ChunkRecord =
   | { kind: 'zero'; space: Space; index: number }
-  /** `base` is the base chunk at the same offset, for delta encoding (zeros past the base). */
-  | { kind: 'data'; space: Space; index: number; data: Uint8Array; base: Uint8Array }
+  /**
+   * `base` is the base chunk at the same offset, for delta encoding (zeros past the base) — or,
+   * with `against: 'previous'`, the bytes this overlay last sent for the chunk, which the target
+   * holds: then the record is their XOR whatever the mode's delta.
+   */
+  | { kind: 'data'; space: Space; index: number; data: Uint8Array; base: Uint8Array; against?: 'previous' }
   | { kind: 'base-ref'; space: Space; index: number; refSpace: Space; refIndex: number }
   | { kind: 'self-ref'; space: Space; index: number; refSpace: Space; refIndex: number };
 
@@ -56,8 +63,8 @@ export function encodeRecords(records: ChunkRecord[], delta: Delta): Uint8Array 
       ref.writeUInt32LE(r.refIndex, 1);
       push(head);
       push(ref);
-    } else if (delta === 'xor') {
-      head.writeUInt8(RecordKind.Xor, 0);
+    } else if (r.against === 'previous' || delta === 'xor') {
+      head.writeUInt8(r.against === 'previous' ? RecordKind.XorPrevious : RecordKind.Xor, 0);
       const x = Buffer.alloc(BLOCK_SIZE);
       for (let i = 0; i < BLOCK_SIZE; i++) x[i] = r.data[i]! ^ r.base[i]!;
       push(head);
@@ -94,7 +101,7 @@ export function encodeRecords(records: ChunkRecord[], delta: Delta): Uint8Array 
 /** A parsed record, its body still relative to what the target holds. */
 export type ParsedRecord =
   | { kind: RecordKind.Zero; space: Space; index: number }
-  | { kind: RecordKind.Raw | RecordKind.Xor | RecordKind.Fossil; space: Space; index: number; body: Buffer }
+  | { kind: RecordKind.Raw | RecordKind.Xor | RecordKind.Fossil | RecordKind.XorPrevious; space: Space; index: number; body: Buffer }
   | { kind: RecordKind.BaseRef | RecordKind.SelfRef; space: Space; index: number; refSpace: Space; refIndex: number };
 
 export class RecordFormatError extends Error {}
@@ -118,6 +125,7 @@ export function parseRecords(raw: Buffer): ParsedRecord[] {
         break;
       case RecordKind.Raw:
       case RecordKind.Xor:
+      case RecordKind.XorPrevious:
         need(BLOCK_SIZE, 'a chunk');
         out.push({ kind, space, index, body: raw.subarray(off, off + BLOCK_SIZE) });
         off += BLOCK_SIZE;
@@ -147,10 +155,13 @@ export function parseRecords(raw: Buffer): ParsedRecord[] {
   return out;
 }
 
-/** The chunk a delta record stands for, given the base chunk at its offset. */
-export function undelta(kind: RecordKind.Raw | RecordKind.Xor | RecordKind.Fossil, body: Buffer, base: Buffer): Buffer {
+/**
+ * The chunk a delta record stands for, given the chunk it is relative to: the base chunk at its
+ * offset, or for xor-prev the target's current chunk there.
+ */
+export function undelta(kind: RecordKind.Raw | RecordKind.Xor | RecordKind.Fossil | RecordKind.XorPrevious, body: Buffer, base: Buffer): Buffer {
   if (kind === RecordKind.Raw) return body;
-  if (kind === RecordKind.Xor) {
+  if (kind === RecordKind.Xor || kind === RecordKind.XorPrevious) {
     const out = Buffer.alloc(BLOCK_SIZE);
     for (let i = 0; i < BLOCK_SIZE; i++) out[i] = body[i]! ^ base[i]!;
     return out;

@@ -3,6 +3,7 @@ import type { CodecPool } from './codec-pool.js';
 import type { ChunkRecord, Space } from './chunk-records.js';
 import type { ChunkReader } from './chunk-source.js';
 import type { DedupIndex } from './dedup-index.js';
+import type { SentChunkCache } from './sent-chunk-cache.js';
 import type { EncodedPayload } from './encode-worker.js';
 
 /** Input chunks per batch: 256 × 4 KiB = 1 MiB, the unit of compression and of mode switches. */
@@ -19,6 +20,8 @@ export interface StageCounts {
   baseRefs: number;
   selfRefs: number;
   data: number;
+  /** Of the data chunks, those sent as their XOR with what this overlay sent for them before. */
+  againstPrevious: number;
 }
 
 export interface EncodedBatch extends EncodedPayload {
@@ -43,6 +46,11 @@ export interface EncoderOptions {
   onClassified?: (records: ChunkRecord[]) => void;
   /** Sees each chunk's bytes as read for sending (pre-copy remembers what the target will hold). */
   onChunkRead?: (space: Space, index: number, data: Buffer) => void;
+  /**
+   * What this overlay sent before, across its epochs: a chunk found there goes as its XOR with
+   * it, and every chunk sent is recorded (or forgotten, if it does not go as data).
+   */
+  previous?: SentChunkCache;
 }
 
 /**
@@ -82,12 +90,16 @@ async function* classifiedBatches(lists: Iterable<ChunkList> | AsyncIterable<Chu
         const at = (b: Buffer) => b.subarray(n * BLOCK_SIZE, (n + 1) * BLOCK_SIZE);
         opts.onChunkRead?.(space, index, at(data));
         const r = await opts.dedup.classify({ space, index }, at(data), at(base), opts.source, opts.base);
+        if (opts.previous) againstPrevious(r, opts.previous);
         records.push(r);
         stages.chunks++;
         if (r.kind === 'zero') stages.zero++;
         else if (r.kind === 'base-ref') stages.baseRefs++;
         else if (r.kind === 'self-ref') stages.selfRefs++;
-        else stages.data++;
+        else {
+          stages.data++;
+          if (r.against === 'previous') stages.againstPrevious++;
+        }
         if (records.length === CHUNKS_PER_BATCH) {
           yield { records, stages, classifyMs: performance.now() - since };
           records = [];
@@ -101,5 +113,19 @@ async function* classifiedBatches(lists: Iterable<ChunkList> | AsyncIterable<Chu
 }
 
 function emptyStages(): StageCounts {
-  return { chunks: 0, zero: 0, baseRefs: 0, selfRefs: 0, data: 0 };
+  return { chunks: 0, zero: 0, baseRefs: 0, selfRefs: 0, data: 0, againstPrevious: 0 };
+}
+
+/** Makes a data record relative to the chunk's previous send where the cache has it, and keeps the cache what the target holds. */
+function againstPrevious(r: ChunkRecord, cache: SentChunkCache): void {
+  if (r.kind !== 'data') {
+    cache.forget(r.space, r.index);
+    return;
+  }
+  const previous = cache.get(r.space, r.index);
+  if (previous) {
+    r.base = Buffer.from(previous);
+    r.against = 'previous';
+  }
+  cache.put(r.space, r.index, r.data);
 }

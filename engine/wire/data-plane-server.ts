@@ -1,24 +1,27 @@
 import { createHash } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
-import { decompress as zstdDecompress } from 'zstd-napi';
+import { Decompressor } from 'zstd-napi';
 import { HandoffError } from '../errors.js';
 
 const MAX_DEVICE_STATE_BYTES = 64 << 20;
 import { FrameDecoder, FrameType, encodeFrame, type Ack, type BatchHeader, type Frame } from './frames.js';
+import type { StopState } from './overlay-sender.js';
 
 /** Where one incoming overlay is written as it arrives. */
 export interface OverlaySink {
   token: string;
+  /** The base image's device state: the dictionary the VM's device state is compressed with. */
+  deviceStateBase: Uint8Array;
   /** A new connection for this handoff: whatever an earlier, broken one wrote is superseded. */
   begin(): Promise<void>;
   writeDeviceState(chunk: Buffer): Promise<void>;
   /** Verifies and applies one batch; returns the chunks it held. */
   applyBatch(header: BatchHeader, payload: Buffer): Promise<number>;
   /**
-   * Called once the whole overlay arrived and its counts checked out, with the digests of the
-   * state the source stopped with: what the assembled memory and disk must match.
+   * Called once the whole overlay arrived and its counts checked out, with the state the source
+   * stopped with: the digests the assembled memory and disk must match, its last heartbeat.
    */
-  complete(ack: Ack, expected: { memoryDigest: string; diskDigest: string }): Promise<void>;
+  complete(ack: Ack, stopped: StopState): Promise<void>;
   fail(err: Error): void;
 }
 
@@ -83,7 +86,8 @@ export class DataPlaneServer {
         }
         switch (f.type) {
           case FrameType.DeviceState:
-            // zstd-compressed on the wire; small (about 1 MB raw), so it is held until the end.
+            // zstd-compressed against the base's device state on the wire; small (about 330 KB
+            // raw, a few KB packed), so it is held until the end.
             packedDeviceState.push(f.data);
             packedDeviceStateBytes += f.data.length;
             if (packedDeviceStateBytes > MAX_DEVICE_STATE_BYTES) throw new HandoffError('PROTOCOL', `device state exceeds ${MAX_DEVICE_STATE_BYTES} bytes`);
@@ -99,7 +103,9 @@ export class DataPlaneServer {
             if (packedDeviceState.length) {
               let raw: Buffer;
               try {
-                raw = zstdDecompress(Buffer.concat(packedDeviceState));
+                const decompressor = new Decompressor();
+                decompressor.loadDictionary(sink.deviceStateBase);
+                raw = decompressor.decompress(Buffer.concat(packedDeviceState));
               } catch (err) {
                 throw new HandoffError('STATE_MISMATCH', `device state does not decompress: ${(err as Error).message}`);
               }
@@ -114,7 +120,7 @@ export class DataPlaneServer {
               e.deviceStateSha256 !== deviceStateHash.digest('hex') ? "device state: SHA-256 differs from the sender's" : undefined;
             if (mismatch) throw new HandoffError('STATE_MISMATCH', `overlay arrived incomplete: ${mismatch}`);
             const ack: Ack = { ...counts, bytesReceived: decoder.bytesIn };
-            await sink.complete(ack, { memoryDigest: e.memoryDigest, diskDigest: e.diskDigest });
+            await sink.complete(ack, { memoryDigest: e.memoryDigest, diskDigest: e.diskDigest, heartbeatAtStop: e.heartbeatAtStop });
             socket.end(encodeFrame({ type: FrameType.Ack, ack }));
             return;
           }

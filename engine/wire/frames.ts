@@ -4,18 +4,20 @@ import { modeIdSchema } from '../adaptation/mode.js';
 import { HandoffError } from '../errors.js';
 
 /**
- * The data plane's framing, version 2: `u32 length | u8 type | payload`, little-endian.
+ * The data plane's framing, version 4: `u32 length | u8 type | payload`, little-endian.
  * Control frames carry JSON checked by a schema. A batch frame carries a JSON header (schema
  * below: sequence, mode, sizes, xxHash64 checksums) and the compressed batch; the target checks
  * both checksums before it applies anything. Anything else is rejected with the reason named.
  * Device state frames carry the zstd-compressed device state in pieces; the end frame gives
- * its raw size and SHA-256, and the canonical digests of the memory and disk the source stopped
- * with, which the target checks what it assembled against before it lets anything resume.
- * (Version 1 carried raw block frames, version 2 an end frame without the state digests; they are
- * not spoken any more.)
+ * its raw size and SHA-256, the canonical digests of the memory and disk the source stopped
+ * with, which the target checks what it assembled against before it lets anything resume, and
+ * the guest's last heartbeat then, past which the target sees it go on.
+ * (Version 1 carried raw block frames, version 2 an end frame without the state digests, version 3
+ * no records relative to a chunk's previous send (xor-prev) and no heartbeat in the end frame;
+ * they are not spoken any more.)
  */
 export const WIRE_PROTOCOL = 'ehoff-wire';
-export const WIRE_VERSION = 3;
+export const WIRE_VERSION = 4;
 export const MAX_FRAME_BYTES = 16 << 20;
 
 export enum FrameType {
@@ -57,6 +59,8 @@ export const endSchema = z.object({
   deviceStateSha256: sha256Hex,
   memoryDigest: sha256Hex,
   diskDigest: sha256Hex,
+  /** The guest's last heartbeat counter at the pause: the target confirms it goes on past it. */
+  heartbeatAtStop: z.number().int().nonnegative().nullable(),
 });
 export const ackSchema = z.object({
   batches: z.number().int().nonnegative(),

@@ -1,0 +1,93 @@
+import { readFile } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { SYSTEMS, markdownTable, writeReportFiles, type BenchReport, type BenchRow } from './handoff/report.js';
+
+/**
+ * npm run bench:handoff:merge -- --label NAME docs/bench/a.json docs/bench/b.json …
+ *
+ * One table and chart from several runs of bench:handoff on the same testbed: a row of a later
+ * file replaces the same (workload, rate, system) row of an earlier one — e.g. the handoff
+ * re-measured alone after a change, against QEMU's and the floor's rows of a longer run. The
+ * ratios are recomputed against the handoff row that ends up in each cell, and the merged
+ * report names the file each row came from. Runs must share the round trip and guest size.
+ */
+const { values, positionals } = parseArgs({ options: { label: { type: 'string' } }, allowPositionals: true });
+
+const rowSchema = z.object({
+  workload: z.string(),
+  mbps: z.number(),
+  system: z.enum(SYSTEMS),
+  totalSeconds: z.number(),
+  downtimeSeconds: z.number().nullable(),
+  guestGapSeconds: z.number().nullable(),
+  wireBytes: z.number(),
+  cpuSeconds: z.number().nullable(),
+  completed: z.boolean(),
+  guestContinued: z.boolean().nullable(),
+  note: z.string().optional(),
+});
+const reportSchema = z.object({
+  generatedAt: z.string(),
+  memoryMiB: z.number(),
+  warmupSeconds: z.number(),
+  rttMs: z.number(),
+  rows: z.array(rowSchema),
+  details: z.array(z.record(z.string(), z.unknown())).default([]),
+  floors: z.record(z.string(), z.unknown()).optional(),
+});
+
+const WORKLOAD_ORDER = ['idle', 'kvstore', 'imageproc', 'fluid', 'logger'];
+
+async function main(): Promise<void> {
+  if (!values.label || !/^[a-z0-9-]{1,40}$/.test(values.label)) throw new Error(`--label must be 1-40 lowercase letters, digits or dashes, got '${values.label ?? ''}'`);
+  if (positionals.length < 2) throw new Error('give two or more report files (docs/bench/*.json), earliest first');
+  const cells = new Map<string, { row: BenchRow; from: string; details: Record<string, unknown>[] }>();
+  const sources: NonNullable<BenchReport['sources']> = [];
+  let first: z.infer<typeof reportSchema> | undefined;
+  for (const file of positionals) {
+    let report: z.infer<typeof reportSchema>;
+    try {
+      report = reportSchema.parse(JSON.parse(await readFile(file, 'utf8')));
+    } catch (err) {
+      throw new Error(`${file}: not a bench:handoff report: ${err instanceof z.ZodError ? err.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ') : (err as Error).message}`);
+    }
+    first ??= report;
+    for (const k of ['rttMs', 'memoryMiB'] as const) {
+      if (report[k] !== first[k]) throw new Error(`${file}: ${k} is ${report[k]}, ${positionals[0]} has ${first[k]}: not the same testbed`);
+    }
+    for (const row of report.rows) {
+      const key = `${row.workload}|${row.mbps}|${row.system}`;
+      const details = report.details.filter((d) => d['workload'] === row.workload && d['mbps'] === row.mbps && d['system'] === row.system);
+      cells.set(key, { row, from: basename(file), details });
+    }
+    sources.push({ file: basename(file), generatedAt: report.generatedAt, rows: report.rows.length });
+  }
+  const order = (r: BenchRow) => [WORKLOAD_ORDER.indexOf(r.workload), r.mbps, SYSTEMS.indexOf(r.system)];
+  const merged = [...cells.values()].sort((a, b) => {
+    const [x, y] = [order(a.row), order(b.row)];
+    return x[0]! - y[0]! || x[1]! - y[1]! || x[2]! - y[2]!;
+  });
+  for (const s of sources) s.rows = merged.filter((m) => m.from === s.file).length;
+  const rows = merged.map((m) => m.row);
+  await writeReportFiles(`handoff-bench-${values.label}`, {
+    generatedAt: new Date().toISOString(),
+    finished: true,
+    wallSeconds: 0,
+    memoryMiB: first!.memoryMiB,
+    warmupSeconds: first!.warmupSeconds,
+    rttMs: first!.rttMs,
+    systems: SYSTEMS.filter((s) => rows.some((r) => r.system === s)),
+    rows,
+    details: merged.flatMap((m) => m.details.map((d) => ({ ...d, from: m.from }))),
+    sources,
+  });
+  console.log(markdownTable(rows));
+  console.error(`wrote docs/bench/handoff-bench-${values.label}.json and .svg from ${sources.map((s) => `${s.file} (${s.rows} rows)`).join(', ')}`);
+}
+
+main().catch((err) => {
+  console.error(`bench:handoff:merge failed: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});
