@@ -97,7 +97,7 @@ test('a workflow started around the client with bad input fails without touching
   await assertRunningAtA();
 });
 
-test('the VM moves A → B: state verified, guest goes on, five steps in the history', async () => {
+test('the VM moves A → B: state verified, guest goes on, each step in the history', async () => {
   const seen: string[] = [];
   const result: HandoffResult = await runHandoff(cluster.client, { vmId: 'e2e-vm', source: 'A', target: 'B' }, (p) => seen.push(p.step));
   assert.equal(result.verified, true);
@@ -121,7 +121,8 @@ test('the VM moves A → B: state verified, guest goes on, five steps in the his
   });
 
   // The audit trail: the history holds each step as an activity, in order (the target's
-  // finalize is scheduled with the stream, to be waiting when its last frame lands).
+  // finish — verify, then resume — is scheduled with the stream, to be waiting when its last
+  // frame lands).
   const history = await cluster.client.workflow.getHandle(result.workflowId).fetchHistory();
   const activities = (history.events ?? [])
     .map((e) => e.activityTaskScheduledEventAttributes)
@@ -130,9 +131,8 @@ test('the VM moves A → B: state verified, guest goes on, five steps in the his
   assert.deepEqual(activities, [
     'snapshot@cloudlet-A',
     'negotiateBaseImage@cloudlet-B',
-    'finalize@cloudlet-B',
+    'finish@cloudlet-B',
     'streamOverlay@cloudlet-A',
-    'resume@cloudlet-B',
     'retire@cloudlet-A',
   ]);
 });
