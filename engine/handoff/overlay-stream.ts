@@ -212,7 +212,10 @@ export async function streamOverlay(opts: {
         dedup: opts.dedup.forOverlay({ selfRefs: !live }),
         source,
         base,
-        currentMode: live ? () => control.mode() : () => stopMode(control.mode()),
+        // Stopped after converging, the last epoch is small and its time is latency: a cheap
+        // mode. Stopped because the guest outran the link, it is large and link-bound: the mode
+        // chosen for throughput, min(P, R/r), is the one that gets it across soonest.
+        currentMode: live || !stop.converged ? () => control.mode() : () => stopMode(control.mode()),
         onClassified: (r) => (latest = r),
         onChunkRead: (space, index, data) => {
           if (space === Space.Memory) tracker.sent(index, data);
