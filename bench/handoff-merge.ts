@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { SYSTEMS, markdownTable, writeReportFiles, type BenchReport, type BenchRow } from './handoff/report.js';
+import { SYSTEMS, benchRowSchema, markdownTable, writeReportFiles, type BenchReport, type BenchRow } from './handoff/report.js';
 
 /**
  * npm run bench:handoff:merge -- --label NAME docs/bench/a.json docs/bench/b.json …
@@ -15,25 +15,12 @@ import { SYSTEMS, markdownTable, writeReportFiles, type BenchReport, type BenchR
  */
 const { values, positionals } = parseArgs({ options: { label: { type: 'string' } }, allowPositionals: true });
 
-const rowSchema = z.object({
-  workload: z.string(),
-  mbps: z.number(),
-  system: z.enum(SYSTEMS),
-  totalSeconds: z.number(),
-  downtimeSeconds: z.number().nullable(),
-  guestGapSeconds: z.number().nullable(),
-  wireBytes: z.number(),
-  cpuSeconds: z.number().nullable(),
-  completed: z.boolean(),
-  guestContinued: z.boolean().nullable(),
-  note: z.string().optional(),
-});
 const reportSchema = z.object({
   generatedAt: z.string(),
   memoryMiB: z.number(),
   warmupSeconds: z.number(),
   rttMs: z.number(),
-  rows: z.array(rowSchema),
+  rows: z.array(benchRowSchema),
   details: z.array(z.record(z.string(), z.unknown())).default([]),
   floors: z.record(z.string(), z.unknown()).optional(),
 });

@@ -1,26 +1,29 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { z } from 'zod';
 import { REPO_ROOT } from '../../infra/paths.js';
 import { totalTimeChart } from './chart-svg.js';
 
 export const SYSTEMS = ['handoff', 'qemu-tuned', 'qemu-classic', 'floor'] as const;
 export type System = (typeof SYSTEMS)[number];
 
-export interface BenchRow {
-  workload: string;
-  mbps: number;
-  system: System;
-  totalSeconds: number;
-  downtimeSeconds: number | null;
-  guestGapSeconds: number | null;
-  wireBytes: number;
-  cpuSeconds: number | null;
+/** One row of the table; a schema, because the merge tool reads rows back from report files. */
+export const benchRowSchema = z.object({
+  workload: z.string(),
+  mbps: z.number(),
+  system: z.enum(SYSTEMS),
+  totalSeconds: z.number(),
+  downtimeSeconds: z.number().nullable(),
+  guestGapSeconds: z.number().nullable(),
+  wireBytes: z.number(),
+  cpuSeconds: z.number().nullable(),
   /** False when the run hit its cap: totalSeconds is then a lower bound. */
-  completed: boolean;
+  completed: z.boolean(),
   /** The guest beat on at the target past its last heartbeat at the source (null: not measured). */
-  guestContinued: boolean | null;
-  note?: string;
-}
+  guestContinued: z.boolean().nullable(),
+  note: z.string().optional(),
+});
+export type BenchRow = z.infer<typeof benchRowSchema>;
 
 /** What a run writes to docs/bench/<name>.json (the chart is drawn from its rows). */
 export interface BenchReport {

@@ -19,6 +19,10 @@ export enum Space {
   Disk = 1,
 }
 
+/** One number for a chunk's (space, index), as a Map key: exact, indices are below 2³². */
+export const chunkKey = (space: Space, index: number): number => space * 2 ** 32 + index;
+export const chunkOfKey = (key: number): { space: Space; index: number } => ({ space: Math.floor(key / 2 ** 32) as Space, index: key % 2 ** 32 });
+
 export enum RecordKind {
   Zero = 0,
   Raw = 1,

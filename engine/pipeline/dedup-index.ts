@@ -1,7 +1,7 @@
 import { BLOCK_SIZE } from '../blocks.js';
 import { isZeroBlock } from '../image/image-digest.js';
 import { loadHash64 } from './checksum.js';
-import { Space, type ChunkRecord } from './chunk-records.js';
+import { Space, chunkKey, chunkOfKey, type ChunkRecord } from './chunk-records.js';
 import type { ChunkReader } from './chunk-source.js';
 
 export interface ChunkRef {
@@ -16,8 +16,7 @@ export interface ChunkRef {
  */
 export const SELF_INDEX_CAPACITY = 256 * 1024;
 
-const pack = (r: ChunkRef) => r.space * 2 ** 32 + r.index;
-const unpack = (p: number): ChunkRef => ({ space: Math.floor(p / 2 ** 32) as Space, index: p % 2 ** 32 });
+const pack = (r: ChunkRef) => chunkKey(r.space, r.index);
 
 /**
  * Where a chunk's content already is: in the base image (memory or disk, any offset) or earlier in
@@ -89,13 +88,13 @@ export class DedupIndex {
     const scratch = Buffer.alloc(BLOCK_SIZE);
     const inBase = this.base.get(h);
     if (inBase !== undefined) {
-      const at = unpack(inBase);
+      const at = chunkOfKey(inBase);
       await baseReader.read(at.space, [at.index], scratch);
       if (scratch.equals(data)) return { kind: 'base-ref', ...ref, refSpace: at.space, refIndex: at.index };
     }
     const earlier = this.selfRefs ? this.self.get(h) : undefined;
     if (earlier !== undefined) {
-      const at = unpack(earlier);
+      const at = chunkOfKey(earlier);
       await source.read(at.space, [at.index], scratch);
       if (scratch.equals(data)) return { kind: 'self-ref', ...ref, refSpace: at.space, refIndex: at.index };
     }

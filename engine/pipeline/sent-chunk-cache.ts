@@ -1,5 +1,5 @@
 import { BLOCK_SIZE } from '../blocks.js';
-import type { Space } from './chunk-records.js';
+import { chunkKey, type Space } from './chunk-records.js';
 
 /**
  * The bytes last sent for each of the most recently sent chunks, so that a chunk sent again (a
@@ -19,7 +19,6 @@ export class SentChunkCache {
   private readonly slots = new Map<number, number>();
   private readonly free: number[] = [];
   private used = 0;
-  hits = 0;
 
   constructor(readonly capacityChunks: number) {
     if (!Number.isInteger(capacityChunks) || capacityChunks < 0) throw new RangeError(`sent-chunk cache capacity must be a whole number of chunks ≥ 0, got ${capacityChunks}`);
@@ -27,9 +26,8 @@ export class SentChunkCache {
 
   /** The bytes last sent for this chunk, or undefined. A view into the cache: copy it to keep it. */
   get(space: Space, index: number): Buffer | undefined {
-    const slot = this.slots.get(pack(space, index));
+    const slot = this.slots.get(chunkKey(space, index));
     if (slot === undefined) return undefined;
-    this.hits++;
     return this.slab!.subarray(slot * BLOCK_SIZE, (slot + 1) * BLOCK_SIZE);
   }
 
@@ -37,7 +35,7 @@ export class SentChunkCache {
     if (this.capacityChunks === 0) return;
     // Not zero-filled: only slots written are read, and untouched pages cost no memory.
     this.slab ??= Buffer.allocUnsafeSlow(this.capacityChunks * BLOCK_SIZE);
-    const key = pack(space, index);
+    const key = chunkKey(space, index);
     let slot = this.slots.get(key);
     if (slot !== undefined) this.slots.delete(key);
     else slot = this.free.pop() ?? (this.used < this.capacityChunks ? this.used++ : this.evictOldest());
@@ -46,7 +44,7 @@ export class SentChunkCache {
   }
 
   forget(space: Space, index: number): void {
-    const key = pack(space, index);
+    const key = chunkKey(space, index);
     const slot = this.slots.get(key);
     if (slot === undefined) return;
     this.slots.delete(key);
@@ -63,5 +61,3 @@ export class SentChunkCache {
     return slot;
   }
 }
-
-const pack = (space: Space, index: number) => space * 2 ** 32 + index;
