@@ -1,4 +1,6 @@
-import type { SourceHandoffs, SnapshotResult, StreamResult } from '../engine/handoff/source-handoff.js';
+import { Context } from '@temporalio/activity';
+import type { RollbackResult, SourceHandoffs, SnapshotResult, StreamResult } from '../engine/handoff/source-handoff.js';
+import type { TargetAnswer } from '../engine/handoff/source-phase.js';
 import type { DataEndpoint } from '../engine/wire/overlay-sender.js';
 import { asActivity } from './failures.js';
 import { workflowStreamControl } from './workflow-stream-control.js';
@@ -9,14 +11,18 @@ export function createSourceActivities(source: SourceHandoffs) {
     snapshot: (a: { handoffId: string; vmId: string }): Promise<SnapshotResult> => asActivity(() => source.snapshot(a.handoffId, a.vmId)),
     streamOverlay: (a: { handoffId: string; endpoint: DataEndpoint }): Promise<StreamResult> =>
       asActivity(async () => {
+        const ctx = Context.current();
         const control = await workflowStreamControl();
         try {
-          return await source.stream(a.handoffId, a.endpoint, control);
+          // The activity's attempt is the stream's: the target serves the newest one only.
+          return await source.stream(a.handoffId, a.endpoint, control, { attempt: ctx.info.attempt, signal: ctx.cancellationSignal });
         } finally {
           control.stop();
         }
       }),
-    rollback: (a: { handoffId: string; vmId: string }): Promise<{ runState: string }> => asActivity(() => source.rollback(a.handoffId, a.vmId)),
+    /** `target`: what the target answered when the workflow asked it to abort. */
+    rollback: (a: { handoffId: string; vmId: string; target: TargetAnswer }): Promise<RollbackResult> =>
+      asActivity(() => source.rollback(a.handoffId, a.vmId, a.target)),
     retire: (a: { handoffId: string; vmId: string }): Promise<void> => asActivity(() => source.retire(a.handoffId, a.vmId)),
   };
 }

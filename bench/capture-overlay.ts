@@ -28,8 +28,8 @@ export async function captureRealOverlay(base: BuiltBaseImage, dir: string, work
   await vm.serial.waitFor((t) => t.includes('EHOFF-KVSTORE-LOADED') || !workload.name.startsWith('kv'), 600_000);
   log(`guest ${workload.name} ${workload.args.join(' ')} loaded in ${((Date.now() - t0) / 1000).toFixed(1)} s; running ${runSeconds} s`);
   await sleep(runSeconds * 1000);
-  await vm.qemu.pause();
+  await vm.host.pause();
   const started = Date.now();
   const memory = await captureMemory(vm.files.ramFile, vm.base.path('memory'), vm.base.manifest.memory.sizeBytes);
-  return { cloudlet, vm, memoryPages: memory.changedPages, diskBlocks: vm.disk.dirtyBlocks(), captureMs: Date.now() - started };
+  return { cloudlet, vm, memoryPages: memory.changedPages, diskBlocks: await vm.disk.dirtyBlocks(), captureMs: Date.now() - started };
 }

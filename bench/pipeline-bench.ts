@@ -85,6 +85,7 @@ try {
     }));
   }
   await Promise.allSettled([ram.close(), baseMemory.close(), baseDisk.close()]);
+  await cap.cloudlet.destroyAll();
   await cap.cloudlet.stop();
 } finally {
   await pool.close();

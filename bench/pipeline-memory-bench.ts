@@ -74,6 +74,7 @@ async function measureOne(guestMiB: number): Promise<void> {
     log(JSON.stringify(rows.at(-1)));
     await target.abort('mem');
   } finally {
+    await Promise.allSettled([A.destroyAll(), B.destroyAll()]);
     await Promise.allSettled([A.stop(), B.stop()]);
     await root.remove();
   }

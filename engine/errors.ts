@@ -12,7 +12,13 @@ export type HandoffErrorCode =
   | 'HANDOFF_NOT_FOUND'
   | 'STATE_MISMATCH'
   | 'PROTOCOL'
-  | 'GUEST_DID_NOT_CONTINUE';
+  | 'GUEST_DID_NOT_CONTINUE'
+  /** The VM's host process is gone, and QEMU with it: that copy of the VM no longer exists. */
+  | 'VM_LOST'
+  /** Another handoff of the same VM holds it. */
+  | 'VM_BUSY'
+  /** The end frame left and the outcome at the target is not known here: only its answer decides. */
+  | 'HANDOFF_IN_DOUBT';
 
 const NOT_RETRYABLE: ReadonlySet<HandoffErrorCode> = new Set([
   'VM_NOT_FOUND',
@@ -23,6 +29,9 @@ const NOT_RETRYABLE: ReadonlySet<HandoffErrorCode> = new Set([
   'HANDOFF_NOT_FOUND',
   'STATE_MISMATCH',
   'GUEST_DID_NOT_CONTINUE',
+  'VM_LOST',
+  'VM_BUSY',
+  'HANDOFF_IN_DOUBT',
 ]);
 
 export class HandoffError extends Error {

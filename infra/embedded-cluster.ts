@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Client, Connection } from '@temporalio/client';
 import { READY_MARKER } from '../workers/cloudlet-worker.js';
-import { releaseStaleMounts } from '../engine/cloudlet/cloudlet.js';
+import { sweepRunFolder } from '../engine/host/vm-folder-sweep.js';
 import { PREFIX, REPO_ROOT } from './paths.js';
 import { freePort, portIsFree, startDevServer, type DevServer } from './temporal-dev-server.js';
 import { createWanTestbed, type WanTestbed } from './wan-testbed.js';
@@ -23,7 +23,7 @@ export interface EmbeddedCluster {
   wan?: WanTestbed;
   uiUrl?: string;
   client: Client;
-  workers: Map<string, { pid: number; dataPlane: { host: string; port: number } }>;
+  workers: Map<string, SupervisedWorker>;
   stop(): Promise<void>;
 }
 
@@ -37,6 +37,8 @@ export interface ClusterOptions {
    * `rttMs` of round trip between cloudlets (see WanTestbed).
    */
   wan?: { mbps: number; rttMs?: number };
+  /** How long after a worker dies it is started again (systemd's RestartSec); default 1 s. */
+  workerRestartDelayMs?: number;
   log?: (line: string) => void;
 }
 
@@ -81,30 +83,32 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
       address = server.address;
     }
     const bundle = await ensureWorkflowBundle();
-    const workers = new Map<string, { pid: number; dataPlane: { host: string; port: number } }>();
-    const running: Array<{ stop(): Promise<void>; runDir: string }> = [];
-    // Workers stop together (each ends its own VMs), before the server they talk to.
+    const workers = new Map<string, SupervisedWorker>();
+    // Workers stop together, before the server they talk to; then their VMs are ended (a
+    // worker's stop leaves its VMs running, as on a real site) and their folders removed.
     cleanups.push(async () => {
-      await Promise.all(running.map(async (w) => {
+      await Promise.all([...workers.values()].map(async (w) => {
         await w.stop();
+        await sweepRunFolder(w.runDir);
         await rm(w.runDir, { recursive: true, force: true });
       }));
     });
-    const started = await Promise.all(
+    await Promise.all(
       opts.cloudlets.map(async (c) => {
         const runDir = `/tmp/${PREFIX}-${opts.runTag}-${c.name}`;
-        await releaseStaleMounts(runDir);
+        // A crashed run with this tag left VMs, mounts and files here: end them first.
+        for (const r of await sweepRunFolder(runDir)) log(`swept from a crashed run: ${r}`);
         await rm(runDir, { recursive: true, force: true });
         await mkdir(c.imageCacheDir, { recursive: true });
+        // A fixed data-plane port, so that a restarted worker is found where sources expect it.
         const placement = wan
-          ? { netns: wan.cloudlet(c.name).ns, dataHost: wan.cloudlet(c.name).address, temporalAddress: `${wan.cloudlet(c.name).coreAddress}:${address.split(':')[1]}` }
-          : { dataHost: '127.0.0.1', temporalAddress: address };
-        const w = await spawnWorker(c, runDir, placement, bundle, log);
-        running.push({ stop: w.stop, runDir });
-        return [c.name, w] as const;
+          ? { netns: wan.cloudlet(c.name).ns, dataHost: wan.cloudlet(c.name).address, dataPort: DATA_PORT_IN_NAMESPACE, temporalAddress: `${wan.cloudlet(c.name).coreAddress}:${address.split(':')[1]}` }
+          : { dataHost: '127.0.0.1', dataPort: await freePort(), temporalAddress: address };
+        const w = new SupervisedWorker(c, runDir, placement, bundle, opts.workerRestartDelayMs ?? 1_000, log);
+        workers.set(c.name, w);
+        await w.start();
       }),
     );
-    for (const [name, w] of started) workers.set(name, { pid: w.pid, dataPlane: w.dataPlane });
     const connection = await Connection.connect({ address });
     cleanups.push(() => connection.close());
     const client = new Client({ connection, namespace: process.env.TEMPORAL_NAMESPACE ?? 'default' });
@@ -115,13 +119,85 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
   }
 }
 
-async function spawnWorker(
+/** Each cloudlet has its own address inside the WAN testbed: the same port serves for all. */
+const DATA_PORT_IN_NAMESPACE = 7300;
+
+type Placement = { netns?: string; dataHost: string; dataPort: number; temporalAddress: string };
+
+/**
+ * One cloudlet's worker process, started again whenever it dies (systemd's Restart=always; see
+ * infra/systemd/), with the same run folder, so the new worker re-adopts the VMs the old left.
+ */
+export class SupervisedWorker {
+  pid = 0;
+  dataPlane: { host: string; port: number } = { host: '', port: 0 };
+  /** How many times the worker was started again after it died. */
+  restarts = 0;
+  private child?: ChildProcess;
+  private stopping = false;
+  private restartTimer?: NodeJS.Timeout;
+  private readonly readyWaiters: Array<() => void> = [];
+
+  constructor(
+    readonly spec: CloudletSpec,
+    readonly runDir: string,
+    private readonly placement: Placement,
+    private readonly bundle: string,
+    private readonly restartDelayMs: number,
+    private readonly log: (l: string) => void,
+  ) {}
+
+  /** Starts the worker and waits until it polls. */
+  async start(): Promise<void> {
+    const { child, ready } = spawnWorker(this.spec, this.runDir, this.placement, this.bundle, this.log);
+    this.child = child;
+    child.once('exit', (code, signal) => {
+      if (this.stopping || this.child !== child) return;
+      this.log(`cloudlet ${this.spec.name}: worker pid ${child.pid} died (code ${code}, signal ${signal}); starting it again in ${this.restartDelayMs} ms`);
+      this.restartTimer = setTimeout(() => {
+        this.restarts++;
+        this.start().catch((err: Error) => this.log(`cloudlet ${this.spec.name}: restart failed: ${err.message}`));
+      }, this.restartDelayMs);
+    });
+    const r = await ready;
+    this.pid = child.pid!;
+    this.dataPlane = r.dataPlane;
+    for (const w of this.readyWaiters.splice(0)) w();
+  }
+
+  /** Resolves once a worker started after now is ready (a restart's end). */
+  nextReady(): Promise<void> {
+    return new Promise((resolve) => this.readyWaiters.push(resolve));
+  }
+
+  /** Sends `signal` to the current worker process (a fault test's crash or stop). */
+  signal(signal: NodeJS.Signals): void {
+    this.child?.kill(signal);
+  }
+
+  /** Stops supervising, then stops the worker (SIGTERM, SIGKILL after 30 s). Its VMs stay. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.restartTimer);
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    const gone = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 30_000))]);
+    if (!gone) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  }
+}
+
+function spawnWorker(
   c: CloudletSpec,
   runDir: string,
-  placement: { netns?: string; dataHost: string; temporalAddress: string },
+  placement: Placement,
   bundle: string,
   log: (l: string) => void,
-) {
+): { child: ChildProcess; ready: Promise<{ dataPlane: { host: string; port: number } }> } {
   const args = [
     '--import', 'tsx',
     join(REPO_ROOT, 'workers', 'cloudlet-worker.ts'),
@@ -130,6 +206,7 @@ async function spawnWorker(
     '--image-cache', c.imageCacheDir,
     '--temporal-address', placement.temporalAddress,
     '--data-host', placement.dataHost,
+    '--data-port', String(placement.dataPort),
     '--workflow-bundle', bundle,
     ...c.baseImages.flatMap((b) => ['--install-base', b]),
   ];
@@ -146,9 +223,8 @@ async function spawnWorker(
     remember(l);
     if (process.env.EHOFF_VERBOSE) log(`[${c.name} stderr] ${l}`);
   });
-  let exitCode: number | null | undefined;
-  const exited = new Promise<void>((resolve) => child.once('exit', (code) => ((exitCode = code), resolve())));
-  const ready = await new Promise<{ dataPlane: { host: string; port: number } }>((resolve, reject) => {
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const ready = new Promise<{ dataPlane: { host: string; port: number } }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`cloudlet ${c.name} worker not ready within 120 s: ${tail.join('\n')}`)), 120_000);
     createInterface({ input: child.stdout! }).on('line', (l) => {
       remember(l);
@@ -157,26 +233,18 @@ async function spawnWorker(
         resolve(JSON.parse(l.slice(READY_MARKER.length)));
       } else if (process.env.EHOFF_VERBOSE) log(`[${c.name}] ${l}`);
     });
-    void exited.then(() => {
+    void exited.then((code) => {
       clearTimeout(timer);
-      reject(new Error(`cloudlet ${c.name} worker exited (code ${exitCode}) before it was ready:\n${tail.join('\n')}`));
+      reject(new Error(`cloudlet ${c.name} worker exited (code ${code}) before it was ready:\n${tail.join('\n')}`));
     });
-  }).catch(async (err) => {
-    child.kill('SIGKILL');
-    throw err;
-  });
-  log(`cloudlet ${c.name}: worker pid ${child.pid}, data plane ${ready.dataPlane.host}:${ready.dataPlane.port}`);
-  return {
-    pid: child.pid!,
-    dataPlane: ready.dataPlane,
-    stop: async () => {
-      if (exitCode !== undefined) return;
-      child.kill('SIGTERM');
-      const gone = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 30_000))]);
-      if (!gone) {
-        child.kill('SIGKILL');
-        await exited;
-      }
-    },
-  };
+  })
+    .then((r) => {
+      log(`cloudlet ${c.name}: worker pid ${child.pid}, data plane ${r.dataPlane.host}:${r.dataPlane.port}`);
+      return r;
+    })
+    .catch((err) => {
+      child.kill('SIGKILL');
+      throw err;
+    });
+  return { child, ready };
 }

@@ -30,6 +30,11 @@ export interface WanTestbed {
   setRate(mbps: number): Promise<void>;
   /** Bytes the cloudlet's uplink has sent so far (its tbf's counter): what crossed the WAN. */
   uplinkBytes(name: string): Promise<number>;
+  /**
+   * Cuts the cloudlet's link (`true`) or restores it: its core-side end goes down, so nothing
+   * crosses either way and no peer is told (no RST) — the data plane and Temporal both go silent.
+   */
+  blackout(name: string, cut: boolean): Promise<void>;
   destroy(): Promise<void>;
 }
 
@@ -178,6 +183,11 @@ export async function createWanTestbed(opts: { tag: string; cloudlets: string[];
         await shape(coreNs, l.coreDev, next, 'change');
       }
       mbps = next;
+    },
+    async blackout(name, cut) {
+      const l = links.get(name);
+      if (!l) throw new Error(`no cloudlet '${name}' in testbed ${tag}`);
+      await nsRun(coreNs, 'ip', 'link', 'set', l.coreDev, cut ? 'down' : 'up');
     },
     async uplinkBytes(name) {
       const l = links.get(name);

@@ -31,6 +31,7 @@ before(async () => {
 });
 
 after(async () => {
+  await Promise.allSettled([A?.destroyAll(), B?.destroyAll()]);
   await Promise.allSettled([A?.stop(), B?.stop()]);
   await root?.remove();
 });
@@ -42,7 +43,7 @@ test('a VM moves from A to B with verified state and a guest that goes on', asyn
   const target = new TargetHandoffs(B);
   const snap = await source.snapshot('h-ok', 'eng-vm');
   assert.ok(snap.heartbeatAtStart !== null && snap.heartbeatAtStart > 0, 'the workload was beating before the handoff');
-  assert.equal(await A.vm('eng-vm').qemu.status(), 'running', 'the snapshot step does not stop the VM');
+  assert.equal(await A.vm('eng-vm').host.runState(), 'running', 'the snapshot step does not stop the VM');
 
   const endpoint = await target.prepare('h-ok', 'eng-vm', snap.baseImageId);
   const stream = await source.stream('h-ok', endpoint, fixedControl('none/zstd-3'));
@@ -52,7 +53,7 @@ test('a VM moves from A to B with verified state and a guest that goes on', asyn
   assert.ok(!last.live && last.memoryPages < first.memoryPages, `the stop-and-copy epoch is small (${last.memoryPages} pages): ${stream.stopReason}`);
   assert.equal(stream.ack.chunks, stream.stages.chunks);
   assert.ok(stream.stages.payloadBytes < stream.stages.inputBytes / 2, `the pipeline reduced the overlay (${stream.stages.payloadBytes} of ${stream.stages.inputBytes} bytes)`);
-  assert.equal(await A.vm('eng-vm').qemu.status() !== 'running', true, 'the source is stopped once the stream ends');
+  assert.equal(await A.vm('eng-vm').host.runState() !== 'running', true, 'the source is stopped once the stream ends');
   // The target's own finish: verify against the digests sent with the overlay's end, resume.
   const { finalized: fin, resumed } = await target.finish('h-ok');
   assert.equal(fin.memoryDigest, stream.memoryDigest);
@@ -99,7 +100,7 @@ test('state corrupted in transit is caught before resume: the target refuses, th
   });
   assert.equal(B.hasVm('bad-vm'), false, 'the VM never ran at the target');
   assert.deepEqual(await target.abort('h-bad'), { resumed: false });
-  const back = await source.rollback('h-bad', 'bad-vm');
+  const back = await source.rollback('h-bad', 'bad-vm', 'released');
   assert.equal(back.runState, 'running');
   const hb = (await A.describe('bad-vm')).lastHeartbeat!;
   await sleep(1000);

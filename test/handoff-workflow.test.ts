@@ -18,6 +18,7 @@ import { Context } from '@temporalio/activity';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { SourceActivities } from '../activities/source-activities.js';
 import type { TargetActivities } from '../activities/target-activities.js';
+import { decideSourceRecovery } from '../engine/handoff/source-phase.js';
 
 // The orchestration alone, on a real (embedded) Temporal server, with the cloudlets' activities
 // replaced by recorders: which steps run where, and what happens when one fails.
@@ -40,7 +41,7 @@ after(async () => {
  * Where to inject a failure. 'digests': the target reports digests other than the source's;
  * 'streamAfterEnd': the source's stream fails after the target got the overlay's end.
  */
-type FailAt = 'snapshot' | 'negotiateBaseImage' | 'streamOverlay' | 'streamAfterEnd' | 'finish' | 'retire' | 'digests' | undefined;
+type FailAt = 'snapshot' | 'negotiateBaseImage' | 'streamOverlay' | 'streamAfterEnd' | 'silentTarget' | 'finish' | 'retire' | 'digests' | undefined;
 
 type StreamBehaviour = () => Promise<Record<string, number>>;
 
@@ -55,6 +56,10 @@ function streamEnd() {
 function fakeCloudlet(name: string, calls: string[], failAt: FailAt, end: ReturnType<typeof streamEnd>, stream?: StreamBehaviour): SourceActivities & TargetActivities {
   /** The target has continued the VM (what its abort then answers). */
   let resumedHere = false;
+  /** The source's end frame has left (its persisted phase: what its rollback decides from). */
+  let endSent = false;
+  /** 'silentTarget': the target's first answers to abort are lost. */
+  let abortsUnanswered = failAt === 'silentTarget' ? 4 : 0;
   const finalized = () => ({ memoryDigest: (failAt === 'digests' ? 'x' : 'm').repeat(64), diskDigest: 'd'.repeat(64), verified: true as const, verifyMs: 1, received: { batches: 1, chunks: 12, deviceStateBytes: 5, bytesReceived: 12345 }, marks: { receivedAtMs: 1190, finalizeStartedAtMs: 1270, verifiedAtMs: 1300 } });
   const resumed = { resumedAtMs: 1400, resumeStartedAtMs: 1350, heartbeatAfter: 8, firstHeartbeatAtMs: 1500, runState: 'running' };
   const step = async <T>(activity: string, value: T): Promise<T> => {
@@ -73,7 +78,12 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt, end: Return
       memoryDigest: 'm'.repeat(64), diskDigest: 'd'.repeat(64), deviceStateBytes: 5,
       stopMarks: { pausedAtMs: 1000, scannedAtMs: 1050, finalEpochEncodedAtMs: 1060, deviceStateSavedAtMs: 1080, ackedAtMs: 1200, digestedAtMs: 1250 },
     })),
-    rollback: () => step('rollback', { runState: 'running' }),
+    // The real decision, on the phase this fake source is in.
+    rollback: (a) => {
+      const d = decideSourceRecovery({ handoffId: a.handoffId, vmId: a.vmId, phase: endSent ? 'end-sent' : 'live', attempt: 1, at: '' }, a.target);
+      calls.push(`A.rollback(${a.target}) → ${d.action}`);
+      return step('rollback', { runState: d.action === 'resume-here' ? 'running' : 'paused', action: d.action, reason: d.reason });
+    },
     retire: () => step('retire', undefined),
     negotiateBaseImage: () => step('negotiateBaseImage', { host: '127.0.0.1', port: 1, token: 't'.repeat(32) }),
     // Checks against what the source sent in-band (here: the same fixed digests) once the stream
@@ -91,6 +101,11 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt, end: Return
     },
     resume: () => step('resume', resumed),
     abort: async () => {
+      if (abortsUnanswered > 0) {
+        abortsUnanswered--;
+        calls.push('B.abort unanswered');
+        throw new Error('the target does not answer');
+      }
       end.reject(new Error('aborted'));
       return step('abort', { resumed: resumedHere });
     },
@@ -98,6 +113,8 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt, end: Return
   async function stepThenEnd<T>(running: Promise<T>): Promise<T> {
     try {
       const value = await running;
+      endSent = true;
+      if (failAt === 'silentTarget') throw ApplicationFailure.nonRetryable('injected failure after the end frame left', 'INJECTED');
       end.resolve();
       if (failAt === 'streamAfterEnd') {
         await sleep(200); // the target has the overlay's end and resumes; the source's report is lost
@@ -153,7 +170,7 @@ for (const failAt of ['negotiateBaseImage', 'streamOverlay', 'finish'] as const)
     const { error, calls } = await runWith(failAt);
     assert.ok(error instanceof WorkflowFailedError, 'the workflow fails');
     assert.match(String((error.cause as Error).message), new RegExp(`injected failure in ${failAt}.*runs on at A`));
-    assert.deepEqual(calls.slice(-2), ['B.abort', 'A.rollback']);
+    assert.deepEqual(calls.slice(-3), ['B.abort', 'A.rollback(released) → resume-here', 'A.rollback']);
     assert.ok(!calls.includes('A.retire'), 'the source copy is never retired');
   });
 }
@@ -182,13 +199,27 @@ test('once the target has resumed the VM, no failure resumes the source: it is l
 
 test('a stream that fails before the target resumed releases the target once and resumes the source', async () => {
   const { calls } = await runWith('streamOverlay');
-  assert.deepEqual(calls, ['A.snapshot', 'B.negotiateBaseImage', 'A.streamOverlay', 'B.abort', 'A.rollback']);
+  assert.deepEqual(calls, ['A.snapshot', 'B.negotiateBaseImage', 'A.streamOverlay', 'B.abort', 'A.rollback(released) → resume-here', 'A.rollback']);
+});
+
+test('after the end frame left, a target that does not answer keeps the source stopped; the workflow asks until it does', async () => {
+  const { error, calls } = await runWith('silentTarget');
+  assert.ok(error instanceof WorkflowFailedError);
+  assert.equal((error.cause as ApplicationFailure).type, 'HANDOFF_FAILED');
+  assert.match(String((error.cause as Error).message), /runs on at A/);
+  // The stream's own abort tries three times; then the rollback asks once, is not answered, and
+  // the source, whose end frame left, stays stopped; asked again, the target answers and lets go.
+  assert.deepEqual(calls.slice(3), [
+    'B.abort unanswered', 'B.abort unanswered', 'B.abort unanswered',
+    'B.abort unanswered', 'A.rollback(no-answer) → wait-for-target', 'A.rollback',
+    'B.abort', 'A.rollback(released) → resume-here', 'A.rollback',
+  ]);
 });
 
 test('a failed snapshot rolls back the source without touching the target', async () => {
   const { error, calls } = await runWith('snapshot');
   assert.ok(error instanceof WorkflowFailedError);
-  assert.deepEqual(calls, ['A.snapshot', 'A.rollback']);
+  assert.deepEqual(calls, ['A.snapshot', 'A.rollback(released) → resume-here', 'A.rollback']);
 });
 
 test('malformed input fails the workflow before any activity, naming the field', async () => {

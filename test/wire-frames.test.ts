@@ -19,7 +19,7 @@ function batchHeader(payload: Buffer) {
   return { seq: 0, mode: 'xor/zstd-3', chunks: 3, rawBytes: 9000, rawXxh64: '0123456789abcdef', payloadBytes: payload.length, payloadXxh64: 'fedcba9876543210' };
 }
 
-const hello = { protocol: WIRE_PROTOCOL, version: WIRE_VERSION, handoffId: 'h-1', token: 'x'.repeat(32) } as const;
+const hello = { protocol: WIRE_PROTOCOL, version: WIRE_VERSION, handoffId: 'h-1', token: 'x'.repeat(32), attempt: 2 } as const;
 
 test('every frame type survives encode → decode, split at any byte', async () => {
   const blocks = Buffer.alloc(3 * BLOCK_SIZE);
@@ -55,7 +55,7 @@ test('unknown frame types and impossible lengths are rejected by name', async ()
 
 test('a hello of another protocol version is rejected, naming the field', async () => {
   const wire = encodeFrame({ type: FrameType.Hello, hello: { ...hello, version: 1 } });
-  await assert.rejects(decodeAll(wire), /field 'version' is 1; this side speaks version 4/);
+  await assert.rejects(decodeAll(wire), /field 'version' is 1; this side speaks version 5/);
 });
 
 test('a control frame with a bad field names that field', async () => {

@@ -5,7 +5,7 @@ import { createCloudletActivities } from '../activities/cloudlet-activities.js';
 import { createSourceActivities } from '../activities/source-activities.js';
 import { createTargetActivities } from '../activities/target-activities.js';
 import { Cloudlet } from '../engine/cloudlet/cloudlet.js';
-import { SourceHandoffs } from '../engine/handoff/source-handoff.js';
+import { SourceHandoffs, recoverSourceAfterRestart } from '../engine/handoff/source-handoff.js';
 import { TargetHandoffs } from '../engine/handoff/target-handoff.js';
 import { cloudletNameSchema } from '../engine/names.js';
 import { PREFIX } from '../infra/paths.js';
@@ -13,8 +13,10 @@ import { WORKFLOW_TASK_QUEUE, cloudletTaskQueue } from '../workflows/definitions
 import { pageScanImplementation } from '../engine/memory/native-page-scan.js';
 
 /**
- * One cloudlet's worker process: owns the cloudlet's VMs (QEMU children, FUSE disks), polls the
- * cloudlet's own task queue for its activities, and the shared queue for workflow tasks.
+ * One cloudlet's worker process: a Temporal client that drives the cloudlet's VMs through their
+ * host processes (which outlive it: see engine/host), polls the cloudlet's own task queue for its
+ * activities, and the shared queue for workflow tasks. It may exit at any time, by a crash or a
+ * stop; the next one re-adopts the VMs from the run folder.
  */
 const configSchema = z.object({
   cloudlet: cloudletNameSchema,
@@ -79,6 +81,15 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
     prefix: PREFIX,
   });
   await cloudlet.start();
+  const { adopted, discarded, lost, swept } = cloudlet.recovery;
+  if (adopted.length + discarded.length + lost.length + swept.length > 0) {
+    console.log(`[${config.cloudlet}] re-adopted VMs: ${adopted.join(', ') || 'none'}; discarded unfinished incoming copies: ${discarded.join(', ') || 'none'}; lost (host gone): ${lost.join(', ') || 'none'}; swept: ${swept.length} leftovers`);
+  }
+  // A handoff whose stream died with the previous worker: its persisted phase decides.
+  for (const vm of cloudlet.vmList()) {
+    const decision = await recoverSourceAfterRestart(vm);
+    if (decision.action !== 'nothing') console.log(`[${config.cloudlet}] VM ${vm.vmId}: ${decision.action} (${decision.reason})`);
+  }
   console.log(`[${config.cloudlet}] changed-pages scan: ${pageScanImplementation()}`);
   for (const dir of config.installBase) {
     const image = await cloudlet.images.install(dir);
@@ -114,7 +125,7 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
   try {
     await Promise.all([activityWorker.run(), workflowWorker.run()]);
   } finally {
-    // The VMs' disks are served by this process: they cannot outlive it.
+    // The VMs go on in their hosts; the next worker of this cloudlet re-adopts them.
     await cloudlet.stop();
     await connection.close();
   }

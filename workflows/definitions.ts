@@ -50,7 +50,11 @@ export function describeInvalid(what: string, error: z.ZodError): string {
 }
 
 export const HANDOFF_STEPS = ['snapshot', 'negotiate', 'stream', 'finalize', 'resume'] as const;
-export type HandoffStep = (typeof HANDOFF_STEPS)[number] | 'retire-source' | 'rollback' | 'done' | 'failed';
+/**
+ * `waiting-for-target`: the end frame left and the target has not answered whether it committed;
+ * the source's copy stays stopped while the workflow keeps asking (see the rollback).
+ */
+export type HandoffStep = (typeof HANDOFF_STEPS)[number] | 'retire-source' | 'rollback' | 'waiting-for-target' | 'done' | 'failed';
 
 export interface StepRecord {
   step: HandoffStep;

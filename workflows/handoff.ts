@@ -3,6 +3,7 @@ import {
   CancellationScope,
   proxyActivities,
   log,
+  sleep,
   patched,
   setHandler,
   upsertMemo,
@@ -11,6 +12,7 @@ import {
 } from '@temporalio/workflow';
 import type { SourceActivities } from '../activities/source-activities.js';
 import type { TargetActivities } from '../activities/target-activities.js';
+import type { TargetAnswer } from '../engine/handoff/source-phase.js';
 import { chooseMode, type StreamPolicy } from '../engine/adaptation/choose-mode.js';
 import { DEFAULT_MODE, modeId, modeIdSchema, type ModeId } from '../engine/adaptation/mode.js';
 import {
@@ -45,6 +47,9 @@ function onCloudlet(cloudlet: string, opts: Partial<ActivityOptions> = {}): Acti
   };
 }
 
+/** How long a rollback keeps asking a silent target before it leaves the decision to an operator. */
+const IN_DOUBT_LIMIT_MS = 30 * 60_000;
+
 /**
  * Moves a VM from one cloudlet to another: snapshot → base-image negotiation → delta stream →
  * finalize (verify) → resume, each on the cloudlet that must run it. Until the target has
@@ -70,6 +75,11 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
     onCloudlet(source, { scheduleToCloseTimeout: '30 minutes', retry: { initialInterval: '1 second', maximumInterval: '30 seconds' } }),
   );
   const dstCleanup = proxyActivities<TargetActivities>(onCloudlet(target, { scheduleToCloseTimeout: '1 minute' }));
+  // Asking the target whether it committed: a short bound, since no answer is an answer to wait on.
+  // Releasing a target that was silent, once the source runs again: retried for minutes.
+  const dstRelease = proxyActivities<TargetActivities>(onCloudlet(target, { scheduleToCloseTimeout: '5 minutes', retry: { initialInterval: '1 second', maximumInterval: '10 seconds' } }));
+  // One try per ask: the loop that asks is the retry, with its own backoff.
+  const dstAsk = proxyActivities<TargetActivities>(onCloudlet(target, { scheduleToCloseTimeout: '20 seconds', startToCloseTimeout: '15 seconds', retry: { maximumAttempts: 1 } }));
 
   const steps: StepRecord[] = [];
   let step: HandoffStep = 'snapshot';
@@ -126,6 +136,37 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
     policy.bandwidthCapMbps = mbps;
     upsertMemo({ bandwidthCapMbps: mbps });
   });
+
+  /**
+   * After a failure: ask the target to let go, and let the source decide from its persisted phase
+   * and that answer whether its copy runs again. While the end frame has left and the target does
+   * not answer, the source's copy stays stopped and this keeps asking, with backoff, up to a bound.
+   */
+  const settleAfterFailure = async (): Promise<{ outcome: 'runs-at-target' | 'runs-at-source' | 'lost' | 'in-doubt'; reason: string }> => {
+    const givesUpAt = Date.now() + IN_DOUBT_LIMIT_MS;
+    for (let backoffMs = 1_000; ; backoffMs = Math.min(backoffMs * 2, 60_000)) {
+      const answer: TargetAnswer =
+        !targetTouched || targetReleased
+          ? 'released'
+          : await dstAsk.abort({ handoffId }).then((a) => (a.resumed ? 'committed' : 'released'), () => 'no-answer' as const);
+      // The target runs the VM: the source's copy stays as it is, stopped, never resumed.
+      if (answer === 'committed') return { outcome: 'runs-at-target', reason: `${target} answered that it continued the VM` };
+      if (answer === 'released') targetReleased = true;
+      const r = await srcRecovery.rollback({ handoffId, vmId, target: answer });
+      if (r.action === 'resume-here') {
+        // The copy here runs; a target that did not answer may still hold a prepared copy: it is
+        // told to let go, for longer, so that nothing is left there.
+        if (!targetReleased) await dstRelease.abort({ handoffId }).catch((e: unknown) => log.warn('the target did not release the handoff', { error: String(e) }));
+        return { outcome: 'runs-at-source', reason: r.reason };
+      }
+      if (r.action === 'nothing' && (r.runState === 'lost' || r.runState === 'absent')) return { outcome: 'lost', reason: r.reason };
+      if (r.action === 'nothing') return { outcome: 'runs-at-source', reason: r.reason };
+      if (Date.now() + backoffMs > givesUpAt) return { outcome: 'in-doubt', reason: r.reason };
+      if (step !== 'waiting-for-target') enter('waiting-for-target');
+      upsertMemo({ waitingForTarget: { since: new Date().toISOString(), reason: r.reason } });
+      await sleep(backoffMs);
+    }
+  };
 
   let targetTouched = false;
   /** The target answered an abort: nothing of this handoff is left there. */
@@ -237,21 +278,26 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
   } catch (err) {
     const failedAt = step;
     enter('rollback');
-    const runsAtTarget = await CancellationScope.nonCancellable(async () => {
-      // A target that has continued the VM holds its only running copy from then on: the
-      // source's stays stopped. (Histories from before this check saw no answer here.)
-      const answer = targetTouched && !targetReleased ? await dstCleanup.abort({ handoffId }).catch(() => undefined) : undefined;
-      if (answer?.resumed === true) return true;
-      await srcRecovery.rollback({ handoffId, vmId });
-      return false;
-    });
+    const settled = await CancellationScope.nonCancellable(() => settleAfterFailure());
     enter('failed');
     const cause = describeFailure(err);
+    const where = `handoff of VM '${vmId}' from ${source} to ${target} failed at step '${failedAt}'`;
+    const outcome: Record<typeof settled.outcome, { type: string; message: string }> = {
+      'runs-at-target': {
+        type: 'HANDOFF_FAILED_AFTER_RESUME',
+        message: `${where} after ${target} had resumed it: ${cause}. The VM runs at ${target}; its copy at ${source} was left stopped, not resumed.`,
+      },
+      'runs-at-source': { type: 'HANDOFF_FAILED', message: `${where}: ${cause}. The VM runs on at ${source}.` },
+      lost: { type: 'VM_LOST', message: `${where}: ${cause}. The VM does not run at ${source} any more (${settled.reason}), and ${target} holds no copy of it.` },
+      'in-doubt': {
+        type: 'HANDOFF_IN_DOUBT',
+        message:
+          `${where}: ${cause}. The end frame left ${source} and ${target} did not answer whether it committed (${settled.reason}). ` +
+          `The copy at ${source} is stopped, not destroyed. Check ${target}: if VM '${vmId}' runs there (describeVm), destroy the stopped copy at ${source}; if not, run a rollback of this handoff again once ${target} answers.`,
+      },
+    };
     throw ApplicationFailure.create({
-      message: runsAtTarget
-        ? `handoff of VM '${vmId}' from ${source} to ${target} failed at step '${failedAt}' after ${target} had resumed it: ${cause}. The VM runs at ${target}; its copy at ${source} was left stopped, not resumed.`
-        : `handoff of VM '${vmId}' from ${source} to ${target} failed at step '${failedAt}': ${cause}. The VM runs on at ${source}.`,
-      type: runsAtTarget ? 'HANDOFF_FAILED_AFTER_RESUME' : 'HANDOFF_FAILED',
+      ...outcome[settled.outcome],
       nonRetryable: true,
       cause: err instanceof Error ? err : undefined,
     });

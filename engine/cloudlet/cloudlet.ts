@@ -1,6 +1,6 @@
-import { mkdir, readdir } from 'node:fs/promises';
+import { access, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import Fuse from 'fuse-native';
+import { z } from 'zod';
 import { HandoffError } from '../errors.js';
 import { ImageCache, type CachedBaseImage } from '../image/image-cache.js';
 import { CodecPool } from '../pipeline/codec-pool.js';
@@ -8,11 +8,17 @@ import { baseChunkReader } from '../pipeline/chunk-source.js';
 import { DedupIndex } from '../pipeline/dedup-index.js';
 import { MemoryTracker, type BasePageHashes } from '../memory/memory-tracker.js';
 import { loadHash64 } from '../pipeline/checksum.js';
-import { open } from 'node:fs/promises';
 import { DataPlaneServer } from '../wire/data-plane-server.js';
-import { VmInstance, removeVmFiles, vmFiles } from './vm-instance.js';
-
+import { VmInstance, vmFiles, type VmFiles } from './vm-instance.js';
+import { VmHostClient } from '../host/vm-host-client.js';
+import { hostProcessRuns, readHostRecord, sweepVmFolder, vmFolders } from '../host/vm-folder-sweep.js';
+import { HOST_CONTINUED_FILE, type HostRecord } from '../host/host-protocol.js';
 import type { Workload } from '../names.js';
+
+/** How long a restarted worker waits for each surviving host to answer before it counts it gone. */
+const READOPT_CONNECT_MS = 5_000;
+/** How long it waits for a host whose process still runs (busy, or slow to start) before it kills it. */
+const READOPT_RUNNING_HOST_MS = 30_000;
 
 export interface CloudletConfig {
   name: string;
@@ -30,8 +36,10 @@ export interface CloudletConfig {
 export interface VmDescription {
   vmId: string;
   cloudlet: string;
-  baseImageId: string;
+  baseImageId: string | null;
+  /** QEMU's run state; `exited` if QEMU ended under a live host; `lost` if the host died. */
   runState: string;
+  lostReason: string | null;
   lastHeartbeat: number | null;
   dirtyDiskBlocks: number;
 }
@@ -41,6 +49,8 @@ export class Cloudlet {
   readonly images: ImageCache;
   readonly dataPlane: DataPlaneServer;
   private readonly vms = new Map<string, VmInstance>();
+  /** Handoffs whose target copy was continued here, as re-adopted from their hosts. */
+  private readonly committedHandoffs = new Map<string, string>();
   private pool?: CodecPool;
   private readonly dedupIndexes = new Map<string, Promise<DedupIndex>>();
   private readonly pageHashes = new Map<string, Promise<BasePageHashes>>();
@@ -54,19 +64,100 @@ export class Cloudlet {
     return this.config.name;
   }
 
+  /**
+   * Takes over the VMs an earlier worker of this cloudlet left running (their hosts outlive it),
+   * sweeps what dead hosts left, then listens. VMs whose hosts are gone are reported lost.
+   */
   async start(): Promise<void> {
-    await releaseStaleMounts(this.config.runDir);
-    await mkdir(this.config.runDir, { recursive: true });
+    await mkdir(join(this.config.runDir, 'vms'), { recursive: true });
+    await this.readopt();
     await this.dataPlane.start();
     await this.codecPool().warm();
   }
 
-  /** Ends every VM of this cloudlet (the worker is going away and the FUSE disks with it). */
+  /** Lets go of this cloudlet's VMs without ending them (the worker is going away; they stay). */
   async stop(): Promise<void> {
-    for (const vm of this.vms.values()) await vm.destroy().catch(() => undefined);
+    for (const vm of this.vms.values()) await vm.detach().catch(() => undefined);
     this.vms.clear();
     await this.pool?.close();
     await this.dataPlane.stop();
+  }
+
+  /** Ends every VM of this cloudlet: an explicit teardown, never a worker's stop. */
+  async destroyAll(): Promise<void> {
+    for (const vmId of [...this.vms.keys()]) await this.destroyVm(vmId).catch(() => undefined);
+  }
+
+  /** What the last start re-adopted, removed and found lost: for the worker's log and the fault suite. */
+  readonly recovery = { adopted: [] as string[], discarded: [] as string[], lost: [] as string[], swept: [] as string[] };
+
+  private async readopt(): Promise<void> {
+    for (const dir of await vmFolders(this.config.runDir)) {
+      const record = await readHostRecord(dir);
+      // A host whose process still runs gets longer to answer: a live VM is never swept on a guess.
+      const connect = async (ms: number) => (record ? VmHostClient.connect(record.vmId, record.files.hostSocket, ms).catch(() => undefined) : undefined);
+      const host = (await connect(READOPT_CONNECT_MS)) ?? ((await hostProcessRuns(dir)) ? await connect(READOPT_RUNNING_HOST_MS) : undefined);
+      if (!record || !host) {
+        // A host that does not answer has taken its QEMU with it: the VM is lost, not running.
+        if (record && (record.start.kind === 'from-device-state' || (await exists(join(dir, HOST_CONTINUED_FILE))))) {
+          await this.recordLost(record.vmId, `its host process was gone when the worker of ${this.name} started`);
+          this.recovery.lost.push(record.vmId);
+        }
+        this.recovery.swept.push(...(await sweepVmFolder(dir)));
+        continue;
+      }
+      const status = await host.status().catch(() => undefined);
+      const base = await this.images.get(record.baseImageId).catch(() => undefined);
+      if (!status || !base) {
+        host.close();
+        this.recovery.swept.push(...(await sweepVmFolder(dir)));
+        continue;
+      }
+      if (status.start.kind === 'incoming' && !status.continued) {
+        // A handoff's target copy that was never continued: the source still holds the VM, and
+        // the handoff that prepared this one ended with the worker that held its session.
+        await host.destroy().catch(() => undefined);
+        await sweepVmFolder(dir);
+        this.recovery.discarded.push(record.vmId);
+        continue;
+      }
+      if (status.start.kind === 'incoming') this.committedHandoffs.set(status.start.handoffId, record.vmId);
+      this.track(await VmInstance.adopt(record, base, host));
+      this.recovery.adopted.push(record.vmId);
+    }
+  }
+
+  /** Handoffs whose target copy was continued on this cloudlet, as re-adopted from their hosts. */
+  committedHandoff(handoffId: string): string | undefined {
+    return this.committedHandoffs.get(handoffId);
+  }
+
+  private track(vm: VmInstance): void {
+    this.vms.set(vm.vmId, vm);
+    vm.host.onLost((reason) => {
+      if (this.vms.get(vm.vmId) !== vm) return;
+      this.vms.delete(vm.vmId);
+      void this.recordLost(vm.vmId, reason)
+        .then(() => vm.detach())
+        .then(() => sweepVmFolder(vm.files.dir))
+        .catch(() => undefined);
+    });
+  }
+
+  private lostFile(vmId: string): string {
+    return join(this.config.runDir, 'lost', `${vmId}.json`);
+  }
+
+  private async recordLost(vmId: string, reason: string): Promise<void> {
+    await mkdir(join(this.config.runDir, 'lost'), { recursive: true });
+    await writeFile(this.lostFile(vmId), JSON.stringify({ vmId, reason, at: new Date().toISOString() }));
+  }
+
+  /** Why a VM of this cloudlet was lost, if it was (and nothing has cleared the record since). */
+  async lostReason(vmId: string): Promise<string | undefined> {
+    const text = await readFile(this.lostFile(vmId), 'utf8').catch(() => undefined);
+    if (text === undefined) return undefined;
+    return z.object({ reason: z.string() }).safeParse(JSON.parse(text)).data?.reason ?? 'unknown';
   }
 
   /** The pipeline's thread pool, shared by this cloudlet's streams. */
@@ -123,16 +214,27 @@ export class Cloudlet {
     return vm;
   }
 
+  /** Every VM this cloudlet runs (or holds stopped mid-handoff). */
+  vmList(): VmInstance[] {
+    return [...this.vms.values()];
+  }
+
   hasVm(vmId: string): boolean {
     return this.vms.has(vmId);
   }
 
+  /** A target's VM, continued here after its handoff: from now on one of this cloudlet's. */
   adopt(vm: VmInstance): void {
-    this.vms.set(vm.vmId, vm);
+    this.track(vm);
   }
 
-  release(vmId: string): void {
-    this.vms.delete(vmId);
+  /**
+   * Starts the host of a VM laid out in `files` (VmInstance.layOut) with QEMU paused: from the
+   * base's device state (a launch), or waiting for one (`incoming`, a handoff's target). The VM is
+   * tracked here once it runs (see `adopt`).
+   */
+  startVm(vmId: string, base: CachedBaseImage, files: VmFiles, start: HostRecord['start']): Promise<VmInstance> {
+    return VmInstance.start(vmId, this.name, base, files, start);
   }
 
   /**
@@ -143,21 +245,18 @@ export class Cloudlet {
     if (this.vms.has(vmId)) throw new HandoffError('VM_EXISTS', `VM '${vmId}' already runs on cloudlet ${this.name}`);
     const base = await this.images.get(baseImageId);
     const files = this.files(vmId);
-    const disk = await VmInstance.prepare(files, base);
-    let vm: VmInstance;
-    try {
-      vm = await VmInstance.start(vmId, base, files, disk, base.path('deviceState'));
-    } catch (err) {
-      await disk.close();
-      await removeVmFiles(files);
+    await VmInstance.layOut(files, base).catch(async (err) => {
+      await sweepVmFolder(files.dir);
       throw err;
-    }
-    this.vms.set(vmId, vm);
+    });
+    const vm = await this.startVm(vmId, base, files, { kind: 'from-device-state', deviceState: base.path('deviceState') });
+    this.track(vm);
+    await rm(this.lostFile(vmId), { force: true });
     // Warm what a handoff of this VM needs from its base now, so that none pays for it.
     void this.dedupIndex(base).catch(() => undefined);
     void this.basePageHashes(base).catch(() => undefined);
     try {
-      await vm.qemu.cont();
+      await vm.host.cont();
       if (workload) {
         await vm.console(['run', workload.name, ...workload.args].join(' '));
         await vm.serial.waitFor((t) => t.includes(`EHOFF-STARTED ${workload.name}`) || t.includes('EHOFF-ERROR'), 30_000);
@@ -171,31 +270,39 @@ export class Cloudlet {
     return this.describe(vmId);
   }
 
+  /** A VM's state here; a VM whose host died is described as `lost`, with the reason. */
   async describe(vmId: string): Promise<VmDescription> {
-    const vm = this.vm(vmId);
+    const vm = this.vms.get(vmId);
+    if (!vm) {
+      const lost = await this.lostReason(vmId);
+      if (lost === undefined) throw new HandoffError('VM_NOT_FOUND', `no VM '${vmId}' on cloudlet ${this.name}`);
+      return { vmId, cloudlet: this.name, baseImageId: null, runState: 'lost', lostReason: lost, lastHeartbeat: null, dirtyDiskBlocks: 0 };
+    }
+    const status = await vm.host.status();
     return {
       vmId,
       cloudlet: this.name,
       baseImageId: vm.base.manifest.id,
-      runState: vm.qemu.exited ? 'exited' : await vm.qemu.status(),
+      runState: status.runState,
+      lostReason: null,
       lastHeartbeat: (await vm.serial.lastHeartbeat()) ?? null,
-      dirtyDiskBlocks: vm.disk.dirtyCount,
+      dirtyDiskBlocks: status.dirtyBlocks,
     };
   }
 
+  /** Ends a VM here for good (or clears the record of a lost one). */
   async destroyVm(vmId: string): Promise<void> {
-    const vm = this.vm(vmId);
+    const vm = this.vms.get(vmId);
+    if (!vm) {
+      if ((await this.lostReason(vmId)) === undefined) throw new HandoffError('VM_NOT_FOUND', `no VM '${vmId}' on cloudlet ${this.name}`);
+      await rm(this.lostFile(vmId), { force: true });
+      return;
+    }
     this.vms.delete(vmId);
     await vm.destroy();
   }
 }
 
-/** FUSE mounts left by a worker that died in this run folder: nobody serves them any more. */
-export async function releaseStaleMounts(runDir: string): Promise<void> {
-  const vmsDir = join(runDir, 'vms');
-  const vmIds = await readdir(vmsDir).catch(() => [] as string[]);
-  for (const id of vmIds) {
-    const mnt = join(vmsDir, id, 'mnt');
-    await new Promise<void>((resolve) => Fuse.unmount(mnt, () => resolve()));
-  }
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(() => true, () => false);
 }

@@ -1,24 +1,17 @@
-import { chmod, copyFile, mkdir, rm } from 'node:fs/promises';
+import { chmod, copyFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { DiskOverlay } from '../disk/disk-overlay.js';
-import { FuseDisk } from '../disk/fuse-disk.js';
+import { HostedDisk } from '../disk/hosted-disk.js';
 import type { CachedBaseImage } from '../image/image-cache.js';
-import { QemuVm, sendConsoleLine } from '../vm/qemu-vm.js';
+import { sendConsoleLine } from '../vm/qemu-vm.js';
 import { SerialLog } from '../vm/serial-log.js';
 import { HeartbeatWatch } from '../vm/heartbeat-watch.js';
-import type { VmPaths } from '../vm/machine.js';
+import { spawnVmHost } from '../host/spawn-vm-host.js';
+import { sweepVmFolder } from '../host/vm-folder-sweep.js';
+import { HOST_PROTOCOL_VERSION, type HostRecord, type VmFiles } from '../host/host-protocol.js';
+import type { VmHostClient } from '../host/vm-host-client.js';
 
-export interface VmFiles {
-  dir: string;
-  ramFile: string;
-  diskOverlay: string;
-  deviceState: string;
-  mountPoint: string;
-  qmpSocket: string;
-  serialSocket: string;
-  serialLog: string;
-}
+export type { VmFiles };
 
 /** The files of one VM on one cloudlet; RAM on tmpfs, everything named with the project prefix. */
 export function vmFiles(runDir: string, cloudlet: string, vmId: string, prefix: string): VmFiles {
@@ -33,12 +26,16 @@ export function vmFiles(runDir: string, cloudlet: string, vmId: string, prefix: 
     qmpSocket: join(dir, 'qmp.sock'),
     serialSocket: join(dir, 'serial.sock'),
     serialLog: join(dir, 'serial.log'),
+    hostSocket: join(dir, 'host.sock'),
+    hostLog: join(dir, 'host.log'),
   };
 }
 
 /**
- * One VM on a cloudlet: QEMU with its RAM in a host file and its disk served through FUSE as
- * base + overlay. Built either from a base image (launch) or from a received overlay (handoff).
+ * One VM on a cloudlet, as its worker holds it: a connection to the VM's host process (which
+ * owns QEMU, the FUSE disk and the change tracking, and outlives the worker), the disk's bytes as
+ * files, and the guest's serial log. Built from a base image (launch), for an incoming handoff
+ * (target), or by re-adopting a host a previous worker started.
  */
 export class VmInstance {
   readonly serial: SerialLog;
@@ -46,73 +43,82 @@ export class VmInstance {
   readonly heartbeats: HeartbeatWatch;
 
   private constructor(
-    readonly vmId: string,
+    readonly record: HostRecord,
     readonly base: CachedBaseImage,
-    readonly files: VmFiles,
-    readonly disk: DiskOverlay,
-    readonly fuse: FuseDisk,
-    readonly qemu: QemuVm,
+    readonly host: VmHostClient,
+    readonly disk: HostedDisk,
   ) {
-    this.serial = new SerialLog(files.serialLog);
-    this.heartbeats = new HeartbeatWatch(files.serialLog);
+    this.serial = new SerialLog(record.files.serialLog);
+    this.heartbeats = new HeartbeatWatch(record.files.serialLog);
   }
 
-  /** Lays out a VM's files: RAM as a copy of the base memory, an empty disk overlay. */
-  static async prepare(files: VmFiles, base: CachedBaseImage): Promise<DiskOverlay> {
+  get vmId(): string {
+    return this.record.vmId;
+  }
+
+  get files(): VmFiles {
+    return this.record.files;
+  }
+
+  /** Lays out a VM's files: its folder, and RAM as a copy of the base memory. */
+  static async layOut(files: VmFiles, base: CachedBaseImage): Promise<void> {
     await mkdir(files.dir, { recursive: true });
     await copyFile(base.path('memory'), files.ramFile);
     // The base is read-only; this copy is the VM's own memory.
     await chmod(files.ramFile, 0o600);
-    return DiskOverlay.open(base.path('disk'), files.diskOverlay, base.manifest.disk.sizeBytes);
   }
 
   /**
-   * Mounts the disk and starts QEMU paused from `deviceState` (the base's, or a received one),
-   * or without one, waiting for `loadDeviceState`. On failure everything started here is undone;
-   * the caller still owns `files` and `disk`.
+   * Starts the host of a VM laid out by `layOut`: QEMU paused, from `start`'s device state or
+   * waiting for one. On failure nothing of the VM is left.
    */
-  static async start(vmId: string, base: CachedBaseImage, files: VmFiles, disk: DiskOverlay, deviceState?: string): Promise<VmInstance> {
-    const fuse = await FuseDisk.mount(files.mountPoint, disk);
+  static async start(vmId: string, cloudlet: string, base: CachedBaseImage, files: VmFiles, start: HostRecord['start']): Promise<VmInstance> {
+    const record: HostRecord = {
+      version: HOST_PROTOCOL_VERSION,
+      vmId,
+      cloudlet,
+      baseImageId: base.manifest.id,
+      machine: base.manifest.machine,
+      kernel: base.path('kernel'),
+      initrd: base.path('initrd'),
+      baseDisk: base.path('disk'),
+      diskSizeBytes: base.manifest.disk.sizeBytes,
+      files,
+      start,
+    };
     try {
-      const paths: VmPaths = {
-        kernel: base.path('kernel'),
-        initrd: base.path('initrd'),
-        ramFile: files.ramFile,
-        disk: fuse.diskPath,
-        qmpSocket: files.qmpSocket,
-        serialSocket: files.serialSocket,
-        serialLog: files.serialLog,
-      };
-      const qemu = await QemuVm.start(base.manifest.machine, paths, deviceState === undefined ? { awaitIncoming: true } : { deviceState });
-      const vm = new VmInstance(vmId, base, files, disk, fuse, qemu);
-      await vm.heartbeats.start();
-      return vm;
+      const host = await spawnVmHost(record);
+      return await VmInstance.adopt(record, base, host);
     } catch (err) {
-      await fuse.unmount().catch(() => undefined);
+      await sweepVmFolder(files.dir);
       throw err;
     }
   }
 
-  /** The device state for a VM started without one; it stays paused until `cont`. */
-  async loadDeviceState(file: string): Promise<void> {
-    await this.qemu.loadDeviceState(file);
+  /** Takes over a VM whose host runs (started by this worker or an earlier one). */
+  static async adopt(record: HostRecord, base: CachedBaseImage, host: VmHostClient): Promise<VmInstance> {
+    const disk = await HostedDisk.open(host, record.baseDisk, record.files.diskOverlay, record.diskSizeBytes);
+    const vm = new VmInstance(record, base, host, disk);
+    await vm.heartbeats.start();
+    return vm;
   }
 
   async console(line: string): Promise<void> {
     await sendConsoleLine(this.files.serialSocket, line);
   }
 
-  /** Stops QEMU and removes every file of this VM: the end of this copy of it. */
+  /** Drops this worker's hold on the VM; the VM and its host go on. */
+  async detach(): Promise<void> {
+    await this.heartbeats.stop();
+    await this.disk.close();
+    this.host.close();
+  }
+
+  /** Ends the VM: its host stops QEMU and removes every file; a host that is gone is swept. */
   async destroy(): Promise<void> {
     await this.heartbeats.stop();
-    await this.qemu.quit().catch(() => this.qemu.kill());
-    await this.fuse.unmount().catch(() => undefined);
     await this.disk.close();
-    await removeVmFiles(this.files);
+    await this.host.destroy().catch(() => undefined);
+    await sweepVmFolder(this.files.dir);
   }
-}
-
-export async function removeVmFiles(files: VmFiles): Promise<void> {
-  await rm(files.ramFile, { force: true });
-  await rm(files.dir, { recursive: true, force: true });
 }

@@ -104,6 +104,15 @@ export class DiskOverlay {
     await this.overlay.write(data, 0, BLOCK_SIZE, index * BLOCK_SIZE);
   }
 
+  /**
+   * Whole blocks another process wrote into the overlay file at their offsets (a target
+   * assembling the disk from received blocks): from now on they are read from the overlay.
+   */
+  markWritten(indices: Iterable<number>): void {
+    for (const i of indices) this.dirty.add(i);
+    this.writes++;
+  }
+
   async flush(): Promise<void> {
     await this.overlay.sync();
   }

@@ -1,6 +1,6 @@
 import { BLOCK_SIZE } from '../blocks.js';
-import type { DiskOverlay } from '../disk/disk-overlay.js';
 import type { CachedBaseImage } from '../image/image-cache.js';
+import type { DiskBlocks } from '../disk/disk-blocks.js';
 import { blockHash, digestFromBlockHashes, isZeroBlock, mergeBlockHashes } from '../image/image-digest.js';
 import { BackgroundRounds } from './background-rounds.js';
 import { COALESCE_MS } from './assembled-memory-digest.js';
@@ -20,7 +20,7 @@ export class AssembledDiskDigest {
 
   constructor(
     private readonly base: CachedBaseImage,
-    private readonly disk: DiskOverlay,
+    private readonly disk: DiskBlocks,
   ) {
     this.rounds = new BackgroundRounds(() => this.round(), () => this.dirty.size > 0, 'hashing the assembled disk overlay');
   }
@@ -32,14 +32,14 @@ export class AssembledDiskDigest {
   }
 
   /** Marks every overlay block for reading again. */
-  rehashAll(): void {
-    for (const i of this.disk.dirtyBlocks()) this.written(i);
+  async rehashAll(): Promise<void> {
+    for (const i of await this.disk.dirtyBlocks()) this.written(i);
   }
 
   /** The digest once every block written so far has been read back; call when no more come. */
   async settle(): Promise<string> {
     // Any overlay block not seen through `written` is read too: the overlay's own set rules.
-    for (const i of this.disk.dirtyBlocks()) if (!this.hashes.has(i)) this.dirty.add(i);
+    for (const i of await this.disk.dirtyBlocks()) if (!this.hashes.has(i)) this.dirty.add(i);
     await this.rounds.settle();
     return digestFromBlockHashes(this.base.manifest.disk.sizeBytes, mergeBlockHashes(await this.base.diskBlockHashes(), this.hashes));
   }

@@ -19,25 +19,31 @@ export class BackgroundRounds {
   /** Starts rounds after `delayMs`, unless they already run (they then see the new work). */
   poke(delayMs: number): void {
     if (this.pumping || this.closed || this.failure) return;
-    this.pumping = (async () => {
-      try {
-        if (delayMs > 0) {
-          await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, delayMs);
-            this.hurry = () => {
-              clearTimeout(timer);
-              resolve();
-            };
-          });
-          this.hurry = undefined;
-        }
-        while (this.pending() && !this.closed) await this.round();
-      } catch (err) {
-        this.failure = new Error(`${this.what}: ${(err as Error).message}`);
-      } finally {
-        this.pumping = undefined;
+    // Cleared by the run itself, after this assignment even if the run ends at once: a run that
+    // cleared its slot before being stored in it would leave a settled promise there for good,
+    // and every later poke would be a no-op.
+    const run: Promise<void> = this.pump(delayMs).finally(() => {
+      if (this.pumping === run) this.pumping = undefined;
+    });
+    this.pumping = run;
+  }
+
+  private async pump(delayMs: number): Promise<void> {
+    try {
+      if (delayMs > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delayMs);
+          this.hurry = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.hurry = undefined;
       }
-    })();
+      while (this.pending() && !this.closed) await this.round();
+    } catch (err) {
+      this.failure = new Error(`${this.what}: ${(err as Error).message}`);
+    }
   }
 
   /** Resolves once no work is pending (call when no more comes); rejects if a round failed. */

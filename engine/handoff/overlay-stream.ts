@@ -131,6 +131,14 @@ export async function streamOverlay(opts: {
   basePageHashes: BasePageHashes;
   control: StreamControl;
   precopy?: PrecopyPolicy;
+  /** This stream's attempt: the target refuses frames of an older one once a newer connected. */
+  attempt?: number;
+  /** Ends the stream; once aborted, the end frame never leaves. */
+  signal?: AbortSignal;
+  /** Called (and awaited) before the VM is paused for the final epoch: the phase is declared first. */
+  beforePause?: () => Promise<void>;
+  /** Called (and awaited) before the end frame is handed to the link. */
+  beforeEnd?: () => Promise<void>;
 }): Promise<OverlayStreamResult> {
   const { vm, pool, control } = opts;
   const policy = opts.precopy ?? DEFAULT_PRECOPY;
@@ -178,13 +186,13 @@ export async function streamOverlay(opts: {
   const inFlight = new InFlightBatches();
   const stop = { pausedAtMs: 0, heartbeatAtStop: null as number | null, converged: false, stopReason: '', liveMaxGapMs: 0, lastHeartbeatAtMs: null as number | null };
   vm.heartbeats.resetMaxGap();
-  const throttle = new GuestThrottle(vm.qemu);
+  const throttle = new GuestThrottle(vm.host);
   const previous = new SentChunkCache(Math.floor((policy.sentChunkCacheMiB * 2 ** 20) / BLOCK_SIZE));
   const slowedAt: Array<{ epoch: number; share: number }> = [];
   let digests: Promise<{ memoryDigest: string; diskDigest: string }> | undefined;
   let deviceStateSaved: Promise<Buffer> | undefined;
   const saveDeviceState = async () => {
-    await vm.qemu.saveDeviceState(vm.files.deviceState);
+    await vm.host.saveDeviceState(vm.files.deviceState);
     return readFile(vm.files.deviceState);
   };
   try {
@@ -194,7 +202,7 @@ export async function streamOverlay(opts: {
     const tracker = MemoryTracker.fromBase(opts.basePageHashes, await loadHash64());
     const changedPages = () => tracker.changedPagesOnPool(vm.files.ramFile, pool);
     /** Disk blocks still to send plus those written since the last epoch began, ascending. */
-    const withEpochDirty = (pending: number[]) => [...new Set([...pending, ...vm.disk.takeEpochDirty()])].sort((a, b) => a - b);
+    const withEpochDirty = async (pending: number[]) => [...new Set([...pending, ...(await vm.disk.takeEpochDirty())])].sort((a, b) => a - b);
     let seq = 0;
     const epoch = async function* (n: number, live: boolean, lists: Iterable<ChunkList> | AsyncIterable<ChunkList>): AsyncGenerator<EncodedBatch> {
       const t0 = Date.now();
@@ -222,6 +230,7 @@ export async function streamOverlay(opts: {
         },
         previous,
       })) {
+        opts.signal?.throwIfAborted();
         yield { ...b, seq: seq++ };
       }
       epochs.push({ epoch: n, live, ...sizes, ms: Date.now() - t0 });
@@ -248,8 +257,8 @@ export async function streamOverlay(opts: {
     const batches = async function* (): AsyncGenerator<EncodedBatch> {
       // Epoch 0: everything that differs from the base; the disk's dirty set is all of it so far.
       let memoryPages = await changedPages();
-      vm.disk.takeEpochDirty();
-      let diskBlocks = vm.disk.dirtyBlocks();
+      await vm.disk.takeEpochDirty();
+      let diskBlocks = await vm.disk.dirtyBlocks();
       let previous = Infinity;
       for (let n = 0; ; n++) {
         const pending = memoryPages.length + diskBlocks.length;
@@ -282,7 +291,7 @@ export async function streamOverlay(opts: {
           { space: Space.Disk, indices: diskBlocks },
         ]);
         memoryPages = await changedPages();
-        diskBlocks = vm.disk.takeEpochDirty();
+        diskBlocks = await vm.disk.takeEpochDirty();
       }
       // Before the pause: no more samples on the pool (the stop-time scan needs every thread),
       // and let the link drain what is already queued, while the guest still runs, so the
@@ -296,7 +305,7 @@ export async function streamOverlay(opts: {
       // little more than what changes during the last of them.
       for (let k = 0, before = Infinity; stop.converged && k < MAX_CATCH_UP_EPOCHS; k++) {
         const catchUpMemory = await changedPages();
-        const catchUpDisk = withEpochDirty(diskBlocks);
+        const catchUpDisk = await withEpochDirty(diskBlocks);
         diskBlocks = catchUpDisk;
         const pending = catchUpMemory.length + catchUpDisk.length;
         if (finalEpochEstimateMs(pending) <= policy.downtimeBudgetMs / 2 || pending > before * SHRINK) break;
@@ -310,7 +319,9 @@ export async function streamOverlay(opts: {
       }
       // Stop and copy: pause, then send what changed since it was last read.
       await throttle.release();
-      await vm.qemu.pause();
+      opts.signal?.throwIfAborted();
+      await opts.beforePause?.();
+      await vm.host.pause();
       stop.pausedAtMs = Date.now();
       stop.heartbeatAtStop = (await vm.serial.lastHeartbeat()) ?? null;
       stop.liveMaxGapMs = vm.heartbeats.maxGapMs;
@@ -323,7 +334,7 @@ export async function streamOverlay(opts: {
       });
       deviceStateSaved.catch(() => undefined);
       // The blocks taken for the epoch that was not run still have to go.
-      const finalDisk = withEpochDirty(diskBlocks);
+      const finalDisk = await withEpochDirty(diskBlocks);
       const scan = tracker.changedPagesByShare(vm.files.ramFile, pool, STOP_SCAN_SHARES_PER_THREAD);
       const finalLists = async function* (): AsyncGenerator<ChunkList> {
         for await (const share of scan) yield { space: Space.Memory, indices: Array.from(share) };
@@ -343,6 +354,9 @@ export async function streamOverlay(opts: {
       opts.endpoint,
       {
         handoffId: opts.handoffId,
+        attempt: opts.attempt ?? 1,
+        signal: opts.signal,
+        beforeEnd: opts.beforeEnd,
         batches: batches(),
         deviceState: async () => {
           if (!deviceStateSaved) throw new Error('the device state was not saved: the VM was never paused');

@@ -1,9 +1,12 @@
+import { join } from 'node:path';
 import { HandoffError } from '../errors.js';
 import type { Cloudlet } from '../cloudlet/cloudlet.js';
 import type { VmInstance } from '../cloudlet/vm-instance.js';
 import type { DataEndpoint } from '../wire/overlay-sender.js';
 import { streamOverlay, type OverlayStreamResult, type PrecopyPolicy } from './overlay-stream.js';
 import type { StreamControl } from './stream-control.js';
+import { DurableRecord } from './durable-record.js';
+import { SOURCE_PHASE_FILE, decideSourceRecovery, sourcePhaseSchema, type SourcePhase, type SourceRecovery, type TargetAnswer } from './source-phase.js';
 
 /** What the source knows of the VM before it moves (it keeps running). */
 export interface SnapshotResult {
@@ -15,68 +18,164 @@ export interface SnapshotResult {
 
 export type StreamResult = OverlayStreamResult;
 
-interface Session {
-  vm: VmInstance;
-  snapshot: SnapshotResult;
+export interface RollbackResult {
+  runState: string;
+  action: SourceRecovery['action'];
+  reason: string;
+}
+
+/** The phase record of a VM's handoff, in the VM's folder (it lives as long as the VM here). */
+export function sourcePhaseRecord(vm: VmInstance): DurableRecord<SourcePhase> {
+  return new DurableRecord(join(vm.files.dir, SOURCE_PHASE_FILE), sourcePhaseSchema);
 }
 
 /**
  * The source side of a handoff: name the VM's base, stream its state live (pre-copy epochs,
- * then a short stop-and-copy), then either retire the VM or (on any failure) let it run on.
+ * then a short stop-and-copy), then either retire the VM or let it run on — each step declared in
+ * the VM's phase record before it takes effect, so that a restarted worker, a retried stream and
+ * a rollback all decide from what is written there (see decideSourceRecovery).
  */
 export class SourceHandoffs {
-  private readonly sessions = new Map<string, Session>();
+  /** Streams running in this process, by handoff: a rollback ends them before it decides. */
+  private readonly running = new Map<string, { abort: AbortController; done: Promise<unknown> }>();
+  /** Serialises the check-and-claim of a VM by a handoff (two handoffs of one VM at once). */
+  private claiming = Promise.resolve();
 
   constructor(private readonly cloudlet: Cloudlet) {}
 
-  /** Checks the VM runs here and names its base image. The VM is not stopped. Repeatable. */
-  async snapshot(handoffId: string, vmId: string): Promise<SnapshotResult> {
-    const existing = this.sessions.get(handoffId);
-    if (existing) return existing.snapshot;
-    const vm = this.cloudlet.vm(vmId);
-    const state = await vm.qemu.status();
-    if (state !== 'running') throw new HandoffError('VM_NOT_RUNNING', `VM '${vmId}' on ${this.cloudlet.name} is ${state}, not running`);
-    const snapshot: SnapshotResult = { handoffId, vmId, baseImageId: vm.base.manifest.id, heartbeatAtStart: (await vm.serial.lastHeartbeat()) ?? null };
-    this.sessions.set(handoffId, { vm, snapshot });
-    return snapshot;
-  }
-
-  /** Streams the VM to the target; on return the VM is paused here and its digests are known. */
-  async stream(handoffId: string, endpoint: DataEndpoint, control: StreamControl, precopy?: PrecopyPolicy): Promise<StreamResult> {
-    const s = this.session(handoffId);
-    // A retried stream starts over from a running VM; the target supersedes what it had.
-    if ((await s.vm.qemu.status()) !== 'running') await s.vm.qemu.cont();
-    return streamOverlay({
-      handoffId,
-      vm: s.vm,
-      endpoint,
-      pool: this.cloudlet.codecPool(),
-      dedup: await this.cloudlet.dedupIndex(s.vm.base),
-      basePageHashes: await this.cloudlet.basePageHashes(s.vm.base),
-      control,
-      ...(precopy ? { precopy } : {}),
+  /**
+   * Claims the VM for this handoff and names its base image. The VM is not stopped. Repeatable;
+   * a second handoff of a VM that one holds gets VM_BUSY before it touches its target.
+   */
+  snapshot(handoffId: string, vmId: string): Promise<SnapshotResult> {
+    const claimed = this.claiming.then(async () => {
+      const vm = this.cloudlet.vm(vmId);
+      const record = sourcePhaseRecord(vm);
+      const held = await record.read();
+      if (held && held.handoffId !== handoffId && held.phase !== 'released') {
+        throw new HandoffError('VM_BUSY', `VM '${vmId}' on ${this.cloudlet.name} is held by handoff ${held.handoffId} (phase ${held.phase}); one handoff of a VM at a time`);
+      }
+      if (held?.handoffId !== handoffId) {
+        const state = await vm.host.runState();
+        if (state !== 'running') throw new HandoffError('VM_NOT_RUNNING', `VM '${vmId}' on ${this.cloudlet.name} is ${state}, not running`);
+        await record.write({ handoffId, vmId, phase: 'snapshot', attempt: 0, at: new Date().toISOString() });
+      }
+      return { handoffId, vmId, baseImageId: vm.base.manifest.id, heartbeatAtStart: (await vm.serial.lastHeartbeat()) ?? null };
     });
+    this.claiming = claimed.then(() => undefined, () => undefined);
+    return claimed;
   }
 
-  /** Puts the VM back to running here. Safe to repeat, and safe when nothing was streamed. */
-  async rollback(handoffId: string, vmId: string): Promise<{ runState: string }> {
-    this.sessions.delete(handoffId);
-    if (!this.cloudlet.hasVm(vmId)) return { runState: 'absent' };
+  /**
+   * Streams the VM to the target as attempt `attempt`; on return the VM is paused here and its
+   * digests are known. An attempt after one whose end frame left is refused: only the target's
+   * answer may decide then (rollback). `signal` ends the attempt; the end frame never leaves after it.
+   */
+  async stream(handoffId: string, endpoint: DataEndpoint, control: StreamControl, opts: { attempt?: number; precopy?: PrecopyPolicy; signal?: AbortSignal } = {}): Promise<StreamResult> {
+    const { vm, record, phase } = await this.held(handoffId);
+    const attempt = opts.attempt ?? phase.attempt + 1;
+    if (phase.phase === 'end-sent') {
+      throw new HandoffError('HANDOFF_IN_DOUBT', `handoff ${handoffId}: the end frame of attempt ${phase.attempt} already left ${this.cloudlet.name}; another attempt could run the VM twice, so only the target's answer decides now`);
+    }
+    if (phase.phase === 'released') throw new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was released on ${this.cloudlet.name}; the VM runs here`);
+    const abort = new AbortController();
+    opts.signal?.addEventListener('abort', () => abort.abort(opts.signal!.reason), { once: true });
+    const setPhase = (p: SourcePhase['phase']) => record.write({ handoffId, vmId: vm.vmId, phase: p, attempt, at: new Date().toISOString() });
+    const run = (async () => {
+      // A paused VM here is an earlier attempt's stop (its end frame never left): it runs again.
+      await setPhase('live');
+      if ((await vm.host.runState()) !== 'running') await vm.host.cont();
+      try {
+        return await streamOverlay({
+          handoffId,
+          attempt,
+          vm,
+          endpoint,
+          pool: this.cloudlet.codecPool(),
+          dedup: await this.cloudlet.dedupIndex(vm.base),
+          basePageHashes: await this.cloudlet.basePageHashes(vm.base),
+          control,
+          signal: abort.signal,
+          beforePause: () => setPhase('stopped'),
+          beforeEnd: () => setPhase('end-sent'),
+          ...(opts.precopy ? { precopy: opts.precopy } : {}),
+        });
+      } catch (err) {
+        // Before its end frame left, the source may put its copy back on its own.
+        const now = await record.read().catch(() => undefined);
+        if (now?.phase !== 'end-sent' && (await vm.host.runState().catch(() => 'unknown')) === 'paused') await vm.host.cont().catch(() => undefined);
+        throw err;
+      }
+    })();
+    const entry = { abort, done: run.catch(() => undefined) };
+    this.running.set(handoffId, entry);
+    try {
+      return await run;
+    } finally {
+      if (this.running.get(handoffId) === entry) this.running.delete(handoffId);
+    }
+  }
+
+  /**
+   * Ends the handoff here and decides, from the VM's phase record and the target's answer alone,
+   * whether the copy here runs again. A stream of this handoff still running in this process is
+   * ended first. `wait-for-target` means: ask the target again, the copy stays stopped until then.
+   */
+  async rollback(handoffId: string, vmId: string, target: TargetAnswer): Promise<RollbackResult> {
+    const streaming = this.running.get(handoffId);
+    if (streaming) {
+      streaming.abort.abort(new Error('the handoff is being rolled back'));
+      await streaming.done;
+    }
+    if (!this.cloudlet.hasVm(vmId)) {
+      const lost = await this.cloudlet.lostReason(vmId);
+      return { runState: lost === undefined ? 'absent' : 'lost', action: 'nothing', reason: lost ?? `no VM '${vmId}' on ${this.cloudlet.name}` };
+    }
     const vm = this.cloudlet.vm(vmId);
-    const state = await vm.qemu.status();
-    if (state !== 'running') await vm.qemu.cont();
-    return { runState: await vm.qemu.status() };
+    const record = sourcePhaseRecord(vm);
+    const phase = await record.read();
+    if (phase && phase.handoffId !== handoffId) {
+      return { runState: await vm.host.runState(), action: 'nothing', reason: `the VM is held by another handoff (${phase.handoffId})` };
+    }
+    const decision = decideSourceRecovery(phase, target);
+    if (decision.action === 'resume-here' && phase) {
+      await record.write({ ...phase, phase: 'released', at: new Date().toISOString() });
+      if ((await vm.host.runState()) !== 'running') await vm.host.cont();
+    }
+    return { runState: await vm.host.runState(), action: decision.action, reason: decision.reason };
   }
 
   /** Ends the source copy once the target runs the VM. Safe to repeat. */
   async retire(handoffId: string, vmId: string): Promise<void> {
-    this.sessions.delete(handoffId);
-    if (this.cloudlet.hasVm(vmId)) await this.cloudlet.destroyVm(vmId);
+    if (!this.cloudlet.hasVm(vmId)) return;
+    const phase = await sourcePhaseRecord(this.cloudlet.vm(vmId)).read();
+    if (phase?.handoffId !== handoffId || phase.phase !== 'end-sent') {
+      throw new HandoffError('PROTOCOL', `refusing to retire VM '${vmId}' on ${this.cloudlet.name}: its handoff record is ${phase ? `${phase.handoffId} in phase ${phase.phase}` : 'missing'}, not ${handoffId} with its end frame sent`);
+    }
+    await this.cloudlet.destroyVm(vmId);
   }
 
-  private session(handoffId: string): Session {
-    const s = this.sessions.get(handoffId);
-    if (!s) throw new HandoffError('HANDOFF_NOT_FOUND', `no snapshot for handoff ${handoffId} on ${this.cloudlet.name} (worker restarted?)`);
-    return s;
+  private async held(handoffId: string): Promise<{ vm: VmInstance; record: DurableRecord<SourcePhase>; phase: SourcePhase }> {
+    for (const vm of this.cloudlet.vmList()) {
+      const record = sourcePhaseRecord(vm);
+      const phase = await record.read().catch(() => undefined);
+      if (phase?.handoffId === handoffId) return { vm, record, phase };
+    }
+    throw new HandoffError('HANDOFF_NOT_FOUND', `no VM on ${this.cloudlet.name} is held by handoff ${handoffId}`);
   }
+}
+
+/**
+ * What a restarted worker does with a VM it re-adopted whose handoff was under way: an attempt
+ * whose end frame never left is over (its stream died with the old worker), so a guest left
+ * paused by it runs again; after the end frame left, only the target's answer may decide.
+ */
+export async function recoverSourceAfterRestart(vm: VmInstance): Promise<SourceRecovery> {
+  const record = sourcePhaseRecord(vm);
+  const phase = await record.read().catch(() => undefined);
+  const decision = decideSourceRecovery(phase, 'no-answer');
+  if (decision.action === 'resume-here' && phase && phase.phase !== 'released' && (await vm.host.runState()) === 'paused') {
+    await vm.host.cont();
+  }
+  return decision;
 }

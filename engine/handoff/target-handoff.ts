@@ -3,8 +3,8 @@ import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { BLOCK_SIZE } from '../blocks.js';
 import { HandoffError } from '../errors.js';
 import type { Cloudlet } from '../cloudlet/cloudlet.js';
-import { VmInstance, removeVmFiles, type VmFiles } from '../cloudlet/vm-instance.js';
-import type { DiskOverlay } from '../disk/disk-overlay.js';
+import { VmInstance, type VmFiles } from '../cloudlet/vm-instance.js';
+import { sweepVmFolder } from '../host/vm-folder-sweep.js';
 import type { CachedBaseImage } from '../image/image-cache.js';
 import type { DataEndpoint, StopState } from '../wire/overlay-sender.js';
 import type { Ack } from '../wire/frames.js';
@@ -50,7 +50,6 @@ interface Session {
   vmId: string;
   base: CachedBaseImage;
   files: VmFiles;
-  disk: DiskOverlay;
   ram: FileHandle;
   /** The RAM file's digest, kept current as the overlay is written. */
   ramDigest: AssembledMemoryDigest;
@@ -96,6 +95,8 @@ export class TargetHandoffs {
   private readonly completed = new Map<string, ResumeResult>();
   /** What `finish` verified, for a retried `finish` of a handoff already resumed. */
   private readonly finalized = new Map<string, FinalizeResult>();
+  /** Handoffs aborted here: a `prepare` still running, or arriving late, must not leave a copy. */
+  private readonly aborted = new Set<string>();
 
   constructor(private readonly cloudlet: Cloudlet) {}
 
@@ -103,13 +104,17 @@ export class TargetHandoffs {
   async prepare(handoffId: string, vmId: string, baseImageId: string): Promise<DataEndpoint> {
     const existing = this.sessions.get(handoffId);
     if (existing) return existing.endpoint;
+    if (this.aborted.has(handoffId)) throw new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was aborted on ${this.cloudlet.name}`);
     if (!(await this.cloudlet.images.has(baseImageId))) {
       throw new HandoffError('BASE_IMAGE_MISSING', `cloudlet ${this.cloudlet.name} does not hold base image ${baseImageId}; install it there before handing VMs to it`);
     }
     if (this.cloudlet.hasVm(vmId)) throw new HandoffError('VM_EXISTS', `VM '${vmId}' already runs on cloudlet ${this.cloudlet.name}`);
     const base = await this.cloudlet.images.get(baseImageId);
     const files = this.cloudlet.files(vmId);
-    const disk = await VmInstance.prepare(files, base);
+    await VmInstance.layOut(files, base).catch(async (err) => {
+      await sweepVmFolder(files.dir);
+      throw err;
+    });
     const ram = await open(files.ramFile, 'r+');
     const deviceState = await open(files.deviceState, 'w');
     const deviceStateBase = await readFile(base.path('deviceState'));
@@ -118,11 +123,12 @@ export class TargetHandoffs {
     const endpoint: DataEndpoint = { ...address, token };
     const memoryPages = base.manifest.memory.sizeBytes / BLOCK_SIZE;
     const diskBlocks = base.manifest.disk.sizeBytes / BLOCK_SIZE;
-    // QEMU starts now, waiting for its device state, so that its start-up (process, machine,
-    // FUSE disk) is not on the stopped VM's path. It maps the RAM file but does not touch it
-    // until it runs.
-    const qemu = VmInstance.start(vmId, base, files, disk);
+    // QEMU starts now in the VM's host, waiting for its device state, so that its start-up
+    // (process, machine, FUSE disk) is not on the stopped VM's path. It maps the RAM file but
+    // does not touch it until it runs.
+    const qemu = this.cloudlet.startVm(vmId, base, files, { kind: 'incoming', handoffId });
     qemu.catch(() => undefined);
+    const disk = { dirtyBlocks: async () => (await qemu).disk.dirtyBlocks(), readBlock: async (i: number, into: Buffer) => (await qemu).disk.readBlock(i, into) };
     // The RAM file's digest is kept from then on (the full pass first), so the check at the stop
     // only re-reads what the last frames wrote. It begins once QEMU is up: a write by QEMU's own
     // start-up would be read back and fail the check, not slip past it.
@@ -138,10 +144,8 @@ export class TargetHandoffs {
           await ram.writev(chunks, first * BLOCK_SIZE);
           ramDigest.written(first, chunks.length);
         } else {
-          for (const [k, data] of chunks.entries()) {
-            await disk.writeBlock(first + k, data);
-            assembledDisk.written(first + k);
-          }
+          await (await qemu).disk.writeBlocks(first, chunks);
+          for (let k = 0; k < chunks.length; k++) assembledDisk.written(first + k);
         }
       },
       read: async (space, indices, into) => {
@@ -153,10 +157,14 @@ export class TargetHandoffs {
     const received: Session['received'] = new Promise((resolve, reject) => (settle = { resolve, reject }));
     received.catch(() => undefined);
     let deviceStateBytes = 0;
+    let endReceived = false;
     this.cloudlet.dataPlane.expect(handoffId, {
       token,
       deviceStateBase,
-      begin: async () => {
+      begin: async (attempt) => {
+        // After a complete end frame, no newer attempt may take over: the target commits only on
+        // the end frame of the newest attempt, so the newest stays the one that sent it.
+        if (endReceived) throw new HandoffError('PROTOCOL', `handoff ${handoffId}: the end frame of an earlier attempt was received on ${this.cloudlet.name}; attempt ${attempt} is refused`);
         deviceStateBytes = 0;
         await deviceState.truncate(0);
       },
@@ -171,13 +179,21 @@ export class TargetHandoffs {
         // The digests complete now (the RAM file's pages written since their last hashing are
         // read back on every pool thread). Nothing writes these files after the last batch, so
         // this is what QEMU will run on.
-        const digests = this.digestAssembled(files, ramDigest, assembledDisk, disk);
+        const digests = this.digestAssembled(files, ramDigest, assembledDisk, qemu);
         digests.catch(() => undefined);
+        endReceived = true;
         settle.resolve({ ack, expected, digests, at: Date.now() });
       },
-      fail: (err) => settle.reject(err),
+      // A broken connection is one attempt's end, not the handoff's: the source's next attempt
+      // reconnects, and the handoff's own abort (or the wait's bound) ends the wait for it.
+      fail: () => undefined,
     });
-    this.sessions.set(handoffId, { vmId, base, files, disk, ram, ramDigest, diskDigest: assembledDisk, deviceState, baseFiles: [baseMemory, baseDisk], endpoint, qemu, received, cancelReceive: (err) => settle.reject(err) });
+    this.sessions.set(handoffId, { vmId, base, files, ram, ramDigest, diskDigest: assembledDisk, deviceState, baseFiles: [baseMemory, baseDisk], endpoint, qemu, received, cancelReceive: (err) => settle.reject(err) });
+    // Aborted while this was preparing (an operator's cancel during negotiation): undo it all.
+    if (this.aborted.has(handoffId)) {
+      await this.discard(handoffId);
+      throw new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was aborted on ${this.cloudlet.name} while it was being prepared`);
+    }
     return endpoint;
   }
 
@@ -203,7 +219,7 @@ export class TargetHandoffs {
       : Promise.allSettled([s.ram.close(), s.deviceState.close(), ...s.baseFiles.map((f) => f.close())])
           .then(() => s.qemu)
           .then(async (vm) => {
-            await vm.loadDeviceState(s.files.deviceState);
+            await vm.host.loadDeviceState(s.files.deviceState);
             return vm;
           });
     starting.catch(() => undefined);
@@ -211,11 +227,11 @@ export class TargetHandoffs {
     // Written since the last frame by anything (nothing here does that)? Then read it all
     // again and prove it as it is now.
     const ramMoved = (await stat(s.files.ramFile, { bigint: true })).mtimeNs !== stamp.ramMtimeNs;
-    const diskMoved = s.disk.writeCount !== stamp.diskWrites;
+    const diskMoved = (await (await s.qemu).disk.writeCount()) !== stamp.diskWrites;
     if (ramMoved || diskMoved) {
       if (ramMoved) s.ramDigest.rehashAll();
-      if (diskMoved) s.diskDigest.rehashAll();
-      ({ memoryDigest, diskDigest: disk, stamp } = await this.digestAssembled(s.files, s.ramDigest, s.diskDigest, s.disk));
+      if (diskMoved) await s.diskDigest.rehashAll();
+      ({ memoryDigest, diskDigest: disk, stamp } = await this.digestAssembled(s.files, s.ramDigest, s.diskDigest, s.qemu));
     }
     const verifyMs = Date.now() - started;
     const wrong = (e: ExpectedState) => [memoryDigest !== e.memoryDigest && 'memory', disk !== e.diskDigest && 'disk'].filter(Boolean).join(' and ');
@@ -261,14 +277,14 @@ export class TargetHandoffs {
     let heartbeatAfter: number | null = null;
     let firstHeartbeatAtMs: number | null = null;
     try {
-      await s.vm.qemu.cont();
+      await s.vm.host.cont();
       resumedAtMs = Date.now();
       if (heartbeatAtStop !== null) {
         const hb = await s.vm.heartbeats.next(heartbeatAtStop, CONFIRM_TIMEOUT_MS);
         heartbeatAfter = hb.counter;
         firstHeartbeatAtMs = hb.atMs;
       }
-      const runState = await s.vm.qemu.status();
+      const runState = await s.vm.host.runState();
       if (runState !== 'running') throw new Error(`run state is ${runState}`);
       s.resumed = { resumedAtMs, resumeStartedAtMs, heartbeatAfter, firstHeartbeatAtMs, runState };
     } catch (err) {
@@ -288,9 +304,9 @@ export class TargetHandoffs {
    * The canonical digests of the assembled memory and disk, from their real bytes read back
    * (see AssembledMemoryDigest, AssembledDiskDigest), with what they were taken of.
    */
-  private async digestAssembled(files: VmFiles, ramDigest: AssembledMemoryDigest, diskDigest: AssembledDiskDigest, disk: DiskOverlay): Promise<AssembledDigests> {
+  private async digestAssembled(files: VmFiles, ramDigest: AssembledMemoryDigest, diskDigest: AssembledDiskDigest, vm: Promise<VmInstance>): Promise<AssembledDigests> {
     // Taken before the last reading: on tmpfs a later write gets a distinct fine-grained timestamp.
-    const stamp = { ramMtimeNs: (await stat(files.ramFile, { bigint: true })).mtimeNs, diskWrites: disk.writeCount };
+    const stamp = { ramMtimeNs: (await stat(files.ramFile, { bigint: true })).mtimeNs, diskWrites: await (await vm).disk.writeCount() };
     const [memoryDigest, diskDigestValue] = await Promise.all([ramDigest.settle(), diskDigest.settle()]);
     return { memoryDigest, diskDigest: diskDigestValue, stamp };
   }
@@ -301,6 +317,9 @@ export class TargetHandoffs {
    */
   async abort(handoffId: string): Promise<{ resumed: boolean }> {
     if (this.completed.has(handoffId) || this.sessions.get(handoffId)?.resuming) return { resumed: true };
+    // Continued here by an earlier worker of this cloudlet, and re-adopted from its host.
+    if (this.cloudlet.committedHandoff(handoffId) !== undefined) return { resumed: true };
+    this.aborted.add(handoffId);
     await this.discard(handoffId);
     return { resumed: false };
   }
@@ -316,12 +335,8 @@ export class TargetHandoffs {
     s.cancelReceive(new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was aborted on ${this.cloudlet.name}`));
     await Promise.allSettled([s.ram.close(), s.deviceState.close(), ...s.baseFiles.map((f) => f.close())]);
     const vm = s.vm ?? (await s.qemu.catch(() => undefined));
-    if (vm) {
-      await vm.destroy();
-    } else {
-      await s.disk.close();
-      await removeVmFiles(s.files);
-    }
+    if (vm) await vm.destroy();
+    else await sweepVmFolder(s.files.dir);
   }
 
   private session(handoffId: string): Session {

@@ -1,6 +1,6 @@
 import type { FileHandle } from 'node:fs/promises';
 import { BLOCK_SIZE } from '../blocks.js';
-import type { DiskOverlay } from '../disk/disk-overlay.js';
+import type { DiskBlocks } from '../disk/disk-blocks.js';
 import { Space } from './chunk-records.js';
 
 /** Reads chunks of one side's memory and disk by (space, index). */
@@ -24,7 +24,7 @@ export async function readRuns(file: FileHandle, indices: number[], into: Buffer
 }
 
 /** The source VM now: its RAM file and its disk (base + overlay). */
-export function vmChunkReader(ram: FileHandle, ramBytes: number, disk: DiskOverlay): ChunkReader {
+export function vmChunkReader(ram: FileHandle, ramBytes: number, disk: Pick<DiskBlocks, 'readBlock'>): ChunkReader {
   return {
     async read(space, indices, into) {
       if (space === Space.Memory) return readRuns(ram, indices, into, ramBytes);

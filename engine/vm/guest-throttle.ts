@@ -1,5 +1,4 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { QemuVm } from './qemu-vm.js';
 
 /** One on/off cycle; short enough that the guest sees a slower CPU, not long stalls. */
 const PERIOD_MS = 100;
@@ -15,7 +14,7 @@ export class GuestThrottle {
   private running?: Promise<void>;
   private stopping = false;
 
-  constructor(private readonly vm: QemuVm) {}
+  constructor(private readonly vm: { pause(): Promise<void>; cont(): Promise<void> }) {}
 
   get pausedShare(): number {
     return this.share;

@@ -195,6 +195,11 @@ export class QemuVm {
     return this.exitInfo !== undefined;
   }
 
+  /** Why QEMU exited (its code or signal and the tail of its stderr); null while it runs. */
+  get exitReason(): string | null {
+    return this.exitInfo ?? null;
+  }
+
   private assertAlive(): void {
     if (this.exitInfo) throw new Error(this.exitInfo);
   }

@@ -2,18 +2,21 @@ import { createHash } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import { Decompressor } from 'zstd-napi';
 import { HandoffError } from '../errors.js';
+import { FrameDecoder, FrameType, encodeFrame, type Ack, type BatchHeader, type Frame } from './frames.js';
+import { DATA_IDLE_TIMEOUT_MS, type StopState } from './overlay-sender.js';
 
 const MAX_DEVICE_STATE_BYTES = 64 << 20;
-import { FrameDecoder, FrameType, encodeFrame, type Ack, type BatchHeader, type Frame } from './frames.js';
-import type { StopState } from './overlay-sender.js';
 
 /** Where one incoming overlay is written as it arrives. */
 export interface OverlaySink {
   token: string;
   /** The base image's device state: the dictionary the VM's device state is compressed with. */
   deviceStateBase: Uint8Array;
-  /** A new connection for this handoff: whatever an earlier, broken one wrote is superseded. */
-  begin(): Promise<void>;
+  /**
+   * A new connection for this handoff, of the source's attempt `attempt`: whatever an earlier
+   * one wrote is superseded. Throws to refuse it (the target has committed, for one).
+   */
+  begin(attempt: number): Promise<void>;
   writeDeviceState(chunk: Buffer): Promise<void>;
   /** Verifies and applies one batch; returns the chunks it held. */
   applyBatch(header: BatchHeader, payload: Buffer): Promise<number>;
@@ -22,7 +25,14 @@ export interface OverlaySink {
    * stopped with: the digests the assembled memory and disk must match, its last heartbeat.
    */
   complete(ack: Ack, stopped: StopState): Promise<void>;
-  fail(err: Error): void;
+  /** One connection of this handoff failed; a newer attempt may still connect. */
+  fail(err: Error, attempt: number): void;
+}
+
+/** The connection serving a handoff now: the newest attempt's. */
+interface CurrentConnection {
+  attempt: number;
+  socket: Socket;
 }
 
 /**
@@ -32,6 +42,7 @@ export interface OverlaySink {
  */
 export class DataPlaneServer {
   private readonly sinks = new Map<string, OverlaySink>();
+  private readonly current = new Map<string, CurrentConnection>();
   private server?: Server;
 
   constructor(private readonly host: string, private readonly port = 0) {}
@@ -42,6 +53,7 @@ export class DataPlaneServer {
       server.once('error', reject);
       server.listen(this.port, this.host, () => resolve());
     });
+    server.on('error', (err) => process.emitWarning(`data plane listener: ${err.message}`));
     this.server = server;
     return this.address();
   }
@@ -58,6 +70,8 @@ export class DataPlaneServer {
 
   forget(handoffId: string): void {
     this.sinks.delete(handoffId);
+    this.current.get(handoffId)?.socket.destroy();
+    this.current.delete(handoffId);
   }
 
   async stop(): Promise<void> {
@@ -67,8 +81,19 @@ export class DataPlaneServer {
   private async serve(socket: Socket): Promise<void> {
     socket.setNoDelay(true);
     const decoder = new FrameDecoder();
+    // A peer's reset, a cut link, a malformed frame: each ends this connection, never the process.
+    socket.on('error', (err) => decoder.destroy(new HandoffError('PROTOCOL', `data connection from ${socket.remoteAddress} failed: ${err.message}`)));
+    socket.setTimeout(DATA_IDLE_TIMEOUT_MS, () => {
+      decoder.destroy(new HandoffError('PROTOCOL', `the source was silent for ${DATA_IDLE_TIMEOUT_MS / 1000} s`));
+      socket.destroy();
+    });
+    socket.on('close', () => decoder.destroy());
     socket.pipe(decoder);
     let sink: OverlaySink | undefined;
+    let attempt = 0;
+    let handoffId = '';
+    /** Frames of an attempt a newer one superseded are not applied. */
+    const superseded = () => this.current.get(handoffId)?.socket !== socket;
     try {
       const counts = { batches: 0, chunks: 0, deviceStateBytes: 0 };
       const packedDeviceState: Buffer[] = [];
@@ -80,10 +105,20 @@ export class DataPlaneServer {
           const expected = this.sinks.get(f.hello.handoffId);
           if (!expected) throw new HandoffError('HANDOFF_NOT_FOUND', `no handoff ${f.hello.handoffId} is expected here`);
           if (expected.token !== f.hello.token) throw new HandoffError('PROTOCOL', `wrong token for handoff ${f.hello.handoffId}`);
+          const now = this.current.get(f.hello.handoffId);
+          if (now && now.attempt > f.hello.attempt) {
+            throw new HandoffError('PROTOCOL', `attempt ${f.hello.attempt} of handoff ${f.hello.handoffId} is superseded by attempt ${now.attempt}`);
+          }
+          // One connection per handoff: the newer attempt wins, the older is cut off.
+          now?.socket.destroy();
+          handoffId = f.hello.handoffId;
+          attempt = f.hello.attempt;
+          this.current.set(handoffId, { attempt, socket });
           sink = expected;
-          await sink.begin();
+          await sink.begin(attempt);
           continue;
         }
+        if (superseded()) throw new HandoffError('PROTOCOL', `attempt ${attempt} of handoff ${handoffId} was superseded`);
         switch (f.type) {
           case FrameType.DeviceState:
             // zstd-compressed against the base's device state on the wire; small (about 330 KB
@@ -131,8 +166,10 @@ export class DataPlaneServer {
       throw new HandoffError('PROTOCOL', 'overlay stream ended before its end frame');
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));
-      sink?.fail(e);
+      if (sink && !superseded()) sink.fail(e, attempt);
       if (!socket.destroyed) socket.end(encodeFrame({ type: FrameType.Error, error: { message: e.message } }));
+    } finally {
+      if (!superseded()) this.current.delete(handoffId);
     }
   }
 }

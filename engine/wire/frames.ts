@@ -17,7 +17,7 @@ import { HandoffError } from '../errors.js';
  * they are not spoken any more.)
  */
 export const WIRE_PROTOCOL = 'ehoff-wire';
-export const WIRE_VERSION = 4;
+export const WIRE_VERSION = 5;
 export const MAX_FRAME_BYTES = 16 << 20;
 
 export enum FrameType {
@@ -35,6 +35,8 @@ export const helloSchema = z.object({
   version: z.number().int(),
   handoffId: z.string().min(1),
   token: z.string().min(16),
+  /** The source's stream attempt: the target serves one connection per handoff, the newest. */
+  attempt: z.number().int().positive(),
 });
 const hex64 = z.string().regex(/^[0-9a-f]{16}$/, 'is not a 16-digit hex xxHash64');
 export const batchHeaderSchema = z.object({

@@ -9,6 +9,13 @@ import { Throttle } from './throttle.js';
 import type { EncodedBatch } from '../pipeline/overlay-encoder.js';
 import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type Ack, type BatchAck, type Frame } from './frames.js';
 
+/**
+ * Silence on a data connection, both ways, after which the attempt ends. Acks come per batch
+ * while the link moves; the longest quiet stretch of a healthy stream is an epoch's scan and the
+ * stop (seconds). Shorter than the heartbeat timeout, so the source notices before Temporal does.
+ */
+export const DATA_IDLE_TIMEOUT_MS = 20_000;
+
 export interface DataEndpoint {
   host: string;
   port: number;
@@ -31,6 +38,11 @@ export interface StopState {
 
 export interface OutgoingOverlay {
   handoffId: string;
+  attempt: number;
+  /** Ends the stream: the connection is destroyed, and the end frame never leaves after it. */
+  signal?: AbortSignal;
+  /** Awaited before the end frame is handed to the link (the source declares its phase first). */
+  beforeEnd?: () => Promise<void>;
   batches: AsyncIterable<EncodedBatch>;
   /** Read once the batches are done: a live VM is only stopped (and its state saved) then. */
   deviceState: () => Promise<Buffer>;
@@ -57,7 +69,7 @@ export function compressAgainst(base: Uint8Array, data: Uint8Array): Buffer {
 }
 
 async function* overlayFrames(o: OutgoingOverlay, token: string, observer: SendObserver): AsyncGenerator<Buffer> {
-  yield encodeFrame({ type: FrameType.Hello, hello: { protocol: WIRE_PROTOCOL, version: WIRE_VERSION, handoffId: o.handoffId, token } });
+  yield encodeFrame({ type: FrameType.Hello, hello: { protocol: WIRE_PROTOCOL, version: WIRE_VERSION, handoffId: o.handoffId, token, attempt: o.attempt } });
   let batches = 0;
   let chunks = 0;
   for await (const b of o.batches) {
@@ -81,6 +93,9 @@ async function* overlayFrames(o: OutgoingOverlay, token: string, observer: SendO
     yield encodeFrame({ type: FrameType.DeviceState, data: packed.subarray(off, off + (1 << 20)) });
   }
   const { memoryDigest, diskDigest, heartbeatAtStop } = await o.stopState();
+  o.signal?.throwIfAborted();
+  await o.beforeEnd?.();
+  o.signal?.throwIfAborted();
   yield encodeFrame({
     type: FrameType.End,
     end: {
@@ -96,13 +111,27 @@ async function* overlayFrames(o: OutgoingOverlay, token: string, observer: SendO
  * when the link can take it, so memory stays bounded by the encoder's window.
  */
 export async function sendOverlay(endpoint: DataEndpoint, overlay: OutgoingOverlay, observer: SendObserver = {}): Promise<{ bytesSent: number; ack: Ack }> {
+  overlay.signal?.throwIfAborted();
   const socket = connect({ host: endpoint.host, port: endpoint.port });
+  // Every failure of the connection ends this attempt, never the process: one handler for all.
+  let failure: Error | undefined;
+  const decoder = new FrameDecoder();
+  const fail = (err: Error) => {
+    failure ??= err;
+    socket.destroy();
+    decoder.destroy(failure);
+  };
+  socket.on('error', (e) => fail(new HandoffError('PROTOCOL', `data connection to ${endpoint.host}:${endpoint.port} failed: ${e.message}`)));
+  // A target that goes silent (no RST: a cut link, a frozen host) is noticed, not waited on forever.
+  socket.setTimeout(DATA_IDLE_TIMEOUT_MS, () => fail(new HandoffError('PROTOCOL', `the target's data plane at ${endpoint.host}:${endpoint.port} was silent for ${DATA_IDLE_TIMEOUT_MS / 1000} s`)));
+  const onAbort = () => fail(new HandoffError('PROTOCOL', `stream cancelled: ${String(overlay.signal?.reason ?? 'aborted')}`));
+  overlay.signal?.addEventListener('abort', onAbort, { once: true });
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', resolve);
-    socket.once('error', (e) => reject(new Error(`cannot reach the target's data plane at ${endpoint.host}:${endpoint.port}: ${e.message}`)));
+    socket.once('close', () => reject(failure ?? new Error(`cannot reach the target's data plane at ${endpoint.host}:${endpoint.port}`)));
   });
   socket.setNoDelay(true);
-  const replies = socket.pipe(new FrameDecoder());
+  const replies = socket.pipe(decoder);
   const reply = (async () => {
     for await (const f of replies as AsyncIterable<Frame>) {
       if (f.type === FrameType.BatchAck) observer.acked?.(f.batchAck);
@@ -127,7 +156,10 @@ export async function sendOverlay(endpoint: DataEndpoint, overlay: OutgoingOverl
     }
     const ack = await reply;
     return { bytesSent: socket.bytesWritten, ack };
+  } catch (err) {
+    throw failure ?? err;
   } finally {
+    overlay.signal?.removeEventListener('abort', onAbort);
     socket.destroy();
   }
 }

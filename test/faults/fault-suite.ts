@@ -1,0 +1,257 @@
+import { readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import type { EmbeddedCluster } from '../../infra/embedded-cluster.js';
+import { WORKFLOW_TASK_QUEUE, progressQuery, type HandoffResult } from '../../workflows/definitions.js';
+import type { VmDescription } from '../../activities/cloudlet-activities.js';
+import { SOURCE_PHASE_FILE } from '../../engine/handoff/source-phase.js';
+import { sendConsoleLine } from '../../engine/vm/qemu-vm.js';
+import { CopyMonitor } from './copy-monitor.js';
+
+export type Outcome = 'moved' | 'stayed-at-source' | 'moved-after-commit-fault' | 'vm-lost';
+
+/** One row of the fault table (the JSON shape the issue names). */
+export interface CaseResult {
+  fault: string;
+  step: string;
+  outcome: Outcome;
+  vmRunningAt: string | null;
+  copiesSeenRunning: number;
+  stateVerified: boolean;
+  bystandersAlive: boolean;
+  leftovers: string[];
+  bytesResent: number | null;
+  bytesFirstAttempt: number | null;
+  extraSeconds: number | null;
+  /** Beyond the issue's shape: what the case required, whether it held, and the workflow's word. */
+  expected: Outcome[];
+  passed: boolean;
+  failures: string[];
+  detail: string;
+}
+
+/** What a case does to the running handoff, and what it must end with. */
+export interface FaultCase {
+  fault: string;
+  step: string;
+  expected: Outcome[];
+  /** `between`: no handoff is started; the fault is the whole case (a worker's stop, say). */
+  kind?: 'handoff' | 'between';
+  /** Injects the fault while the handoff runs; resolves when the fault is over (a link back, a worker restarted). */
+  inject(ctx: CaseContext): Promise<void>;
+  /** Extra checks of its own, as failure messages. */
+  check?(ctx: CaseContext, result: Omit<CaseResult, 'passed' | 'failures'>): Promise<string[]>;
+}
+
+export interface CaseContext {
+  cluster: EmbeddedCluster;
+  vmId: string;
+  workflowId: string;
+  handle?: WorkflowHandle;
+  runDir(cloudlet: string): string;
+  /** Resolves when the source's persisted phase for this VM reaches `phase` (polled every 10 ms). */
+  sourcePhase(phase: string, timeoutMs?: number): Promise<void>;
+  /** Resolves when the workflow's step is `step`, plus `afterMs`. */
+  workflowStep(step: string, afterMs?: number, timeoutMs?: number): Promise<void>;
+  log(line: string): void;
+}
+
+export interface SuiteOptions {
+  cluster: EmbeddedCluster;
+  baseImageId: string;
+  /** The guest's workload for the moved VM. */
+  workload: { name: string; args: string[] };
+  bystanderWorkload: { name: string; args: string[] };
+  log(line: string): void;
+}
+
+const execute = async <T>(cluster: EmbeddedCluster, name: string, args: unknown): Promise<T> =>
+  (await cluster.client.workflow.execute(name, { taskQueue: WORKFLOW_TASK_QUEUE, workflowId: `${name}-${Math.random().toString(36).slice(2)}`, args: [args] })) as T;
+
+/** How long after its end a case watches where the VM runs. */
+const SETTLE_MS = 3_000;
+const HANDOFF_TIMEOUT_MS = 8 * 60_000;
+
+/**
+ * Runs fault cases one after another on one cluster: per case a fresh VM at A (its workload, and
+ * a file written and synced whose checksum is taken), a handoff to B under the case's fault, a
+ * monitor on every cloudlet's serial log, and afterwards where the VM runs, whether the file is
+ * intact there, whether the bystanders beat, and what is left where the VM is not.
+ */
+export async function runFaultSuite(cases: FaultCase[], o: SuiteOptions): Promise<CaseResult[]> {
+  const { cluster, log } = o;
+  const cloudlets = [...cluster.workers.keys()];
+  const runDirs = Object.fromEntries(cloudlets.map((c) => [c, cluster.workers.get(c)!.runDir]));
+  const bystanders = ['A', 'B'].filter((c) => cloudlets.includes(c)).map((c) => ({ cloudlet: c, vmId: `by-${c.toLowerCase()}` }));
+  for (const b of bystanders) await execute(cluster, 'launchVm', { vmId: b.vmId, cloudlet: b.cloudlet, baseImageId: o.baseImageId, workload: o.bystanderWorkload });
+  log(`bystanders: ${bystanders.map((b) => `${b.vmId} at ${b.cloudlet}`).join(', ')}`);
+  let baselineSeconds: number | null = null;
+  const results: CaseResult[] = [];
+  for (const [k, c] of cases.entries()) {
+    const vmId = `f${k}-vm`;
+    log(`case ${k + 1}/${cases.length}: ${c.fault} at ${c.step}`);
+    const r: CaseResult = await runCase(c, vmId, o, runDirs, bystanders, baselineSeconds).catch((err: Error): CaseResult => ({
+      fault: c.fault, step: c.step, outcome: 'vm-lost', vmRunningAt: null, copiesSeenRunning: 0, stateVerified: false, bystandersAlive: false,
+      leftovers: [], bytesResent: null, bytesFirstAttempt: null, extraSeconds: null, expected: c.expected, passed: false,
+      failures: [`the case itself failed: ${err.message}`], detail: err.stack ?? err.message,
+    }));
+    if (c.fault === 'none' && r.passed && r.extraSeconds !== null) baselineSeconds = r.extraSeconds;
+    if (c.fault === 'none') r.extraSeconds = 0;
+    results.push(r);
+    log(`  → ${r.outcome}, runs at ${r.vmRunningAt ?? 'nowhere'}, copies seen ${r.copiesSeenRunning}, ${r.passed ? 'PASS' : `FAIL: ${r.failures.join('; ')}`}`);
+  }
+  for (const b of bystanders) await execute(cluster, 'destroyVm', { vmId: b.vmId, cloudlet: b.cloudlet }).catch(() => undefined);
+  return results;
+}
+
+async function runCase(
+  c: FaultCase,
+  vmId: string,
+  o: SuiteOptions,
+  runDirs: Record<string, string>,
+  bystanders: Array<{ cloudlet: string; vmId: string }>,
+  baselineSeconds: number | null,
+): Promise<CaseResult> {
+  const { cluster, log } = o;
+  await execute(cluster, 'launchVm', { vmId, cloudlet: 'A', baseImageId: o.baseImageId, workload: o.workload });
+  const sealed = await seal('A', vmId, runDirs);
+  const monitor = new CopyMonitor(runDirs, vmId);
+  monitor.start();
+  const workflowId = `fault-${vmId}-${Date.now()}`;
+  const ctx: CaseContext = {
+    cluster,
+    vmId,
+    workflowId,
+    runDir: (cloudlet) => runDirs[cloudlet]!,
+    log,
+    sourcePhase: async (phase, timeoutMs = 5 * 60_000) => {
+      const file = join(runDirs.A!, 'vms', vmId, SOURCE_PHASE_FILE);
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline) {
+        const text = await readFile(file, 'utf8').catch(() => '');
+        if (text.includes(`"phase":"${phase}"`)) return;
+        await sleep(10);
+      }
+      throw new Error(`the source never reached phase ${phase}`);
+    },
+    workflowStep: async (step, afterMs = 0, timeoutMs = 5 * 60_000) => {
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline) {
+        const p = await ctx.handle?.query(progressQuery).catch(() => undefined);
+        if (p?.step === step) {
+          await sleep(afterMs);
+          return;
+        }
+        await sleep(100);
+      }
+      throw new Error(`the workflow never reached step ${step}`);
+    },
+  };
+  const started = Date.now();
+  let result: HandoffResult | undefined;
+  let failure: { type: string; message: string } | undefined;
+  if (c.kind === 'between') {
+    await c.inject(ctx);
+  } else {
+    ctx.handle = await cluster.client.workflow.start('handoff', { taskQueue: WORKFLOW_TASK_QUEUE, workflowId, args: [{ vmId, source: 'A', target: 'B' }] });
+    const injected = c.inject(ctx).catch((err: Error) => log(`  injection: ${err.message}`));
+    const outcome = await Promise.race([
+      ctx.handle.result().then((r) => ({ r: r as HandoffResult }), (err: unknown) => ({ err })),
+      sleep(HANDOFF_TIMEOUT_MS).then(() => ({ timeout: true as const })),
+    ]);
+    await injected;
+    if ('r' in outcome) result = outcome.r;
+    else if ('err' in outcome) {
+      const cause = outcome.err instanceof WorkflowFailedError ? (outcome.err.cause as (Error & { type?: string }) | undefined) : undefined;
+      failure = { type: cause?.type ?? 'UNKNOWN', message: cause?.message ?? String(outcome.err) };
+    } else failure = { type: 'TIMEOUT', message: `no answer from the workflow in ${HANDOFF_TIMEOUT_MS / 60_000} minutes` };
+  }
+  const seconds = (Date.now() - started) / 1000;
+  await sleep(SETTLE_MS);
+  const runningAt = monitor.runningAt(SETTLE_MS - 500);
+  await monitor.stop();
+  const vmRunningAt = runningAt.length === 1 ? runningAt[0]! : null;
+  const outcome: Outcome =
+    vmRunningAt === null ? 'vm-lost' : vmRunningAt === 'A' ? 'stayed-at-source' : result ? 'moved' : 'moved-after-commit-fault';
+  const sum = vmRunningAt ? await checksum(vmRunningAt, vmId, runDirs).catch(() => undefined) : undefined;
+  const stateVerified = sum !== undefined && sum === sealed && (outcome !== 'moved' || result?.verified === true);
+  const bystandersAlive = (await Promise.all(bystanders.map((b) => beats(cluster, b.cloudlet, b.vmId)))).every(Boolean);
+  // Cleanup on the other cloudlet may still be under way: it has a minute.
+  let leftovers = await leftoversOf(vmId, runDirs, vmRunningAt);
+  for (let waited = 0; leftovers.length > 0 && waited < 60_000; waited += 2_000) {
+    await sleep(2_000);
+    leftovers = await leftoversOf(vmId, runDirs, vmRunningAt);
+  }
+  const partial = {
+    fault: c.fault,
+    step: c.step,
+    outcome,
+    vmRunningAt,
+    copiesSeenRunning: monitor.copiesSeenRunning,
+    stateVerified,
+    bystandersAlive,
+    leftovers,
+    bytesResent: null,
+    bytesFirstAttempt: null,
+    extraSeconds: c.kind === 'between' ? 0 : baselineSeconds === null ? seconds : Math.round((seconds - baselineSeconds) * 10) / 10,
+    expected: c.expected,
+    detail: failure ? `${failure.type}: ${failure.message}` : result ? `moved in ${(result.totalMs / 1000).toFixed(1)} s, ${(result.bytesSent / 1e6).toFixed(1)} MB` : 'no handoff',
+  };
+  const failures = [
+    !c.expected.includes(outcome) && `outcome ${outcome}, expected ${c.expected.join(' or ')}`,
+    monitor.copiesSeenRunning > 1 && `two copies ran at once (${monitor.duplicates.length} heartbeat counters printed at two cloudlets; ${monitor.maxAdvancingTogether} advancing in one sample)`,
+    vmRunningAt !== null && !stateVerified && `the sealed file's checksum at ${vmRunningAt} is ${sum ?? 'unreadable'}, sealed ${sealed}`,
+    !bystandersAlive && 'a bystander VM stopped beating',
+    leftovers.length > 0 && `left behind: ${leftovers.join(', ')}`,
+    ...((await c.check?.(ctx, partial)) ?? []),
+  ].filter((f): f is string => typeof f === 'string');
+  for (const cl of Object.keys(runDirs)) await execute(cluster, 'destroyVm', { vmId, cloudlet: cl }).catch(() => undefined);
+  return { ...partial, passed: failures.length === 0, failures };
+}
+
+/** Writes a file of random bytes in the guest, syncs it, and returns its SHA-256 as the guest computed it. */
+async function seal(cloudlet: string, vmId: string, runDirs: Record<string, string>): Promise<string> {
+  await sendConsoleLine(join(runDirs[cloudlet]!, 'vms', vmId, 'serial.sock'), 'seal sealed.bin');
+  return waitForLine(runDirs[cloudlet]!, vmId, /EHOFF-SEALED ([0-9a-f]{64})/);
+}
+
+async function checksum(cloudlet: string, vmId: string, runDirs: Record<string, string>): Promise<string> {
+  const before = await serialText(runDirs[cloudlet]!, vmId);
+  await sendConsoleLine(join(runDirs[cloudlet]!, 'vms', vmId, 'serial.sock'), 'sum sealed.bin');
+  return waitForLine(runDirs[cloudlet]!, vmId, /EHOFF-SUM ([0-9a-f]{64})/, before.length);
+}
+
+const serialText = (runDir: string, vmId: string) => readFile(join(runDir, 'vms', vmId, 'serial.log'), 'latin1').catch(() => '');
+
+async function waitForLine(runDir: string, vmId: string, pattern: RegExp, from = 0, timeoutMs = 30_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const m = pattern.exec((await serialText(runDir, vmId)).slice(from));
+    if (m) return m[1]!;
+    await sleep(100);
+  }
+  throw new Error(`no ${pattern} on VM ${vmId}'s console in ${timeoutMs / 1000} s`);
+}
+
+async function beats(cluster: EmbeddedCluster, cloudlet: string, vmId: string): Promise<boolean> {
+  const first = await execute<VmDescription>(cluster, 'describeVm', { vmId, cloudlet }).catch(() => undefined);
+  await sleep(1_000);
+  const second = await execute<VmDescription>(cluster, 'describeVm', { vmId, cloudlet }).catch(() => undefined);
+  return first?.lastHeartbeat != null && second?.lastHeartbeat != null && second.lastHeartbeat > first.lastHeartbeat && second.runState === 'running';
+}
+
+/** What of the VM is left on the cloudlets where it does not run: folders, RAM files, mounts. */
+async function leftoversOf(vmId: string, runDirs: Record<string, string>, runningAt: string | null): Promise<string[]> {
+  const left: string[] = [];
+  const shm = await readdir('/dev/shm');
+  const mounts = await readFile('/proc/mounts', 'utf8');
+  for (const [cloudlet, runDir] of Object.entries(runDirs)) {
+    if (cloudlet === runningAt) continue;
+    const dir = join(runDir, 'vms', vmId);
+    if (await readdir(dir).then(() => true, () => false)) left.push(`${cloudlet}: folder ${dir}`);
+    for (const f of shm.filter((f) => f.startsWith(`ehoff-${cloudlet}-${vmId}-`))) left.push(`${cloudlet}: /dev/shm/${f}`);
+    if (mounts.includes(join(dir, 'mnt'))) left.push(`${cloudlet}: FUSE mount ${join(dir, 'mnt')}`);
+  }
+  return left;
+}
