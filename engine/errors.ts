@@ -18,7 +18,9 @@ export type HandoffErrorCode =
   /** Another handoff of the same VM holds it. */
   | 'VM_BUSY'
   /** The end frame left and the outcome at the target is not known here: only its answer decides. */
-  | 'HANDOFF_IN_DOUBT';
+  | 'HANDOFF_IN_DOUBT'
+  /** The target cannot run the VM (its QEMU did not start, say): trying again will not help. */
+  | 'TARGET_CANNOT_RUN';
 
 const NOT_RETRYABLE: ReadonlySet<HandoffErrorCode> = new Set([
   'VM_NOT_FOUND',
@@ -32,7 +34,15 @@ const NOT_RETRYABLE: ReadonlySet<HandoffErrorCode> = new Set([
   'VM_LOST',
   'VM_BUSY',
   'HANDOFF_IN_DOUBT',
+  'TARGET_CANNOT_RUN',
 ]);
+
+const ALL_CODES: ReadonlySet<string> = new Set<HandoffErrorCode>([...NOT_RETRYABLE, 'PROTOCOL']);
+
+/** A code that came from the other side (a wire refusal), if it is one this side knows. */
+export function knownCode(code: string | undefined): HandoffErrorCode | undefined {
+  return code !== undefined && ALL_CODES.has(code) ? (code as HandoffErrorCode) : undefined;
+}
 
 export class HandoffError extends Error {
   readonly retryable: boolean;

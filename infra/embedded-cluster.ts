@@ -5,6 +5,7 @@ import { createInterface } from 'node:readline';
 import { Client, Connection } from '@temporalio/client';
 import { READY_MARKER } from '../workers/cloudlet-worker.js';
 import { sweepRunFolder } from '../engine/host/vm-folder-sweep.js';
+import { clusterRecord, processStartTicks, sweepCrashedCluster, type ClusterRecord } from './cluster-record.js';
 import { PREFIX, REPO_ROOT } from './paths.js';
 import { freePort, portIsFree, startDevServer, type DevServer } from './temporal-dev-server.js';
 import { createWanTestbed, type WanTestbed } from './wan-testbed.js';
@@ -24,6 +25,11 @@ export interface EmbeddedCluster {
   uiUrl?: string;
   client: Client;
   workers: Map<string, SupervisedWorker>;
+  /**
+   * Stops the embedded dev server, waits `downMs`, and starts it again on the same database,
+   * address and port (a fault test's Temporal outage). Histories survive it.
+   */
+  restartServer(downMs: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -57,13 +63,31 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
     }
   };
   try {
+    // What a crashed run with this tag left goes first; then this run keeps its own record.
+    for (const r of await sweepCrashedCluster(opts.runTag)) log(`swept from a crashed run: ${r}`);
+    const record: ClusterRecord = {
+      runTag: opts.runTag,
+      owner: { pid: process.pid, startTicks: (await processStartTicks(process.pid)) ?? '' },
+      server: null,
+      workers: {},
+      namespaces: [],
+      hostLinks: [],
+      relayPids: [],
+    };
+    const recordFile = clusterRecord(opts.runTag);
+    const saveRecord = () => recordFile.write(record).catch((e: Error) => log(`cannot write the cluster record: ${e.message}`));
+    await saveRecord();
+    cleanups.push(() => recordFile.remove());
     let server: DevServer | undefined;
+    let serverOptions: Parameters<typeof startDevServer>[0] | undefined;
     let address = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
     let wan: WanTestbed | undefined;
     if (opts.wan) {
       const tag = (process.pid % 46656).toString(36).padStart(3, '0') + Math.floor(Math.random() * 36).toString(36);
       wan = await createWanTestbed({ tag, cloudlets: opts.cloudlets.map((c) => c.name), mbps: opts.wan.mbps, rttMs: opts.wan.rttMs });
       cleanups.push(() => wan!.destroy());
+      Object.assign(record, wan.leftovers());
+      await saveRecord();
       const delay = wan.rttMs > 0 ? `${wan.rttMs} ms round trip between cloudlets (delay relay)` : 'no added delay';
       log(`WAN testbed ${tag}: ${opts.cloudlets.map((c) => `${c.name} ${wan!.cloudlet(c.name).address}`).join(', ')}, links shaped to ${opts.wan.mbps} Mbit/s (tbf, both ends; ${delay})`);
       if (!opts.devServer) throw new Error('a WAN testbed needs the embedded dev server (it runs in the core namespace)');
@@ -73,13 +97,16 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
       const port = inCore ? 7233 : opts.devServer.preferredPort && (await portIsFree(opts.devServer.preferredPort)) ? opts.devServer.preferredPort : await freePort();
       const uiPort = inCore ? 8233 : opts.devServer.preferredUiPort && (await portIsFree(opts.devServer.preferredUiPort)) ? opts.devServer.preferredUiPort : await freePort();
       log(`starting Temporal dev server on ${port} (UI ${uiPort}, database ${opts.devServer.dbFile})`);
-      server = await startDevServer({
+      serverOptions = {
         dbFile: opts.devServer.dbFile,
         port,
         uiPort,
         ...(wan ? { ip: '0.0.0.0', netns: { name: wan.coreNs, addressFromHost: wan.coreAddressFromHost } } : {}),
-      });
+      };
+      server = await startDevServer(serverOptions);
       cleanups.push(() => server!.stop());
+      record.server = { pid: server.pid, dbFile: serverOptions.dbFile };
+      await saveRecord();
       address = server.address;
     }
     const bundle = await ensureWorkflowBundle();
@@ -104,7 +131,10 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
         const placement = wan
           ? { netns: wan.cloudlet(c.name).ns, dataHost: wan.cloudlet(c.name).address, dataPort: DATA_PORT_IN_NAMESPACE, temporalAddress: `${wan.cloudlet(c.name).coreAddress}:${address.split(':')[1]}` }
           : { dataHost: '127.0.0.1', dataPort: await freePort(), temporalAddress: address };
-        const w = new SupervisedWorker(c, runDir, placement, bundle, opts.workerRestartDelayMs ?? 1_000, log);
+        const w = new SupervisedWorker(c, runDir, placement, bundle, opts.workerRestartDelayMs ?? 1_000, log, (pid) => {
+          record.workers[c.name] = { pid, runDir };
+          void saveRecord();
+        });
         workers.set(c.name, w);
         await w.start();
       }),
@@ -112,7 +142,17 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
     const connection = await Connection.connect({ address });
     cleanups.push(() => connection.close());
     const client = new Client({ connection, namespace: process.env.TEMPORAL_NAMESPACE ?? 'default' });
-    return { address, uiUrl: server?.uiUrl, client, workers, stop, ...(wan ? { wan } : {}) };
+    const restartServer = async (downMs: number) => {
+      if (!server || !serverOptions) throw new Error('this cluster runs no embedded dev server to restart');
+      await server.stop();
+      log(`Temporal dev server stopped; starting it again in ${downMs} ms`);
+      await new Promise((r) => setTimeout(r, downMs));
+      server = await startDevServer(serverOptions);
+      record.server = { pid: server.pid, dbFile: serverOptions.dbFile };
+      await saveRecord();
+      log(`Temporal dev server is back (pid ${server.pid})`);
+    };
+    return { address, uiUrl: server?.uiUrl, client, workers, restartServer, stop, ...(wan ? { wan } : {}) };
   } catch (err) {
     await stop();
     throw err;
@@ -145,12 +185,15 @@ export class SupervisedWorker {
     private readonly bundle: string,
     private readonly restartDelayMs: number,
     private readonly log: (l: string) => void,
+    /** Told each new worker's PID as soon as it is spawned (the cluster's record of what to sweep). */
+    private readonly spawned: (pid: number) => void = () => undefined,
   ) {}
 
   /** Starts the worker and waits until it polls. */
   async start(): Promise<void> {
     const { child, ready } = spawnWorker(this.spec, this.runDir, this.placement, this.bundle, this.log);
     this.child = child;
+    if (child.pid !== undefined) this.spawned(child.pid);
     child.once('exit', (code, signal) => {
       if (this.stopping || this.child !== child) return;
       this.log(`cloudlet ${this.spec.name}: worker pid ${child.pid} died (code ${code}, signal ${signal}); starting it again in ${this.restartDelayMs} ms`);

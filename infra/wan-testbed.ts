@@ -35,6 +35,8 @@ export interface WanTestbed {
    * crosses either way and no peer is told (no RST) — the data plane and Temporal both go silent.
    */
   blackout(name: string, cut: boolean): Promise<void>;
+  /** What it made that outlives a crashed owner: its namespaces, its host-side link, its relays' PIDs. */
+  leftovers(): { namespaces: string[]; hostLinks: string[]; relayPids: number[] };
   destroy(): Promise<void>;
 }
 
@@ -102,11 +104,15 @@ export async function createWanTestbed(opts: { tag: string; cloudlets: string[];
   const created: Array<() => Promise<void>> = [];
   const links = new Map<string, { ns: string; address: string; coreAddress: string; dev: string; coreDev: string }>();
   let mbps = opts.mbps;
+  const namespaces: string[] = [];
+  const hostLinks: string[] = [];
+  const relayPids: number[] = [];
   const destroy = async () => {
     for (const undo of created.reverse()) await undo().catch(() => undefined);
   };
   try {
     await ip('netns', 'add', coreNs);
+    namespaces.push(coreNs);
     created.push(() => ip('netns', 'del', coreNs));
     await nsRun(coreNs, 'ip', 'link', 'set', 'lo', 'up');
     await nsRun(coreNs, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
@@ -116,6 +122,7 @@ export async function createWanTestbed(opts: { tag: string; cloudlets: string[];
     const hostDev = `eh${tag}h`;
     const hostPeer = `eh${tag}hc`;
     await ip('link', 'add', hostDev, 'type', 'veth', 'peer', 'name', hostPeer);
+    hostLinks.push(hostDev);
     created.push(() => ip('link', 'del', hostDev));
     await ip('link', 'set', hostPeer, 'netns', coreNs);
     await ip('addr', 'add', `${hostNet}.1/24`, 'dev', hostDev);
@@ -129,6 +136,7 @@ export async function createWanTestbed(opts: { tag: string; cloudlets: string[];
       const dev = `eh${tag}${k}a`;
       const coreDev = `eh${tag}${k}c`;
       await ip('netns', 'add', ns);
+      namespaces.push(ns);
       created.push(() => ip('netns', 'del', ns));
       await nsRun(ns, 'ip', 'link', 'set', 'lo', 'up');
       // A cloudlet's data plane is one long-lived connection that goes quiet while the source
@@ -140,6 +148,7 @@ export async function createWanTestbed(opts: { tag: string; cloudlets: string[];
         const linkNs = `${ns}-wan`;
         const [x, y] = [`eh${tag}${k}x`, `eh${tag}${k}y`];
         await ip('netns', 'add', linkNs);
+        namespaces.push(linkNs);
         created.push(() => ip('netns', 'del', linkNs));
         await ip('link', 'add', dev, 'netns', ns, 'type', 'veth', 'peer', 'name', x, 'netns', linkNs);
         await ip('link', 'add', y, 'netns', linkNs, 'type', 'veth', 'peer', 'name', coreDev, 'netns', coreNs);
@@ -147,6 +156,7 @@ export async function createWanTestbed(opts: { tag: string; cloudlets: string[];
         await nsRun(linkNs, 'ip', 'link', 'set', x, 'up');
         await nsRun(linkNs, 'ip', 'link', 'set', y, 'up');
         const relay = await startRelay(linkNs, x, y, Math.round((rttMs / 4) * 1000));
+        relayPids.push(relay.pid!);
         created.push(() => stopRelay(relay));
       } else {
         await ip('link', 'add', dev, 'netns', ns, 'type', 'veth', 'peer', 'name', coreDev, 'netns', coreNs);
@@ -184,6 +194,7 @@ export async function createWanTestbed(opts: { tag: string; cloudlets: string[];
       }
       mbps = next;
     },
+    leftovers: () => ({ namespaces: [...namespaces], hostLinks: [...hostLinks], relayPids: [...relayPids] }),
     async blackout(name, cut) {
       const l = links.get(name);
       if (!l) throw new Error(`no cloudlet '${name}' in testbed ${tag}`);

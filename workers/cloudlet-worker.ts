@@ -81,9 +81,14 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
     prefix: PREFIX,
   });
   await cloudlet.start();
-  const { adopted, discarded, lost, swept } = cloudlet.recovery;
-  if (adopted.length + discarded.length + lost.length + swept.length > 0) {
-    console.log(`[${config.cloudlet}] re-adopted VMs: ${adopted.join(', ') || 'none'}; discarded unfinished incoming copies: ${discarded.join(', ') || 'none'}; lost (host gone): ${lost.join(', ') || 'none'}; swept: ${swept.length} leftovers`);
+  const target = new TargetHandoffs(cloudlet);
+  const incoming = await target.recover();
+  const { adopted, lost, swept } = cloudlet.recovery;
+  if (adopted.length + lost.length + swept.length + incoming.recovered.length + incoming.discarded.length > 0) {
+    console.log(
+      `[${config.cloudlet}] re-adopted VMs: ${adopted.join(', ') || 'none'}; incoming handoffs taken up: ${incoming.recovered.join(', ') || 'none'}; ` +
+        `incoming copies ended: ${incoming.discarded.join(', ') || 'none'}; lost (host gone): ${lost.join(', ') || 'none'}; swept: ${swept.length} leftovers`,
+    );
   }
   // A handoff whose stream died with the previous worker: its persisted phase decides.
   for (const vm of cloudlet.vmList()) {
@@ -103,7 +108,7 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
     activities: {
       ...createCloudletActivities(cloudlet),
       ...createSourceActivities(new SourceHandoffs(cloudlet)),
-      ...createTargetActivities(new TargetHandoffs(cloudlet)),
+      ...createTargetActivities(target),
     },
   });
   const workflowWorker = await Worker.create({

@@ -67,7 +67,13 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
   const dst = proxyActivities<TargetActivities>(onCloudlet(target));
   // The stream, and the target's finalize that waits it out, last as long as the pre-copy does
   // (minutes at 5 Mbit/s for a busy guest); heartbeats, not these bounds, notice a dead worker.
-  const longRunning: Partial<ActivityOptions> = { startToCloseTimeout: '30 minutes', scheduleToCloseTimeout: '35 minutes' };
+  // A stream attempt that fails (a broken connection, a worker restarted) is tried again, with
+  // patience for a worker that is coming back: 8 attempts, up to 10 s apart.
+  const longRunning: Partial<ActivityOptions> = {
+    startToCloseTimeout: '30 minutes',
+    scheduleToCloseTimeout: '35 minutes',
+    retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '10 seconds', maximumAttempts: 8 },
+  };
   const srcStream = proxyActivities<SourceActivities>(onCloudlet(source, longRunning));
   const dstFinalize = proxyActivities<TargetActivities>(onCloudlet(target, longRunning));
   // Putting the VM back must outlast a source worker's restart: retry for longer.

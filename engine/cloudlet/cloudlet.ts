@@ -51,6 +51,7 @@ export class Cloudlet {
   private readonly vms = new Map<string, VmInstance>();
   /** Handoffs whose target copy was continued here, as re-adopted from their hosts. */
   private readonly committedHandoffs = new Map<string, string>();
+  private readonly incoming: Array<{ handoffId: string; vm: VmInstance }> = [];
   private pool?: CodecPool;
   private readonly dedupIndexes = new Map<string, Promise<DedupIndex>>();
   private readonly pageHashes = new Map<string, Promise<BasePageHashes>>();
@@ -89,7 +90,7 @@ export class Cloudlet {
   }
 
   /** What the last start re-adopted, removed and found lost: for the worker's log and the fault suite. */
-  readonly recovery = { adopted: [] as string[], discarded: [] as string[], lost: [] as string[], swept: [] as string[] };
+  readonly recovery = { adopted: [] as string[], lost: [] as string[], swept: [] as string[] };
 
   private async readopt(): Promise<void> {
     for (const dir of await vmFolders(this.config.runDir)) {
@@ -114,17 +115,23 @@ export class Cloudlet {
         continue;
       }
       if (status.start.kind === 'incoming' && !status.continued) {
-        // A handoff's target copy that was never continued: the source still holds the VM, and
-        // the handoff that prepared this one ended with the worker that held its session.
-        await host.destroy().catch(() => undefined);
-        await sweepVmFolder(dir);
-        this.recovery.discarded.push(record.vmId);
+        // A handoff's target copy, never continued: not a VM of this cloudlet yet. The target
+        // side takes it up again, or ends it (TargetHandoffs.recover).
+        this.incoming.push({ handoffId: status.start.handoffId, vm: await VmInstance.adopt(record, base, host) });
         continue;
       }
       if (status.start.kind === 'incoming') this.committedHandoffs.set(status.start.handoffId, record.vmId);
       this.track(await VmInstance.adopt(record, base, host));
       this.recovery.adopted.push(record.vmId);
     }
+  }
+
+  /**
+   * The incoming copies of handoffs in progress that the last start found (their hosts survived
+   * an earlier worker), handed over once: their owner must take them up or end them.
+   */
+  takeIncoming(): Array<{ handoffId: string; vm: VmInstance }> {
+    return this.incoming.splice(0);
   }
 
   /** Handoffs whose target copy was continued on this cloudlet, as re-adopted from their hosts. */

@@ -1,11 +1,12 @@
 import { join } from 'node:path';
+import { z } from 'zod';
 import { HandoffError } from '../errors.js';
 import type { Cloudlet } from '../cloudlet/cloudlet.js';
 import type { VmInstance } from '../cloudlet/vm-instance.js';
 import type { DataEndpoint } from '../wire/overlay-sender.js';
 import { streamOverlay, type OverlayStreamResult, type PrecopyPolicy } from './overlay-stream.js';
 import type { StreamControl } from './stream-control.js';
-import { DurableRecord } from './durable-record.js';
+import { DurableRecord } from '../durable-record.js';
 import { SOURCE_PHASE_FILE, decideSourceRecovery, sourcePhaseSchema, type SourcePhase, type SourceRecovery, type TargetAnswer } from './source-phase.js';
 
 /** What the source knows of the VM before it moves (it keeps running). */
@@ -22,6 +23,15 @@ export interface RollbackResult {
   runState: string;
   action: SourceRecovery['action'];
   reason: string;
+}
+
+/**
+ * The report of the stream attempt the target acknowledged, kept beside the phase record so that
+ * a retried stream activity whose first report was lost answers with it. Written and read by
+ * this module only, so its `result` is not checked field by field.
+ */
+function streamReport(vm: VmInstance): DurableRecord<{ handoffId: string; attempt: number; result: unknown }> {
+  return new DurableRecord(join(vm.files.dir, 'source-stream-report.json'), z.object({ handoffId: z.string(), attempt: z.number().int(), result: z.unknown() }));
 }
 
 /** The phase record of a VM's handoff, in the VM's folder (it lives as long as the VM here). */
@@ -75,6 +85,10 @@ export class SourceHandoffs {
     const { vm, record, phase } = await this.held(handoffId);
     const attempt = opts.attempt ?? phase.attempt + 1;
     if (phase.phase === 'end-sent') {
+      // The attempt that sent it was acknowledged, and only its report was lost (a Temporal
+      // outage, a worker that died after the ack): the same report again.
+      const done = await streamReport(vm).read().catch(() => undefined);
+      if (done?.handoffId === handoffId) return done.result as StreamResult;
       throw new HandoffError('HANDOFF_IN_DOUBT', `handoff ${handoffId}: the end frame of attempt ${phase.attempt} already left ${this.cloudlet.name}; another attempt could run the VM twice, so only the target's answer decides now`);
     }
     if (phase.phase === 'released') throw new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was released on ${this.cloudlet.name}; the VM runs here`);
@@ -86,7 +100,7 @@ export class SourceHandoffs {
       await setPhase('live');
       if ((await vm.host.runState()) !== 'running') await vm.host.cont();
       try {
-        return await streamOverlay({
+        const result = await streamOverlay({
           handoffId,
           attempt,
           vm,
@@ -100,6 +114,8 @@ export class SourceHandoffs {
           beforeEnd: () => setPhase('end-sent'),
           ...(opts.precopy ? { precopy: opts.precopy } : {}),
         });
+        await streamReport(vm).write({ handoffId, attempt, result });
+        return result;
       } catch (err) {
         // Before its end frame left, the source may put its copy back on its own.
         const now = await record.read().catch(() => undefined);

@@ -5,6 +5,8 @@ import { HandoffError } from '../errors.js';
 import type { Cloudlet } from '../cloudlet/cloudlet.js';
 import { VmInstance, type VmFiles } from '../cloudlet/vm-instance.js';
 import { sweepVmFolder } from '../host/vm-folder-sweep.js';
+import { targetSessionRecord } from './target-session-record.js';
+import { OwnWrites } from './own-writes.js';
 import type { CachedBaseImage } from '../image/image-cache.js';
 import type { DataEndpoint, StopState } from '../wire/overlay-sender.js';
 import type { Ack } from '../wire/frames.js';
@@ -51,6 +53,8 @@ interface Session {
   base: CachedBaseImage;
   files: VmFiles;
   ram: FileHandle;
+  /** Whether anything but this session wrote the RAM file while frames landed. */
+  ramWrites: OwnWrites;
   /** The RAM file's digest, kept current as the overlay is written. */
   ramDigest: AssembledMemoryDigest;
   /** The disk's digest, kept the same way. */
@@ -95,6 +99,8 @@ export class TargetHandoffs {
   private readonly completed = new Map<string, ResumeResult>();
   /** What `finish` verified, for a retried `finish` of a handoff already resumed. */
   private readonly finalized = new Map<string, FinalizeResult>();
+  /** Finishes under way or done, by handoff (see `finish`). */
+  private readonly finishing = new Map<string, Promise<FinishResult>>();
   /** Handoffs aborted here: a `prepare` still running, or arriving late, must not leave a copy. */
   private readonly aborted = new Set<string>();
 
@@ -111,23 +117,67 @@ export class TargetHandoffs {
     if (this.cloudlet.hasVm(vmId)) throw new HandoffError('VM_EXISTS', `VM '${vmId}' already runs on cloudlet ${this.cloudlet.name}`);
     const base = await this.cloudlet.images.get(baseImageId);
     const files = this.cloudlet.files(vmId);
-    await VmInstance.layOut(files, base).catch(async (err) => {
+    const token = randomBytes(24).toString('hex');
+    try {
+      await VmInstance.layOut(files, base);
+      // Declared before the host starts: a restarted worker takes the session up from here.
+      await targetSessionRecord(files.dir).write({ handoffId, vmId, baseImageId, token, preparedAt: new Date().toISOString() });
+    } catch (err) {
       await sweepVmFolder(files.dir);
       throw err;
-    });
-    const ram = await open(files.ramFile, 'r+');
-    const deviceState = await open(files.deviceState, 'w');
-    const deviceStateBase = await readFile(base.path('deviceState'));
-    const token = randomBytes(24).toString('hex');
-    const address = this.cloudlet.dataPlane.address();
-    const endpoint: DataEndpoint = { ...address, token };
-    const memoryPages = base.manifest.memory.sizeBytes / BLOCK_SIZE;
-    const diskBlocks = base.manifest.disk.sizeBytes / BLOCK_SIZE;
+    }
     // QEMU starts now in the VM's host, waiting for its device state, so that its start-up
     // (process, machine, FUSE disk) is not on the stopped VM's path. It maps the RAM file but
     // does not touch it until it runs.
     const qemu = this.cloudlet.startVm(vmId, base, files, { kind: 'incoming', handoffId });
     qemu.catch(() => undefined);
+    const endpoint = await this.attach({ handoffId, vmId, base, files, token, qemu });
+    // Aborted while this was preparing (an operator's cancel during negotiation): undo it all.
+    if (this.aborted.has(handoffId)) {
+      await this.discard(handoffId);
+      throw new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was aborted on ${this.cloudlet.name} while it was being prepared`);
+    }
+    return endpoint;
+  }
+
+  /**
+   * Takes up the handoffs an earlier worker of this cloudlet was receiving: each incoming copy
+   * whose host survived (never continued) and whose session record is in its folder gets its
+   * session back, with what it already assembled, and the data plane expects the source's next
+   * attempt again under the same token. Copies without a record are ended.
+   */
+  async recover(): Promise<{ recovered: string[]; discarded: string[] }> {
+    const recovered: string[] = [];
+    const discarded: string[] = [];
+    for (const incoming of this.cloudlet.takeIncoming()) {
+      const record = await targetSessionRecord(incoming.vm.files.dir).read().catch(() => undefined);
+      if (!record || record.handoffId !== incoming.handoffId || this.sessions.has(record.handoffId)) {
+        await incoming.vm.destroy();
+        discarded.push(incoming.vm.vmId);
+        continue;
+      }
+      await this.attach({ handoffId: record.handoffId, vmId: record.vmId, base: incoming.vm.base, files: incoming.vm.files, token: record.token, qemu: Promise.resolve(incoming.vm) });
+      // The commit is the target's: once the source's next attempt ends with a verified end
+      // frame, the VM goes on here without waiting for the workflow to ask again (its retried
+      // `finish` joins this one).
+      void this.finish(record.handoffId).catch(() => undefined);
+      recovered.push(`${record.vmId} (${record.handoffId})`);
+    }
+    return { recovered, discarded };
+  }
+
+  /**
+   * The session of one incoming copy (new or recovered): the digests kept as frames land, the
+   * store frames are applied to, and the data plane's sink for this handoff.
+   */
+  private async attach(a: { handoffId: string; vmId: string; base: CachedBaseImage; files: VmFiles; token: string; qemu: Promise<VmInstance> }): Promise<DataEndpoint> {
+    const { handoffId, base, files, qemu } = a;
+    const ram = await open(files.ramFile, 'r+');
+    const deviceState = await open(files.deviceState, 'w');
+    const deviceStateBase = await readFile(base.path('deviceState'));
+    const endpoint: DataEndpoint = { ...this.cloudlet.dataPlane.address(), token: a.token };
+    const memoryPages = base.manifest.memory.sizeBytes / BLOCK_SIZE;
+    const diskBlocks = base.manifest.disk.sizeBytes / BLOCK_SIZE;
     const disk = { dirtyBlocks: async () => (await qemu).disk.dirtyBlocks(), readBlock: async (i: number, into: Buffer) => (await qemu).disk.readBlock(i, into) };
     // The RAM file's digest is kept from then on (the full pass first), so the check at the stop
     // only re-reads what the last frames wrote. It begins once QEMU is up: a write by QEMU's own
@@ -136,12 +186,13 @@ export class TargetHandoffs {
     void qemu.finally(() => ramDigest.start()).catch(() => undefined);
     const assembledDisk = new AssembledDiskDigest(base, disk);
     const [baseMemory, baseDisk] = await Promise.all([open(base.path('memory'), 'r'), open(base.path('disk'), 'r')]);
+    const ramWrites = await OwnWrites.watch(ram);
     const baseReader = baseChunkReader(baseMemory, base.manifest.memory.sizeBytes, baseDisk, base.manifest.disk.sizeBytes);
     const store: ChunkStore = {
       limit: (space) => (space === Space.Memory ? memoryPages : diskBlocks),
       writeRun: async (space, first, chunks) => {
         if (space === Space.Memory) {
-          await ram.writev(chunks, first * BLOCK_SIZE);
+          await ramWrites.write(() => ram.writev(chunks, first * BLOCK_SIZE));
           ramDigest.written(first, chunks.length);
         } else {
           await (await qemu).disk.writeBlocks(first, chunks);
@@ -158,10 +209,18 @@ export class TargetHandoffs {
     received.catch(() => undefined);
     let deviceStateBytes = 0;
     let endReceived = false;
+    // A copy that cannot start here ends the handoff here, with its cause, at once: the waiting
+    // `finish` fails, and every attempt of the source is refused with a code it does not retry.
+    let cannotRun: HandoffError | undefined;
+    qemu.catch((err: Error) => {
+      cannotRun = new HandoffError('TARGET_CANNOT_RUN', `cloudlet ${this.cloudlet.name} cannot run VM '${a.vmId}': ${err.message}`);
+      settle.reject(cannotRun);
+    });
     this.cloudlet.dataPlane.expect(handoffId, {
-      token,
+      token: a.token,
       deviceStateBase,
       begin: async (attempt) => {
+        if (cannotRun) throw cannotRun;
         // After a complete end frame, no newer attempt may take over: the target commits only on
         // the end frame of the newest attempt, so the newest stays the one that sent it.
         if (endReceived) throw new HandoffError('PROTOCOL', `handoff ${handoffId}: the end frame of an earlier attempt was received on ${this.cloudlet.name}; attempt ${attempt} is refused`);
@@ -172,7 +231,10 @@ export class TargetHandoffs {
         await deviceState.write(chunk, 0, chunk.length, deviceStateBytes);
         deviceStateBytes += chunk.length;
       },
-      applyBatch: (header, payload) => applyBatch(header, payload, store, baseReader),
+      applyBatch: (header, payload) => {
+        if (cannotRun) throw cannotRun;
+        return applyBatch(header, payload, store, baseReader);
+      },
       complete: async (ack, expected) => {
         // No fsync: it would cost the stopped VM time and buy nothing — the RAM file is on
         // tmpfs, and the disk overlay's dirty set lives in this process anyway.
@@ -188,12 +250,7 @@ export class TargetHandoffs {
       // reconnects, and the handoff's own abort (or the wait's bound) ends the wait for it.
       fail: () => undefined,
     });
-    this.sessions.set(handoffId, { vmId, base, files, ram, ramDigest, diskDigest: assembledDisk, deviceState, baseFiles: [baseMemory, baseDisk], endpoint, qemu, received, cancelReceive: (err) => settle.reject(err) });
-    // Aborted while this was preparing (an operator's cancel during negotiation): undo it all.
-    if (this.aborted.has(handoffId)) {
-      await this.discard(handoffId);
-      throw new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was aborted on ${this.cloudlet.name} while it was being prepared`);
-    }
+    this.sessions.set(handoffId, { vmId: a.vmId, base, files, ram, ramWrites, ramDigest, diskDigest: assembledDisk, deviceState, baseFiles: [baseMemory, baseDisk], endpoint, qemu, received, cancelReceive: (err) => settle.reject(err) });
     return endpoint;
   }
 
@@ -224,9 +281,9 @@ export class TargetHandoffs {
           });
     starting.catch(() => undefined);
     let { memoryDigest, diskDigest: disk, stamp } = await digests;
-    // Written since the last frame by anything (nothing here does that)? Then read it all
-    // again and prove it as it is now.
-    const ramMoved = (await stat(s.files.ramFile, { bigint: true })).mtimeNs !== stamp.ramMtimeNs;
+    // Written by anything but this session — while frames landed, or since the last one — then
+    // read it all again and prove it as it is now.
+    const ramMoved = s.ramWrites.foreign || (await stat(s.files.ramFile, { bigint: true })).mtimeNs !== stamp.ramMtimeNs;
     const diskMoved = (await (await s.qemu).disk.writeCount()) !== stamp.diskWrites;
     if (ramMoved || diskMoved) {
       if (ramMoved) s.ramDigest.rehashAll();
@@ -253,14 +310,24 @@ export class TargetHandoffs {
    * nothing is left to decide, and an orchestration round trip here would be downtime. The
    * source stays paused until it is retired; `abort` no longer undoes a VM this has continued.
    */
-  async finish(handoffId: string, waitMs?: number): Promise<FinishResult> {
+  finish(handoffId: string, waitMs?: number): Promise<FinishResult> {
     const done = this.completed.get(handoffId);
     const verified = this.finalized.get(handoffId);
-    if (done && verified) return { finalized: verified, resumed: done };
-    const finalized = await this.finalize(handoffId, undefined, waitMs);
-    this.finalized.set(handoffId, finalized);
-    const resumed = await this.resume(handoffId, this.session(handoffId).heartbeatAtStop ?? null);
-    return { finalized, resumed };
+    if (done && verified) return Promise.resolve({ finalized: verified, resumed: done });
+    // One finish per handoff: a retried activity (its worker's heartbeats were lost, say) joins
+    // the one in flight, and gets its answer, instead of racing it.
+    let finishing = this.finishing.get(handoffId);
+    if (!finishing) {
+      finishing = (async () => {
+        const finalized = await this.finalize(handoffId, undefined, waitMs);
+        this.finalized.set(handoffId, finalized);
+        const resumed = await this.resume(handoffId, this.session(handoffId).heartbeatAtStop ?? null);
+        return { finalized, resumed };
+      })();
+      finishing.catch(() => undefined);
+      this.finishing.set(handoffId, finishing);
+    }
+    return finishing;
   }
 
   /** Continues the verified VM and confirms the guest goes on past its last heartbeat at stop. */

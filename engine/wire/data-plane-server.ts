@@ -81,6 +81,7 @@ export class DataPlaneServer {
   private async serve(socket: Socket): Promise<void> {
     socket.setNoDelay(true);
     const decoder = new FrameDecoder();
+    decoder.on('error', () => undefined);
     // A peer's reset, a cut link, a malformed frame: each ends this connection, never the process.
     socket.on('error', (err) => decoder.destroy(new HandoffError('PROTOCOL', `data connection from ${socket.remoteAddress} failed: ${err.message}`)));
     socket.setTimeout(DATA_IDLE_TIMEOUT_MS, () => {
@@ -167,7 +168,7 @@ export class DataPlaneServer {
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));
       if (sink && !superseded()) sink.fail(e, attempt);
-      if (!socket.destroyed) socket.end(encodeFrame({ type: FrameType.Error, error: { message: e.message } }));
+      if (!socket.destroyed) socket.end(encodeFrame({ type: FrameType.Error, error: { message: e.message, ...(e instanceof HandoffError ? { code: e.code } : {}) } }));
     } finally {
       if (!superseded()) this.current.delete(handoffId);
     }

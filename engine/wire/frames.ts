@@ -70,7 +70,8 @@ export const ackSchema = z.object({
   deviceStateBytes: z.number().int().nonnegative(),
   bytesReceived: z.number().int().nonnegative(),
 });
-export const errorSchema = z.object({ message: z.string() });
+/** A refusal, with the engine's error code when it has one: the source's retry depends on it. */
+export const errorSchema = z.object({ message: z.string(), code: z.string().optional() });
 
 export type Hello = z.infer<typeof helloSchema>;
 export type BatchHeader = z.infer<typeof batchHeaderSchema>;
@@ -85,7 +86,7 @@ export type Frame =
   | { type: FrameType.BatchAck; batchAck: BatchAck }
   | { type: FrameType.End; end: End }
   | { type: FrameType.Ack; ack: Ack }
-  | { type: FrameType.Error; error: { message: string } };
+  | { type: FrameType.Error; error: z.infer<typeof errorSchema> };
 
 function frame(type: FrameType, payload: Buffer): Buffer {
   if (payload.length + 1 > MAX_FRAME_BYTES) throw new Error(`frame of ${payload.length} bytes exceeds ${MAX_FRAME_BYTES}`);

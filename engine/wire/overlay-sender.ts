@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Compressor } from 'zstd-napi';
-import { HandoffError } from '../errors.js';
+import { HandoffError, knownCode } from '../errors.js';
 import { Throttle } from './throttle.js';
 import type { EncodedBatch } from '../pipeline/overlay-encoder.js';
 import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type Ack, type BatchAck, type Frame } from './frames.js';
@@ -116,6 +116,9 @@ export async function sendOverlay(endpoint: DataEndpoint, overlay: OutgoingOverl
   // Every failure of the connection ends this attempt, never the process: one handler for all.
   let failure: Error | undefined;
   const decoder = new FrameDecoder();
+  // Its failure is read where the replies are (and as `failure`); an 'error' event before that
+  // loop listens must not be an unhandled one.
+  decoder.on('error', () => undefined);
   const fail = (err: Error) => {
     failure ??= err;
     socket.destroy();
@@ -136,7 +139,7 @@ export async function sendOverlay(endpoint: DataEndpoint, overlay: OutgoingOverl
     for await (const f of replies as AsyncIterable<Frame>) {
       if (f.type === FrameType.BatchAck) observer.acked?.(f.batchAck);
       else if (f.type === FrameType.Ack) return f.ack;
-      else if (f.type === FrameType.Error) throw new HandoffError('PROTOCOL', `target refused the overlay: ${f.error.message}`);
+      else if (f.type === FrameType.Error) throw new HandoffError(knownCode(f.error.code) ?? 'PROTOCOL', `target refused the overlay: ${f.error.message}`);
       else throw new HandoffError('PROTOCOL', `unexpected frame type ${f.type} from the target`);
     }
     throw new HandoffError('PROTOCOL', 'target closed the data connection without an acknowledgement');

@@ -14,6 +14,7 @@ interface Watched {
   /** Every heartbeat counter this cloudlet's copy printed, and when the last new one was seen. */
   counters: Set<number>;
   lastAdvanceAt: number;
+  longestSilenceMs: number;
 }
 
 /**
@@ -40,6 +41,7 @@ export class CopyMonitor {
       partial: '',
       counters: new Set(),
       lastAdvanceAt: 0,
+      longestSilenceMs: 0,
     }));
   }
 
@@ -54,6 +56,11 @@ export class CopyMonitor {
     await this.sampling;
     await this.sample();
     for (const w of this.watched) await w.file?.close().catch(() => undefined);
+  }
+
+  /** The longest a cloudlet's copy was silent between two samples that saw it beat, in ms. */
+  longestSilenceMs(cloudlet: string): number {
+    return this.watched.find((w) => w.cloudlet === cloudlet)?.longestSilenceMs ?? 0;
   }
 
   /** Most copies seen running at once: 2 if two cloudlets advanced together or printed one counter. */
@@ -74,6 +81,7 @@ export class CopyMonitor {
       const fresh = await this.readNew(w);
       if (fresh.length === 0) continue;
       advancing++;
+      if (w.lastAdvanceAt > 0) w.longestSilenceMs = Math.max(w.longestSilenceMs, now - w.lastAdvanceAt);
       w.lastAdvanceAt = now;
       for (const c of fresh) {
         w.counters.add(c);

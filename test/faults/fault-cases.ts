@@ -1,7 +1,13 @@
+import { access, open, readFile, readdir, rename } from 'node:fs/promises';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { HOST_CONTINUED_FILE } from '../../engine/host/host-protocol.js';
+import { FILE_NAMES } from '../../engine/image/base-image.js';
+import { DATA_IDLE_TIMEOUT_MS } from '../../engine/wire/overlay-sender.js';
 import { WorkflowFailedError } from '@temporalio/client';
 import { WORKFLOW_TASK_QUEUE } from '../../workflows/definitions.js';
 import type { CaseContext, FaultCase } from './fault-suite.js';
+import { runCrashCase } from './crash-case.js';
 
 /** Kills (or stops) a cloudlet's worker; the cluster starts it again after its restart delay. */
 async function crashWorker(ctx: CaseContext, cloudlet: string, signal: NodeJS.Signals): Promise<void> {
@@ -54,6 +60,12 @@ export const FAULT_CASES: FaultCase[] = [
     fault: 'a peer that stops answering (no RST)',
     step: 'stopped phase, before the end frame',
     expected: ['stayed-at-source'],
+    // The source notices the silence (DATA_IDLE_TIMEOUT_MS) and resumes on its own: its guest's
+    // longest silence is that bound, plus the scan and the pause, not the 45 s of the fault.
+    check: async (ctx) => {
+      const silent = ctx.monitor.longestSilenceMs('A');
+      return silent <= DATA_IDLE_TIMEOUT_MS + 5_000 ? [] : [`the guest at A was silent ${(silent / 1000).toFixed(1)} s, over the ${DATA_IDLE_TIMEOUT_MS / 1000} s bound + 5 s`];
+    },
     inject: async (ctx) => {
       await ctx.sourcePhase('stopped');
       const worker = ctx.cluster.workers.get('B')!;
@@ -63,6 +75,18 @@ export const FAULT_CASES: FaultCase[] = [
       worker.signal('SIGCONT');
     },
   },
+  ...(['live stream', 'stopped phase'] as const).map(
+    (step): FaultCase => ({
+      fault: 'Temporal dev server restarted (down 20 s)',
+      step,
+      expected: ['moved'],
+      inject: async (ctx) => {
+        if (step === 'live stream') await ctx.workflowStep('stream', 6_000);
+        else await ctx.sourcePhase('stopped');
+        await ctx.cluster.restartServer(20_000);
+      },
+    }),
+  ),
   {
     fault: "30 s blackout of A's link (data plane and Temporal)",
     step: 'live stream',
@@ -75,14 +99,84 @@ export const FAULT_CASES: FaultCase[] = [
       await ctx.cluster.wan!.blackout('A', false);
     },
   },
-  ...(['negotiate', 'stream'] as const).map(
+  {
+    fault: 'target link lost right after its cont',
+    step: 'commit',
+    expected: ['moved', 'moved-after-commit-fault'],
+    inject: async (ctx) => {
+      // The target's host writes this before it continues the VM (HOST_CONTINUED_FILE).
+      const marker = join(ctx.runDir('B'), 'vms', ctx.vmId, HOST_CONTINUED_FILE);
+      while (!(await access(marker).then(() => true, () => false))) await sleep(5);
+      ctx.log("  B continued the VM: B's link cut for 30 s");
+      await ctx.cluster.wan!.blackout('B', true);
+      await sleep(30_000);
+      await ctx.cluster.wan!.blackout('B', false);
+    },
+  },
+  {
+    fault: "30 s blackout of A's link (data plane and Temporal)",
+    step: 'after the end frame left',
+    expected: ['moved', 'moved-after-commit-fault'],
+    inject: async (ctx) => {
+      await ctx.sourcePhase('end-sent');
+      ctx.log("  end frame sent: A's link cut for 30 s");
+      await ctx.cluster.wan!.blackout('A', true);
+      await sleep(30_000);
+      await ctx.cluster.wan!.blackout('A', false);
+    },
+  },
+  {
+    fault: 'target cannot run the VM: QEMU fails to start',
+    step: 'prepare',
+    expected: ['stayed-at-source'],
+    inject: async (ctx) => {
+      // Without its kernel, B's QEMU for the incoming copy exits at once.
+      const kernel = join(ctx.baseImageDir('B'), FILE_NAMES.kernel);
+      await rename(kernel, `${kernel}.away`);
+      try {
+        await ctx.sourcePhase('live', 60_000).catch(() => undefined);
+        await sleep(3_000);
+      } finally {
+        await rename(`${kernel}.away`, kernel);
+      }
+    },
+    check: async (_ctx, r) => (/QEMU|kernel/i.test(r.detail) ? [] : [`the failure does not name the cause: ${r.detail}`]),
+  },
+  {
+    fault: 'target cannot run the VM: one byte flipped',
+    step: 'finalize',
+    expected: ['stayed-at-source'],
+    inject: async (ctx) => {
+      // A byte of B's assembled RAM changed behind the target's back (a bad DIMM, a stray write):
+      // its digest at the stop must catch it. The byte is in the guest kernel's version banner
+      // (read-only data, as in the base image): no frame of the source rewrites it, so the flip
+      // stays until the check.
+      await ctx.workflowStep('stream', 6_000);
+      const [ramFile] = (await readdir('/dev/shm')).filter((f) => f.startsWith(`ehoff-B-${ctx.vmId}-`));
+      if (!ramFile) throw new Error('no RAM file of the incoming copy at B');
+      const banner = (await readFile(join(ctx.baseImageDir('B'), FILE_NAMES.memory))).indexOf('Linux version ');
+      if (banner < 0) throw new Error("no kernel banner in the base image's memory");
+      const ram = await open(`/dev/shm/${ramFile}`, 'r+');
+      const byte = Buffer.alloc(1);
+      await ram.read(byte, 0, 1, banner);
+      byte[0]! ^= 0xff;
+      await ram.write(byte, 0, 1, banner);
+      await ram.close();
+    },
+    check: async (_ctx, r) => (/STATE_MISMATCH|do not match/.test(r.detail) ? [] : [`the failure does not name the mismatch: ${r.detail}`]),
+  },
+  ...(['snapshot', 'negotiate', 'stream', 'stopped phase', 'finalize (the end frame left)'] as const).map(
     (step): FaultCase => ({
       fault: 'operator cancel',
       step,
-      expected: ['stayed-at-source'],
+      // Cancelled once the target may have committed, the VM stays where it then runs (or the
+      // handoff ended before the cancel arrived).
+      expected: step.startsWith('finalize') ? ['stayed-at-source', 'moved-after-commit-fault', 'moved'] : ['stayed-at-source'],
       inject: async (ctx) => {
-        await ctx.workflowStep(step, step === 'stream' ? 5_000 : 0);
-        await ctx.handle!.cancel();
+        if (step === 'stopped phase') await ctx.sourcePhase('stopped');
+        else if (step.startsWith('finalize')) await ctx.sourcePhase('end-sent');
+        else if (step !== 'snapshot') await ctx.workflowStep(step, step === 'stream' ? 5_000 : 0);
+        await ctx.handle!.cancel().catch(() => undefined);
       },
     }),
   ),
@@ -107,3 +201,11 @@ export const FAULT_CASES: FaultCase[] = [
 ];
 
 const secondOutcome = new Map<string, string>();
+
+FAULT_CASES.push({
+  fault: 'the test parent and workers killed -9 mid-handoff',
+  step: 'stream',
+  expected: ['vm-lost'],
+  inject: async () => undefined,
+  standalone: runCrashCase,
+});

@@ -24,7 +24,9 @@ export interface CaseResult {
   bytesResent: number | null;
   bytesFirstAttempt: number | null;
   extraSeconds: number | null;
-  /** Beyond the issue's shape: what the case required, whether it held, and the workflow's word. */
+  /** Beyond the issue's shape: the case's own time and A's uplink bytes, what it required, whether it held, and the workflow's word. */
+  seconds: number;
+  uplinkBytes: number;
   expected: Outcome[];
   passed: boolean;
   failures: string[];
@@ -38,6 +40,8 @@ export interface FaultCase {
   expected: Outcome[];
   /** `between`: no handoff is started; the fault is the whole case (a worker's stop, say). */
   kind?: 'handoff' | 'between';
+  /** A case that needs no shared cluster (it makes and crashes its own): run before the others. */
+  standalone?: (log: (l: string) => void) => Promise<CaseResult>;
   /** Injects the fault while the handoff runs; resolves when the fault is over (a link back, a worker restarted). */
   inject(ctx: CaseContext): Promise<void>;
   /** Extra checks of its own, as failure messages. */
@@ -46,10 +50,13 @@ export interface FaultCase {
 
 export interface CaseContext {
   cluster: EmbeddedCluster;
+  monitor: CopyMonitor;
   vmId: string;
   workflowId: string;
   handle?: WorkflowHandle;
   runDir(cloudlet: string): string;
+  /** A cloudlet's cached copy of the base image (its folder). */
+  baseImageDir(cloudlet: string): string;
   /** Resolves when the source's persisted phase for this VM reaches `phase` (polled every 10 ms). */
   sourcePhase(phase: string, timeoutMs?: number): Promise<void>;
   /** Resolves when the workflow's step is `step`, plus `afterMs`. */
@@ -63,11 +70,18 @@ export interface SuiteOptions {
   /** The guest's workload for the moved VM. */
   workload: { name: string; args: string[] };
   bystanderWorkload: { name: string; args: string[] };
+  imageCacheDir(cloudlet: string): string;
   log(line: string): void;
 }
 
 const execute = async <T>(cluster: EmbeddedCluster, name: string, args: unknown): Promise<T> =>
   (await cluster.client.workflow.execute(name, { taskQueue: WORKFLOW_TASK_QUEUE, workflowId: `${name}-${Math.random().toString(36).slice(2)}`, args: [args] })) as T;
+
+/** The clean case's figures, which the others are measured against. */
+interface Baseline {
+  seconds: number;
+  uplinkBytes: number;
+}
 
 /** How long after its end a case watches where the VM runs. */
 const SETTLE_MS = 3_000;
@@ -86,20 +100,24 @@ export async function runFaultSuite(cases: FaultCase[], o: SuiteOptions): Promis
   const bystanders = ['A', 'B'].filter((c) => cloudlets.includes(c)).map((c) => ({ cloudlet: c, vmId: `by-${c.toLowerCase()}` }));
   for (const b of bystanders) await execute(cluster, 'launchVm', { vmId: b.vmId, cloudlet: b.cloudlet, baseImageId: o.baseImageId, workload: o.bystanderWorkload });
   log(`bystanders: ${bystanders.map((b) => `${b.vmId} at ${b.cloudlet}`).join(', ')}`);
-  let baselineSeconds: number | null = null;
+  let baseline: Baseline | null = null;
   const results: CaseResult[] = [];
   for (const [k, c] of cases.entries()) {
     const vmId = `f${k}-vm`;
     log(`case ${k + 1}/${cases.length}: ${c.fault} at ${c.step}`);
-    const r: CaseResult = await runCase(c, vmId, o, runDirs, bystanders, baselineSeconds).catch((err: Error): CaseResult => ({
+    const r: CaseResult = await runCase(c, vmId, o, runDirs, bystanders, baseline).catch((err: Error): CaseResult => ({
       fault: c.fault, step: c.step, outcome: 'vm-lost', vmRunningAt: null, copiesSeenRunning: 0, stateVerified: false, bystandersAlive: false,
-      leftovers: [], bytesResent: null, bytesFirstAttempt: null, extraSeconds: null, expected: c.expected, passed: false,
+      leftovers: [], bytesResent: null, bytesFirstAttempt: null, extraSeconds: null, seconds: 0, uplinkBytes: 0, expected: c.expected, passed: false,
       failures: [`the case itself failed: ${err.message}`], detail: err.stack ?? err.message,
     }));
-    if (c.fault === 'none' && r.passed && r.extraSeconds !== null) baselineSeconds = r.extraSeconds;
-    if (c.fault === 'none') r.extraSeconds = 0;
+    // The clean case is the yardstick of the others: their extra time and resent bytes.
+    if (c.fault === 'none' && r.passed) {
+      baseline = { seconds: r.seconds, uplinkBytes: r.uplinkBytes };
+      Object.assign(r, { bytesResent: 0, bytesFirstAttempt: r.uplinkBytes, extraSeconds: 0 });
+    }
     results.push(r);
     log(`  → ${r.outcome}, runs at ${r.vmRunningAt ?? 'nowhere'}, copies seen ${r.copiesSeenRunning}, ${r.passed ? 'PASS' : `FAIL: ${r.failures.join('; ')}`}`);
+    log(`    ${r.detail.slice(0, 400)}`);
   }
   for (const b of bystanders) await execute(cluster, 'destroyVm', { vmId: b.vmId, cloudlet: b.cloudlet }).catch(() => undefined);
   return results;
@@ -111,7 +129,7 @@ async function runCase(
   o: SuiteOptions,
   runDirs: Record<string, string>,
   bystanders: Array<{ cloudlet: string; vmId: string }>,
-  baselineSeconds: number | null,
+  baseline: Baseline | null,
 ): Promise<CaseResult> {
   const { cluster, log } = o;
   await execute(cluster, 'launchVm', { vmId, cloudlet: 'A', baseImageId: o.baseImageId, workload: o.workload });
@@ -121,9 +139,11 @@ async function runCase(
   const workflowId = `fault-${vmId}-${Date.now()}`;
   const ctx: CaseContext = {
     cluster,
+    monitor,
     vmId,
     workflowId,
     runDir: (cloudlet) => runDirs[cloudlet]!,
+    baseImageDir: (cloudlet) => join(o.imageCacheDir(cloudlet), o.baseImageId),
     log,
     sourcePhase: async (phase, timeoutMs = 5 * 60_000) => {
       const file = join(runDirs.A!, 'vms', vmId, SOURCE_PHASE_FILE);
@@ -149,6 +169,7 @@ async function runCase(
     },
   };
   const started = Date.now();
+  const uplinkBefore = await cluster.wan!.uplinkBytes('A');
   let result: HandoffResult | undefined;
   let failure: { type: string; message: string } | undefined;
   if (c.kind === 'between') {
@@ -157,7 +178,7 @@ async function runCase(
     ctx.handle = await cluster.client.workflow.start('handoff', { taskQueue: WORKFLOW_TASK_QUEUE, workflowId, args: [{ vmId, source: 'A', target: 'B' }] });
     const injected = c.inject(ctx).catch((err: Error) => log(`  injection: ${err.message}`));
     const outcome = await Promise.race([
-      ctx.handle.result().then((r) => ({ r: r as HandoffResult }), (err: unknown) => ({ err })),
+      resultThroughOutages(ctx.handle).then((r) => ({ r }), (err: unknown) => ({ err })),
       sleep(HANDOFF_TIMEOUT_MS).then(() => ({ timeout: true as const })),
     ]);
     await injected;
@@ -168,6 +189,8 @@ async function runCase(
     } else failure = { type: 'TIMEOUT', message: `no answer from the workflow in ${HANDOFF_TIMEOUT_MS / 60_000} minutes` };
   }
   const seconds = (Date.now() - started) / 1000;
+  // What crossed A's uplink during the case (data plane and Temporal alike), against the clean case's.
+  const uplinkBytes = (await cluster.wan!.uplinkBytes('A')) - uplinkBefore;
   await sleep(SETTLE_MS);
   const runningAt = monitor.runningAt(SETTLE_MS - 500);
   await monitor.stop();
@@ -192,9 +215,11 @@ async function runCase(
     stateVerified,
     bystandersAlive,
     leftovers,
-    bytesResent: null,
-    bytesFirstAttempt: null,
-    extraSeconds: c.kind === 'between' ? 0 : baselineSeconds === null ? seconds : Math.round((seconds - baselineSeconds) * 10) / 10,
+    bytesResent: c.kind === 'between' ? 0 : baseline === null ? null : Math.max(0, uplinkBytes - baseline.uplinkBytes),
+    bytesFirstAttempt: c.kind === 'between' ? 0 : baseline?.uplinkBytes ?? null,
+    uplinkBytes,
+    extraSeconds: c.kind === 'between' ? 0 : baseline === null ? null : Math.round((seconds - baseline.seconds) * 10) / 10,
+    seconds,
     expected: c.expected,
     detail: failure ? `${failure.type}: ${failure.message}` : result ? `moved in ${(result.totalMs / 1000).toFixed(1)} s, ${(result.bytesSent / 1e6).toFixed(1)} MB` : 'no handoff',
   };
@@ -208,6 +233,21 @@ async function runCase(
   ].filter((f): f is string => typeof f === 'string');
   for (const cl of Object.keys(runDirs)) await execute(cluster, 'destroyVm', { vmId, cloudlet: cl }).catch(() => undefined);
   return { ...partial, passed: failures.length === 0, failures };
+}
+
+/**
+ * The workflow's result, asked again while the server does not answer (a case that restarts it):
+ * only the workflow's own failure is an answer.
+ */
+async function resultThroughOutages(handle: WorkflowHandle): Promise<HandoffResult> {
+  for (;;) {
+    try {
+      return (await handle.result()) as HandoffResult;
+    } catch (err) {
+      if (err instanceof WorkflowFailedError) throw err;
+      await sleep(1_000);
+    }
+  }
 }
 
 /** Writes a file of random bytes in the guest, syncs it, and returns its SHA-256 as the guest computed it. */

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { ensureBaseImage } from '../../infra/base-image/build-base-image.js';
 import { startEmbeddedCluster } from '../../infra/embedded-cluster.js';
@@ -16,14 +16,25 @@ import { runFaultSuite, type CaseResult } from './fault-suite.js';
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { json: { type: 'boolean', default: false }, cases: { type: 'string' } } });
   const wanted = values.cases?.split(',').map((s) => s.trim()).filter(Boolean);
-  const cases = FAULT_CASES.filter((c, k) => !wanted || wanted.some((w) => w === String(k + 1) || `${c.fault} ${c.step}`.includes(w)));
+  // A number names a case by its place in the table; anything else matches its fault or step.
+  const cases = FAULT_CASES.filter((c, k) => !wanted || wanted.some((w) => (/^\d+$/.test(w) ? w === String(k + 1) : `${c.fault} ${c.step}`.includes(w))));
   if (cases.length === 0) throw new Error(`--cases ${values.cases} matches no case; the cases are:\n${FAULT_CASES.map((c, k) => `  ${k + 1}. ${c.fault} — ${c.step}`).join('\n')}`);
   const log = (l: string) => (values.json ? console.error(l) : console.log(l));
   const base = await ensureBaseImage({ memoryMiB: 512, accel: 'tcg', log });
+  // Cases that make (and crash) a cluster of their own run first, alone on the machine.
+  const standalone: CaseResult[] = [];
+  for (const c of cases.filter((c) => c.standalone)) {
+    log(`case: ${c.fault} at ${c.step}`);
+    const r = await c.standalone!(log);
+    log(`  → ${r.passed ? 'PASS' : `FAIL: ${r.failures.join('; ')}`}`);
+    standalone.push(r);
+  }
+  if (standalone.length === cases.length) return report(standalone, values.json);
   await mkdir(STATE_DIR, { recursive: true });
+  const dbFile = join(STATE_DIR, `faults-${process.pid}.db`);
   const cluster = await startEmbeddedCluster({
     runTag: 'faults',
-    devServer: { dbFile: join(STATE_DIR, `faults-${process.pid}.db`) },
+    devServer: { dbFile },
     cloudlets: ['A', 'B', 'C'].map((name) => ({ name, baseImages: [base.dir], imageCacheDir: join(STATE_DIR, 'cloudlets', name, 'images') })),
     wan: { mbps: 10, rttMs: 50 },
     workerRestartDelayMs: 5_000,
@@ -31,20 +42,27 @@ async function main(): Promise<void> {
   });
   let results: CaseResult[];
   try {
-    results = await runFaultSuite(cases, {
+    results = await runFaultSuite(cases.filter((c) => !c.standalone), {
       cluster,
       baseImageId: base.id,
       workload: { name: 'kvstore', args: ['64', '500'] },
       bystanderWorkload: { name: 'heartbeat', args: ['4', '100'] },
+      imageCacheDir: (name) => join(STATE_DIR, 'cloudlets', name, 'images'),
       log,
     });
   } finally {
     await cluster.stop();
+    await rm(dbFile, { force: true });
   }
+  report([...results, ...standalone], values.json);
+}
+
+function report(results: CaseResult[], json: boolean | undefined): void {
+  const log = (l: string) => (json ? console.error(l) : console.log(l));
   log(table(results));
   const passed = results.filter((r) => r.passed).length;
   log(`${passed} passed, ${results.length - passed} failed`);
-  if (values.json) console.log(JSON.stringify({ cases: results }));
+  if (json) console.log(JSON.stringify({ cases: results }));
   process.exitCode = passed === results.length ? 0 : 1;
 }
 

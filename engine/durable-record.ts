@@ -9,13 +9,23 @@ import type { z } from 'zod';
  * migration phase in the domain's status XML the same way).
  */
 export class DurableRecord<T> {
+  /** Writes of this record through this object, one at a time, in order. */
+  private writing: Promise<void> = Promise.resolve();
+
   constructor(
     readonly path: string,
     private readonly schema: z.ZodType<T>,
   ) {}
 
-  async write(value: T): Promise<void> {
-    const tmp = `${this.path}.tmp`;
+  write(value: T): Promise<void> {
+    const next = this.writing.then(() => this.replace(value));
+    this.writing = next.catch(() => undefined);
+    return next;
+  }
+
+  private async replace(value: T): Promise<void> {
+    // Named per process: two processes replacing one record never share a temporary file.
+    const tmp = `${this.path}.${process.pid}.tmp`;
     const file = await open(tmp, 'w');
     try {
       await file.writeFile(JSON.stringify(value));
