@@ -317,7 +317,9 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
 }
 
 function describeFailure(err: unknown): string {
-  return err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
+  const inner = err instanceof Error && err.cause instanceof Error ? err.cause : err;
+  // A cancellation's failure may carry no message: say what it was.
+  return inner instanceof Error ? inner.message || inner.name : String(inner);
 }
 
 /**

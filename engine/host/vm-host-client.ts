@@ -1,4 +1,5 @@
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { connectUnix } from '../unix-socket.js';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HandoffError, type HandoffErrorCode } from '../errors.js';
@@ -38,11 +39,7 @@ export class VmHostClient {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
-        const socket = await new Promise<Socket>((resolve, reject) => {
-          const s = connect(socketPath);
-          s.once('connect', () => resolve(s));
-          s.once('error', reject);
-        });
+        const socket = await connectUnix(socketPath);
         const client = new VmHostClient(vmId, socket);
         await client.status();
         return client;
