@@ -9,6 +9,7 @@ import type { z } from 'zod';
  * migration phase in the domain's status XML the same way).
  */
 export class DurableRecord<T> {
+  private static writes = 0;
   /** Writes of this record through this object, one at a time, in order. */
   private writing: Promise<void> = Promise.resolve();
 
@@ -24,8 +25,9 @@ export class DurableRecord<T> {
   }
 
   private async replace(value: T): Promise<void> {
-    // Named per process: two processes replacing one record never share a temporary file.
-    const tmp = `${this.path}.${process.pid}.tmp`;
+    // Named per write: two writers of one record (two processes, or two objects in one) never
+    // share a temporary file.
+    const tmp = `${this.path}.${process.pid}.${++DurableRecord.writes}.tmp`;
     const file = await open(tmp, 'w');
     try {
       await file.writeFile(JSON.stringify(value));

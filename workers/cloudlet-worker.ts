@@ -82,7 +82,10 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
   });
   await cloudlet.start();
   const target = new TargetHandoffs(cloudlet);
-  const incoming = await target.recover();
+  const incoming = await target.recover().catch((err: Error) => {
+    console.error(`[${config.cloudlet}] incoming handoffs could not be taken up: ${err.message}`);
+    return { recovered: [] as string[], discarded: [] as string[] };
+  });
   const { adopted, lost, swept } = cloudlet.recovery;
   if (adopted.length + lost.length + swept.length + incoming.recovered.length + incoming.discarded.length > 0) {
     console.log(
@@ -91,9 +94,14 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
     );
   }
   // A handoff whose stream died with the previous worker: its persisted phase decides.
+  // One VM that cannot be recovered must not keep the worker (and every other VM's handoff) down.
   for (const vm of cloudlet.vmList()) {
-    const decision = await recoverSourceAfterRestart(vm);
-    if (decision.action !== 'nothing') console.log(`[${config.cloudlet}] VM ${vm.vmId}: ${decision.action} (${decision.reason})`);
+    try {
+      const decision = await recoverSourceAfterRestart(vm);
+      if (decision.action !== 'nothing') console.log(`[${config.cloudlet}] VM ${vm.vmId}: ${decision.action} (${decision.reason})`);
+    } catch (err) {
+      console.error(`[${config.cloudlet}] VM ${vm.vmId}: its handoff could not be recovered: ${(err as Error).message}`);
+    }
   }
   console.log(`[${config.cloudlet}] changed-pages scan: ${pageScanImplementation()}`);
   for (const dir of config.installBase) {

@@ -82,6 +82,13 @@ export class SourceHandoffs {
    * answer may decide then (rollback). `signal` ends the attempt; the end frame never leaves after it.
    */
   async stream(handoffId: string, endpoint: DataEndpoint, control: StreamControl, opts: { attempt?: number; precopy?: PrecopyPolicy; signal?: AbortSignal } = {}): Promise<StreamResult> {
+    // An earlier attempt still running here (its activity timed out during an outage, say) ends
+    // first, and the phase is read after it: two attempts never decide on one VM at once.
+    const earlier = this.running.get(handoffId);
+    if (earlier) {
+      earlier.abort.abort(new Error('superseded by a newer attempt'));
+      await earlier.done;
+    }
     const { vm, record, phase } = await this.held(handoffId);
     const attempt = opts.attempt ?? phase.attempt + 1;
     if (phase.phase === 'end-sent') {
@@ -93,7 +100,8 @@ export class SourceHandoffs {
     }
     if (phase.phase === 'released') throw new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was released on ${this.cloudlet.name}; the VM runs here`);
     const abort = new AbortController();
-    opts.signal?.addEventListener('abort', () => abort.abort(opts.signal!.reason), { once: true });
+    const onCancel = () => abort.abort(opts.signal!.reason);
+    opts.signal?.addEventListener('abort', onCancel, { once: true });
     const setPhase = (p: SourcePhase['phase']) => record.write({ handoffId, vmId: vm.vmId, phase: p, attempt, at: new Date().toISOString() });
     const run = (async () => {
       // A paused VM here is an earlier attempt's stop (its end frame never left): it runs again.
@@ -117,9 +125,10 @@ export class SourceHandoffs {
         await streamReport(vm).write({ handoffId, attempt, result });
         return result;
       } catch (err) {
-        // Before its end frame left, the source may put its copy back on its own.
+        // Before its end frame left, the source may put its copy back on its own; a phase it
+        // cannot read is not proof of that, so the copy then stays as it is.
         const now = await record.read().catch(() => undefined);
-        if (now?.phase !== 'end-sent' && (await vm.host.runState().catch(() => 'unknown')) === 'paused') await vm.host.cont().catch(() => undefined);
+        if (now !== undefined && now.phase !== 'end-sent' && (await vm.host.runState().catch(() => 'unknown')) === 'paused') await vm.host.cont().catch(() => undefined);
         throw err;
       }
     })();
@@ -128,6 +137,7 @@ export class SourceHandoffs {
     try {
       return await run;
     } finally {
+      opts.signal?.removeEventListener('abort', onCancel);
       if (this.running.get(handoffId) === entry) this.running.delete(handoffId);
     }
   }

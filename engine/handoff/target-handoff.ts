@@ -151,16 +151,24 @@ export class TargetHandoffs {
     const discarded: string[] = [];
     for (const incoming of this.cloudlet.takeIncoming()) {
       const record = await targetSessionRecord(incoming.vm.files.dir).read().catch(() => undefined);
-      if (!record || record.handoffId !== incoming.handoffId || this.sessions.has(record.handoffId)) {
+      const attached =
+        record && record.handoffId === incoming.handoffId && !this.sessions.has(record.handoffId)
+          ? await this.attach({ handoffId: record.handoffId, vmId: record.vmId, base: incoming.vm.base, files: incoming.vm.files, token: record.token, qemu: Promise.resolve(incoming.vm), written: true }).then(
+              () => true,
+              () => false,
+            )
+          : false;
+      if (!record || !attached) {
+        // Never continued here, so the source still holds the VM: this copy can go.
         await incoming.vm.destroy();
         discarded.push(incoming.vm.vmId);
         continue;
       }
-      await this.attach({ handoffId: record.handoffId, vmId: record.vmId, base: incoming.vm.base, files: incoming.vm.files, token: record.token, qemu: Promise.resolve(incoming.vm) });
       // The commit is the target's: once the source's next attempt ends with a verified end
       // frame, the VM goes on here without waiting for the workflow to ask again (its retried
       // `finish` joins this one).
-      void this.finish(record.handoffId).catch(() => undefined);
+      // Unfinished within its bound (the source gave up while this worker was down), it goes.
+      void this.finish(record.handoffId).catch(() => this.discard(record.handoffId));
       recovered.push(`${record.vmId} (${record.handoffId})`);
     }
     return { recovered, discarded };
@@ -170,7 +178,7 @@ export class TargetHandoffs {
    * The session of one incoming copy (new or recovered): the digests kept as frames land, the
    * store frames are applied to, and the data plane's sink for this handoff.
    */
-  private async attach(a: { handoffId: string; vmId: string; base: CachedBaseImage; files: VmFiles; token: string; qemu: Promise<VmInstance> }): Promise<DataEndpoint> {
+  private async attach(a: { handoffId: string; vmId: string; base: CachedBaseImage; files: VmFiles; token: string; qemu: Promise<VmInstance>; written?: boolean }): Promise<DataEndpoint> {
     const { handoffId, base, files, qemu } = a;
     const ram = await open(files.ramFile, 'r+');
     const deviceState = await open(files.deviceState, 'w');
@@ -187,11 +195,14 @@ export class TargetHandoffs {
     const assembledDisk = new AssembledDiskDigest(base, disk);
     const [baseMemory, baseDisk] = await Promise.all([open(base.path('memory'), 'r'), open(base.path('disk'), 'r')]);
     const ramWrites = await OwnWrites.watch(ram);
+    /** Some attempt wrote RAM pages (a recovered session cannot tell, so it assumes so). */
+    let ramWritten = a.written ?? false;
     const baseReader = baseChunkReader(baseMemory, base.manifest.memory.sizeBytes, baseDisk, base.manifest.disk.sizeBytes);
     const store: ChunkStore = {
       limit: (space) => (space === Space.Memory ? memoryPages : diskBlocks),
       writeRun: async (space, first, chunks) => {
         if (space === Space.Memory) {
+          ramWritten = true;
           await ramWrites.write(() => ram.writev(chunks, first * BLOCK_SIZE));
           ramDigest.written(first, chunks.length);
         } else {
@@ -226,6 +237,13 @@ export class TargetHandoffs {
         if (endReceived) throw new HandoffError('PROTOCOL', `handoff ${handoffId}: the end frame of an earlier attempt was received on ${this.cloudlet.name}; attempt ${attempt} is refused`);
         deviceStateBytes = 0;
         await deviceState.truncate(0);
+        // A new attempt starts its pre-copy over from the base: pages an earlier attempt wrote
+        // that it will not send again (changed back to their base content at the source) must
+        // not stay. So the RAM file goes back to the base first, in place (QEMU maps it).
+        if (ramWritten) {
+          await ramWrites.write(() => restoreFrom(base.path('memory'), ram));
+          ramDigest.rehashAll();
+        }
       },
       writeDeviceState: async (chunk) => {
         await deviceState.write(chunk, 0, chunk.length, deviceStateBytes);
@@ -410,5 +428,20 @@ export class TargetHandoffs {
     const s = this.sessions.get(handoffId);
     if (!s) throw new HandoffError('HANDOFF_NOT_FOUND', `no handoff ${handoffId} in progress on ${this.cloudlet.name} (worker restarted?)`);
     return s;
+  }
+}
+
+/** Copies `basePath` over the open file `into`, in place, in 16 MiB pieces. */
+async function restoreFrom(basePath: string, into: FileHandle): Promise<void> {
+  const from = await open(basePath, 'r');
+  try {
+    const piece = Buffer.alloc(16 << 20);
+    for (let pos = 0; ; pos += piece.length) {
+      const { bytesRead } = await from.read(piece, 0, piece.length, pos);
+      if (bytesRead === 0) return;
+      await into.write(piece, 0, bytesRead, pos);
+    }
+  } finally {
+    await from.close();
   }
 }

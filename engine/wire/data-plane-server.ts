@@ -156,6 +156,9 @@ export class DataPlaneServer {
               e.deviceStateSha256 !== deviceStateHash.digest('hex') ? "device state: SHA-256 differs from the sender's" : undefined;
             if (mismatch) throw new HandoffError('STATE_MISMATCH', `overlay arrived incomplete: ${mismatch}`);
             const ack: Ack = { ...counts, bytesReceived: decoder.bytesIn };
+            // A newer attempt may have connected while the device state was written: then this
+            // end frame is no longer the current attempt's, and nothing may commit on it.
+            if (superseded()) throw new HandoffError('PROTOCOL', `attempt ${attempt} of handoff ${handoffId} was superseded before its end`);
             await sink.complete(ack, { memoryDigest: e.memoryDigest, diskDigest: e.diskDigest, heartbeatAtStop: e.heartbeatAtStop });
             socket.end(encodeFrame({ type: FrameType.Ack, ack }));
             return;
