@@ -100,10 +100,14 @@ export class Cloudlet {
       const host = (await connect(READOPT_CONNECT_MS)) ?? ((await hostProcessRuns(dir)) ? await connect(READOPT_RUNNING_HOST_MS) : undefined);
       if (!record || !host) {
         // A host that does not answer has taken its QEMU with it: the VM is lost, not running.
-        if (record && (record.start.kind === 'from-device-state' || (await exists(join(dir, HOST_CONTINUED_FILE))))) {
+        const committedHere = record?.start.kind === 'incoming' && (await exists(join(dir, HOST_CONTINUED_FILE)));
+        if (record && (record.start.kind === 'from-device-state' || committedHere)) {
           await this.recordLost(record.vmId, `its host process was gone when the worker of ${this.name} started`);
           this.recovery.lost.push(record.vmId);
         }
+        // A copy that was continued here, then lost, was still this handoff's commit: the
+        // source's older copy must not run again on an answer that it was released.
+        if (record?.start.kind === 'incoming' && committedHere) this.committedHandoffs.set(record.start.handoffId, record.vmId);
         this.recovery.swept.push(...(await sweepVmFolder(dir)));
         continue;
       }
