@@ -203,7 +203,7 @@ export class TargetHandoffs {
       writeRun: async (space, first, chunks) => {
         if (space === Space.Memory) {
           ramWritten = true;
-          await ramWrites.write(() => ram.writev(chunks, first * BLOCK_SIZE));
+          await ram.writev(chunks, first * BLOCK_SIZE);
           ramDigest.written(first, chunks.length);
         } else {
           await (await qemu).disk.writeBlocks(first, chunks);
@@ -251,7 +251,10 @@ export class TargetHandoffs {
       },
       applyBatch: (header, payload) => {
         if (cannotRun) throw cannotRun;
-        return applyBatch(header, payload, store, baseReader);
+        // A batch's writes are this session's own: the file's time is read before and after
+        // each batch, not each run, so the last batches do not queue two I/O-pool trips per run
+        // on the stopped VM's path.
+        return ramWrites.write(() => applyBatch(header, payload, store, baseReader));
       },
       complete: async (ack, expected) => {
         // No fsync: it would cost the stopped VM time and buy nothing — the RAM file is on
