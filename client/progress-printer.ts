@@ -24,6 +24,9 @@ export function summarize(r: HandoffResult): string[] {
     `  live pre-copy: ${r.epochs.map((e) => `${e.live ? 'epoch' : 'stop-and-copy'} ${e.epoch}: ${e.memoryPages + e.diskBlocks} chunks in ${e.ms} ms`).join('; ')} (${r.precopy.stopReason})`,
     `  pipeline: ${mb(r.stages.inputBytes)} in → ${mb(r.stages.data * 4096)} after zero/dedup (${r.stages.zero} zero, ${r.stages.baseRefs} base refs, ${r.stages.selfRefs} self refs; ${r.stages.againstPrevious} sent again as an XOR with their previous send) → ${mb(r.stages.payloadBytes)} compressed`,
     `  modes: ${Object.entries(r.modesUsed).map(([m, n]) => `${m} ×${n}`).join(', ')}${r.modeSwitches.length ? `; switches: ${r.modeSwitches.map((s) => `${s.from}→${s.to} (${s.reason})`).join('; ')}` : ''}`,
+    ...(r.reconciled
+      ? [`  resumed from an interrupted attempt: the target held ${r.reconciled.memoryPagesHeld} pages and ${r.reconciled.diskBlocksHeld} blocks, ${r.reconciled.memoryPagesKept} and ${r.reconciled.diskBlocksKept} of them kept, not sent again (reconcile: ${mb(r.reconciled.holdingsBytes)} back, ${r.reconciled.ms} ms)`]
+      : []),
     `  verified: ${r.verified} (memory ${r.memoryDigest.slice(0, 12)}…, disk ${r.diskDigest.slice(0, 12)}…)`,
     `  guestContinued: ${r.guestContinued} (heartbeat ${r.heartbeatAtStop} at stop, ${r.heartbeatAfterResume} after resume)`,
   ];

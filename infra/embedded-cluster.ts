@@ -16,6 +16,8 @@ export interface CloudletSpec {
   /** Built base-image folders this cloudlet's cache receives before its worker polls. */
   baseImages: string[];
   imageCacheDir: string;
+  /** A tmpfs folder for this cloudlet's RAM files, if not /dev/shm. */
+  ramDir?: string;
 }
 
 export interface EmbeddedCluster {
@@ -247,6 +249,7 @@ function spawnWorker(
     '--cloudlet', c.name,
     '--run-dir', runDir,
     '--image-cache', c.imageCacheDir,
+    ...(c.ramDir ? ['--ram-dir', c.ramDir] : []),
     '--temporal-address', placement.temporalAddress,
     '--data-host', placement.dataHost,
     '--data-port', String(placement.dataPort),

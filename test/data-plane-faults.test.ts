@@ -12,6 +12,21 @@ import { sendOverlay, type OutgoingOverlay } from '../engine/wire/overlay-sender
 
 const TOKEN = 't'.repeat(32);
 
+/** A sink that takes everything and does nothing, but for what a test overrides. */
+function sinkWith(overrides: Partial<OverlaySink>): OverlaySink {
+  return {
+    token: TOKEN,
+    deviceStateBase: Buffer.alloc(16),
+    begin: async () => undefined,
+    writeDeviceState: async () => undefined,
+    applyBatch: async () => 0,
+    complete: async () => undefined,
+    granted: () => undefined,
+    fail: () => undefined,
+    ...overrides,
+  };
+}
+
 function overlay(attempt: number): OutgoingOverlay {
   return {
     handoffId: 'h-fault',
@@ -57,15 +72,7 @@ async function helloFrom(port: number, attempt: number): Promise<{ socket: Socke
 
 test('one connection per handoff: a newer attempt cuts the older off, and an older one is refused', async () => {
   const begun: number[] = [];
-  const sink: OverlaySink = {
-    token: TOKEN,
-    deviceStateBase: Buffer.alloc(16),
-    begin: async (attempt) => void begun.push(attempt),
-    writeDeviceState: async () => undefined,
-    applyBatch: async () => 0,
-    complete: async () => undefined,
-    fail: () => undefined,
-  };
+  const sink = sinkWith({ begin: async (attempt) => void begun.push(attempt) });
   const server = new DataPlaneServer('127.0.0.1');
   const { port } = await server.start();
   server.expect('h-fence', sink);
@@ -83,6 +90,65 @@ test('one connection per handoff: a newer attempt cuts the older off, and an old
     assert.deepEqual(begun, [2, 3], 'the older attempt never began');
     assert.equal(third.socket.destroyed, false, 'the newest connection is still served');
     third.socket.destroy();
+  } finally {
+    await server.stop();
+  }
+});
+
+test('a resumed attempt learns what the target holds before it sends its first batch', async () => {
+  const holdings = {
+    memory: { indices: Uint32Array.from([2, 9]), prefixes: Buffer.alloc(16, 7) },
+    disk: { indices: Uint32Array.from([4]), prefixes: Buffer.alloc(8, 1) },
+  };
+  const sink = sinkWith({ begin: async (attempt) => (attempt > 1 ? holdings : undefined) });
+  const server = new DataPlaneServer('127.0.0.1');
+  const { port } = await server.start();
+  server.expect('h-fault', sink);
+  try {
+    const order: string[] = [];
+    const resumed: OutgoingOverlay = {
+      ...overlay(2),
+      reconcile: async (h) => {
+        assert.deepEqual(h, holdings);
+        order.push('reconciled');
+      },
+      batches: (async function* () {
+        order.push('first batch asked for');
+      })(),
+    };
+    const { ack } = await sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, resumed);
+    assert.equal(ack.batches, 0);
+    assert.deepEqual(order, ['reconciled', 'first batch asked for']);
+    await assert.rejects(sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, overlay(3)), /attempt 3 of handoff h-fault has nothing to reconcile/);
+  } finally {
+    await server.stop();
+  }
+});
+
+test('the target hears the commit only after its ack, and an attempt that ends before it commits nothing', async () => {
+  const heard: string[] = [];
+  const sink = sinkWith({
+    complete: async (_ack, _stop, attempt) => void heard.push(`end ${attempt}`),
+    granted: (attempt) => void heard.push(`commit ${attempt}`),
+    fail: (err, attempt) => void heard.push(`failed ${attempt}: ${err.message}`),
+  });
+  const server = new DataPlaneServer('127.0.0.1');
+  const { port } = await server.start();
+  server.expect('h-fault', sink);
+  try {
+    await assert.rejects(
+      sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, { ...overlay(1), beforeCommit: async () => Promise.reject(new Error('the source gave up')) }),
+      /the source gave up/,
+    );
+    while (heard.length < 2) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(heard[0], 'end 1');
+    assert.match(heard[1]!, /^failed 1: the source closed attempt 1 after its end frame without committing/);
+    heard.length = 0;
+    const order: string[] = [];
+    await sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, { ...overlay(1), beforeCommit: async () => void order.push(`declared after ${heard.join(', ')}`) });
+    while (heard.length < 2) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(heard, ['end 1', 'commit 1']);
+    assert.deepEqual(order, ['declared after end 1'], 'the source declares its commit after the target took the end in');
   } finally {
     await server.stop();
   }

@@ -108,6 +108,41 @@ test('state corrupted in transit is caught before resume: the target refuses, th
   await A.destroyVm('bad-vm');
 });
 
+test('a broken stream resumes: the next attempt reconciles with what the target holds and sends only the rest', async () => {
+  // 32 MiB of text-like records, a few updated per second: megabytes on the wire, little churn.
+  await A.launchVm('re-vm', baseImageId, { name: 'kvstore', args: ['32', '200'] });
+  const source = new SourceHandoffs(A);
+  const target = new TargetHandoffs(B);
+  try {
+    await sleep(3000);
+    const snap = await source.snapshot('h-re', 're-vm');
+    const endpoint = await target.prepare('h-re', 're-vm', snap.baseImageId);
+    // Attempt 1 over a slow link, cut after its second measurement (about 2 s in).
+    const cut = new AbortController();
+    let reports = 0;
+    const slow = fixedControl('none/zstd-3', 4, () => (++reports === 2 ? cut.abort(new Error('link cut by the test')) : undefined));
+    await assert.rejects(source.stream('h-re', endpoint, slow, { attempt: 1, signal: cut.signal }), /link cut by the test/);
+    assert.equal(await A.vm('re-vm').host.runState(), 'running', 'the end frame never left: the source runs on');
+    // Attempt 1 again (a stream activity scheduled anew) cannot reconcile: refused, not garbled.
+    await assert.rejects(source.stream('h-re', endpoint, fixedControl('none/zstd-3'), { attempt: 1 }), /attempt 1 cannot reconcile/);
+
+    const resumed = await source.stream('h-re', endpoint, fixedControl('none/zstd-3'), { attempt: 3 });
+    const r = resumed.reconciled;
+    assert.ok(r, 'the resumed attempt reconciled');
+    assert.ok(r.memoryPagesHeld > 200, `the target held what attempt 1 sent (${r.memoryPagesHeld} pages)`);
+    assert.ok(r.memoryPagesKept > 0.75 * r.memoryPagesHeld, `most of it is kept, not sent again (${r.memoryPagesKept} of ${r.memoryPagesHeld})`);
+    // The target verifies the whole state against the source's stop digests: what was kept is right.
+    const { finalized } = await target.finish('h-re');
+    assert.equal(finalized.memoryDigest, resumed.memoryDigest);
+    assert.equal(finalized.diskDigest, resumed.diskDigest);
+    await source.retire('h-re', 're-vm');
+    assert.equal((await B.describe('re-vm')).runState, 'running');
+  } finally {
+    await target.abort('h-re').catch(() => undefined);
+    for (const c of [A, B]) if (c.hasVm('re-vm')) await c.destroyVm('re-vm').catch(() => undefined);
+  }
+});
+
 test('a target without the base image refuses before anything moves', async () => {
   const target = new TargetHandoffs(B);
   await assert.rejects(target.prepare('h-x', 'x-vm', 'base-0000000000000000'), /does not hold base image base-0000000000000000/);

@@ -75,12 +75,12 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt, end: Return
       modesUsed: stream ? await stream() : { 'xor/zstd-3': 1 },
       epochs: [{ epoch: 0, live: true, memoryPages: 10, diskBlocks: 2, ms: 5 }, { epoch: 1, live: false, memoryPages: 1, diskBlocks: 0, ms: 1 }],
       stopReason: 'converged', converged: true, guestSlowdown: [], pausedAtMs: 1000, heartbeatAtStop: 7, lastHeartbeatAtMs: 990, liveMaxGapMs: 120,
-      memoryDigest: 'm'.repeat(64), diskDigest: 'd'.repeat(64), deviceStateBytes: 5,
+      memoryDigest: 'm'.repeat(64), diskDigest: 'd'.repeat(64), deviceStateBytes: 5, reconciled: null,
       stopMarks: { pausedAtMs: 1000, scannedAtMs: 1050, finalEpochEncodedAtMs: 1060, deviceStateSavedAtMs: 1080, ackedAtMs: 1200, digestedAtMs: 1250 },
     })),
     // The real decision, on the phase this fake source is in.
     rollback: (a) => {
-      const d = decideSourceRecovery({ handoffId: a.handoffId, vmId: a.vmId, phase: endSent ? 'end-sent' : 'live', attempt: 1, at: '' }, a.target);
+      const d = decideSourceRecovery({ handoffId: a.handoffId, vmId: a.vmId, phase: endSent ? 'commit-sent' : 'live', attempt: 1, at: '' }, a.target);
       calls.push(`A.rollback(${a.target}) → ${d.action}`);
       return step('rollback', { runState: d.action === 'resume-here' ? 'running' : 'paused', action: d.action, reason: d.reason });
     },

@@ -22,6 +22,8 @@ const configSchema = z.object({
   cloudlet: cloudletNameSchema,
   runDir: z.string().min(1),
   imageCache: z.string().min(1),
+  /** A tmpfs folder for the VMs' RAM files (a site may give its VMs their own). */
+  ramDir: z.string().min(1).default('/dev/shm'),
   dataHost: z.string().default('127.0.0.1'),
   dataPort: z.coerce.number().int().min(0).max(65535).default(0),
   temporalAddress: z.string().default(process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233'),
@@ -40,6 +42,7 @@ async function main(): Promise<void> {
       cloudlet: { type: 'string' },
       'run-dir': { type: 'string' },
       'image-cache': { type: 'string' },
+      'ram-dir': { type: 'string' },
       'data-host': { type: 'string' },
       'data-port': { type: 'string' },
       'temporal-address': { type: 'string' },
@@ -52,6 +55,7 @@ async function main(): Promise<void> {
     cloudlet: values.cloudlet,
     runDir: values['run-dir'],
     imageCache: values['image-cache'],
+    ramDir: values['ram-dir'],
     dataHost: values['data-host'],
     dataPort: values['data-port'],
     temporalAddress: values['temporal-address'],
@@ -76,6 +80,7 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
     name: config.cloudlet,
     runDir: config.runDir,
     imageCacheDir: config.imageCache,
+    ramDir: config.ramDir,
     dataHost: config.dataHost,
     dataPort: config.dataPort,
     prefix: PREFIX,
@@ -113,6 +118,9 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
     connection,
     namespace: config.namespace,
     taskQueue: cloudletTaskQueue(config.cloudlet),
+    // The SDK sends at most one heartbeat per 0.8 × the heartbeat timeout unless told otherwise:
+    // every second keeps a margin of four beats under the stream's 5 s timeout.
+    maxHeartbeatThrottleInterval: '1 second',
     activities: {
       ...createCloudletActivities(cloudlet),
       ...createSourceActivities(new SourceHandoffs(cloudlet)),

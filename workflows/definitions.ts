@@ -1,6 +1,7 @@
 import { defineSearchAttributeKey } from '@temporalio/common';
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { StreamMeasurements } from '../engine/adaptation/measurements.js';
+import type { ReconcileReport } from '../engine/handoff/overlay-stream.js';
 import { modeIdSchema, type ModeId } from '../engine/adaptation/mode.js';
 import { z } from 'zod';
 import { baseImageIdSchema, cloudletNameSchema, vmIdSchema, workloadSchema } from '../engine/names.js';
@@ -105,6 +106,12 @@ export interface HandoffResult {
   /** Pre-copy epochs while the guest ran, then the stop-and-copy one. */
   epochs: Array<{ epoch: number; live: boolean; memoryPages: number; diskBlocks: number; ms: number }>;
   precopy: { converged: boolean; stopReason: string };
+  /**
+   * The committed stream attempt's reconcile with what the target held from earlier, broken
+   * attempts: pages and blocks named, and of those the ones not sent again. Null when the first
+   * attempt went through.
+   */
+  reconciled: ReconcileReport | null;
   modeSwitches: ModeSwitch[];
   stages: { chunks: number; zero: number; baseRefs: number; selfRefs: number; data: number; againstPrevious: number; inputBytes: number; rawBytes: number; payloadBytes: number };
 }

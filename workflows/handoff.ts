@@ -68,8 +68,11 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
   // The stream, and the target's finalize that waits it out, last as long as the pre-copy does
   // (minutes at 5 Mbit/s for a busy guest); heartbeats, not these bounds, notice a dead worker.
   // A stream attempt that fails (a broken connection, a worker restarted) is tried again, with
-  // patience for a worker that is coming back: 8 attempts, up to 10 s apart.
+  // patience for a worker that is coming back: 8 attempts, up to 10 s apart. A dead worker's
+  // attempt is noticed by its heartbeats (sent every second, see the worker) within 5 s: every
+  // second of that gap the guest dirties pages the next attempt has to send again.
   const longRunning: Partial<ActivityOptions> = {
+    heartbeatTimeout: '5 seconds',
     startToCloseTimeout: '30 minutes',
     scheduleToCloseTimeout: '35 minutes',
     retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '10 seconds', maximumAttempts: 8 },
@@ -145,7 +148,7 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
 
   /**
    * After a failure: ask the target to let go, and let the source decide from its persisted phase
-   * and that answer whether its copy runs again. While the end frame has left and the target does
+   * and that answer whether its copy runs again. While the commit frame has left and the target does
    * not answer, the source's copy stays stopped and this keeps asking, with backoff, up to a bound.
    */
   const settleAfterFailure = async (): Promise<{ outcome: 'runs-at-target' | 'runs-at-source' | 'lost' | 'in-doubt'; reason: string }> => {
@@ -276,6 +279,7 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
       guestContinued: stream.heartbeatAtStop !== null && resumed.heartbeatAfter !== null && resumed.heartbeatAfter > stream.heartbeatAtStop,
       epochs: stream.epochs,
       precopy: { converged: stream.converged, stopReason: stream.stopReason },
+      reconciled: stream.reconciled ?? null,
       steps,
       modesUsed: stream.modesUsed,
       modeSwitches,
@@ -298,7 +302,7 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
       'in-doubt': {
         type: 'HANDOFF_IN_DOUBT',
         message:
-          `${where}: ${cause}. The end frame left ${source} and ${target} did not answer whether it committed (${settled.reason}). ` +
+          `${where}: ${cause}. The commit frame left ${source} and ${target} did not answer whether it committed (${settled.reason}). ` +
           `The copy at ${source} is stopped, not destroyed. Check ${target}: if VM '${vmId}' runs there (describeVm), destroy the stopped copy at ${source}; if not, run a rollback of this handoff again once ${target} answers.`,
       },
     };

@@ -29,6 +29,8 @@ export interface CloudletConfig {
   dataHost: string;
   dataPort?: number;
   prefix: string;
+  /** The tmpfs folder for the VMs' RAM files; /dev/shm by default. */
+  ramDir?: string;
   /** Pipeline threads; defaults to the cores available. */
   codecThreads?: number;
 }
@@ -216,7 +218,7 @@ export class Cloudlet {
   }
 
   files(vmId: string) {
-    return vmFiles(this.config.runDir, this.name, vmId, this.config.prefix);
+    return vmFiles(this.config.runDir, this.name, vmId, this.config.prefix, this.config.ramDir);
   }
 
   vm(vmId: string): VmInstance {

@@ -1,7 +1,8 @@
-import { chmod, copyFile, mkdir } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { HostedDisk } from '../disk/hosted-disk.js';
+import { HandoffError } from '../errors.js';
 import type { CachedBaseImage } from '../image/image-cache.js';
 import { sendConsoleLine } from '../vm/qemu-vm.js';
 import { SerialLog } from '../vm/serial-log.js';
@@ -13,13 +14,16 @@ import type { VmHostClient } from '../host/vm-host-client.js';
 
 export type { VmFiles };
 
-/** The files of one VM on one cloudlet; RAM on tmpfs, everything named with the project prefix. */
-export function vmFiles(runDir: string, cloudlet: string, vmId: string, prefix: string): VmFiles {
+/**
+ * The files of one VM on one cloudlet; RAM on tmpfs (`ramDir`, /dev/shm unless the cloudlet
+ * has its own), everything named with the project prefix.
+ */
+export function vmFiles(runDir: string, cloudlet: string, vmId: string, prefix: string, ramDir = '/dev/shm'): VmFiles {
   const dir = join(runDir, 'vms', vmId);
   const tag = randomBytes(3).toString('hex');
   return {
     dir,
-    ramFile: `/dev/shm/${prefix}-${cloudlet}-${vmId}-${tag}.ram`,
+    ramFile: join(ramDir, `${prefix}-${cloudlet}-${vmId}-${tag}.ram`),
     diskOverlay: join(dir, 'disk.overlay'),
     deviceState: join(dir, 'device.state'),
     mountPoint: join(dir, 'mnt'),
@@ -63,7 +67,13 @@ export class VmInstance {
   /** Lays out a VM's files: its folder, and RAM as a copy of the base memory. */
   static async layOut(files: VmFiles, base: CachedBaseImage): Promise<void> {
     await mkdir(files.dir, { recursive: true });
-    await copyFile(base.path('memory'), files.ramFile);
+    try {
+      await copyFile(base.path('memory'), files.ramFile);
+    } catch (err) {
+      // A tmpfs that filled up part-way leaves a partial file nothing else records: it goes now.
+      await rm(files.ramFile, { force: true });
+      throw new HandoffError('TARGET_CANNOT_RUN', `cannot lay out the RAM file ${files.ramFile} (${base.manifest.memory.sizeBytes >> 20} MiB): ${(err as Error).message}`);
+    }
     // The base is read-only; this copy is the VM's own memory.
     await chmod(files.ramFile, 0o600);
   }

@@ -38,10 +38,16 @@ export class AssembledDiskDigest {
 
   /** The digest once every block written so far has been read back; call when no more come. */
   async settle(): Promise<string> {
+    const hashes = await this.settledHashes();
+    return digestFromBlockHashes(this.base.manifest.disk.sizeBytes, mergeBlockHashes(await this.base.diskBlockHashes(), hashes));
+  }
+
+  /** Every overlay block's hash as read back after its last write (null: all zeros). */
+  async settledHashes(): Promise<ReadonlyMap<number, Buffer | null>> {
     // Any overlay block not seen through `written` is read too: the overlay's own set rules.
     for (const i of await this.disk.dirtyBlocks()) if (!this.hashes.has(i)) this.dirty.add(i);
     await this.rounds.settle();
-    return digestFromBlockHashes(this.base.manifest.disk.sizeBytes, mergeBlockHashes(await this.base.diskBlockHashes(), this.hashes));
+    return this.hashes;
   }
 
   close(): void {

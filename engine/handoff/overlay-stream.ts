@@ -16,6 +16,9 @@ import { GuestThrottle } from '../vm/guest-throttle.js';
 import { loadHash64 } from '../pipeline/checksum.js';
 import { SentChunkCache } from '../pipeline/sent-chunk-cache.js';
 import { BLOCK_SIZE } from '../blocks.js';
+import { encodedHoldingsBytes, type Holdings } from '../wire/holdings.js';
+import { blocksTargetLacks, keepHeldSends, seedTracker } from './reconcile.js';
+import { ZERO_PAGE_SHA } from '../memory/page-hash-table.js';
 
 export interface EpochReport {
   epoch: number;
@@ -46,8 +49,23 @@ export interface OverlayStreamResult {
   memoryDigest: string;
   diskDigest: string;
   deviceStateBytes: number;
+  /**
+   * A resumed attempt's reconcile with what the target held already: chunks it named (content
+   * other than the base's) and of those, the ones it did not need again; null on a first attempt.
+   */
+  reconciled: ReconcileReport | null;
   /** Host times (ms) of the source's steps after the pause: where its part of the downtime went. */
   stopMarks: { pausedAtMs: number; scannedAtMs: number; finalEpochEncodedAtMs: number; deviceStateSavedAtMs: number; ackedAtMs: number; digestedAtMs: number };
+}
+
+export interface ReconcileReport {
+  memoryPagesHeld: number;
+  memoryPagesKept: number;
+  diskBlocksHeld: number;
+  diskBlocksKept: number;
+  /** The holdings frame's size: what the reconcile cost on the link back. */
+  holdingsBytes: number;
+  ms: number;
 }
 
 export interface PrecopyPolicy {
@@ -62,6 +80,18 @@ export interface PrecopyPolicy {
 }
 
 export const DEFAULT_PRECOPY: PrecopyPolicy = { downtimeBudgetMs: 300, maxLiveEpochs: 8, sentChunkCacheMiB: 256 };
+
+const sentChunkCapacity = (policy: PrecopyPolicy) => Math.floor((policy.sentChunkCacheMiB * 2 ** 20) / BLOCK_SIZE);
+
+/** The cache of what was last sent per chunk, sized by the policy. */
+export function sentChunkCacheFor(policy: PrecopyPolicy): SentChunkCache {
+  return new SentChunkCache(sentChunkCapacity(policy));
+}
+
+/** The same, kept in `path` (on tmpfs), where it outlives the process. */
+export function sentChunkCacheInFile(path: string, policy: PrecopyPolicy): SentChunkCache {
+  return SentChunkCache.inFile(path, sentChunkCapacity(policy));
+}
 
 /** How often the stream reports its measurements (and checks for a sharp change in R). */
 const REPORT_EVERY_MS = 1_000;
@@ -139,6 +169,14 @@ export async function streamOverlay(opts: {
   beforePause?: () => Promise<void>;
   /** Called (and awaited) before the end frame is handed to the link. */
   beforeEnd?: () => Promise<void>;
+  /** Called (and awaited) before the commit frame, which lets the target run the VM, is. */
+  beforeCommit?: () => Promise<void>;
+  /**
+   * What earlier attempts of this handoff in this process last sent per chunk (see
+   * SentChunkCache): a resumed attempt keeps sending re-dirtied chunks as XORs against what the
+   * target holds. A fresh cache when not given.
+   */
+  sentChunks?: SentChunkCache;
 }): Promise<OverlayStreamResult> {
   const { vm, pool, control } = opts;
   const policy = opts.precopy ?? DEFAULT_PRECOPY;
@@ -187,7 +225,7 @@ export async function streamOverlay(opts: {
   const stop = { pausedAtMs: 0, heartbeatAtStop: null as number | null, converged: false, stopReason: '', liveMaxGapMs: 0, lastHeartbeatAtMs: null as number | null };
   vm.heartbeats.resetMaxGap();
   const throttle = new GuestThrottle(vm.host);
-  const previous = new SentChunkCache(Math.floor((policy.sentChunkCacheMiB * 2 ** 20) / BLOCK_SIZE));
+  const previous = opts.sentChunks ?? sentChunkCacheFor(policy);
   const slowedAt: Array<{ epoch: number; share: number }> = [];
   let digests: Promise<{ memoryDigest: string; diskDigest: string }> | undefined;
   let deviceStateSaved: Promise<Buffer> | undefined;
@@ -200,6 +238,21 @@ export async function streamOverlay(opts: {
     const base = baseChunkReader(baseMemory, memoryBytes, baseDisk, vm.base.manifest.disk.sizeBytes);
     // The pool's threads hash with the same xxHash64 when they scan for changed pages.
     const tracker = MemoryTracker.fromBase(opts.basePageHashes, await loadHash64());
+    // A resumed attempt: the tracker learns what the target holds before the first scan, and
+    // the disk's first epoch leaves out the blocks it holds as they are here.
+    let reconciled: ReconcileReport | null = null;
+    let targetHolds: Holdings | undefined;
+    const reconcile = async (h: Holdings) => {
+      const t0 = Date.now();
+      const memory = await seedTracker(tracker, ram, memoryBytes, h.memory);
+      const baseBlocks = await vm.base.diskBlockHashes();
+      keepHeldSends(previous, h, { page: (i) => opts.basePageHashes.sha.sha(i), block: (i) => baseBlocks.get(i) ?? ZERO_PAGE_SHA });
+      targetHolds = h;
+      reconciled = {
+        memoryPagesHeld: memory.held, memoryPagesKept: memory.kept, diskBlocksHeld: h.disk.indices.length, diskBlocksKept: 0,
+        holdingsBytes: encodedHoldingsBytes(h), ms: Date.now() - t0,
+      };
+    };
     const changedPages = () => tracker.changedPagesOnPool(vm.files.ramFile, pool);
     /** Disk blocks still to send plus those written since the last epoch began, ascending. */
     const withEpochDirty = async (pending: number[]) => [...new Set([...pending, ...(await vm.disk.takeEpochDirty())])].sort((a, b) => a - b);
@@ -259,6 +312,12 @@ export async function streamOverlay(opts: {
       let memoryPages = await changedPages();
       await vm.disk.takeEpochDirty();
       let diskBlocks = await vm.disk.dirtyBlocks();
+      if (targetHolds && reconciled) {
+        const t0 = Date.now();
+        const disk = await blocksTargetLacks(diskBlocks, targetHolds.disk, await vm.base.diskBlockHashes(), (i, into) => vm.disk.readBlock(i, into));
+        diskBlocks = disk.lacking;
+        Object.assign(reconciled, { diskBlocksKept: disk.kept, ms: reconciled.ms + Date.now() - t0 });
+      }
       let previous = Infinity;
       for (let n = 0; ; n++) {
         const pending = memoryPages.length + diskBlocks.length;
@@ -357,6 +416,8 @@ export async function streamOverlay(opts: {
         attempt: opts.attempt ?? 1,
         signal: opts.signal,
         beforeEnd: opts.beforeEnd,
+        beforeCommit: opts.beforeCommit,
+        reconcile,
         batches: batches(),
         deviceState: async () => {
           if (!deviceStateSaved) throw new Error('the device state was not saved: the VM was never paused');
@@ -399,7 +460,7 @@ export async function streamOverlay(opts: {
       bytesSent, ack, streamMs: Date.now() - started, stages, modesUsed, epochs,
       stopReason: stop.stopReason, converged: stop.converged, guestSlowdown: slowedAt, pausedAtMs: stop.pausedAtMs, heartbeatAtStop: stop.heartbeatAtStop,
       lastHeartbeatAtMs: stop.lastHeartbeatAtMs, liveMaxGapMs: stop.liveMaxGapMs,
-      memoryDigest, diskDigest: disk, deviceStateBytes, stopMarks: marks,
+      memoryDigest, diskDigest: disk, deviceStateBytes, reconciled, stopMarks: marks,
     };
   } finally {
     await throttle.release();

@@ -1,10 +1,13 @@
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { sentChunksFile } from '../host/host-protocol.js';
 import { z } from 'zod';
 import { HandoffError } from '../errors.js';
 import type { Cloudlet } from '../cloudlet/cloudlet.js';
 import type { VmInstance } from '../cloudlet/vm-instance.js';
 import type { DataEndpoint } from '../wire/overlay-sender.js';
-import { streamOverlay, type OverlayStreamResult, type PrecopyPolicy } from './overlay-stream.js';
+import { DEFAULT_PRECOPY, sentChunkCacheInFile, streamOverlay, type OverlayStreamResult, type PrecopyPolicy } from './overlay-stream.js';
+import type { SentChunkCache } from '../pipeline/sent-chunk-cache.js';
 import type { StreamControl } from './stream-control.js';
 import { DurableRecord } from '../durable-record.js';
 import { SOURCE_PHASE_FILE, decideSourceRecovery, sourcePhaseSchema, type SourcePhase, type SourceRecovery, type TargetAnswer } from './source-phase.js';
@@ -48,6 +51,11 @@ export function sourcePhaseRecord(vm: VmInstance): DurableRecord<SourcePhase> {
 export class SourceHandoffs {
   /** Streams running in this process, by handoff: a rollback ends them before it decides. */
   private readonly running = new Map<string, { abort: AbortController; done: Promise<unknown> }>();
+  /**
+   * What each handoff's attempts last sent per chunk, kept across its attempts in this process so
+   * that a resumed one goes on sending re-dirtied chunks as XORs; dropped when the handoff ends here.
+   */
+  private readonly sentChunks = new Map<string, SentChunkCache>();
   /** Serialises the check-and-claim of a VM by a handoff (two handoffs of one VM at once). */
   private claiming = Promise.resolve();
 
@@ -78,8 +86,8 @@ export class SourceHandoffs {
 
   /**
    * Streams the VM to the target as attempt `attempt`; on return the VM is paused here and its
-   * digests are known. An attempt after one whose end frame left is refused: only the target's
-   * answer may decide then (rollback). `signal` ends the attempt; the end frame never leaves after it.
+   * digests are known. An attempt after one whose commit frame left is refused: only the target's
+   * answer may decide then (rollback). `signal` ends the attempt; no commit frame leaves after it.
    */
   async stream(handoffId: string, endpoint: DataEndpoint, control: StreamControl, opts: { attempt?: number; precopy?: PrecopyPolicy; signal?: AbortSignal } = {}): Promise<StreamResult> {
     // An earlier attempt still running here (its activity timed out during an outage, say) ends
@@ -91,20 +99,21 @@ export class SourceHandoffs {
     }
     const { vm, record, phase } = await this.held(handoffId);
     const attempt = opts.attempt ?? phase.attempt + 1;
-    if (phase.phase === 'end-sent') {
+    if (phase.phase === 'commit-sent') {
       // The attempt that sent it was acknowledged, and only its report was lost (a Temporal
       // outage, a worker that died after the ack): the same report again.
       const done = await streamReport(vm).read().catch(() => undefined);
-      if (done?.handoffId === handoffId) return done.result as StreamResult;
-      throw new HandoffError('HANDOFF_IN_DOUBT', `handoff ${handoffId}: the end frame of attempt ${phase.attempt} already left ${this.cloudlet.name}; another attempt could run the VM twice, so only the target's answer decides now`);
+      if (done?.handoffId === handoffId && done.attempt === phase.attempt) return done.result as StreamResult;
+      throw new HandoffError('HANDOFF_IN_DOUBT', `handoff ${handoffId}: the commit frame of attempt ${phase.attempt} already left ${this.cloudlet.name}; another attempt could run the VM twice, so only the target's answer decides now`);
     }
     if (phase.phase === 'released') throw new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was released on ${this.cloudlet.name}; the VM runs here`);
     const abort = new AbortController();
     const onCancel = () => abort.abort(opts.signal!.reason);
     opts.signal?.addEventListener('abort', onCancel, { once: true });
+    const sentChunks = await this.sentChunksOf(handoffId, vm, attempt, opts.precopy ?? DEFAULT_PRECOPY);
     const setPhase = (p: SourcePhase['phase']) => record.write({ handoffId, vmId: vm.vmId, phase: p, attempt, at: new Date().toISOString() });
     const run = (async () => {
-      // A paused VM here is an earlier attempt's stop (its end frame never left): it runs again.
+      // A paused VM here is an earlier attempt's stop (its commit frame never left): it runs again.
       await setPhase('live');
       if ((await vm.host.runState()) !== 'running') await vm.host.cont();
       try {
@@ -120,15 +129,19 @@ export class SourceHandoffs {
           signal: abort.signal,
           beforePause: () => setPhase('stopped'),
           beforeEnd: () => setPhase('end-sent'),
+          beforeCommit: () => setPhase('commit-sent'),
+          sentChunks,
           ...(opts.precopy ? { precopy: opts.precopy } : {}),
         });
         await streamReport(vm).write({ handoffId, attempt, result });
+        // Committed: no attempt of this handoff streams again.
+        await this.dropSentChunks(handoffId, vm);
         return result;
       } catch (err) {
-        // Before its end frame left, the source may put its copy back on its own; a phase it
+        // Before its commit frame left, the source may put its copy back on its own; a phase it
         // cannot read is not proof of that, so the copy then stays as it is.
         const now = await record.read().catch(() => undefined);
-        if (now !== undefined && now.phase !== 'end-sent' && (await vm.host.runState().catch(() => 'unknown')) === 'paused') await vm.host.cont().catch(() => undefined);
+        if (now !== undefined && now.phase !== 'commit-sent' && (await vm.host.runState().catch(() => 'unknown')) === 'paused') await vm.host.cont().catch(() => undefined);
         throw err;
       }
     })();
@@ -154,6 +167,8 @@ export class SourceHandoffs {
       await streaming.done;
     }
     if (!this.cloudlet.hasVm(vmId)) {
+      this.sentChunks.get(handoffId)?.close();
+      this.sentChunks.delete(handoffId);
       const lost = await this.cloudlet.lostReason(vmId);
       return { runState: lost === undefined ? 'absent' : 'lost', action: 'nothing', reason: lost ?? `no VM '${vmId}' on ${this.cloudlet.name}` };
     }
@@ -163,6 +178,7 @@ export class SourceHandoffs {
     if (phase && phase.handoffId !== handoffId) {
       return { runState: await vm.host.runState(), action: 'nothing', reason: `the VM is held by another handoff (${phase.handoffId})` };
     }
+    await this.dropSentChunks(handoffId, vm);
     const decision = decideSourceRecovery(phase, target);
     if (decision.action === 'resume-here' && phase) {
       await record.write({ ...phase, phase: 'released', at: new Date().toISOString() });
@@ -175,10 +191,31 @@ export class SourceHandoffs {
   async retire(handoffId: string, vmId: string): Promise<void> {
     if (!this.cloudlet.hasVm(vmId)) return;
     const phase = await sourcePhaseRecord(this.cloudlet.vm(vmId)).read();
-    if (phase?.handoffId !== handoffId || phase.phase !== 'end-sent') {
-      throw new HandoffError('PROTOCOL', `refusing to retire VM '${vmId}' on ${this.cloudlet.name}: its handoff record is ${phase ? `${phase.handoffId} in phase ${phase.phase}` : 'missing'}, not ${handoffId} with its end frame sent`);
+    if (phase?.handoffId !== handoffId || phase.phase !== 'commit-sent') {
+      throw new HandoffError('PROTOCOL', `refusing to retire VM '${vmId}' on ${this.cloudlet.name}: its handoff record is ${phase ? `${phase.handoffId} in phase ${phase.phase}` : 'missing'}, not ${handoffId} with its commit frame sent`);
     }
     await this.cloudlet.destroyVm(vmId);
+  }
+
+  /**
+   * The handoff's cache of what was last sent per chunk: the one this process holds, else the
+   * file an earlier worker left (a resumed attempt checks it against the target's holdings), and
+   * for a first attempt an empty one — what any file holds then is another handoff's.
+   */
+  private async sentChunksOf(handoffId: string, vm: VmInstance, attempt: number, policy: PrecopyPolicy): Promise<SentChunkCache> {
+    const held = this.sentChunks.get(handoffId);
+    if (held) return held;
+    const file = sentChunksFile(vm.files);
+    if (attempt === 1) await rm(file, { force: true });
+    const cache = sentChunkCacheInFile(file, policy);
+    this.sentChunks.set(handoffId, cache);
+    return cache;
+  }
+
+  private async dropSentChunks(handoffId: string, vm: VmInstance): Promise<void> {
+    this.sentChunks.get(handoffId)?.close();
+    this.sentChunks.delete(handoffId);
+    await rm(sentChunksFile(vm.files), { force: true });
   }
 
   private async held(handoffId: string): Promise<{ vm: VmInstance; record: DurableRecord<SourcePhase>; phase: SourcePhase }> {
@@ -193,8 +230,8 @@ export class SourceHandoffs {
 
 /**
  * What a restarted worker does with a VM it re-adopted whose handoff was under way: an attempt
- * whose end frame never left is over (its stream died with the old worker), so a guest left
- * paused by it runs again; after the end frame left, only the target's answer may decide.
+ * whose commit frame never left is over (its stream died with the old worker), so a guest left
+ * paused by it runs again; after the commit frame left, only the target's answer may decide.
  */
 export async function recoverSourceAfterRestart(vm: VmInstance): Promise<SourceRecovery> {
   const record = sourcePhaseRecord(vm);

@@ -13,6 +13,8 @@ import type { Ack } from '../wire/frames.js';
 import { AssembledMemoryDigest } from './assembled-memory-digest.js';
 import { AssembledDiskDigest } from './assembled-disk-digest.js';
 import { applyBatch, type ChunkStore } from '../pipeline/batch-applier.js';
+import { heldBlocks, heldPages } from './reconcile.js';
+import { AttemptEnds, type AttemptEnd } from './attempt-ends.js';
 import { Space } from '../pipeline/chunk-records.js';
 import { baseChunkReader, readRuns } from '../pipeline/chunk-source.js';
 
@@ -41,6 +43,13 @@ export interface ResumeResult {
   runState: string;
 }
 
+/** What an attempt's end frame brought. */
+interface ReceivedOverlay {
+  ack: Ack;
+  expected: StopState;
+  digests: Promise<AssembledDigests>;
+}
+
 interface AssembledDigests {
   memoryDigest: string;
   diskDigest: string;
@@ -66,12 +75,11 @@ interface Session {
   /** QEMU, started when the handoff was prepared and waiting for its device state. */
   qemu: Promise<VmInstance>;
   /**
-   * The whole overlay arrived, with the source's digests at stop time (`expected`); the digests
-   * of what it assembled are being computed.
+   * The attempts' end frames: the whole overlay arrived, with the source's digests at stop time
+   * (`expected`) — the digests of what it assembled are being computed — and then the source's
+   * commit, or not.
    */
-  received: Promise<{ ack: Ack; expected: StopState; digests: Promise<AssembledDigests>; at: number }>;
-  /** Ends a wait on `received` when the handoff is aborted. */
-  cancelReceive: (err: Error) => void;
+  ends: AttemptEnds<ReceivedOverlay>;
   vm?: VmInstance;
   /** The guest's last heartbeat at the source's pause, as the overlay's end said. */
   heartbeatAtStop?: number | null;
@@ -195,14 +203,16 @@ export class TargetHandoffs {
     const assembledDisk = new AssembledDiskDigest(base, disk);
     const [baseMemory, baseDisk] = await Promise.all([open(base.path('memory'), 'r'), open(base.path('disk'), 'r')]);
     const ramWrites = await OwnWrites.watch(ram);
-    /** Some attempt wrote RAM pages (a recovered session cannot tell, so it assumes so). */
-    let ramWritten = a.written ?? false;
+    /** Some attempt wrote pages or blocks (a recovered session cannot tell, so it assumes so). */
+    let written = a.written ?? false;
+    /** Batches being applied, of any connection. */
+    const applying = new Set<Promise<number>>();
     const baseReader = baseChunkReader(baseMemory, base.manifest.memory.sizeBytes, baseDisk, base.manifest.disk.sizeBytes);
     const store: ChunkStore = {
       limit: (space) => (space === Space.Memory ? memoryPages : diskBlocks),
       writeRun: async (space, first, chunks) => {
+        written = true;
         if (space === Space.Memory) {
-          ramWritten = true;
           await ram.writev(chunks, first * BLOCK_SIZE);
           ramDigest.written(first, chunks.length);
         } else {
@@ -215,35 +225,42 @@ export class TargetHandoffs {
         for (const [n, i] of indices.entries()) await disk.readBlock(i, into.subarray(n * BLOCK_SIZE, (n + 1) * BLOCK_SIZE));
       },
     };
-    let settle!: { resolve: (r: Awaited<Session['received']>) => void; reject: (e: Error) => void };
-    const received: Session['received'] = new Promise((resolve, reject) => (settle = { resolve, reject }));
-    received.catch(() => undefined);
+    const ends = new AttemptEnds<ReceivedOverlay>();
     let deviceStateBytes = 0;
-    let endReceived = false;
     // A copy that cannot start here ends the handoff here, with its cause, at once: the waiting
     // `finish` fails, and every attempt of the source is refused with a code it does not retry.
     let cannotRun: HandoffError | undefined;
     qemu.catch((err: Error) => {
       cannotRun = new HandoffError('TARGET_CANNOT_RUN', `cloudlet ${this.cloudlet.name} cannot run VM '${a.vmId}': ${err.message}`);
-      settle.reject(cannotRun);
+      ends.fail(cannotRun);
     });
     this.cloudlet.dataPlane.expect(handoffId, {
       token: a.token,
       deviceStateBase,
       begin: async (attempt) => {
         if (cannotRun) throw cannotRun;
-        // After a complete end frame, no newer attempt may take over: the target commits only on
-        // the end frame of the newest attempt, so the newest stays the one that sent it.
-        if (endReceived) throw new HandoffError('PROTOCOL', `handoff ${handoffId}: the end frame of an earlier attempt was received on ${this.cloudlet.name}; attempt ${attempt} is refused`);
+        // Once an attempt committed, no newer one may take over; an end that still waits for
+        // its commit is withdrawn by the newer attempt (its source moved on without committing).
+        const refused = ends.begin(attempt);
+        if (refused) throw new HandoffError('PROTOCOL', `handoff ${handoffId} on ${this.cloudlet.name}: ${refused}`);
+        // A first attempt starts from the base; one that finds an earlier connection's writes
+        // here must reconcile with them, which a first attempt does not: the source's next does.
+        if (attempt === 1 && written) {
+          throw new HandoffError('PROTOCOL', `handoff ${handoffId}: ${this.cloudlet.name} holds what an earlier connection wrote; attempt 1 cannot reconcile with it, a later attempt will`);
+        }
         deviceStateBytes = 0;
         await deviceState.truncate(0);
-        // A new attempt starts its pre-copy over from the base: pages an earlier attempt wrote
-        // that it will not send again (changed back to their base content at the source) must
-        // not stay. So the RAM file goes back to the base first, in place (QEMU maps it).
-        if (ramWritten) {
-          await ramWrites.write(() => restoreFrom(base.path('memory'), ram));
-          ramDigest.rehashAll();
-        }
+        if (attempt === 1) return undefined;
+        // What the broken attempt got here, as it is on file now: its last batch applied (or
+        // not), every page read back after its last write.
+        await Promise.allSettled(applying);
+        // The RAM digest's full pass begins once QEMU is up (see above).
+        await qemu;
+        const [memory, blocks] = await Promise.all([
+          ramDigest.settle().then(async () => heldPages(ramDigest.table, (await this.cloudlet.basePageHashes(base)).sha)),
+          assembledDisk.settledHashes().then(async (hashes) => heldBlocks(hashes, await base.diskBlockHashes())),
+        ]);
+        return { memory, disk: blocks };
       },
       writeDeviceState: async (chunk) => {
         await deviceState.write(chunk, 0, chunk.length, deviceStateBytes);
@@ -254,9 +271,14 @@ export class TargetHandoffs {
         // A batch's writes are this session's own: the file's time is read before and after
         // each batch, not each run, so the last batches do not queue two I/O-pool trips per run
         // on the stopped VM's path.
-        return ramWrites.write(() => applyBatch(header, payload, store, baseReader));
+        const applied = ramWrites.write(() => applyBatch(header, payload, store, baseReader));
+        // A superseded connection's batch may still be landing when the next attempt asks
+        // what is held: it waits for it (see `begin`).
+        applying.add(applied);
+        void applied.finally(() => applying.delete(applied)).catch(() => undefined);
+        return applied;
       },
-      complete: async (ack, expected) => {
+      complete: async (ack, expected, attempt) => {
         // No fsync: it would cost the stopped VM time and buy nothing — the RAM file is on
         // tmpfs, and the disk overlay's dirty set lives in this process anyway.
         // The digests complete now (the RAM file's pages written since their last hashing are
@@ -264,14 +286,15 @@ export class TargetHandoffs {
         // this is what QEMU will run on.
         const digests = this.digestAssembled(files, ramDigest, assembledDisk, qemu);
         digests.catch(() => undefined);
-        endReceived = true;
-        settle.resolve({ ack, expected, digests, at: Date.now() });
+        ends.ended(attempt, { ack, expected, digests });
       },
+      granted: (attempt) => ends.granted(attempt),
       // A broken connection is one attempt's end, not the handoff's: the source's next attempt
-      // reconnects, and the handoff's own abort (or the wait's bound) ends the wait for it.
-      fail: () => undefined,
+      // reconnects, and the handoff's own abort (or the wait's bound) ends the wait for it. An
+      // end frame it brought without its commit no longer counts.
+      fail: (_err, attempt) => ends.withdraw(attempt),
     });
-    this.sessions.set(handoffId, { vmId: a.vmId, base, files, ram, ramWrites, ramDigest, diskDigest: assembledDisk, deviceState, baseFiles: [baseMemory, baseDisk], endpoint, qemu, received, cancelReceive: (err) => settle.reject(err) });
+    this.sessions.set(handoffId, { vmId: a.vmId, base, files, ram, ramWrites, ramDigest, diskDigest: assembledDisk, deviceState, baseFiles: [baseMemory, baseDisk], endpoint, qemu, ends });
     return endpoint;
   }
 
@@ -285,22 +308,47 @@ export class TargetHandoffs {
   async finalize(handoffId: string, expected?: ExpectedState, waitMs = 30 * 60_000): Promise<FinalizeResult> {
     const s = this.session(handoffId);
     const finalizeStartedAtMs = Date.now();
-    const { ack: received, expected: sent, digests, at: receivedAtMs } = await Promise.race([
-      s.received,
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`overlay for ${handoffId} not complete after ${waitMs} ms`)), waitMs).unref()),
-    ]);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`overlay for ${handoffId} not complete and committed after ${waitMs} ms`)), waitMs);
+      timer.unref();
+    });
+    timedOut.catch(() => undefined);
+    try {
+      // An end whose attempt broke before the source committed to it does not count: the next
+      // attempt's end is waited for (the source may have run its copy again meanwhile).
+      for (;;) {
+        const end = await Promise.race([s.ends.next(), timedOut]);
+        // QEMU (up since `prepare`) loads the device state, paused, once the source committed,
+        // while the digests are checked; it runs only after `resume`, and only if they matched.
+        const starting = end.committed.then(async (committed) => {
+          if (!committed) return undefined;
+          if (s.vm) return s.vm;
+          await Promise.allSettled([s.ram.close(), s.deviceState.close(), ...s.baseFiles.map((f) => f.close())]);
+          const vm = await s.qemu;
+          await vm.host.loadDeviceState(s.files.deviceState);
+          return vm;
+        });
+        starting.catch(() => undefined);
+        if (!(await Promise.race([end.committed, timedOut]))) continue;
+        return await this.verify(handoffId, s, end, starting, expected, finalizeStartedAtMs);
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The committed end's check: the assembled state against the digests the source stopped with. */
+  private async verify(
+    handoffId: string,
+    s: Session,
+    end: AttemptEnd<ReceivedOverlay>,
+    starting: Promise<VmInstance | undefined>,
+    expected: ExpectedState | undefined,
+    finalizeStartedAtMs: number,
+  ): Promise<FinalizeResult> {
+    const { ack: received, expected: sent, digests } = end.value;
     const started = Date.now();
-    // QEMU (up since `prepare`) loads the device state, paused, while the digests are checked;
-    // it runs only after `resume`, and only if they matched.
-    const starting = s.vm
-      ? Promise.resolve(s.vm)
-      : Promise.allSettled([s.ram.close(), s.deviceState.close(), ...s.baseFiles.map((f) => f.close())])
-          .then(() => s.qemu)
-          .then(async (vm) => {
-            await vm.host.loadDeviceState(s.files.deviceState);
-            return vm;
-          });
-    starting.catch(() => undefined);
     let { memoryDigest, diskDigest: disk, stamp } = await digests;
     // Written by anything but this session — while frames landed, or since the last one — then
     // read it all again and prove it as it is now.
@@ -322,7 +370,7 @@ export class TargetHandoffs {
     const verifiedAtMs = Date.now();
     s.vm = await starting;
     s.heartbeatAtStop = sent.heartbeatAtStop;
-    return { memoryDigest, diskDigest: disk, verified: true, verifyMs, received, marks: { receivedAtMs, finalizeStartedAtMs, verifiedAtMs } };
+    return { memoryDigest, diskDigest: disk, verified: true, verifyMs, received, marks: { receivedAtMs: end.at, finalizeStartedAtMs, verifiedAtMs } };
   }
 
   /**
@@ -420,7 +468,7 @@ export class TargetHandoffs {
     this.cloudlet.dataPlane.forget(handoffId);
     s.ramDigest.close();
     s.diskDigest.close();
-    s.cancelReceive(new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was aborted on ${this.cloudlet.name}`));
+    s.ends.fail(new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was aborted on ${this.cloudlet.name}`));
     await Promise.allSettled([s.ram.close(), s.deviceState.close(), ...s.baseFiles.map((f) => f.close())]);
     const vm = s.vm ?? (await s.qemu.catch(() => undefined));
     if (vm) await vm.destroy();
@@ -431,20 +479,5 @@ export class TargetHandoffs {
     const s = this.sessions.get(handoffId);
     if (!s) throw new HandoffError('HANDOFF_NOT_FOUND', `no handoff ${handoffId} in progress on ${this.cloudlet.name} (worker restarted?)`);
     return s;
-  }
-}
-
-/** Copies `basePath` over the open file `into`, in place, in 16 MiB pieces. */
-async function restoreFrom(basePath: string, into: FileHandle): Promise<void> {
-  const from = await open(basePath, 'r');
-  try {
-    const piece = Buffer.alloc(16 << 20);
-    for (let pos = 0; ; pos += piece.length) {
-      const { bytesRead } = await from.read(piece, 0, piece.length, pos);
-      if (bytesRead === 0) return;
-      await into.write(piece, 0, bytesRead, pos);
-    }
-  } finally {
-    await from.close();
   }
 }

@@ -23,6 +23,14 @@ export const hostFilesSchema = z.object({
 });
 export type VmFiles = z.infer<typeof hostFilesSchema>;
 
+/**
+ * Beside the RAM file, on the same tmpfs: what the source's stream attempts last sent per chunk
+ * (SentChunkCache.inFile), so that a worker's crash does not cost the XORs of a resumed stream.
+ */
+export function sentChunksFile(files: Pick<VmFiles, 'ramFile'>): string {
+  return files.ramFile.replace(/\.ram$/, '') + '.sent';
+}
+
 /** How the host's QEMU starts: from a saved device state (a launch), or waiting for one (a handoff's target). */
 export const hostStartSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('from-device-state'), deviceState: z.string() }),

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Fuse from 'fuse-native';
 import { VmHostClient } from './vm-host-client.js';
-import { HOST_PIDS_FILE, HOST_PROCESS_MARKER, HOST_RECORD_FILE, hostPidsSchema, hostRecordSchema, type HostRecord } from './host-protocol.js';
+import { HOST_PIDS_FILE, HOST_PROCESS_MARKER, HOST_RECORD_FILE, hostPidsSchema, hostRecordSchema, sentChunksFile, type HostRecord } from './host-protocol.js';
 
 /** A VM folder's host record, or undefined where it is missing or unreadable. */
 export async function readHostRecord(dir: string): Promise<HostRecord | undefined> {
@@ -45,6 +45,7 @@ export async function sweepVmFolder(dir: string): Promise<string[]> {
     removed.push(`FUSE mount ${mountPoint}`);
   }
   if (record && (await rm(record.files.ramFile).then(() => true, () => false))) removed.push(`RAM file ${record.files.ramFile}`);
+  if (record && (await rm(sentChunksFile(record.files)).then(() => true, () => false))) removed.push(`sent-chunk file ${sentChunksFile(record.files)}`);
   await rm(dir, { recursive: true, force: true });
   removed.push(`folder ${dir}`);
   return removed;

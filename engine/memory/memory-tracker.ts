@@ -136,6 +136,21 @@ export class MemoryTracker {
     return this.sha.digest();
   }
 
+  /**
+   * What a reconnecting target holds of page `index`, told by a reconcile: `data` as it is here
+   * (`sha` its SHA-256) if `same`, else other content — then the page is marked as differing from
+   * what it is here, and the next scan sends it.
+   */
+  reconciled(index: number, data: Uint8Array, sha: Uint8Array, same: boolean): void {
+    const hash = this.hash(data);
+    if (!same) {
+      this.held[index] = hash ^ 1n;
+      return;
+    }
+    this.held[index] = hash;
+    this.sha.set(index, sha);
+  }
+
   /** Records the bytes read for sending as what the target will hold for that page. */
   sent(index: number, data: Uint8Array): void {
     this.held[index] = this.hash(data);

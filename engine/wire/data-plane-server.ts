@@ -3,6 +3,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { Decompressor } from 'zstd-napi';
 import { HandoffError } from '../errors.js';
 import { FrameDecoder, FrameType, encodeFrame, type Ack, type BatchHeader, type Frame } from './frames.js';
+import type { Holdings } from './holdings.js';
 import { DATA_IDLE_TIMEOUT_MS, type StopState } from './overlay-sender.js';
 
 const MAX_DEVICE_STATE_BYTES = 64 << 20;
@@ -13,19 +14,26 @@ export interface OverlaySink {
   /** The base image's device state: the dictionary the VM's device state is compressed with. */
   deviceStateBase: Uint8Array;
   /**
-   * A new connection for this handoff, of the source's attempt `attempt`: whatever an earlier
-   * one wrote is superseded. Throws to refuse it (the target has committed, for one).
+   * A new connection for this handoff, of the source's attempt `attempt`. Throws to refuse it
+   * (the target has committed, for one). For an attempt after the first, returns what the target
+   * holds already, which the source reconciles with before it sends anything.
    */
-  begin(attempt: number): Promise<void>;
+  begin(attempt: number): Promise<Holdings | undefined>;
   writeDeviceState(chunk: Buffer): Promise<void>;
   /** Verifies and applies one batch; returns the chunks it held. */
   applyBatch(header: BatchHeader, payload: Buffer): Promise<number>;
   /**
    * Called once the whole overlay arrived and its counts checked out, with the state the source
    * stopped with: the digests the assembled memory and disk must match, its last heartbeat.
+   * Nothing may run on it yet: the source's commit frame (`granted`) comes after the ack.
    */
-  complete(ack: Ack, stopped: StopState): Promise<void>;
-  /** One connection of this handoff failed; a newer attempt may still connect. */
+  complete(ack: Ack, stopped: StopState, attempt: number): Promise<void>;
+  /** The source sent its commit for the end of `attempt`: the target may run the VM now. */
+  granted(attempt: number): void;
+  /**
+   * One connection of this handoff failed (before its commit frame, if its end arrived); a
+   * newer attempt may still connect.
+   */
   fail(err: Error, attempt: number): void;
 }
 
@@ -38,7 +46,8 @@ interface CurrentConnection {
 /**
  * A cloudlet's data-plane listener. Each connection names its handoff in its first frame and
  * must carry that handoff's token; batches are applied in sequence and acknowledged one by one,
- * which is how the source measures the network's throughput.
+ * which is how the source measures the network's throughput. The end frame is acknowledged, and
+ * the source's commit frame after it is what lets the target run the VM.
  */
 export class DataPlaneServer {
   private readonly sinks = new Map<string, OverlaySink>();
@@ -93,6 +102,8 @@ export class DataPlaneServer {
     let sink: OverlaySink | undefined;
     let attempt = 0;
     let handoffId = '';
+    /** The end frame arrived and was acknowledged: only the source's commit may follow. */
+    let ended = false;
     /** Frames of an attempt a newer one superseded are not applied. */
     const superseded = () => this.current.get(handoffId)?.socket !== socket;
     try {
@@ -116,10 +127,12 @@ export class DataPlaneServer {
           attempt = f.hello.attempt;
           this.current.set(handoffId, { attempt, socket });
           sink = expected;
-          await sink.begin(attempt);
+          const holdings = await sink.begin(attempt);
+          if (holdings && !superseded()) socket.write(encodeFrame({ type: FrameType.Holdings, holdings }));
           continue;
         }
         if (superseded()) throw new HandoffError('PROTOCOL', `attempt ${attempt} of handoff ${handoffId} was superseded`);
+        if (ended && f.type !== FrameType.Commit) throw new HandoffError('PROTOCOL', `frame type ${f.type} after the end frame of attempt ${attempt}; only its commit may follow`);
         switch (f.type) {
           case FrameType.DeviceState:
             // zstd-compressed against the base's device state on the wire; small (about 330 KB
@@ -159,15 +172,22 @@ export class DataPlaneServer {
             // A newer attempt may have connected while the device state was written: then this
             // end frame is no longer the current attempt's, and nothing may commit on it.
             if (superseded()) throw new HandoffError('PROTOCOL', `attempt ${attempt} of handoff ${handoffId} was superseded before its end`);
-            await sink.complete(ack, { memoryDigest: e.memoryDigest, diskDigest: e.diskDigest, heartbeatAtStop: e.heartbeatAtStop });
-            socket.end(encodeFrame({ type: FrameType.Ack, ack }));
-            return;
+            await sink.complete(ack, { memoryDigest: e.memoryDigest, diskDigest: e.diskDigest, heartbeatAtStop: e.heartbeatAtStop }, attempt);
+            socket.write(encodeFrame({ type: FrameType.Ack, ack }));
+            ended = true;
+            break;
           }
+          case FrameType.Commit:
+            if (!ended) throw new HandoffError('PROTOCOL', `a commit frame before the end frame of attempt ${attempt}`);
+            if (f.commit.attempt !== attempt) throw new HandoffError('PROTOCOL', `a commit frame for attempt ${f.commit.attempt} on the connection of attempt ${attempt}`);
+            sink.granted(attempt);
+            socket.end();
+            return;
           default:
             throw new HandoffError('PROTOCOL', `unexpected frame type ${f.type} in an overlay stream`);
         }
       }
-      throw new HandoffError('PROTOCOL', 'overlay stream ended before its end frame');
+      throw new HandoffError('PROTOCOL', ended ? `the source closed attempt ${attempt} after its end frame without committing` : 'overlay stream ended before its end frame');
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));
       if (sink && !superseded()) sink.fail(e, attempt);

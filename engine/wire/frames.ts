@@ -2,9 +2,10 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { z } from 'zod';
 import { modeIdSchema } from '../adaptation/mode.js';
 import { HandoffError } from '../errors.js';
+import { decodeHoldings, encodeHoldings, type Holdings } from './holdings.js';
 
 /**
- * The data plane's framing, version 4: `u32 length | u8 type | payload`, little-endian.
+ * The data plane's framing, version 6: `u32 length | u8 type | payload`, little-endian.
  * Control frames carry JSON checked by a schema. A batch frame carries a JSON header (schema
  * below: sequence, mode, sizes, xxHash64 checksums) and the compressed batch; the target checks
  * both checksums before it applies anything. Anything else is rejected with the reason named.
@@ -12,12 +13,16 @@ import { HandoffError } from '../errors.js';
  * its raw size and SHA-256, the canonical digests of the memory and disk the source stopped
  * with, which the target checks what it assembled against before it lets anything resume, and
  * the guest's last heartbeat then, past which the target sees it go on.
+ * A source's attempt after the first is answered with a holdings frame (see holdings.ts): what
+ * the target already assembled, so the stream resumes instead of starting over. The target's
+ * ack of an end frame is answered by the source's commit frame: the target runs the VM only on
+ * it, so until the source sent it, the source may still run its copy on its own.
  * (Version 1 carried raw block frames, version 2 an end frame without the state digests, version 3
- * no records relative to a chunk's previous send (xor-prev) and no heartbeat in the end frame;
- * they are not spoken any more.)
+ * no records relative to a chunk's previous send (xor-prev) and no heartbeat in the end frame,
+ * version 5 no holdings; they are not spoken any more.)
  */
 export const WIRE_PROTOCOL = 'ehoff-wire';
-export const WIRE_VERSION = 5;
+export const WIRE_VERSION = 6;
 export const MAX_FRAME_BYTES = 16 << 20;
 
 export enum FrameType {
@@ -28,6 +33,8 @@ export enum FrameType {
   Error = 7,
   Batch = 8,
   BatchAck = 9,
+  Holdings = 10,
+  Commit = 11,
 }
 
 export const helloSchema = z.object({
@@ -70,6 +77,8 @@ export const ackSchema = z.object({
   deviceStateBytes: z.number().int().nonnegative(),
   bytesReceived: z.number().int().nonnegative(),
 });
+/** The source's word that the target may run the VM: sent once, after the target's ack. */
+export const commitSchema = z.object({ attempt: z.number().int().positive() });
 /** A refusal, with the engine's error code when it has one: the source's retry depends on it. */
 export const errorSchema = z.object({ message: z.string(), code: z.string().optional() });
 
@@ -86,7 +95,9 @@ export type Frame =
   | { type: FrameType.BatchAck; batchAck: BatchAck }
   | { type: FrameType.End; end: End }
   | { type: FrameType.Ack; ack: Ack }
-  | { type: FrameType.Error; error: z.infer<typeof errorSchema> };
+  | { type: FrameType.Error; error: z.infer<typeof errorSchema> }
+  | { type: FrameType.Holdings; holdings: Holdings }
+  | { type: FrameType.Commit; commit: z.infer<typeof commitSchema> };
 
 function frame(type: FrameType, payload: Buffer): Buffer {
   if (payload.length + 1 > MAX_FRAME_BYTES) throw new Error(`frame of ${payload.length} bytes exceeds ${MAX_FRAME_BYTES}`);
@@ -110,6 +121,10 @@ export function encodeFrame(f: Frame): Buffer {
       return frame(f.type, f.data);
     case FrameType.BatchAck:
       return frame(f.type, Buffer.from(JSON.stringify(f.batchAck)));
+    case FrameType.Holdings:
+      return frame(f.type, encodeHoldings(f.holdings));
+    case FrameType.Commit:
+      return frame(f.type, Buffer.from(JSON.stringify(f.commit)));
     case FrameType.Batch: {
       if (f.payload.length !== f.header.payloadBytes) throw new Error(`batch payload is ${f.payload.length} bytes, header says ${f.header.payloadBytes}`);
       const header = Buffer.from(JSON.stringify(f.header));
@@ -154,6 +169,10 @@ export function decodePayload(type: number, payload: Buffer): Frame {
       return { type, data: payload };
     case FrameType.BatchAck:
       return { type, batchAck: parseJson('batch ack', batchAckSchema, payload) };
+    case FrameType.Holdings:
+      return { type, holdings: decodeHoldings(payload) };
+    case FrameType.Commit:
+      return { type, commit: parseJson('commit', commitSchema, payload) };
     case FrameType.Batch: {
       if (payload.length < 4) throw new HandoffError('PROTOCOL', "batch frame: field 'headerLength' is truncated");
       const headerLength = payload.readUInt32LE(0);

@@ -8,6 +8,7 @@ import { HandoffError, knownCode } from '../errors.js';
 import { Throttle } from './throttle.js';
 import type { EncodedBatch } from '../pipeline/overlay-encoder.js';
 import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type Ack, type BatchAck, type Frame } from './frames.js';
+import type { Holdings } from './holdings.js';
 
 /**
  * Silence on a data connection, both ways, after which the attempt ends. Acks come per batch
@@ -43,6 +44,17 @@ export interface OutgoingOverlay {
   signal?: AbortSignal;
   /** Awaited before the end frame is handed to the link (the source declares its phase first). */
   beforeEnd?: () => Promise<void>;
+  /**
+   * Awaited once the target acknowledged the end frame, before the commit frame that lets it run
+   * the VM is handed to the link: from the commit on, only the target's answer may let the
+   * source's copy run again, so the source declares it first.
+   */
+  beforeCommit?: () => Promise<void>;
+  /**
+   * For an attempt after the first (required then): called with what the target holds already,
+   * before the first batch is asked for, so that the batches send only what it lacks.
+   */
+  reconcile?: (holdings: Holdings) => Promise<void>;
   batches: AsyncIterable<EncodedBatch>;
   /** Read once the batches are done: a live VM is only stopped (and its state saved) then. */
   deviceState: () => Promise<Buffer>;
@@ -68,8 +80,10 @@ export function compressAgainst(base: Uint8Array, data: Uint8Array): Buffer {
   return compressor.compress(data);
 }
 
-async function* overlayFrames(o: OutgoingOverlay, token: string, observer: SendObserver): AsyncGenerator<Buffer> {
+async function* overlayFrames(o: OutgoingOverlay, token: string, observer: SendObserver, holdings: Promise<Holdings>): AsyncGenerator<Buffer> {
   yield encodeFrame({ type: FrameType.Hello, hello: { protocol: WIRE_PROTOCOL, version: WIRE_VERSION, handoffId: o.handoffId, token, attempt: o.attempt } });
+  // A resumed attempt goes on from what the target holds: nothing is sent before it is known.
+  if (o.attempt > 1) await o.reconcile!(await holdings);
   let batches = 0;
   let chunks = 0;
   for await (const b of o.batches) {
@@ -106,12 +120,13 @@ async function* overlayFrames(o: OutgoingOverlay, token: string, observer: SendO
 }
 
 /**
- * Streams device state and the encoded overlay to the target's data plane and waits for its
- * final acknowledgement. The socket's backpressure paces the encoder: a batch is produced only
+ * Streams device state and the encoded overlay to the target's data plane, waits for its
+ * acknowledgement of the end frame and answers it with the commit frame. The socket's backpressure paces the encoder: a batch is produced only
  * when the link can take it, so memory stays bounded by the encoder's window.
  */
 export async function sendOverlay(endpoint: DataEndpoint, overlay: OutgoingOverlay, observer: SendObserver = {}): Promise<{ bytesSent: number; ack: Ack }> {
   overlay.signal?.throwIfAborted();
+  if (overlay.attempt > 1 && !overlay.reconcile) throw new Error(`attempt ${overlay.attempt} of handoff ${overlay.handoffId} has nothing to reconcile the target's holdings with`);
   const socket = connect({ host: endpoint.host, port: endpoint.port });
   // Every failure of the connection ends this attempt, never the process: one handler for all.
   let failure: Error | undefined;
@@ -135,9 +150,12 @@ export async function sendOverlay(endpoint: DataEndpoint, overlay: OutgoingOverl
   });
   socket.setNoDelay(true);
   const replies = socket.pipe(decoder);
+  let holdingsArrived!: (h: Holdings) => void;
+  const holdings = new Promise<Holdings>((resolve) => (holdingsArrived = resolve));
   const reply = (async () => {
     for await (const f of replies as AsyncIterable<Frame>) {
       if (f.type === FrameType.BatchAck) observer.acked?.(f.batchAck);
+      else if (f.type === FrameType.Holdings && overlay.attempt > 1) holdingsArrived(f.holdings);
       else if (f.type === FrameType.Ack) return f.ack;
       else if (f.type === FrameType.Error) throw new HandoffError(knownCode(f.error.code) ?? 'PROTOCOL', `target refused the overlay: ${f.error.message}`);
       else throw new HandoffError('PROTOCOL', `unexpected frame type ${f.type} from the target`);
@@ -151,13 +169,20 @@ export async function sendOverlay(endpoint: DataEndpoint, overlay: OutgoingOverl
       // One frame queued ahead of the socket, not Readable.from's default sixteen: every frame
       // queued here is link time the source runs ahead of the target, and a live handoff pays
       // for it at the stop (the final epoch waits behind it, the target drains it).
-      await pipeline(Readable.from(overlayFrames(overlay, endpoint.token, observer), { highWaterMark: 1 }), new Throttle(overlay.capMbps ?? (() => null)), socket, { end: false });
+      // The wait for the holdings ends with the replies: a refusal or a broken connection.
+      const held = Promise.race([holdings, reply.then(() => Promise.reject(new HandoffError('PROTOCOL', 'the target acknowledged before it said what it holds')))]);
+      held.catch(() => undefined);
+      await pipeline(Readable.from(overlayFrames(overlay, endpoint.token, observer, held), { highWaterMark: 1 }), new Throttle(overlay.capMbps ?? (() => null)), socket, { end: false });
     } catch (err) {
       // A target that refuses the stream says why before it closes; that beats "EPIPE".
       const why = await Promise.race([reply.then(() => undefined, (e: unknown) => e), sleep(1_000)]);
       throw why ?? err;
     }
     const ack = await reply;
+    // An attempt ended before this point never lets the target run the VM: no commit leaves.
+    overlay.signal?.throwIfAborted();
+    await overlay.beforeCommit?.();
+    await new Promise<void>((resolve, reject) => socket.end(encodeFrame({ type: FrameType.Commit, commit: { attempt: overlay.attempt } }), () => (failure ? reject(failure) : resolve())));
     return { bytesSent: socket.bytesWritten, ack };
   } catch (err) {
     throw failure ?? err;

@@ -1,4 +1,4 @@
-import { access, open, readFile, readdir, rename } from 'node:fs/promises';
+import { access, open, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HOST_CONTINUED_FILE } from '../../engine/host/host-protocol.js';
@@ -8,6 +8,10 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { WORKFLOW_TASK_QUEUE } from '../../workflows/definitions.js';
 import type { CaseContext, CaseResult, FaultCase } from './fault-suite.js';
 import { runCrashCase } from './crash-case.js';
+import { fillTmpfs } from './tmpfs-mount.js';
+
+/** The file the "/dev/shm full" case fills B's RAM folder with, until it removes it. */
+let shmFiller: string | undefined;
 
 /** Kills (or stops) a cloudlet's worker; the cluster starts it again after its restart delay. */
 async function crashWorker(ctx: CaseContext, cloudlet: string, signal: NodeJS.Signals): Promise<void> {
@@ -73,9 +77,12 @@ export const FAULT_CASES: FaultCase[] = [
   {
     fault: 'a peer that stops answering (no RST)',
     step: 'stopped phase, before the end frame',
-    expected: ['stayed-at-source'],
-    // The source notices the silence (DATA_IDLE_TIMEOUT_MS) and resumes on its own: its guest's
+    // The source notices the silence (DATA_IDLE_TIMEOUT_MS) and resumes on its own — its end
+    // frame may sit in the frozen target's socket, but its commit never left — so its guest's
     // longest silence is that bound, plus the scan and the pause, not the 45 s of the fault.
+    // The attempt fails cleanly; once the target answers again, a retried attempt may carry the
+    // handoff on from what the target holds and move the VM after all.
+    expected: ['stayed-at-source', 'moved'],
     check: async (ctx) => {
       const silent = ctx.monitor.longestSilenceMs('A');
       return silent <= DATA_IDLE_TIMEOUT_MS + 5_000 ? [] : [`the guest at A was silent ${(silent / 1000).toFixed(1)} s, over the ${DATA_IDLE_TIMEOUT_MS / 1000} s bound + 5 s`];
@@ -157,6 +164,27 @@ export const FAULT_CASES: FaultCase[] = [
     check: async (_ctx, r) => (/QEMU|kernel/i.test(r.detail) ? [] : [`the failure does not name the cause: ${r.detail}`]),
   },
   {
+    fault: 'target cannot run the VM: /dev/shm full',
+    step: 'prepare',
+    expected: ['stayed-at-source'],
+    // B's tmpfs for RAM files (its own, see run-faults) filled but 64 MiB before the handoff: the
+    // incoming copy's 512 MiB RAM file cannot be laid out. The bystander's is allocated already.
+    before: async (ctx) => {
+      if (ctx.ramDir('B') === '/dev/shm') throw new Error("this case fills B's RAM folder: B needs a tmpfs of its own (run it through npm run test:faults)");
+      shmFiller = await fillTmpfs(ctx.ramDir('B'), 64);
+      ctx.log(`  filled ${ctx.ramDir('B')} but 64 MiB`);
+    },
+    inject: async (ctx) => {
+      try {
+        await ctx.workflowStep('stream', 0, 30_000).catch(() => undefined);
+      } finally {
+        if (shmFiller) await rm(shmFiller, { force: true });
+        shmFiller = undefined;
+      }
+    },
+    check: async (_ctx, r) => (/no space left|ENOSPC/i.test(r.detail) ? [] : [`the failure does not name the cause: ${r.detail}`]),
+  },
+  {
     fault: 'target cannot run the VM: one byte flipped',
     step: 'finalize',
     expected: ['stayed-at-source'],
@@ -166,11 +194,11 @@ export const FAULT_CASES: FaultCase[] = [
       // (read-only data, as in the base image): no frame of the source rewrites it, so the flip
       // stays until the check.
       await ctx.workflowStep('stream', 6_000);
-      const [ramFile] = (await readdir('/dev/shm')).filter((f) => f.startsWith(`ehoff-B-${ctx.vmId}-`));
+      const [ramFile] = (await readdir(ctx.ramDir('B'))).filter((f) => f.startsWith(`ehoff-B-${ctx.vmId}-`));
       if (!ramFile) throw new Error('no RAM file of the incoming copy at B');
       const banner = (await readFile(join(ctx.baseImageDir('B'), FILE_NAMES.memory))).indexOf('Linux version ');
       if (banner < 0) throw new Error("no kernel banner in the base image's memory");
-      const ram = await open(`/dev/shm/${ramFile}`, 'r+');
+      const ram = await open(join(ctx.ramDir('B'), ramFile), 'r+');
       const byte = Buffer.alloc(1);
       await ram.read(byte, 0, 1, banner);
       byte[0]! ^= 0xff;

@@ -42,6 +42,8 @@ export interface FaultCase {
   kind?: 'handoff' | 'between';
   /** A case that needs no shared cluster (it makes and crashes its own): run before the others. */
   standalone?: (log: (l: string) => void) => Promise<CaseResult>;
+  /** Sets the fault up before the handoff starts (a fault at its very first step). */
+  before?(ctx: CaseContext): Promise<void>;
   /** Injects the fault while the handoff runs; resolves when the fault is over (a link back, a worker restarted). */
   inject(ctx: CaseContext): Promise<void>;
   /** Extra checks of its own, as failure messages. */
@@ -57,6 +59,8 @@ export interface CaseContext {
   runDir(cloudlet: string): string;
   /** A cloudlet's cached copy of the base image (its folder). */
   baseImageDir(cloudlet: string): string;
+  /** The tmpfs folder of a cloudlet's RAM files. */
+  ramDir(cloudlet: string): string;
   /** Resolves when the source's persisted phase for this VM reaches `phase` (polled every 10 ms). */
   sourcePhase(phase: string, timeoutMs?: number): Promise<void>;
   /** Resolves when the workflow's step is `step`, plus `afterMs`. */
@@ -71,6 +75,8 @@ export interface SuiteOptions {
   workload: { name: string; args: string[] };
   bystanderWorkload: { name: string; args: string[] };
   imageCacheDir(cloudlet: string): string;
+  /** The tmpfs folder of each cloudlet's RAM files. */
+  ramDir(cloudlet: string): string;
   log(line: string): void;
 }
 
@@ -144,6 +150,7 @@ async function runCase(
     workflowId,
     runDir: (cloudlet) => runDirs[cloudlet]!,
     baseImageDir: (cloudlet) => join(o.imageCacheDir(cloudlet), o.baseImageId),
+    ramDir: o.ramDir,
     log,
     sourcePhase: async (phase, timeoutMs = 5 * 60_000) => {
       const file = join(runDirs.A!, 'vms', vmId, SOURCE_PHASE_FILE);
@@ -175,6 +182,7 @@ async function runCase(
   if (c.kind === 'between') {
     await c.inject(ctx);
   } else {
+    await c.before?.(ctx);
     ctx.handle = await cluster.client.workflow.start('handoff', { taskQueue: WORKFLOW_TASK_QUEUE, workflowId, args: [{ vmId, source: 'A', target: 'B' }] });
     const injected = c.inject(ctx).catch((err: Error) => log(`  injection: ${err.message}`));
     const outcome = await Promise.race([
@@ -201,10 +209,10 @@ async function runCase(
   const stateVerified = sum !== undefined && sum === sealed && (outcome !== 'moved' || result?.verified === true);
   const bystandersAlive = (await Promise.all(bystanders.map((b) => beats(cluster, b.cloudlet, b.vmId)))).every(Boolean);
   // Cleanup on the other cloudlet may still be under way: it has a minute.
-  let leftovers = await leftoversOf(vmId, runDirs, vmRunningAt);
+  let leftovers = await leftoversOf(vmId, runDirs, vmRunningAt, o.ramDir);
   for (let waited = 0; leftovers.length > 0 && waited < 60_000; waited += 2_000) {
     await sleep(2_000);
-    leftovers = await leftoversOf(vmId, runDirs, vmRunningAt);
+    leftovers = await leftoversOf(vmId, runDirs, vmRunningAt, o.ramDir);
   }
   const partial = {
     fault: c.fault,
@@ -282,15 +290,15 @@ async function beats(cluster: EmbeddedCluster, cloudlet: string, vmId: string): 
 }
 
 /** What of the VM is left on the cloudlets where it does not run: folders, RAM files, mounts. */
-async function leftoversOf(vmId: string, runDirs: Record<string, string>, runningAt: string | null): Promise<string[]> {
+async function leftoversOf(vmId: string, runDirs: Record<string, string>, runningAt: string | null, ramDir: (cloudlet: string) => string): Promise<string[]> {
   const left: string[] = [];
-  const shm = await readdir('/dev/shm');
   const mounts = await readFile('/proc/mounts', 'utf8');
   for (const [cloudlet, runDir] of Object.entries(runDirs)) {
     if (cloudlet === runningAt) continue;
     const dir = join(runDir, 'vms', vmId);
     if (await readdir(dir).then(() => true, () => false)) left.push(`${cloudlet}: folder ${dir}`);
-    for (const f of shm.filter((f) => f.startsWith(`ehoff-${cloudlet}-${vmId}-`))) left.push(`${cloudlet}: /dev/shm/${f}`);
+    const shm = await readdir(ramDir(cloudlet)).catch(() => [] as string[]);
+    for (const f of shm.filter((f) => f.startsWith(`ehoff-${cloudlet}-${vmId}-`))) left.push(`${cloudlet}: ${join(ramDir(cloudlet), f)}`);
     if (mounts.includes(join(dir, 'mnt'))) left.push(`${cloudlet}: FUSE mount ${join(dir, 'mnt')}`);
   }
   return left;

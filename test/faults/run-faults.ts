@@ -5,6 +5,10 @@ import { ensureBaseImage } from '../../infra/base-image/build-base-image.js';
 import { startEmbeddedCluster } from '../../infra/embedded-cluster.js';
 import { STATE_DIR } from '../../infra/paths.js';
 import { FAULT_CASES } from './fault-cases.js';
+import { mountTmpfs, unmountTmpfs } from './tmpfs-mount.js';
+
+/** Cloudlet B's own tmpfs for RAM files (see the "/dev/shm full" case). */
+const B_RAM_DIR = '/tmp/ehoff-faults-ram-B';
 import { runFaultSuite, type CaseResult } from './fault-suite.js';
 
 /**
@@ -32,10 +36,14 @@ async function main(): Promise<void> {
   if (standalone.length === cases.length) return report(standalone, values.json);
   await mkdir(STATE_DIR, { recursive: true });
   const dbFile = join(STATE_DIR, `faults-${process.pid}.db`);
+  // B's RAM files on a tmpfs of its own, which the "/dev/shm full" case fills.
+  await mountTmpfs(B_RAM_DIR, 3072);
   const cluster = await startEmbeddedCluster({
     runTag: 'faults',
     devServer: { dbFile },
-    cloudlets: ['A', 'B', 'C'].map((name) => ({ name, baseImages: [base.dir], imageCacheDir: join(STATE_DIR, 'cloudlets', name, 'images') })),
+    cloudlets: ['A', 'B', 'C'].map((name) => ({
+      name, baseImages: [base.dir], imageCacheDir: join(STATE_DIR, 'cloudlets', name, 'images'), ...(name === 'B' ? { ramDir: B_RAM_DIR } : {}),
+    })),
     wan: { mbps: 10, rttMs: 50 },
     workerRestartDelayMs: 5_000,
     log,
@@ -48,11 +56,13 @@ async function main(): Promise<void> {
       workload: { name: 'kvstore', args: ['64', '500'] },
       bystanderWorkload: { name: 'heartbeat', args: ['4', '100'] },
       imageCacheDir: (name) => join(STATE_DIR, 'cloudlets', name, 'images'),
+      ramDir: (name) => (name === 'B' ? B_RAM_DIR : '/dev/shm'),
       log,
     });
   } finally {
     await cluster.stop();
     await rm(dbFile, { force: true });
+    await unmountTmpfs(B_RAM_DIR);
   }
   report([...results, ...standalone], values.json);
 }
