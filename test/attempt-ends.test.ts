@@ -11,7 +11,7 @@ test('an end counts once its commit arrives; after that no newer attempt is take
   ends.ended(1, 'overlay 1');
   const end = await ends.next();
   assert.equal(end.value, 'overlay 1');
-  ends.granted(1);
+  assert.equal(ends.granted(1), true);
   assert.equal(await end.committed, true);
   assert.equal(ends.committed, 1);
   assert.match(ends.begin(2) ?? '', /attempt 1 already committed; attempt 2 is refused/);
@@ -26,14 +26,20 @@ test('an end whose connection broke before its commit gives way to the next atte
   const first = await ends.next();
   ends.withdraw(1);
   assert.equal(await first.committed, false);
-  ends.granted(1);
-  assert.equal(ends.committed, undefined, "a late commit of a withdrawn end is not taken");
+  assert.equal(ends.granted(1), false, 'a late commit of a withdrawn end is not taken');
+  assert.equal(ends.committed, undefined);
   assert.equal(ends.begin(2), undefined);
   ends.ended(2, 'overlay 2');
   const second = await ends.next();
   assert.equal(second.value, 'overlay 2');
   ends.granted(2);
   assert.equal(await second.committed, true);
+});
+
+test('an older attempt than one begun is refused', () => {
+  const ends = new AttemptEnds<string>(3);
+  assert.match(ends.begin(2) ?? '', /attempt 2 is older than attempt 3/);
+  assert.equal(ends.begin(3), undefined);
 });
 
 test('a newer attempt withdraws an end still waiting for its commit; a failure ends every wait', async () => {

@@ -5,6 +5,7 @@ import { once } from 'node:events';
 import { DataPlaneServer, type OverlaySink } from '../engine/wire/data-plane-server.js';
 import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type Frame } from '../engine/wire/frames.js';
 import { sendOverlay, type OutgoingOverlay } from '../engine/wire/overlay-sender.js';
+import { HandoffError } from '../engine/errors.js';
 
 // The data plane under faults, on loopback: a refused or reset connection ends the attempt with
 // an error naming it (never the process), and the target serves one connection per handoff, the
@@ -21,7 +22,7 @@ function sinkWith(overrides: Partial<OverlaySink>): OverlaySink {
     writeDeviceState: async () => undefined,
     applyBatch: async () => 0,
     complete: async () => undefined,
-    granted: () => undefined,
+    granted: async () => true,
     fail: () => undefined,
     ...overrides,
   };
@@ -129,7 +130,7 @@ test('the target hears the commit only after its ack, and an attempt that ends b
   const heard: string[] = [];
   const sink = sinkWith({
     complete: async (_ack, _stop, attempt) => void heard.push(`end ${attempt}`),
-    granted: (attempt) => void heard.push(`commit ${attempt}`),
+    granted: async (attempt) => (heard.push(`commit ${attempt}`), true),
     fail: (err, attempt) => void heard.push(`failed ${attempt}: ${err.message}`),
   });
   const server = new DataPlaneServer('127.0.0.1');
@@ -149,6 +150,23 @@ test('the target hears the commit only after its ack, and an attempt that ends b
     while (heard.length < 2) await new Promise((r) => setTimeout(r, 10));
     assert.deepEqual(heard, ['end 1', 'commit 1']);
     assert.deepEqual(order, ['declared after end 1'], 'the source declares its commit after the target took the end in');
+  } finally {
+    await server.stop();
+  }
+});
+
+test('a commit the target does not confirm leaves the source in doubt, not committed and not free to resume', async () => {
+  const server = new DataPlaneServer('127.0.0.1');
+  const { port } = await server.start();
+  // The end was withdrawn here before the commit came (a newer attempt, say): it is refused.
+  server.expect('h-fault', sinkWith({ granted: async () => false }));
+  try {
+    await assert.rejects(sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, overlay(1)), (err: unknown) => {
+      assert.ok(err instanceof HandoffError);
+      assert.equal(err.code, 'HANDOFF_IN_DOUBT');
+      assert.match(err.message, /commit frame of attempt 1 left .* did not confirm it \(.*withdrawn/);
+      return true;
+    });
   } finally {
     await server.stop();
   }

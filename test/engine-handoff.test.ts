@@ -18,11 +18,12 @@ let A: Cloudlet;
 let B: Cloudlet;
 let baseImageId: string;
 
+const make = (name: string) =>
+  new Cloudlet({ name, runDir: join(root.dir, name), imageCacheDir: join(root.dir, `${name}-images`), dataHost: '127.0.0.1', prefix: 'ehoff' });
+
 before(async () => {
   const base = await testBaseImage();
   root = await tempRoot('eng');
-  const make = (name: string) =>
-    new Cloudlet({ name, runDir: join(root.dir, name), imageCacheDir: join(root.dir, `${name}-images`), dataHost: '127.0.0.1', prefix: 'ehoff' });
   A = make('A');
   B = make('B');
   await Promise.all([A.start(), B.start()]);
@@ -140,6 +141,35 @@ test('a broken stream resumes: the next attempt reconciles with what the target 
   } finally {
     await target.abort('h-re').catch(() => undefined);
     for (const c of [A, B]) if (c.hasVm('re-vm')) await c.destroyVm('re-vm').catch(() => undefined);
+  }
+});
+
+test("a target worker that dies after the source's commit, before its own cont, runs the VM once it is back", async () => {
+  await A.launchVm('cm-vm', baseImageId, { name: 'heartbeat', args: ['4', '100'] });
+  const source = new SourceHandoffs(A);
+  try {
+    await sleep(1000);
+    const snap = await source.snapshot('h-cm', 'cm-vm');
+    const endpoint = await new TargetHandoffs(B).prepare('h-cm', 'cm-vm', snap.baseImageId);
+    // The stream ends with the commit frame sent; this target's `finish` never runs: its worker
+    // "dies" (the cloudlet stops, the VM hosts stay) with the commit received and recorded.
+    const stream = await source.stream('h-cm', endpoint, fixedControl('none/zstd-3'));
+    assert.equal(B.hasVm('cm-vm'), false, 'the incoming copy waits, not yet continued');
+    await B.stop();
+    B = make('B');
+    await B.start();
+    const { recovered } = await new TargetHandoffs(B).recover();
+    assert.deepEqual(recovered, ['cm-vm (h-cm)']);
+    // The restarted target verifies what it holds against the digests the end frame gave, and runs it.
+    const deadline = Date.now() + 60_000;
+    while ((await B.describe('cm-vm').catch(() => undefined))?.runState !== 'running' && Date.now() < deadline) await sleep(200);
+    const onB = await B.describe('cm-vm');
+    assert.equal(onB.runState, 'running', 'the recovered target continued the VM on the commit it had recorded');
+    assert.ok(onB.lastHeartbeat !== null && onB.lastHeartbeat > stream.heartbeatAtStop!, 'the guest goes on at B from where it stopped');
+    assert.notEqual(await A.vm('cm-vm').host.runState(), 'running', 'the source copy stays stopped');
+    await source.retire('h-cm', 'cm-vm');
+  } finally {
+    for (const c of [A, B]) if (c.hasVm('cm-vm')) await c.destroyVm('cm-vm').catch(() => undefined);
   }
 });
 

@@ -32,6 +32,7 @@ test('every frame type survives encode → decode, split at any byte', async () 
     { type: FrameType.End, end: { batches: 1, chunks: 3, deviceStateBytes: 18, deviceStateSha256: 'a'.repeat(64), memoryDigest: 'b'.repeat(64), diskDigest: 'c'.repeat(64), heartbeatAtStop: 41 } },
     { type: FrameType.Ack, ack: { batches: 1, chunks: 3, deviceStateBytes: 18, bytesReceived: 99 } },
     { type: FrameType.Commit, commit: { attempt: 2 } },
+    { type: FrameType.Committed, commit: { attempt: 2 } },
     { type: FrameType.Holdings, holdings: { memory: { indices: Uint32Array.from([1, 4]), prefixes: Buffer.alloc(16, 3) }, disk: { indices: new Uint32Array(0), prefixes: Buffer.alloc(0) } } },
   ];
   const wire = Buffer.concat(frames.map(encodeFrame));

@@ -36,6 +36,9 @@ export class AttemptEnds<T> {
   private committedAttempt?: number;
   private failure?: Error;
 
+  /** `newest`: the highest attempt begun so far (a recovered session's, from its record). */
+  constructor(private newest = 0) {}
+
   /** The next end frame (or the current one, if it still waits for its commit). */
   next(): Promise<AttemptEnd<T>> {
     return this.waiting.promise;
@@ -52,8 +55,15 @@ export class AttemptEnds<T> {
    */
   begin(attempt: number): string | undefined {
     if (this.committedAttempt !== undefined) return `attempt ${this.committedAttempt} already committed; attempt ${attempt} is refused`;
+    if (attempt < this.newest) return `attempt ${attempt} is older than attempt ${this.newest}, which began here`;
+    this.newest = attempt;
     if (this.pending && this.pending.attempt !== attempt) this.withdraw(this.pending.attempt);
     return undefined;
+  }
+
+  /** Whether the end of `attempt` arrived and waits for its commit. */
+  awaitsCommit(attempt: number): boolean {
+    return this.pending?.attempt === attempt && this.committedAttempt === undefined && !this.failure;
   }
 
   /** The end frame of `attempt` arrived, complete. */
@@ -65,11 +75,12 @@ export class AttemptEnds<T> {
     this.waiting.resolve({ attempt, value, at: Date.now(), committed: commit.promise });
   }
 
-  /** The source's commit frame for `attempt` arrived. */
-  granted(attempt: number): void {
-    if (this.pending?.attempt !== attempt || this.failure) return;
+  /** The source's commit frame for `attempt` arrived; false if that end no longer counts. */
+  granted(attempt: number): boolean {
+    if (this.pending?.attempt !== attempt || this.failure) return false;
     this.committedAttempt = attempt;
     this.pending.commit.resolve(true);
+    return true;
   }
 
   /** The connection of `attempt` ended; if its end frame came without a commit, that end no longer counts. */

@@ -107,10 +107,10 @@ export class SourceHandoffs {
       throw new HandoffError('HANDOFF_IN_DOUBT', `handoff ${handoffId}: the commit frame of attempt ${phase.attempt} already left ${this.cloudlet.name}; another attempt could run the VM twice, so only the target's answer decides now`);
     }
     if (phase.phase === 'released') throw new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was released on ${this.cloudlet.name}; the VM runs here`);
+    const sentChunks = await this.sentChunksOf(handoffId, vm, attempt, opts.precopy ?? DEFAULT_PRECOPY);
     const abort = new AbortController();
     const onCancel = () => abort.abort(opts.signal!.reason);
     opts.signal?.addEventListener('abort', onCancel, { once: true });
-    const sentChunks = await this.sentChunksOf(handoffId, vm, attempt, opts.precopy ?? DEFAULT_PRECOPY);
     const setPhase = (p: SourcePhase['phase']) => record.write({ handoffId, vmId: vm.vmId, phase: p, attempt, at: new Date().toISOString() });
     const run = (async () => {
       // A paused VM here is an earlier attempt's stop (its commit frame never left): it runs again.
@@ -176,6 +176,8 @@ export class SourceHandoffs {
     const record = sourcePhaseRecord(vm);
     const phase = await record.read();
     if (phase && phase.handoffId !== handoffId) {
+      this.sentChunks.get(handoffId)?.close();
+      this.sentChunks.delete(handoffId);
       return { runState: await vm.host.runState(), action: 'nothing', reason: `the VM is held by another handoff (${phase.handoffId})` };
     }
     await this.dropSentChunks(handoffId, vm);
@@ -194,6 +196,7 @@ export class SourceHandoffs {
     if (phase?.handoffId !== handoffId || phase.phase !== 'commit-sent') {
       throw new HandoffError('PROTOCOL', `refusing to retire VM '${vmId}' on ${this.cloudlet.name}: its handoff record is ${phase ? `${phase.handoffId} in phase ${phase.phase}` : 'missing'}, not ${handoffId} with its commit frame sent`);
     }
+    await this.dropSentChunks(handoffId, this.cloudlet.vm(vmId));
     await this.cloudlet.destroyVm(vmId);
   }
 

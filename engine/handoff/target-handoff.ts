@@ -1,11 +1,12 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
 import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { BLOCK_SIZE } from '../blocks.js';
 import { HandoffError } from '../errors.js';
 import type { Cloudlet } from '../cloudlet/cloudlet.js';
 import { VmInstance, type VmFiles } from '../cloudlet/vm-instance.js';
 import { sweepVmFolder } from '../host/vm-folder-sweep.js';
-import { targetSessionRecord } from './target-session-record.js';
+import { targetSessionRecord, type TargetSessionRecord } from './target-session-record.js';
 import { OwnWrites } from './own-writes.js';
 import type { CachedBaseImage } from '../image/image-cache.js';
 import type { DataEndpoint, StopState } from '../wire/overlay-sender.js';
@@ -48,6 +49,8 @@ interface ReceivedOverlay {
   ack: Ack;
   expected: StopState;
   digests: Promise<AssembledDigests>;
+  /** Of the device state the end frame came with: the file QEMU loads must still be it. */
+  deviceStateSha256: string;
 }
 
 interface AssembledDigests {
@@ -125,11 +128,11 @@ export class TargetHandoffs {
     if (this.cloudlet.hasVm(vmId)) throw new HandoffError('VM_EXISTS', `VM '${vmId}' already runs on cloudlet ${this.cloudlet.name}`);
     const base = await this.cloudlet.images.get(baseImageId);
     const files = this.cloudlet.files(vmId);
-    const token = randomBytes(24).toString('hex');
+    const record: TargetSessionRecord = { handoffId, vmId, baseImageId, token: randomBytes(24).toString('hex'), preparedAt: new Date().toISOString(), phase: 'prepared', attempt: 0 };
     try {
       await VmInstance.layOut(files, base);
       // Declared before the host starts: a restarted worker takes the session up from here.
-      await targetSessionRecord(files.dir).write({ handoffId, vmId, baseImageId, token, preparedAt: new Date().toISOString() });
+      await targetSessionRecord(files.dir).write(record);
     } catch (err) {
       await sweepVmFolder(files.dir);
       throw err;
@@ -139,7 +142,7 @@ export class TargetHandoffs {
     // does not touch it until it runs.
     const qemu = this.cloudlet.startVm(vmId, base, files, { kind: 'incoming', handoffId });
     qemu.catch(() => undefined);
-    const endpoint = await this.attach({ handoffId, vmId, base, files, token, qemu });
+    const endpoint = await this.attach({ record, base, files, qemu });
     // Aborted while this was preparing (an operator's cancel during negotiation): undo it all.
     if (this.aborted.has(handoffId)) {
       await this.discard(handoffId);
@@ -161,7 +164,7 @@ export class TargetHandoffs {
       const record = await targetSessionRecord(incoming.vm.files.dir).read().catch(() => undefined);
       const attached =
         record && record.handoffId === incoming.handoffId && !this.sessions.has(record.handoffId)
-          ? await this.attach({ handoffId: record.handoffId, vmId: record.vmId, base: incoming.vm.base, files: incoming.vm.files, token: record.token, qemu: Promise.resolve(incoming.vm), written: true }).then(
+          ? await this.attach({ record, base: incoming.vm.base, files: incoming.vm.files, qemu: Promise.resolve(incoming.vm), recovered: true }).then(
               () => true,
               () => false,
             )
@@ -186,12 +189,21 @@ export class TargetHandoffs {
    * The session of one incoming copy (new or recovered): the digests kept as frames land, the
    * store frames are applied to, and the data plane's sink for this handoff.
    */
-  private async attach(a: { handoffId: string; vmId: string; base: CachedBaseImage; files: VmFiles; token: string; qemu: Promise<VmInstance>; written?: boolean }): Promise<DataEndpoint> {
-    const { handoffId, base, files, qemu } = a;
+  private async attach(a: { record: TargetSessionRecord; base: CachedBaseImage; files: VmFiles; qemu: Promise<VmInstance>; recovered?: boolean }): Promise<DataEndpoint> {
+    const { base, files, qemu } = a;
+    const { handoffId } = a.record;
     const ram = await open(files.ramFile, 'r+');
-    const deviceState = await open(files.deviceState, 'w');
+    // Not truncated: a recovered session's device state may be the committed attempt's.
+    const deviceState = await open(files.deviceState, constants.O_RDWR | constants.O_CREAT, 0o600);
+    /** The phase, declared in the folder before it takes effect (see target-session-record). */
+    let declared = a.record;
+    const recordFile = targetSessionRecord(files.dir);
+    const declare = async (next: Partial<TargetSessionRecord>) => {
+      declared = { ...declared, ...next };
+      await recordFile.write(declared);
+    };
     const deviceStateBase = await readFile(base.path('deviceState'));
-    const endpoint: DataEndpoint = { ...this.cloudlet.dataPlane.address(), token: a.token };
+    const endpoint: DataEndpoint = { ...this.cloudlet.dataPlane.address(), token: a.record.token };
     const memoryPages = base.manifest.memory.sizeBytes / BLOCK_SIZE;
     const diskBlocks = base.manifest.disk.sizeBytes / BLOCK_SIZE;
     const disk = { dirtyBlocks: async () => (await qemu).disk.dirtyBlocks(), readBlock: async (i: number, into: Buffer) => (await qemu).disk.readBlock(i, into) };
@@ -204,7 +216,7 @@ export class TargetHandoffs {
     const [baseMemory, baseDisk] = await Promise.all([open(base.path('memory'), 'r'), open(base.path('disk'), 'r')]);
     const ramWrites = await OwnWrites.watch(ram);
     /** Some attempt wrote pages or blocks (a recovered session cannot tell, so it assumes so). */
-    let written = a.written ?? false;
+    let written = a.recovered ?? false;
     /** Batches being applied, of any connection. */
     const applying = new Set<Promise<number>>();
     const baseReader = baseChunkReader(baseMemory, base.manifest.memory.sizeBytes, baseDisk, base.manifest.disk.sizeBytes);
@@ -225,31 +237,29 @@ export class TargetHandoffs {
         for (const [n, i] of indices.entries()) await disk.readBlock(i, into.subarray(n * BLOCK_SIZE, (n + 1) * BLOCK_SIZE));
       },
     };
-    const ends = new AttemptEnds<ReceivedOverlay>();
-    let deviceStateBytes = 0;
+    const ends = new AttemptEnds<ReceivedOverlay>(a.record.attempt);
     // A copy that cannot start here ends the handoff here, with its cause, at once: the waiting
     // `finish` fails, and every attempt of the source is refused with a code it does not retry.
     let cannotRun: HandoffError | undefined;
     qemu.catch((err: Error) => {
-      cannotRun = new HandoffError('TARGET_CANNOT_RUN', `cloudlet ${this.cloudlet.name} cannot run VM '${a.vmId}': ${err.message}`);
+      cannotRun = new HandoffError('TARGET_CANNOT_RUN', `cloudlet ${this.cloudlet.name} cannot run VM '${a.record.vmId}': ${err.message}`);
       ends.fail(cannotRun);
     });
     this.cloudlet.dataPlane.expect(handoffId, {
-      token: a.token,
+      token: a.record.token,
       deviceStateBase,
       begin: async (attempt) => {
         if (cannotRun) throw cannotRun;
-        // Once an attempt committed, no newer one may take over; an end that still waits for
-        // its commit is withdrawn by the newer attempt (its source moved on without committing).
-        const refused = ends.begin(attempt);
-        if (refused) throw new HandoffError('PROTOCOL', `handoff ${handoffId} on ${this.cloudlet.name}: ${refused}`);
         // A first attempt starts from the base; one that finds an earlier connection's writes
         // here must reconcile with them, which a first attempt does not: the source's next does.
         if (attempt === 1 && written) {
           throw new HandoffError('PROTOCOL', `handoff ${handoffId}: ${this.cloudlet.name} holds what an earlier connection wrote; attempt 1 cannot reconcile with it, a later attempt will`);
         }
-        deviceStateBytes = 0;
-        await deviceState.truncate(0);
+        // Once an attempt committed, no newer one may take over; an end that still waits for
+        // its commit is withdrawn by the newer attempt (its source moved on without committing).
+        const refused = ends.begin(attempt);
+        if (refused) throw new HandoffError('PROTOCOL', `handoff ${handoffId} on ${this.cloudlet.name}: ${refused}`);
+        await declare({ phase: 'receiving', attempt, end: undefined, ack: undefined });
         if (attempt === 1) return undefined;
         // What the broken attempt got here, as it is on file now: its last batch applied (or
         // not), every page read back after its last write.
@@ -262,9 +272,11 @@ export class TargetHandoffs {
         ]);
         return { memory, disk: blocks };
       },
-      writeDeviceState: async (chunk) => {
-        await deviceState.write(chunk, 0, chunk.length, deviceStateBytes);
-        deviceStateBytes += chunk.length;
+      // The whole state of one attempt at once, over whatever an earlier attempt wrote; its
+      // SHA-256 is checked again before QEMU loads the file (see `finalize`).
+      writeDeviceState: async (state) => {
+        await deviceState.truncate(0);
+        await deviceState.write(state, 0, state.length, 0);
       },
       applyBatch: (header, payload) => {
         if (cannotRun) throw cannotRun;
@@ -278,7 +290,7 @@ export class TargetHandoffs {
         void applied.finally(() => applying.delete(applied)).catch(() => undefined);
         return applied;
       },
-      complete: async (ack, expected, attempt) => {
+      complete: async (ack, expected, attempt, deviceStateSha256) => {
         // No fsync: it would cost the stopped VM time and buy nothing — the RAM file is on
         // tmpfs, and the disk overlay's dirty set lives in this process anyway.
         // The digests complete now (the RAM file's pages written since their last hashing are
@@ -286,15 +298,31 @@ export class TargetHandoffs {
         // this is what QEMU will run on.
         const digests = this.digestAssembled(files, ramDigest, assembledDisk, qemu);
         digests.catch(() => undefined);
-        ends.ended(attempt, { ack, expected, digests });
+        // Taken in at once (a newer attempt's `begin` cannot come between), declared before the
+        // ack that answers it leaves.
+        ends.ended(attempt, { ack, expected, digests, deviceStateSha256 });
+        await declare({ phase: 'end-received', attempt, end: { ...expected, deviceStateSha256 }, ack });
       },
-      granted: (attempt) => ends.granted(attempt),
+      granted: async (attempt) => {
+        // Declared before it takes effect (the `cont` waits on it). An end withdrawn meanwhile
+        // stays withdrawn, and the newer attempt's `begin` declares `receiving` after this.
+        if (!ends.awaitsCommit(attempt)) return false;
+        await declare({ phase: 'commit-received' });
+        return ends.granted(attempt);
+      },
       // A broken connection is one attempt's end, not the handoff's: the source's next attempt
       // reconnects, and the handoff's own abort (or the wait's bound) ends the wait for it. An
       // end frame it brought without its commit no longer counts.
       fail: (_err, attempt) => ends.withdraw(attempt),
     });
-    this.sessions.set(handoffId, { vmId: a.vmId, base, files, ram, ramWrites, ramDigest, diskDigest: assembledDisk, deviceState, baseFiles: [baseMemory, baseDisk], endpoint, qemu, ends });
+    this.sessions.set(handoffId, { vmId: a.record.vmId, base, files, ram, ramWrites, ramDigest, diskDigest: assembledDisk, deviceState, baseFiles: [baseMemory, baseDisk], endpoint, qemu, ends });
+    // The source's commit came before the worker that took it in died: this side finishes it,
+    // from the end frame it recorded (the assembled files are read back in full first).
+    if (a.recovered && a.record.phase === 'commit-received' && a.record.end && a.record.ack) {
+      const { deviceStateSha256, ...expected } = a.record.end;
+      ends.ended(a.record.attempt, { ack: a.record.ack, expected, deviceStateSha256, digests: this.digestAssembled(files, ramDigest, assembledDisk, qemu) });
+      ends.granted(a.record.attempt);
+    }
     return endpoint;
   }
 
@@ -325,6 +353,10 @@ export class TargetHandoffs {
           if (!committed) return undefined;
           if (s.vm) return s.vm;
           await Promise.allSettled([s.ram.close(), s.deviceState.close(), ...s.baseFiles.map((f) => f.close())]);
+          const onFile = createHash('sha256').update(await readFile(s.files.deviceState)).digest('hex');
+          if (onFile !== end.value.deviceStateSha256) {
+            throw new HandoffError('STATE_MISMATCH', `the device state on file at ${this.cloudlet.name} is not the one attempt ${end.attempt} sent; the VM was not resumed here`);
+          }
           const vm = await s.qemu;
           await vm.host.loadDeviceState(s.files.deviceState);
           return vm;

@@ -1,20 +1,37 @@
 import { join } from 'node:path';
 import { z } from 'zod';
 import { DurableRecord } from '../durable-record.js';
+import { ackSchema } from '../wire/frames.js';
 
 /**
- * What a target needs to take a handoff up again after its worker restarted, kept in the
- * incoming copy's folder from `prepare` on: which handoff, which VM and base, and the token the
- * source's data connection must carry (it also travels in the negotiate step's result today, so
- * it is in the workflow's history; per-cloudlet TLS is to replace it). Whether the copy was committed is its host's
- * word (HOST_CONTINUED_FILE), written before `cont`; whether it was released, that the folder is gone.
+ * The target side of a handoff, as declared and persisted in the incoming copy's folder before
+ * each step takes effect, and what a restarted worker needs to take it up again: which handoff,
+ * which VM and base, the token the source's data connection must carry (it also travels in the
+ * negotiate step's result today, so it is in the workflow's history; per-cloudlet TLS is to
+ * replace it), and the phase:
+ *
+ * - `prepared`: the copy is laid out, its QEMU waits for its device state.
+ * - `receiving`: attempt `attempt` of the source's stream is connected and writing here.
+ * - `end-received`: its end frame arrived complete (`end`: the digests the assembled state must
+ *   match, its last heartbeat; `ack`: what arrived); the ack is sent after this is written. The
+ *   source may still resume its own copy: without its commit nothing runs here.
+ * - `commit-received`: the source's commit frame for that attempt arrived: the VM is this
+ *   side's to verify and run. A restarted worker finishes it (verify, load the device state, cont).
+ *
+ * That the VM runs here is its host's word (HOST_CONTINUED_FILE), written before `cont`; that the
+ * handoff was released here, that the folder is gone.
  */
+export const targetPhaseSchema = z.enum(['prepared', 'receiving', 'end-received', 'commit-received']);
 export const targetSessionRecordSchema = z.object({
   handoffId: z.string(),
   vmId: z.string(),
   baseImageId: z.string(),
   token: z.string().min(16),
   preparedAt: z.string(),
+  phase: targetPhaseSchema.default('prepared'),
+  attempt: z.number().int().min(0).default(0),
+  end: z.object({ memoryDigest: z.string(), diskDigest: z.string(), heartbeatAtStop: z.number().int().nullable(), deviceStateSha256: z.string() }).optional(),
+  ack: ackSchema.optional(),
 });
 export type TargetSessionRecord = z.infer<typeof targetSessionRecordSchema>;
 

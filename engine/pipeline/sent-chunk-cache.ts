@@ -1,4 +1,4 @@
-import { closeSync, constants, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { BLOCK_SIZE } from '../blocks.js';
 import { chunkKey, chunkOfKey, type Space } from './chunk-records.js';
 
@@ -149,7 +149,15 @@ class FileSlab implements Slab {
 
   constructor(path: string, private readonly capacity: number) {
     this.fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o600);
-    ftruncateSync(this.fd, capacity * (8 + BLOCK_SIZE));
+    try {
+      // A file of another size was laid out for another capacity: its index does not read
+      // as this one's, so it starts empty.
+      if (fstatSync(this.fd).size !== capacity * (8 + BLOCK_SIZE)) ftruncateSync(this.fd, 0);
+      ftruncateSync(this.fd, capacity * (8 + BLOCK_SIZE));
+    } catch (err) {
+      closeSync(this.fd);
+      throw err;
+    }
   }
 
   read(slot: number): Buffer {

@@ -19,7 +19,8 @@ export interface OverlaySink {
    * holds already, which the source reconciles with before it sends anything.
    */
   begin(attempt: number): Promise<Holdings | undefined>;
-  writeDeviceState(chunk: Buffer): Promise<void>;
+  /** The attempt's whole device state, decompressed, written over any earlier attempt's. */
+  writeDeviceState(state: Buffer): Promise<void>;
   /** Verifies and applies one batch; returns the chunks it held. */
   applyBatch(header: BatchHeader, payload: Buffer): Promise<number>;
   /**
@@ -27,9 +28,12 @@ export interface OverlaySink {
    * stopped with: the digests the assembled memory and disk must match, its last heartbeat.
    * Nothing may run on it yet: the source's commit frame (`granted`) comes after the ack.
    */
-  complete(ack: Ack, stopped: StopState, attempt: number): Promise<void>;
-  /** The source sent its commit for the end of `attempt`: the target may run the VM now. */
-  granted(attempt: number): void;
+  complete(ack: Ack, stopped: StopState, attempt: number, deviceStateSha256: string): Promise<void>;
+  /**
+   * The source sent its commit for the end of `attempt`: the target may run the VM now. False if
+   * that end no longer counts (a newer attempt withdrew it): then nothing runs on it.
+   */
+  granted(attempt: number): Promise<boolean>;
   /**
    * One connection of this handoff failed (before its commit frame, if its end arrived); a
    * newer attempt may still connect.
@@ -160,6 +164,8 @@ export class DataPlaneServer {
               }
               counts.deviceStateBytes = raw.length;
               deviceStateHash.update(raw);
+              // Only the current attempt writes the one device-state file.
+              if (superseded()) throw new HandoffError('PROTOCOL', `attempt ${attempt} of handoff ${handoffId} was superseded before its device state`);
               await sink.writeDeviceState(raw);
             }
             const mismatch =
@@ -172,7 +178,7 @@ export class DataPlaneServer {
             // A newer attempt may have connected while the device state was written: then this
             // end frame is no longer the current attempt's, and nothing may commit on it.
             if (superseded()) throw new HandoffError('PROTOCOL', `attempt ${attempt} of handoff ${handoffId} was superseded before its end`);
-            await sink.complete(ack, { memoryDigest: e.memoryDigest, diskDigest: e.diskDigest, heartbeatAtStop: e.heartbeatAtStop }, attempt);
+            await sink.complete(ack, { memoryDigest: e.memoryDigest, diskDigest: e.diskDigest, heartbeatAtStop: e.heartbeatAtStop }, attempt, e.deviceStateSha256);
             socket.write(encodeFrame({ type: FrameType.Ack, ack }));
             ended = true;
             break;
@@ -180,8 +186,8 @@ export class DataPlaneServer {
           case FrameType.Commit:
             if (!ended) throw new HandoffError('PROTOCOL', `a commit frame before the end frame of attempt ${attempt}`);
             if (f.commit.attempt !== attempt) throw new HandoffError('PROTOCOL', `a commit frame for attempt ${f.commit.attempt} on the connection of attempt ${attempt}`);
-            sink.granted(attempt);
-            socket.end();
+            if (!(await sink.granted(attempt))) throw new HandoffError('PROTOCOL', `the commit of attempt ${attempt} came after its end was withdrawn here`);
+            socket.end(encodeFrame({ type: FrameType.Committed, commit: { attempt } }));
             return;
           default:
             throw new HandoffError('PROTOCOL', `unexpected frame type ${f.type} in an overlay stream`);

@@ -16,7 +16,9 @@ import { decodeHoldings, encodeHoldings, type Holdings } from './holdings.js';
  * A source's attempt after the first is answered with a holdings frame (see holdings.ts): what
  * the target already assembled, so the stream resumes instead of starting over. The target's
  * ack of an end frame is answered by the source's commit frame: the target runs the VM only on
- * it, so until the source sent it, the source may still run its copy on its own.
+ * it, so until the source sent it, the source may still run its copy on its own. The target
+ * confirms the commit (committed frame) once it has recorded it; a source without that
+ * confirmation does not know the outcome and asks.
  * (Version 1 carried raw block frames, version 2 an end frame without the state digests, version 3
  * no records relative to a chunk's previous send (xor-prev) and no heartbeat in the end frame,
  * version 5 no holdings; they are not spoken any more.)
@@ -35,6 +37,7 @@ export enum FrameType {
   BatchAck = 9,
   Holdings = 10,
   Commit = 11,
+  Committed = 12,
 }
 
 export const helloSchema = z.object({
@@ -97,7 +100,8 @@ export type Frame =
   | { type: FrameType.Ack; ack: Ack }
   | { type: FrameType.Error; error: z.infer<typeof errorSchema> }
   | { type: FrameType.Holdings; holdings: Holdings }
-  | { type: FrameType.Commit; commit: z.infer<typeof commitSchema> };
+  | { type: FrameType.Commit; commit: z.infer<typeof commitSchema> }
+  | { type: FrameType.Committed; commit: z.infer<typeof commitSchema> };
 
 function frame(type: FrameType, payload: Buffer): Buffer {
   if (payload.length + 1 > MAX_FRAME_BYTES) throw new Error(`frame of ${payload.length} bytes exceeds ${MAX_FRAME_BYTES}`);
@@ -124,6 +128,7 @@ export function encodeFrame(f: Frame): Buffer {
     case FrameType.Holdings:
       return frame(f.type, encodeHoldings(f.holdings));
     case FrameType.Commit:
+    case FrameType.Committed:
       return frame(f.type, Buffer.from(JSON.stringify(f.commit)));
     case FrameType.Batch: {
       if (f.payload.length !== f.header.payloadBytes) throw new Error(`batch payload is ${f.payload.length} bytes, header says ${f.header.payloadBytes}`);
@@ -173,6 +178,8 @@ export function decodePayload(type: number, payload: Buffer): Frame {
       return { type, holdings: decodeHoldings(payload) };
     case FrameType.Commit:
       return { type, commit: parseJson('commit', commitSchema, payload) };
+    case FrameType.Committed:
+      return { type, commit: parseJson('committed', commitSchema, payload) };
     case FrameType.Batch: {
       if (payload.length < 4) throw new HandoffError('PROTOCOL', "batch frame: field 'headerLength' is truncated");
       const headerLength = payload.readUInt32LE(0);

@@ -152,17 +152,25 @@ export async function sendOverlay(endpoint: DataEndpoint, overlay: OutgoingOverl
   const replies = socket.pipe(decoder);
   let holdingsArrived!: (h: Holdings) => void;
   const holdings = new Promise<Holdings>((resolve) => (holdingsArrived = resolve));
+  let ackArrived!: (a: Ack) => void;
+  const acked = new Promise<Ack>((resolve) => (ackArrived = resolve));
+  let gotAck = false;
+  // Every reply of the target, to the end: the ack of the end frame, then its confirmation of
+  // the commit.
   const reply = (async () => {
     for await (const f of replies as AsyncIterable<Frame>) {
       if (f.type === FrameType.BatchAck) observer.acked?.(f.batchAck);
       else if (f.type === FrameType.Holdings && overlay.attempt > 1) holdingsArrived(f.holdings);
-      else if (f.type === FrameType.Ack) return f.ack;
+      else if (f.type === FrameType.Ack && !gotAck) ((gotAck = true), ackArrived(f.ack));
+      else if (f.type === FrameType.Committed && gotAck) return;
       else if (f.type === FrameType.Error) throw new HandoffError(knownCode(f.error.code) ?? 'PROTOCOL', `target refused the overlay: ${f.error.message}`);
       else throw new HandoffError('PROTOCOL', `unexpected frame type ${f.type} from the target`);
     }
-    throw new HandoffError('PROTOCOL', 'target closed the data connection without an acknowledgement');
+    throw new HandoffError('PROTOCOL', `target closed the data connection without ${gotAck ? 'confirming the commit' : 'an acknowledgement'}`);
   })();
   reply.catch(() => undefined);
+  const ackOrFailure = Promise.race([acked, reply.then((): never => { throw new HandoffError('PROTOCOL', 'the target confirmed a commit it was never sent'); })]);
+  ackOrFailure.catch(() => undefined);
   try {
     try {
       // end: false keeps the socket writable-open until the target has answered.
@@ -178,14 +186,18 @@ export async function sendOverlay(endpoint: DataEndpoint, overlay: OutgoingOverl
       const why = await Promise.race([reply.then(() => undefined, (e: unknown) => e), sleep(1_000)]);
       throw why ?? err;
     }
-    const ack = await reply;
+    const ack = await ackOrFailure;
     // An attempt ended before this point never lets the target run the VM: no commit leaves.
     overlay.signal?.throwIfAborted();
     await overlay.beforeCommit?.();
-    await new Promise<void>((resolve, reject) => socket.end(encodeFrame({ type: FrameType.Commit, commit: { attempt: overlay.attempt } }), () => (failure ? reject(failure) : resolve())));
+    socket.write(encodeFrame({ type: FrameType.Commit, commit: { attempt: overlay.attempt } }));
+    // From here the target may run the VM: without its confirmation the outcome is its to say.
+    await reply.catch((err: Error) => {
+      throw new HandoffError('HANDOFF_IN_DOUBT', `the commit frame of attempt ${overlay.attempt} left for ${endpoint.host}:${endpoint.port} and the target did not confirm it (${(failure ?? err).message}); only its answer decides now`);
+    });
     return { bytesSent: socket.bytesWritten, ack };
   } catch (err) {
-    throw failure ?? err;
+    throw err instanceof HandoffError && err.code === 'HANDOFF_IN_DOUBT' ? err : (failure ?? err);
   } finally {
     overlay.signal?.removeEventListener('abort', onAbort);
     socket.destroy();
