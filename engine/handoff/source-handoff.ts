@@ -128,7 +128,10 @@ export class SourceHandoffs {
           control,
           signal: abort.signal,
           beforePause: () => setPhase('stopped'),
-          beforeEnd: () => setPhase('end-sent'),
+          // Recorded as the end frame leaves, not awaited: nothing depends on it (in `end-sent`
+          // as in `stopped` the copy here may run again on its own), and the stopped VM would
+          // wait for its fsync. The commit's record is written after it, in order.
+          beforeEnd: async () => void setPhase('end-sent').catch(() => undefined),
           beforeCommit: () => setPhase('commit-sent'),
           sentChunks,
           ...(opts.precopy ? { precopy: opts.precopy } : {}),

@@ -9,7 +9,8 @@ import { z } from 'zod';
  * - `live`: a stream attempt runs pre-copy; the guest runs (or is throttled by stop/cont).
  * - `stopped`: the guest is paused for the final epoch; the end frame has not left.
  * - `end-sent`: the end frame of attempt `attempt` left; the target acknowledges it, but runs
- *   the VM only on the commit frame that answers its ack, so this copy may still run again.
+ *   the VM only on the commit frame that answers its ack, so this copy may still run again
+ *   (recorded as the frame leaves, not before: the decision is the same as in `stopped`).
  * - `commit-sent`: the commit frame of attempt `attempt` left: the target may run the VM, so
  *   only its answer may let this copy run again.
  * - `released`: the handoff ended without moving the VM; the copy here runs.

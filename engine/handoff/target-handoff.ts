@@ -298,10 +298,12 @@ export class TargetHandoffs {
         // this is what QEMU will run on.
         const digests = this.digestAssembled(files, ramDigest, assembledDisk, qemu);
         digests.catch(() => undefined);
-        // Taken in at once (a newer attempt's `begin` cannot come between), declared before the
-        // ack that answers it leaves.
+        // Taken in at once (a newer attempt's `begin` cannot come between). Recorded, not
+        // awaited: until the source's commit nothing runs on it, and a worker that dies before
+        // then loses the connection it came on with it; the stopped VM does not wait for the
+        // fsync. The commit's record, which does count, is written after it, in order.
         ends.ended(attempt, { ack, expected, digests, deviceStateSha256 });
-        await declare({ phase: 'end-received', attempt, end: { ...expected, deviceStateSha256 }, ack });
+        void declare({ phase: 'end-received', attempt, end: { ...expected, deviceStateSha256 }, ack }).catch(() => undefined);
       },
       granted: async (attempt) => {
         // Declared before it takes effect (the `cont` waits on it). An end withdrawn meanwhile

@@ -13,8 +13,8 @@ import { ackSchema } from '../wire/frames.js';
  * - `prepared`: the copy is laid out, its QEMU waits for its device state.
  * - `receiving`: attempt `attempt` of the source's stream is connected and writing here.
  * - `end-received`: its end frame arrived complete (`end`: the digests the assembled state must
- *   match, its last heartbeat; `ack`: what arrived); the ack is sent after this is written. The
- *   source may still resume its own copy: without its commit nothing runs here.
+ *   match, its last heartbeat; `ack`: what arrived), recorded as it is acknowledged. The source
+ *   may still resume its own copy: without its commit nothing runs here.
  * - `commit-received`: the source's commit frame for that attempt arrived: the VM is this
  *   side's to verify and run. A restarted worker finishes it (verify, load the device state, cont).
  *
