@@ -127,7 +127,9 @@ export class SourceHandoffs {
           basePageHashes: await this.cloudlet.basePageHashes(vm.base),
           control,
           signal: abort.signal,
-          beforePause: () => setPhase('stopped'),
+          // Not awaited either: `stopped` decides as `live` does, and its fsync would hold the
+          // pause back while the guest dirties more for the final epoch.
+          beforePause: async () => void setPhase('stopped').catch(() => undefined),
           // Recorded as the end frame leaves, not awaited: nothing depends on it (in `end-sent`
           // as in `stopped` the copy here may run again on its own), and the stopped VM would
           // wait for its fsync. The commit's record is written after it, in order.

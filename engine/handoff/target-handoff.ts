@@ -364,8 +364,13 @@ export class TargetHandoffs {
           return vm;
         });
         starting.catch(() => undefined);
+        // The check runs while the commit crosses the link; its verdict counts only once the
+        // commit came (an end withdrawn meanwhile may have been checked against a newer
+        // attempt's writes).
+        const checked = this.examine(s, end);
+        checked.catch(() => undefined);
         if (!(await Promise.race([end.committed, timedOut]))) continue;
-        return await this.verify(handoffId, s, end, starting, expected, finalizeStartedAtMs);
+        return await this.verify(handoffId, s, end, checked, starting, expected, finalizeStartedAtMs);
       }
     } finally {
       clearTimeout(timer);
@@ -373,27 +378,41 @@ export class TargetHandoffs {
   }
 
   /** The committed end's check: the assembled state against the digests the source stopped with. */
+  /**
+   * The assembled memory and disk's digests, read again in full where anything but this session
+   * wrote them (while frames landed, or since the last one), with what they were taken of.
+   */
+  private async examine(s: Session, end: AttemptEnd<ReceivedOverlay>): Promise<AssembledDigests & { verifyMs: number }> {
+    const started = Date.now();
+    let assembled = await end.value.digests;
+    if (s.ramWrites.foreign || (await this.movedSince(s, assembled.stamp))) {
+      s.ramDigest.rehashAll();
+      await s.diskDigest.rehashAll();
+      assembled = await this.digestAssembled(s.files, s.ramDigest, s.diskDigest, s.qemu);
+    }
+    return { ...assembled, verifyMs: Date.now() - started };
+  }
+
+  /** Whether the RAM file or the disk overlay were written after `stamp` was taken. */
+  private async movedSince(s: Session, stamp: AssembledDigests['stamp']): Promise<boolean> {
+    return (await stat(s.files.ramFile, { bigint: true })).mtimeNs !== stamp.ramMtimeNs || (await (await s.qemu).disk.writeCount()) !== stamp.diskWrites;
+  }
+
+  /** The committed end's verdict: the assembled state against the digests the source stopped with. */
   private async verify(
     handoffId: string,
     s: Session,
     end: AttemptEnd<ReceivedOverlay>,
+    checked: Promise<AssembledDigests & { verifyMs: number }>,
     starting: Promise<VmInstance | undefined>,
     expected: ExpectedState | undefined,
     finalizeStartedAtMs: number,
   ): Promise<FinalizeResult> {
-    const { ack: received, expected: sent, digests } = end.value;
-    const started = Date.now();
-    let { memoryDigest, diskDigest: disk, stamp } = await digests;
-    // Written by anything but this session — while frames landed, or since the last one — then
-    // read it all again and prove it as it is now.
-    const ramMoved = s.ramWrites.foreign || (await stat(s.files.ramFile, { bigint: true })).mtimeNs !== stamp.ramMtimeNs;
-    const diskMoved = (await (await s.qemu).disk.writeCount()) !== stamp.diskWrites;
-    if (ramMoved || diskMoved) {
-      if (ramMoved) s.ramDigest.rehashAll();
-      if (diskMoved) await s.diskDigest.rehashAll();
-      ({ memoryDigest, diskDigest: disk, stamp } = await this.digestAssembled(s.files, s.ramDigest, s.diskDigest, s.qemu));
-    }
-    const verifyMs = Date.now() - started;
+    const { ack: received, expected: sent } = end.value;
+    let assembled = await checked;
+    // Checked before the commit came: anything written since is read again.
+    if (s.ramWrites.foreign || (await this.movedSince(s, assembled.stamp))) assembled = await this.examine(s, { ...end, value: { ...end.value, digests: Promise.resolve(assembled) } });
+    const { memoryDigest, diskDigest: disk, verifyMs } = assembled;
     const wrong = (e: ExpectedState) => [memoryDigest !== e.memoryDigest && 'memory', disk !== e.diskDigest && 'disk'].filter(Boolean).join(' and ');
     const which = wrong(sent) || (expected ? wrong(expected) : '');
     if (which) {

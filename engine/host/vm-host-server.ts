@@ -10,6 +10,7 @@ import {
   HOST_CONTINUED_FILE,
   hostMethodArgs,
   hostRequestSchema,
+  sentChunksFile,
   type HostMethod,
   type HostRecord,
   type HostReplies,
@@ -104,6 +105,7 @@ export class VmHostServer {
       await this.fuse.unmount().catch((err: Error) => console.error(`vm host ${this.record.vmId}: ${err.message}`));
       await this.disk.close();
       await rm(this.record.files.ramFile, { force: true });
+      await rm(sentChunksFile(this.record.files), { force: true });
       await rm(this.record.files.dir, { recursive: true, force: true });
     })();
     return this.destroying;

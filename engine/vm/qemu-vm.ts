@@ -164,7 +164,8 @@ export class QemuVm {
       if (m.status === 'failed' || m.status === 'cancelled') {
         throw new Error(`${direction} device state transfer ${m.status}: ${m['error-desc'] ?? 'no detail from QEMU'}`);
       }
-      await sleep(20);
+      // Both directions sit on the stopped VM's path and take a few tens of ms: polled finely.
+      await sleep(2);
     }
     throw new Error(`${direction} device state transfer did not complete within ${timeoutMs} ms`);
   }

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { clusterRecord, sweepCrashedCluster, type ClusterRecord } from '../../infra/cluster-record.js';
 import { readHostRecord, vmFolders } from '../../engine/host/vm-folder-sweep.js';
-import { HOST_PIDS_FILE, hostPidsSchema } from '../../engine/host/host-protocol.js';
+import { HOST_PIDS_FILE, hostPidsSchema, sentChunksFile } from '../../engine/host/host-protocol.js';
 import { join } from 'node:path';
 import type { CaseResult } from './fault-suite.js';
 
@@ -42,7 +42,7 @@ export async function runCrashCase(log: (l: string) => void): Promise<CaseResult
       const pids = hostPidsSchema.safeParse(JSON.parse((await readFile(join(dir, HOST_PIDS_FILE), 'utf8').catch(() => '{}')) || '{}'));
       if (pids.success) hostPids.push(pids.data.hostPid, ...(pids.data.qemuPid === null ? [] : [pids.data.qemuPid]));
       const rec = await readHostRecord(dir);
-      if (rec) (ramFiles.push(rec.files.ramFile), mounts.push(rec.files.mountPoint));
+      if (rec) (ramFiles.push(rec.files.ramFile, sentChunksFile(rec.files)), mounts.push(rec.files.mountPoint));
     }
   }
   child.kill('SIGKILL');
@@ -75,7 +75,7 @@ async function stillThere(left: ClusterRecord, hostPids: number[], ramFiles: str
   const { stdout } = await run('ip', ['netns', 'list']);
   for (const ns of left.namespaces) if (stdout.split('\n').some((l) => l.split(' ')[0] === ns)) found.push(`namespace ${ns}`);
   const shm = await readdir('/dev/shm');
-  for (const f of ramFiles) if (shm.includes(f.replace('/dev/shm/', ''))) found.push(`RAM file ${f}`);
+  for (const f of ramFiles) if (shm.includes(f.replace('/dev/shm/', ''))) found.push(`tmpfs file ${f}`);
   const mounted = await readFile('/proc/mounts', 'utf8');
   for (const m of mounts) if (mounted.includes(` ${m} `)) found.push(`mount ${m}`);
   for (const w of Object.values(left.workers)) if (await access(w.runDir).then(() => true, () => false)) found.push(`run folder ${w.runDir}`);

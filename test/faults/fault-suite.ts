@@ -185,10 +185,13 @@ async function runCase(
     await c.before?.(ctx);
     ctx.handle = await cluster.client.workflow.start('handoff', { taskQueue: WORKFLOW_TASK_QUEUE, workflowId, args: [{ vmId, source: 'A', target: 'B' }] });
     const injected = c.inject(ctx).catch((err: Error) => log(`  injection: ${err.message}`));
+    // The bound's timer ends with the race: eight minutes of it would keep the process alive.
+    const bound = new AbortController();
     const outcome = await Promise.race([
       resultThroughOutages(ctx.handle).then((r) => ({ r }), (err: unknown) => ({ err })),
-      sleep(HANDOFF_TIMEOUT_MS).then(() => ({ timeout: true as const })),
+      sleep(HANDOFF_TIMEOUT_MS, undefined, { signal: bound.signal }).then(() => ({ timeout: true as const }), () => ({ timeout: true as const })),
     ]);
+    bound.abort();
     await injected;
     if ('r' in outcome) result = outcome.r;
     else if ('err' in outcome) {
