@@ -14,6 +14,8 @@ export class HeartbeatWatch {
   private offset = 0;
   private partial = '';
   private reading = false;
+  /** The read in flight: `stop` waits for it before it closes the file under it. */
+  private polling: Promise<void> = Promise.resolve();
   last: { counter: number; atMs: number } | undefined;
   /** The longest silence between two heartbeats since `resetMaxGap`. */
   maxGapMs = 0;
@@ -24,7 +26,10 @@ export class HeartbeatWatch {
   async start(): Promise<void> {
     this.file = await open(this.logPath, 'a+').catch(() => undefined);
     if (this.file) this.offset = (await this.file.stat()).size;
-    this.timer = setInterval(() => void this.poll(), POLL_MS);
+    this.timer = setInterval(() => {
+      // A log that cannot be read costs this tick's heartbeats, not the process.
+      if (!this.reading) this.polling = this.poll().catch(() => undefined);
+    }, POLL_MS);
     this.timer.unref();
   }
 
@@ -53,6 +58,7 @@ export class HeartbeatWatch {
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    await this.polling;
     await this.file?.close().catch(() => undefined);
   }
 
