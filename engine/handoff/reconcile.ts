@@ -44,6 +44,13 @@ function prefixOf(held: HeldChunks, k: number): Buffer {
   return held.prefixes.subarray(k * HELD_PREFIX_BYTES, (k + 1) * HELD_PREFIX_BYTES);
 }
 
+/** The named chunks' hash prefixes, by index. */
+function prefixesByIndex(held: HeldChunks): Map<number, Buffer> {
+  const named = new Map<number, Buffer>();
+  held.indices.forEach((index, k) => named.set(index, prefixOf(held, k)));
+  return named;
+}
+
 /** Pages read per batch while seeding (one pread per contiguous run). */
 const SEED_PAGES = 256;
 
@@ -83,8 +90,7 @@ export async function blocksTargetLacks(
   base: BlockHashes,
   readBlock: (index: number, into: Buffer) => Promise<Buffer>,
 ): Promise<{ lacking: number[]; kept: number }> {
-  const named = new Map<number, Buffer>();
-  held.indices.forEach((index, k) => named.set(index, prefixOf(held, k)));
+  const named = prefixesByIndex(held);
   const candidates = [...new Set([...overlayBlocks, ...named.keys()])].sort((a, b) => a - b);
   const buf = Buffer.alloc(BLOCK_SIZE);
   const lacking: number[] = [];
@@ -106,13 +112,8 @@ export function keepHeldSends(
   held: { memory: HeldChunks; disk: HeldChunks },
   base: { page: (index: number) => Buffer; block: (index: number) => Buffer },
 ): void {
-  const named = (h: HeldChunks) => {
-    const m = new Map<number, Buffer>();
-    h.indices.forEach((index, k) => m.set(index, prefixOf(h, k)));
-    return m;
-  };
-  const memory = named(held.memory);
-  const disk = named(held.disk);
+  const memory = prefixesByIndex(held.memory);
+  const disk = prefixesByIndex(held.disk);
   cache.keepWhere((space, index, bytes) => {
     const there = space === Space.Memory ? (memory.get(index) ?? base.page(index)) : (disk.get(index) ?? base.block(index));
     return blockHash(bytes).compare(there, 0, HELD_PREFIX_BYTES, 0, HELD_PREFIX_BYTES) === 0;

@@ -172,8 +172,7 @@ export class SourceHandoffs {
       await streaming.done;
     }
     if (!this.cloudlet.hasVm(vmId)) {
-      this.sentChunks.get(handoffId)?.close();
-      this.sentChunks.delete(handoffId);
+      this.forgetSentChunks(handoffId);
       const lost = await this.cloudlet.lostReason(vmId);
       return { runState: lost === undefined ? 'absent' : 'lost', action: 'nothing', reason: lost ?? `no VM '${vmId}' on ${this.cloudlet.name}` };
     }
@@ -181,8 +180,8 @@ export class SourceHandoffs {
     const record = sourcePhaseRecord(vm);
     const phase = await record.read();
     if (phase && phase.handoffId !== handoffId) {
-      this.sentChunks.get(handoffId)?.close();
-      this.sentChunks.delete(handoffId);
+      // The file beside the VM is the other handoff's: only this process's cache goes.
+      this.forgetSentChunks(handoffId);
       return { runState: await vm.host.runState(), action: 'nothing', reason: `the VM is held by another handoff (${phase.handoffId})` };
     }
     await this.dropSentChunks(handoffId, vm);
@@ -221,9 +220,13 @@ export class SourceHandoffs {
   }
 
   private async dropSentChunks(handoffId: string, vm: VmInstance): Promise<void> {
+    this.forgetSentChunks(handoffId);
+    await rm(sentChunksFile(vm.files), { force: true });
+  }
+
+  private forgetSentChunks(handoffId: string): void {
     this.sentChunks.get(handoffId)?.close();
     this.sentChunks.delete(handoffId);
-    await rm(sentChunksFile(vm.files), { force: true });
   }
 
   private async held(handoffId: string): Promise<{ vm: VmInstance; record: DurableRecord<SourcePhase>; phase: SourcePhase }> {

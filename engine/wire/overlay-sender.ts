@@ -121,7 +121,8 @@ async function* overlayFrames(o: OutgoingOverlay, token: string, observer: SendO
 
 /**
  * Streams device state and the encoded overlay to the target's data plane, waits for its
- * acknowledgement of the end frame and answers it with the commit frame. The socket's backpressure paces the encoder: a batch is produced only
+ * acknowledgement of the end frame and answers it with the commit frame. The socket's
+ * backpressure paces the encoder: a batch is produced only
  * when the link can take it, so memory stays bounded by the encoder's window.
  */
 export async function sendOverlay(endpoint: DataEndpoint, overlay: OutgoingOverlay, observer: SendObserver = {}): Promise<{ bytesSent: number; ack: Ack }> {
