@@ -126,7 +126,7 @@ test('a resumed attempt learns what the target holds before it sends its first b
   }
 });
 
-test('the target hears the commit only after its ack, and an attempt that ends before it commits nothing', async () => {
+test('the end and the commit leave together, only once the source declared them; a failed declaration sends neither', async () => {
   const heard: string[] = [];
   const sink = sinkWith({
     complete: async (_ack, _stop, attempt) => void heard.push(`end ${attempt}`),
@@ -141,33 +141,76 @@ test('the target hears the commit only after its ack, and an attempt that ends b
       sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, { ...overlay(1), beforeCommit: async () => Promise.reject(new Error('the source gave up')) }),
       /the source gave up/,
     );
-    while (heard.length < 2) await new Promise((r) => setTimeout(r, 10));
-    assert.equal(heard[0], 'end 1');
-    assert.match(heard[1]!, /^failed 1: the source closed attempt 1 after its end frame without committing/);
+    while (heard.length < 1) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(heard, ['failed 1: overlay stream ended before its end frame'], 'the target never saw an end it could commit on');
     heard.length = 0;
     const order: string[] = [];
-    await sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, { ...overlay(1), beforeCommit: async () => void order.push(`declared after ${heard.join(', ')}`) });
-    while (heard.length < 2) await new Promise((r) => setTimeout(r, 10));
-    assert.deepEqual(heard, ['end 1', 'commit 1']);
-    assert.deepEqual(order, ['declared after end 1'], 'the source declares its commit after the target took the end in');
+    const { ack } = await sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, { ...overlay(1), beforeCommit: async () => void order.push(`declared with ${heard.length} heard`) });
+    assert.equal(ack.batches, 0);
+    assert.deepEqual(heard, ['end 1', 'commit 1'], 'the sender returns only on the confirmed commit');
+    assert.deepEqual(order, ['declared with 0 heard'], 'the source declares its commit before the end frame leaves');
   } finally {
     await server.stop();
   }
 });
 
-test('a commit the target does not confirm leaves the source in doubt, not committed and not free to resume', async () => {
+test('the end waits for an answer from the target since the pause', async () => {
+  const heard: string[] = [];
   const server = new DataPlaneServer('127.0.0.1');
   const { port } = await server.start();
-  // The end was withdrawn here before the commit came (a newer attempt, say): it is refused.
-  server.expect('h-fault', sinkWith({ granted: async () => false }));
+  server.expect('h-fault', sinkWith({ complete: async () => void heard.push('end') }));
   try {
+    let answer!: () => void;
+    const answered = new Promise<void>((r) => (answer = r));
+    const sending = sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, { ...overlay(1), answeredSincePause: () => answered });
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(heard, [], 'no end left before the target answered');
+    answer();
+    await sending;
+    assert.deepEqual(heard, ['end']);
+  } finally {
+    await server.stop();
+  }
+});
+
+test('a commit the target refuses is its answer, which ends the attempt without a doubt', async () => {
+  const server = new DataPlaneServer('127.0.0.1');
+  const { port } = await server.start();
+  try {
+    // The end was withdrawn here before the commit came (a newer attempt, say): the target says so.
+    server.expect('h-fault', sinkWith({ granted: async () => false }));
     await assert.rejects(sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, overlay(1)), (err: unknown) => {
       assert.ok(err instanceof HandoffError);
-      assert.equal(err.code, 'HANDOFF_IN_DOUBT');
-      assert.match(err.message, /commit frame of attempt 1 left .* did not confirm it \(.*withdrawn/);
+      assert.equal(err.code, 'PROTOCOL');
+      assert.match(err.message, /target refused the overlay: the commit of attempt 1 came after its end was withdrawn here/);
       return true;
     });
   } finally {
     await server.stop();
+  }
+});
+
+test('a commit the target takes in and never confirms leaves the source in doubt, not free to resume', async () => {
+  // A target that went away after the commit reached it may have run the VM: only it can say.
+  const server = createServer((s) => {
+    s.on('error', () => undefined);
+    const decoder = s.pipe(new FrameDecoder());
+    decoder.on('error', () => undefined);
+    decoder.on('data', (f: Frame) => {
+      if (f.type === FrameType.End) s.write(encodeFrame({ type: FrameType.Ack, ack: { batches: 0, chunks: 0, deviceStateBytes: 0, bytesReceived: 0 } }));
+      if (f.type === FrameType.Commit) s.destroy();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as { port: number }).port;
+  try {
+    await assert.rejects(sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, overlay(1)), (err: unknown) => {
+      assert.ok(err instanceof HandoffError);
+      assert.equal(err.code, 'HANDOFF_IN_DOUBT');
+      assert.match(err.message, /end and commit frames of attempt 1 left .* did not confirm the commit/);
+      return true;
+    });
+  } finally {
+    server.close();
   }
 });

@@ -1,3 +1,5 @@
+import { deferred, type Deferred } from '../deferred.js';
+
 /** One attempt's complete end frame at the target, and whether the source committed to it. */
 export interface AttemptEnd<T> {
   attempt: number;
@@ -6,20 +8,6 @@ export interface AttemptEnd<T> {
   at: number;
   /** True once the source's commit frame for this attempt arrived; false if the attempt ended without it. */
   committed: Promise<boolean>;
-}
-
-interface Deferred<T> {
-  promise: Promise<T>;
-  resolve: (v: T) => void;
-  reject: (e: Error) => void;
-}
-
-function deferred<T>(): Deferred<T> {
-  let resolve!: (v: T) => void;
-  let reject!: (e: Error) => void;
-  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
-  promise.catch(() => undefined);
-  return { promise, resolve, reject };
 }
 
 /**

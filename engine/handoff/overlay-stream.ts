@@ -19,6 +19,8 @@ import { BLOCK_SIZE } from '../blocks.js';
 import { encodedHoldingsBytes, type Holdings } from '../wire/holdings.js';
 import { blocksTargetLacks, keepHeldSends, seedTracker } from './reconcile.js';
 import { ZERO_PAGE_SHA } from '../memory/page-hash-table.js';
+import { stopTrace } from '../stop-trace.js';
+import { deferred } from '../deferred.js';
 
 export interface EpochReport {
   epoch: number;
@@ -165,11 +167,17 @@ export async function streamOverlay(opts: {
   attempt?: number;
   /** Ends the stream; once aborted, the end frame never leaves. */
   signal?: AbortSignal;
+  /**
+   * Called (and awaited) once the target took this attempt (its holdings came), before anything
+   * is read for sending: an attempt after an unanswered commit lets the VM run again only then.
+   */
+  targetAccepted?: () => Promise<void>;
   /** Called (and awaited) before the VM is paused for the final epoch: the phase is declared first. */
   beforePause?: () => Promise<void>;
-  /** Called (and awaited) before the end frame is handed to the link. */
-  beforeEnd?: () => Promise<void>;
-  /** Called (and awaited) before the commit frame, which lets the target run the VM, is. */
+  /**
+   * Called as the final epoch's last batch leaves, and awaited before the end frame and the
+   * commit behind it, which lets the target run the VM, are handed to the link.
+   */
   beforeCommit?: () => Promise<void>;
   /**
    * What earlier attempts of this handoff in this process last sent per chunk (see
@@ -222,12 +230,16 @@ export async function streamOverlay(opts: {
 
   const marks = { pausedAtMs: 0, scannedAtMs: 0, finalEpochEncodedAtMs: 0, deviceStateSavedAtMs: 0, ackedAtMs: 0, digestedAtMs: 0 };
   const inFlight = new InFlightBatches();
+  /** The first batch sent after the pause, and the target's ack of it or of a later one. */
+  const sincePause = { firstSeq: undefined as number | undefined, answered: deferred<void>() };
   const stop = { pausedAtMs: 0, heartbeatAtStop: null as number | null, converged: false, stopReason: '', liveMaxGapMs: 0, lastHeartbeatAtMs: null as number | null };
   vm.heartbeats.resetMaxGap();
   const throttle = new GuestThrottle(vm.host);
   const previous = opts.sentChunks ?? sentChunkCacheFor(policy);
   const slowedAt: Array<{ epoch: number; share: number }> = [];
   let digests: Promise<{ memoryDigest: string; diskDigest: string }> | undefined;
+  /** The guest's last heartbeat counter at the pause, read alongside the scan. */
+  let heartbeatAtStop: Promise<number | null> = Promise.resolve(null);
   let deviceStateSaved: Promise<Buffer> | undefined;
   const saveDeviceState = async () => {
     await vm.host.saveDeviceState(vm.files.deviceState);
@@ -243,6 +255,7 @@ export async function streamOverlay(opts: {
     let reconciled: ReconcileReport | null = null;
     let targetHolds: Holdings | undefined;
     const reconcile = async (h: Holdings) => {
+      await opts.targetAccepted?.();
       const t0 = Date.now();
       const memory = await seedTracker(tracker, ram, memoryBytes, h.memory);
       const baseBlocks = await vm.base.diskBlockHashes();
@@ -380,32 +393,46 @@ export async function streamOverlay(opts: {
       await throttle.release();
       opts.signal?.throwIfAborted();
       await opts.beforePause?.();
+      stopTrace('src beforePause done');
       await vm.host.pause();
       stop.pausedAtMs = Date.now();
-      stop.heartbeatAtStop = (await vm.serial.lastHeartbeat()) ?? null;
-      stop.liveMaxGapMs = vm.heartbeats.maxGapMs;
-      stop.lastHeartbeatAtMs = vm.heartbeats.last?.atMs ?? null;
+      stopTrace('src paused');
       marks.pausedAtMs = stop.pausedAtMs;
+      // From here every step runs alongside the scan, which starts as soon as the final epoch
+      // asks for its lists: nothing is awaited before it.
       // The device state does not depend on RAM (x-ignore-shared): saved alongside the scan.
       deviceStateSaved = saveDeviceState().then((d) => {
         marks.deviceStateSavedAtMs = Date.now();
+        stopTrace('src device state saved');
         return d;
       });
       deviceStateSaved.catch(() => undefined);
+      // The disk is still once the VM is paused (QEMU drains its I/O at `stop`): its digest,
+      // from base + overlay, is taken now too, not after the final epoch.
+      const diskAtStop = diskDigest(vm.base, vm.disk);
+      diskAtStop.catch(() => undefined);
+      heartbeatAtStop = vm.serial.lastHeartbeat().then((hb) => hb ?? null);
+      heartbeatAtStop.catch(() => undefined);
+      stop.liveMaxGapMs = vm.heartbeats.maxGapMs;
+      stop.lastHeartbeatAtMs = vm.heartbeats.last?.atMs ?? null;
       // The blocks taken for the epoch that was not run still have to go.
-      const finalDisk = await withEpochDirty(diskBlocks);
+      const finalDisk = withEpochDirty(diskBlocks);
+      finalDisk.catch(() => undefined);
       const scan = tracker.changedPagesByShare(vm.files.ramFile, pool, STOP_SCAN_SHARES_PER_THREAD);
       const finalLists = async function* (): AsyncGenerator<ChunkList> {
-        for await (const share of scan) yield { space: Space.Memory, indices: Array.from(share) };
+        for await (const share of scan) {
+          stopTrace(`src share ${share.length}`);
+          yield { space: Space.Memory, indices: Array.from(share) };
+        }
         marks.scannedAtMs = Date.now();
-        yield { space: Space.Disk, indices: finalDisk };
+        yield { space: Space.Disk, indices: await finalDisk };
       };
       yield* epoch(epochs.length, false, finalLists());
       marks.finalEpochEncodedAtMs = Date.now();
       // The digests of the paused state: memory from the hashes of the bytes read for sending
-      // (see MemoryTracker.digest), the disk from base + overlay, while the last batches cross.
+      // (see MemoryTracker.digest), the disk's taken at the pause.
       const memoryDigestAtStop = tracker.digest();
-      digests = diskDigest(vm.base, vm.disk).then((disk) => ({ memoryDigest: memoryDigestAtStop, diskDigest: disk }));
+      digests = diskAtStop.then((disk) => ({ memoryDigest: memoryDigestAtStop, diskDigest: disk }));
       digests.catch(() => undefined);
     };
     let deviceStateBytes = 0;
@@ -415,8 +442,10 @@ export async function streamOverlay(opts: {
         handoffId: opts.handoffId,
         attempt: opts.attempt ?? 1,
         signal: opts.signal,
-        beforeEnd: opts.beforeEnd,
         beforeCommit: opts.beforeCommit,
+        // Asked once every batch was sent: none after the pause (nothing changed since the last
+        // live epoch) leaves nothing to wait on.
+        answeredSincePause: () => (sincePause.firstSeq === undefined ? Promise.resolve() : sincePause.answered.promise),
         reconcile,
         batches: batches(),
         deviceState: async () => {
@@ -429,12 +458,14 @@ export async function streamOverlay(opts: {
         deviceStateBase,
         stopState: async () => {
           if (!digests) throw new Error('no stop-time digests: the final epoch did not run');
-          return { ...(await digests), heartbeatAtStop: stop.heartbeatAtStop };
+          return { ...(await digests), heartbeatAtStop: await heartbeatAtStop };
         },
         capMbps: () => control.bandwidthCapMbps(),
       },
       {
         sent: (b, frameBytes) => {
+          if (stop.pausedAtMs) stopTrace(`src batch ${b.seq} ${frameBytes} B ${b.stages.chunks} chunks`);
+          if (stop.pausedAtMs && sincePause.firstSeq === undefined) sincePause.firstSeq = b.seq;
           inFlight.sent();
           profiler.recordBatch(b, frameBytes);
           for (const k of ['chunks', 'zero', 'baseRefs', 'selfRefs', 'data', 'againstPrevious'] as const) stages[k] += b.stages[k];
@@ -444,6 +475,8 @@ export async function streamOverlay(opts: {
           modesUsed[b.modeId] = (modesUsed[b.modeId] ?? 0) + 1;
         },
         acked: (a) => {
+          if (stop.pausedAtMs) stopTrace(`src ack ${a.seq}`);
+          if (sincePause.firstSeq !== undefined && a.seq >= sincePause.firstSeq) sincePause.answered.resolve();
           inFlight.acked();
           profiler.recordAck(a);
           const R = profiler.R_Mbps();
@@ -455,6 +488,7 @@ export async function streamOverlay(opts: {
     marks.ackedAtMs = Date.now();
     report();
     const { memoryDigest, diskDigest: disk } = await digests!;
+    stop.heartbeatAtStop = await heartbeatAtStop;
     marks.digestedAtMs = Date.now();
     return {
       bytesSent, ack, streamMs: Date.now() - started, stages, modesUsed, epochs,

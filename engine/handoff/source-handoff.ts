@@ -86,8 +86,11 @@ export class SourceHandoffs {
 
   /**
    * Streams the VM to the target as attempt `attempt`; on return the VM is paused here and its
-   * digests are known. An attempt after one whose commit frame left is refused: only the target's
-   * answer may decide then (rollback). `signal` ends the attempt; no commit frame leaves after it.
+   * digests are known. An attempt after one whose commit frame left keeps the copy here stopped
+   * until the target takes it: the target takes a newer attempt only if it never committed an
+   * earlier one, and once it has, no earlier one can commit there (see AttemptEnds). A target that
+   * refuses it, or cannot be reached, leaves the decision to the rollback. `signal` ends the
+   * attempt; no commit frame leaves after it.
    */
   async stream(handoffId: string, endpoint: DataEndpoint, control: StreamControl, opts: { attempt?: number; precopy?: PrecopyPolicy; signal?: AbortSignal } = {}): Promise<StreamResult> {
     // An earlier attempt still running here (its activity timed out during an outage, say) ends
@@ -99,12 +102,13 @@ export class SourceHandoffs {
     }
     const { vm, record, phase } = await this.held(handoffId);
     const attempt = opts.attempt ?? phase.attempt + 1;
-    if (phase.phase === 'commit-sent') {
-      // The attempt that sent it was acknowledged, and only its report was lost (a Temporal
-      // outage, a worker that died after the ack): the same report again.
+    // The commit of an earlier attempt left: if that attempt's report is here, it was
+    // acknowledged and only the report was lost (a Temporal outage, a worker that died after the
+    // ack): the same report again. If not, the target's answer is asked for by this attempt.
+    const inDoubt = phase.phase === 'commit-sent';
+    if (inDoubt) {
       const done = await streamReport(vm).read().catch(() => undefined);
       if (done?.handoffId === handoffId && done.attempt === phase.attempt) return done.result as StreamResult;
-      throw new HandoffError('HANDOFF_IN_DOUBT', `handoff ${handoffId}: the commit frame of attempt ${phase.attempt} already left ${this.cloudlet.name}; another attempt could run the VM twice, so only the target's answer decides now`);
     }
     if (phase.phase === 'released') throw new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was released on ${this.cloudlet.name}; the VM runs here`);
     const sentChunks = await this.sentChunksOf(handoffId, vm, attempt, opts.precopy ?? DEFAULT_PRECOPY);
@@ -112,10 +116,13 @@ export class SourceHandoffs {
     const onCancel = () => abort.abort(opts.signal!.reason);
     opts.signal?.addEventListener('abort', onCancel, { once: true });
     const setPhase = (p: SourcePhase['phase']) => record.write({ handoffId, vmId: vm.vmId, phase: p, attempt, at: new Date().toISOString() });
-    const run = (async () => {
-      // A paused VM here is an earlier attempt's stop (its commit frame never left): it runs again.
+    /** The copy here runs again for the live epochs (a paused VM here is an earlier attempt's stop). */
+    const goLive = async () => {
       await setPhase('live');
       if ((await vm.host.runState()) !== 'running') await vm.host.cont();
+    };
+    const run = (async () => {
+      if (!inDoubt) await goLive();
       try {
         const result = await streamOverlay({
           handoffId,
@@ -127,13 +134,11 @@ export class SourceHandoffs {
           basePageHashes: await this.cloudlet.basePageHashes(vm.base),
           control,
           signal: abort.signal,
-          // Not awaited either: `stopped` decides as `live` does, and its fsync would hold the
+          // In doubt, the copy here runs again only once the target took this attempt.
+          ...(inDoubt ? { targetAccepted: goLive } : {}),
+          // Not awaited: `stopped` decides as `live` does, and its fsync would hold the
           // pause back while the guest dirties more for the final epoch.
           beforePause: async () => void setPhase('stopped').catch(() => undefined),
-          // Recorded as the end frame leaves, not awaited: nothing depends on it (in `end-sent`
-          // as in `stopped` the copy here may run again on its own), and the stopped VM would
-          // wait for its fsync. The commit's record is written after it, in order.
-          beforeEnd: async () => void setPhase('end-sent').catch(() => undefined),
           beforeCommit: () => setPhase('commit-sent'),
           sentChunks,
           ...(opts.precopy ? { precopy: opts.precopy } : {}),

@@ -8,17 +8,16 @@ import { z } from 'zod';
  * - `snapshot`: the handoff holds the VM (no other may start); nothing stopped yet.
  * - `live`: a stream attempt runs pre-copy; the guest runs (or is throttled by stop/cont).
  * - `stopped`: the guest is paused for the final epoch; the end frame has not left.
- * - `end-sent`: the end frame of attempt `attempt` left; the target acknowledges it, but runs
- *   the VM only on the commit frame that answers its ack, so this copy may still run again
- *   (recorded as the frame leaves, not before: the decision is the same as in `stopped`).
- * - `commit-sent`: the commit frame of attempt `attempt` left: the target may run the VM, so
- *   only its answer may let this copy run again.
+ * - `commit-sent`: the end frame of attempt `attempt` and the commit frame right behind it may
+ *   have left (recorded before they are handed to the link): the target may run the VM, so only
+ *   its answer may let this copy run again — an explicit "released", or its taking a newer
+ *   attempt, which it does only if it never committed an earlier one.
  * - `released`: the handoff ended without moving the VM; the copy here runs.
  */
 export const sourcePhaseSchema = z.object({
   handoffId: z.string(),
   vmId: z.string(),
-  phase: z.enum(['snapshot', 'live', 'stopped', 'end-sent', 'commit-sent', 'released']),
+  phase: z.enum(['snapshot', 'live', 'stopped', 'commit-sent', 'released']),
   /** The stream attempt the phase belongs to (0 before the first). */
   attempt: z.number().int().min(0),
   at: z.string(),
@@ -41,9 +40,8 @@ export type SourceRecovery =
 /**
  * Whether the source's copy may run again, from its persisted phase and what the target said.
  * The rule (DESIGN, rules under faults): the source resumes on its own only while nothing it sent
- * lets the target run the VM — its end frame has not left, or the target has not been sent the
- * commit that answers its ack of it; after that, only on the target's explicit answer that it
- * holds nothing; no answer is not an answer.
+ * lets the target run the VM — its end frame and the commit behind it have not left; after that,
+ * only on the target's explicit answer that it holds nothing; no answer is not an answer.
  */
 export function decideSourceRecovery(phase: SourcePhase | undefined, target: TargetAnswer): SourceRecovery {
   if (phase === undefined) return { action: 'nothing', reason: 'no handoff of this VM is recorded here' };
@@ -56,13 +54,6 @@ export function decideSourceRecovery(phase: SourcePhase | undefined, target: Tar
       return {
         action: 'resume-here',
         reason: `the end frame never left (phase ${phase.phase}, attempt ${phase.attempt}): the target cannot have committed`,
-      };
-    case 'end-sent':
-      // Not possible by the protocol; if the target says so all the same, it is believed.
-      if (target === 'committed') return { action: 'stay-stopped', reason: `the target says it committed on attempt ${phase.attempt}, whose commit frame never left here: it runs the VM` };
-      return {
-        action: 'resume-here',
-        reason: `the end frame of attempt ${phase.attempt} left but its commit frame did not: the target cannot run the VM without it`,
       };
     case 'commit-sent':
       if (target === 'released') return { action: 'resume-here', reason: `the commit frame of attempt ${phase.attempt} left, and the target answered that it holds nothing of the handoff` };

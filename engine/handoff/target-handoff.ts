@@ -1,5 +1,6 @@
+import { stopTrace } from '../stop-trace.js';
 import { createHash, randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, writevSync } from 'node:fs';
 import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { BLOCK_SIZE } from '../blocks.js';
 import { HandoffError } from '../errors.js';
@@ -17,7 +18,7 @@ import { applyBatch, type ChunkStore } from '../pipeline/batch-applier.js';
 import { heldBlocks, heldPages } from './reconcile.js';
 import { AttemptEnds, type AttemptEnd } from './attempt-ends.js';
 import { Space } from '../pipeline/chunk-records.js';
-import { baseChunkReader, readRuns } from '../pipeline/chunk-source.js';
+import { baseChunkReader, readRamRuns } from '../pipeline/chunk-source.js';
 
 export interface ExpectedState {
   memoryDigest: string;
@@ -225,15 +226,17 @@ export class TargetHandoffs {
       writeRun: async (space, first, chunks) => {
         written = true;
         if (space === Space.Memory) {
-          await ram.writev(chunks, first * BLOCK_SIZE);
+          // In place, as the RAM file is read (see readRamRuns): tmpfs, page copies.
+          writevSync(ram.fd, chunks, first * BLOCK_SIZE);
           ramDigest.written(first, chunks.length);
         } else {
           await (await qemu).disk.writeBlocks(first, chunks);
           for (let k = 0; k < chunks.length; k++) assembledDisk.written(first + k);
         }
       },
+      batchWritten: async () => (await qemu).disk.markWritten(),
       read: async (space, indices, into) => {
-        if (space === Space.Memory) return readRuns(ram, indices, into, base.manifest.memory.sizeBytes);
+        if (space === Space.Memory) return readRamRuns(ram, indices, into, base.manifest.memory.sizeBytes);
         for (const [n, i] of indices.entries()) await disk.readBlock(i, into.subarray(n * BLOCK_SIZE, (n + 1) * BLOCK_SIZE));
       },
     };
@@ -360,7 +363,9 @@ export class TargetHandoffs {
             throw new HandoffError('STATE_MISMATCH', `the device state on file at ${this.cloudlet.name} is not the one attempt ${end.attempt} sent; the VM was not resumed here`);
           }
           const vm = await s.qemu;
+          stopTrace('dst load device state');
           await vm.host.loadDeviceState(s.files.deviceState);
+          stopTrace('dst device state loaded');
           return vm;
         });
         starting.catch(() => undefined);
@@ -377,7 +382,6 @@ export class TargetHandoffs {
     }
   }
 
-  /** The committed end's check: the assembled state against the digests the source stopped with. */
   /**
    * The assembled memory and disk's digests, read again in full where anything but this session
    * wrote them (while frames landed, or since the last one), with what they were taken of.
@@ -413,6 +417,7 @@ export class TargetHandoffs {
   ): Promise<FinalizeResult> {
     const { ack: received, expected: sent } = end.value;
     let assembled = await checked;
+    stopTrace('dst checked');
     // Checked before the commit came: anything written since is read again.
     if (s.ramWrites.foreign || (await this.movedSince(s, assembled.stamp))) {
       const started = Date.now();
@@ -427,6 +432,7 @@ export class TargetHandoffs {
       throw new HandoffError('STATE_MISMATCH', `assembled ${which} on ${this.cloudlet.name} do not match the source's digests at stop time; the VM was not resumed here`);
     }
     const verifiedAtMs = Date.now();
+    stopTrace('dst verified');
     s.vm = await starting;
     s.heartbeatAtStop = sent.heartbeatAtStop;
     return { memoryDigest, diskDigest: disk, verified: true, verifyMs, received, marks: { receivedAtMs: end.at, finalizeStartedAtMs, verifiedAtMs } };
@@ -472,7 +478,9 @@ export class TargetHandoffs {
     let heartbeatAfter: number | null = null;
     let firstHeartbeatAtMs: number | null = null;
     try {
+      stopTrace('dst cont');
       await s.vm.host.cont();
+      stopTrace('dst cont done');
       resumedAtMs = Date.now();
       if (heartbeatAtStop !== null) {
         const hb = await s.vm.heartbeats.next(heartbeatAtStop, CONFIRM_TIMEOUT_MS);

@@ -13,6 +13,8 @@ export interface ChunkStore extends ChunkReader {
   writeRun(space: Space, first: number, chunks: Buffer[]): Promise<void>;
   /** Chunks in each space: indices at or past it are refused. */
   limit(space: Space): number;
+  /** Called once every write of a batch is made: a store that reports its writes elsewhere (to a VM host) does so once per batch, here. */
+  batchWritten?(): Promise<void>;
 }
 
 /**
@@ -101,5 +103,6 @@ export async function applyBatch(header: BatchHeader, payload: Buffer, store: Ch
     }
   }
   await flush();
+  await store.batchWritten?.();
   return records.length;
 }

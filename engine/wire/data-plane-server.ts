@@ -1,3 +1,4 @@
+import { stopTrace } from '../stop-trace.js';
 import { createHash } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import { Decompressor } from 'zstd-napi';
@@ -139,6 +140,7 @@ export class DataPlaneServer {
         if (ended && f.type !== FrameType.Commit) throw new HandoffError('PROTOCOL', `frame type ${f.type} after the end frame of attempt ${attempt}; only its commit may follow`);
         switch (f.type) {
           case FrameType.DeviceState:
+            stopTrace('dst device state frame');
             // zstd-compressed against the base's device state on the wire; small (about 330 KB
             // raw, a few KB packed), so it is held until the end.
             packedDeviceState.push(f.data);
@@ -146,12 +148,15 @@ export class DataPlaneServer {
             if (packedDeviceStateBytes > MAX_DEVICE_STATE_BYTES) throw new HandoffError('PROTOCOL', `device state exceeds ${MAX_DEVICE_STATE_BYTES} bytes`);
             break;
           case FrameType.Batch:
+            stopTrace(`dst batch ${f.header.seq} arrived`);
             if (f.header.seq !== counts.batches) throw new HandoffError('PROTOCOL', `batch ${f.header.seq} arrived where batch ${counts.batches} was due`);
             counts.chunks += await sink.applyBatch(f.header, f.payload);
             counts.batches++;
+            stopTrace(`dst batch ${f.header.seq} applied`);
             socket.write(encodeFrame({ type: FrameType.BatchAck, batchAck: { seq: f.header.seq, bytesReceived: decoder.bytesIn } }));
             break;
           case FrameType.End: {
+            stopTrace('dst end arrived');
             const e = f.end;
             if (packedDeviceState.length) {
               let raw: Buffer;
@@ -180,13 +185,16 @@ export class DataPlaneServer {
             if (superseded()) throw new HandoffError('PROTOCOL', `attempt ${attempt} of handoff ${handoffId} was superseded before its end`);
             await sink.complete(ack, { memoryDigest: e.memoryDigest, diskDigest: e.diskDigest, heartbeatAtStop: e.heartbeatAtStop }, attempt, e.deviceStateSha256);
             socket.write(encodeFrame({ type: FrameType.Ack, ack }));
+            stopTrace('dst end complete, ack written');
             ended = true;
             break;
           }
           case FrameType.Commit:
+            stopTrace('dst commit arrived');
             if (!ended) throw new HandoffError('PROTOCOL', `a commit frame before the end frame of attempt ${attempt}`);
             if (f.commit.attempt !== attempt) throw new HandoffError('PROTOCOL', `a commit frame for attempt ${f.commit.attempt} on the connection of attempt ${attempt}`);
             if (!(await sink.granted(attempt))) throw new HandoffError('PROTOCOL', `the commit of attempt ${attempt} came after its end was withdrawn here`);
+            stopTrace('dst granted');
             socket.end(encodeFrame({ type: FrameType.Committed, commit: { attempt } }));
             return;
           default:

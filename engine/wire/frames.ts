@@ -80,7 +80,7 @@ export const ackSchema = z.object({
   deviceStateBytes: z.number().int().nonnegative(),
   bytesReceived: z.number().int().nonnegative(),
 });
-/** The source's word that the target may run the VM: sent once, after the target's ack. */
+/** The source's word that the target may run the VM: sent once, right behind its end frame. */
 export const commitSchema = z.object({ attempt: z.number().int().positive() });
 /** A refusal, with the engine's error code when it has one: the source's retry depends on it. */
 export const errorSchema = z.object({ message: z.string(), code: z.string().optional() });

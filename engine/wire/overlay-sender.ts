@@ -5,6 +5,8 @@ import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Compressor } from 'zstd-napi';
 import { HandoffError, knownCode } from '../errors.js';
+import { stopTrace } from '../stop-trace.js';
+import { deferred } from '../deferred.js';
 import { Throttle } from './throttle.js';
 import type { EncodedBatch } from '../pipeline/overlay-encoder.js';
 import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type Ack, type BatchAck, type Frame } from './frames.js';
@@ -42,14 +44,21 @@ export interface OutgoingOverlay {
   attempt: number;
   /** Ends the stream: the connection is destroyed, and the end frame never leaves after it. */
   signal?: AbortSignal;
-  /** Awaited before the end frame is handed to the link (the source declares its phase first). */
-  beforeEnd?: () => Promise<void>;
   /**
-   * Awaited once the target acknowledged the end frame, before the commit frame that lets it run
-   * the VM is handed to the link: from the commit on, only the target's answer may let the
-   * source's copy run again, so the source declares it first.
+   * Awaited before the end frame and the commit frame behind it, which lets the target run the
+   * VM, are handed to the link: from then on only the target's answer may let the source's copy
+   * run again, so the source declares it first. Called as the last batch is handed over, so that
+   * its fsync runs alongside the device state and the digests rather than after them.
    */
   beforeCommit?: () => Promise<void>;
+  /**
+   * Resolves once the target acknowledged a batch sent after the VM was paused (at once if none
+   * was): the end frame and the commit leave only to a target that answered since the pause. One
+   * that went silent before then (frozen, cut off) is never handed a commit it could act on
+   * later, so the source may still resume on its own when the connection times out. Its ack
+   * comes while the rest of the final epoch is sent; it costs the stop nothing then.
+   */
+  answeredSincePause?: () => Promise<void>;
   /**
    * For an attempt after the first (required then): called with what the target holds already,
    * before the first batch is asked for, so that the batches send only what it lacks.
@@ -80,10 +89,18 @@ export function compressAgainst(base: Uint8Array, data: Uint8Array): Buffer {
   return compressor.compress(data);
 }
 
-async function* overlayFrames(o: OutgoingOverlay, token: string, observer: SendObserver, holdings: Promise<Holdings>): AsyncGenerator<Buffer> {
+async function* overlayFrames(
+  o: OutgoingOverlay,
+  token: string,
+  observer: SendObserver,
+  holdings: Promise<Holdings>,
+  /** `p`, or the target's refusal or the connection's end, whichever comes first. */
+  untilReplyFails: <T>(p: Promise<T>) => Promise<T>,
+  progress: { commitLeft: boolean },
+): AsyncGenerator<Buffer> {
   yield encodeFrame({ type: FrameType.Hello, hello: { protocol: WIRE_PROTOCOL, version: WIRE_VERSION, handoffId: o.handoffId, token, attempt: o.attempt } });
   // A resumed attempt goes on from what the target holds: nothing is sent before it is known.
-  if (o.attempt > 1) await o.reconcile!(await holdings);
+  if (o.attempt > 1) await o.reconcile!(await untilReplyFails(holdings));
   let batches = 0;
   let chunks = 0;
   for await (const b of o.batches) {
@@ -100,30 +117,45 @@ async function* overlayFrames(o: OutgoingOverlay, token: string, observer: SendO
     observer.sent?.(b, frame.length);
     yield frame;
   }
+  stopTrace('src batches done');
+  // Declared while the device state and the digests are readied, once the target answered.
+  const committing = (async () => {
+    await untilReplyFails(o.answeredSincePause?.() ?? Promise.resolve());
+    await o.beforeCommit?.();
+  })();
+  committing.catch(() => undefined);
   const deviceState = await o.deviceState();
+  stopTrace('src device state in hand');
   // It is sent while the VM is stopped: every byte saved here is downtime saved.
   const packed = compressAgainst(o.deviceStateBase, deviceState);
   for (let off = 0; off < packed.length; off += 1 << 20) {
     yield encodeFrame({ type: FrameType.DeviceState, data: packed.subarray(off, off + (1 << 20)) });
   }
   const { memoryDigest, diskDigest, heartbeatAtStop } = await o.stopState();
+  stopTrace('src stop state in hand');
   o.signal?.throwIfAborted();
-  await o.beforeEnd?.();
+  await committing;
   o.signal?.throwIfAborted();
-  yield encodeFrame({
+  const end = encodeFrame({
     type: FrameType.End,
     end: {
       batches, chunks, deviceStateBytes: deviceState.length, deviceStateSha256: createHash('sha256').update(deviceState).digest('hex'),
       memoryDigest, diskDigest, heartbeatAtStop,
     },
   });
+  // The commit goes right behind the end frame, in one write, not after the target's ack of it:
+  // waiting for the ack would add a round trip to the downtime. The target still runs the VM
+  // only on a complete, verified end of the current attempt followed by its commit.
+  progress.commitLeft = true;
+  stopTrace('src end frame yielded');
+  yield Buffer.concat([end, encodeFrame({ type: FrameType.Commit, commit: { attempt: o.attempt } })]);
 }
 
 /**
- * Streams device state and the encoded overlay to the target's data plane, waits for its
- * acknowledgement of the end frame and answers it with the commit frame. The socket's
- * backpressure paces the encoder: a batch is produced only
- * when the link can take it, so memory stays bounded by the encoder's window.
+ * Streams the encoded overlay, the device state, the end frame and the commit behind it to the
+ * target's data plane, and waits for its acknowledgement of the end and its confirmation of the
+ * commit. The socket's backpressure paces the encoder: a batch is produced only when the link
+ * can take it, so memory stays bounded by the encoder's window.
  */
 export async function sendOverlay(endpoint: DataEndpoint, overlay: OutgoingOverlay, observer: SendObserver = {}): Promise<{ bytesSent: number; ack: Ack }> {
   overlay.signal?.throwIfAborted();
@@ -151,26 +183,29 @@ export async function sendOverlay(endpoint: DataEndpoint, overlay: OutgoingOverl
   });
   socket.setNoDelay(true);
   const replies = socket.pipe(decoder);
-  let holdingsArrived!: (h: Holdings) => void;
-  const holdings = new Promise<Holdings>((resolve) => (holdingsArrived = resolve));
-  let ackArrived!: (a: Ack) => void;
-  const acked = new Promise<Ack>((resolve) => (ackArrived = resolve));
+  const holdings = deferred<Holdings>();
+  const acked = deferred<Ack>();
   let gotAck = false;
+  /** The target's own answer that it will not run the VM on this attempt (an error frame). */
+  let refusal: HandoffError | undefined;
+  const progress = { commitLeft: false };
   // Every reply of the target, to the end: the ack of the end frame, then its confirmation of
   // the commit.
   const reply = (async () => {
     for await (const f of replies as AsyncIterable<Frame>) {
       if (f.type === FrameType.BatchAck) observer.acked?.(f.batchAck);
-      else if (f.type === FrameType.Holdings && overlay.attempt > 1) holdingsArrived(f.holdings);
-      else if (f.type === FrameType.Ack && !gotAck) ((gotAck = true), ackArrived(f.ack));
+      else if (f.type === FrameType.Holdings && overlay.attempt > 1) holdings.resolve(f.holdings);
+      else if (f.type === FrameType.Ack && !gotAck) ((gotAck = true), acked.resolve(f.ack));
       else if (f.type === FrameType.Committed && gotAck) return;
-      else if (f.type === FrameType.Error) throw new HandoffError(knownCode(f.error.code) ?? 'PROTOCOL', `target refused the overlay: ${f.error.message}`);
+      else if (f.type === FrameType.Error) throw (refusal = new HandoffError(knownCode(f.error.code) ?? 'PROTOCOL', `target refused the overlay: ${f.error.message}`));
       else throw new HandoffError('PROTOCOL', `unexpected frame type ${f.type} from the target`);
     }
     throw new HandoffError('PROTOCOL', `target closed the data connection without ${gotAck ? 'confirming the commit' : 'an acknowledgement'}`);
   })();
   reply.catch(() => undefined);
-  const ackOrFailure = Promise.race([acked, reply.then((): never => { throw new HandoffError('PROTOCOL', 'the target confirmed a commit it was never sent'); })]);
+  /** `p`, or the target's refusal or the connection's end, whichever comes first. */
+  const untilReplyFails = <T>(p: Promise<T>) => Promise.race([p, reply.then((): never => { throw new HandoffError('PROTOCOL', 'the target confirmed a commit it was never sent'); })]);
+  const ackOrFailure = untilReplyFails(acked.promise);
   ackOrFailure.catch(() => undefined);
   try {
     try {
@@ -178,27 +213,26 @@ export async function sendOverlay(endpoint: DataEndpoint, overlay: OutgoingOverl
       // One frame queued ahead of the socket, not Readable.from's default sixteen: every frame
       // queued here is link time the source runs ahead of the target, and a live handoff pays
       // for it at the stop (the final epoch waits behind it, the target drains it).
-      // The wait for the holdings ends with the replies: a refusal or a broken connection.
-      const held = Promise.race([holdings, reply.then(() => Promise.reject(new HandoffError('PROTOCOL', 'the target acknowledged before it said what it holds')))]);
-      held.catch(() => undefined);
-      await pipeline(Readable.from(overlayFrames(overlay, endpoint.token, observer, held), { highWaterMark: 1 }), new Throttle(overlay.capMbps ?? (() => null)), socket, { end: false });
+      await pipeline(Readable.from(overlayFrames(overlay, endpoint.token, observer, holdings.promise, untilReplyFails, progress), { highWaterMark: 1 }), new Throttle(overlay.capMbps ?? (() => null)), socket, { end: false });
     } catch (err) {
       // A target that refuses the stream says why before it closes; that beats "EPIPE".
       const why = await Promise.race([reply.then(() => undefined, (e: unknown) => e), sleep(1_000)]);
       throw why ?? err;
     }
+    stopTrace('src pipeline done');
     const ack = await ackOrFailure;
-    // An attempt ended before this point never lets the target run the VM: no commit leaves.
-    overlay.signal?.throwIfAborted();
-    await overlay.beforeCommit?.();
-    socket.write(encodeFrame({ type: FrameType.Commit, commit: { attempt: overlay.attempt } }));
-    // From here the target may run the VM: without its confirmation the outcome is its to say.
-    await reply.catch((err: Error) => {
-      throw new HandoffError('HANDOFF_IN_DOUBT', `the commit frame of attempt ${overlay.attempt} left for ${endpoint.host}:${endpoint.port} and the target did not confirm it (${(failure ?? err).message}); only its answer decides now`);
-    });
+    stopTrace('src ack of end');
+    await reply;
     return { bytesSent: socket.bytesWritten, ack };
   } catch (err) {
-    throw err instanceof HandoffError && err.code === 'HANDOFF_IN_DOUBT' ? err : (failure ?? err);
+    // An error frame is the target's answer: it ends the attempt without running the VM there.
+    if (refusal) throw refusal;
+    // From the commit on the target may run the VM: without its confirmation the outcome is its
+    // to say.
+    if (progress.commitLeft) {
+      throw new HandoffError('HANDOFF_IN_DOUBT', `the end and commit frames of attempt ${overlay.attempt} left for ${endpoint.host}:${endpoint.port} and the target did not confirm the commit (${(failure ?? (err as Error)).message}); only its answer decides now`);
+    }
+    throw failure ?? err;
   } finally {
     overlay.signal?.removeEventListener('abort', onAbort);
     socket.destroy();

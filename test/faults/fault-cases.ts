@@ -78,8 +78,9 @@ export const FAULT_CASES: FaultCase[] = [
     fault: 'a peer that stops answering (no RST)',
     step: 'stopped phase, before the end frame',
     // The source notices the silence (DATA_IDLE_TIMEOUT_MS) and resumes on its own — its end
-    // frame may sit in the frozen target's socket, but its commit never left — so its guest's
-    // longest silence is that bound, plus the scan and the pause, not the 45 s of the fault.
+    // and commit frames wait for an ack from the target after the pause, which a target frozen
+    // at the pause never sends — so its guest's longest silence is that bound, plus the scan and
+    // the pause, not the 45 s of the fault.
     // The attempt fails cleanly; once the target answers again, a retried attempt may carry the
     // handoff on from what the target holds and move the VM after all.
     expected: ['stayed-at-source', 'moved'],
@@ -139,8 +140,9 @@ export const FAULT_CASES: FaultCase[] = [
     step: 'after the end frame left',
     expected: ['moved', 'moved-after-commit-fault'],
     inject: async (ctx) => {
-      await ctx.sourcePhase('end-sent');
-      ctx.log("  end frame sent: A's link cut for 30 s");
+      // Recorded just before the end and commit frames are handed to the link.
+      await ctx.sourcePhase('commit-sent');
+      ctx.log("  end and commit frames leaving: A's link cut for 30 s");
       await ctx.cluster.wan!.blackout('A', true);
       await sleep(30_000);
       await ctx.cluster.wan!.blackout('A', false);
@@ -216,7 +218,7 @@ export const FAULT_CASES: FaultCase[] = [
       expected: step.startsWith('finalize') ? ['stayed-at-source', 'moved-after-commit-fault', 'moved'] : ['stayed-at-source'],
       inject: async (ctx) => {
         if (step === 'stopped phase') await ctx.sourcePhase('stopped');
-        else if (step.startsWith('finalize')) await ctx.sourcePhase('end-sent');
+        else if (step.startsWith('finalize')) await ctx.sourcePhase('commit-sent');
         else if (step !== 'snapshot') await ctx.workflowStep(step, step === 'stream' ? 5_000 : 0);
         await ctx.handle!.cancel().catch(() => undefined);
       },
