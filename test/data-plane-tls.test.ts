@@ -61,7 +61,7 @@ test('only the handoff source cloudlet is heard: no certificate, another CA and 
   try {
     const bare = await helloWith(port, { ca: B.ca }, 'h-tls');
     assert.equal(refusalOf(bare), undefined, 'a client without a certificate gets no frame');
-    const foreign = await helloWith(port, foreignA, 'h-tls');
+    const foreign = await helloWith(port, { ...foreignA, ca: B.ca }, 'h-tls');
     assert.equal(refusalOf(foreign), undefined, "a certificate of another site's CA gets no frame, even with the right name");
     const other = await helloWith(port, C, 'h-tls');
     const unknown = await helloWith(port, A, 'h-nobody-prepared');

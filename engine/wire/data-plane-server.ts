@@ -74,6 +74,8 @@ export class DataPlaneServer {
   private readonly current = new Map<string, CurrentConnection>();
   private server?: Server;
 
+  /** Every accepted connection, so that a stop ends them rather than waits out their timeouts. */
+  private readonly open = new Set<Socket>();
   private readonly handshakes = new HandshakeLimiter(MAX_PENDING_HANDSHAKES_PER_ADDRESS, MAX_PENDING_HANDSHAKES);
   /** Why connections were turned away, by reason: for the worker's log and the security tests. */
   readonly refused = new Map<string, number>();
@@ -96,6 +98,8 @@ export class DataPlaneServer {
     );
     // What a peer without a certificate can make this process hold is bounded (see HandshakeLimiter).
     server.on('connection', (raw: Socket) => {
+      this.open.add(raw);
+      raw.once('close', () => this.open.delete(raw));
       if (this.handshakes.admit(raw)) return;
       this.count('too many pending handshakes');
       raw.destroy();
@@ -129,8 +133,11 @@ export class DataPlaneServer {
     this.current.delete(handoffId);
   }
 
+  /** Stops listening and ends every connection, a handshake still in progress too. */
   async stop(): Promise<void> {
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    const closed = new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    for (const raw of this.open) raw.destroy();
+    await closed;
   }
 
   private count(reason: string): void {
