@@ -65,10 +65,14 @@ function xzCompress(input: Buffer, preset: lzma.Preset): Promise<Buffer> {
 
 const overflow = (codec: string, limit: number) => new Error(`${codec} batch inflates past the ${limit} bytes its header declares`);
 
-/** zstd into a buffer of `limit` + 1 bytes: one byte more than declared is proof enough of a lie. */
-function zstdBounded(data: Uint8Array, limit: number): Buffer {
+/**
+ * zstd into a buffer of `limit` + 1 bytes: one byte more than declared is proof enough of a lie.
+ * `dictionary`: the raw-content dictionary the data was compressed against (a device state's base).
+ */
+export function zstdBounded(data: Uint8Array, limit: number, dictionary?: Uint8Array): Buffer {
   const dctx = new zstdBinding.DCtx();
   dctx.setParameter(zstdBinding.DParameter.windowLogMax, ZSTD_WINDOW_LOG_MAX);
+  if (dictionary) dctx.loadDictionary(dictionary);
   const out = Buffer.allocUnsafe(limit + 1);
   let written = 0;
   let input = data;
@@ -86,6 +90,8 @@ function zstdBounded(data: Uint8Array, limit: number): Buffer {
  * xz through liblzma's stream, fed XZ_SLICE_BYTES at a time and stopped at the slice whose
  * output passes `limit`: liblzma codes a whole written chunk before it is asked again, so the
  * slice bounds what one step can inflate (zeros inflate about 7000-fold: 14 MiB a slice).
+ * A corrupt stream ends ('error', sometimes 'end') without calling back the write that carried
+ * it: each write is raced with that end (found by the fuzzer).
  */
 async function xzBounded(data: Buffer, limit: number): Promise<Buffer> {
   const decoder = lzma.createDecompressor({ memlimit: XZ_MEMLIMIT_BYTES });
@@ -97,20 +103,22 @@ async function xzBounded(data: Buffer, limit: number): Promise<Buffer> {
     if (written > limit) failure ??= overflow('xz', limit);
     else parts.push(chunk);
   });
-  const ended = new Promise<void>((resolve, reject) => {
-    decoder.on('end', resolve);
-    decoder.on('error', (err: Error) => reject((failure ??= err)));
+  let ended = false;
+  const end = new Promise<void>((resolve) => {
+    decoder.once('end', () => ((ended = true), resolve()));
+    decoder.once('error', (err: Error) => ((ended = true), (failure ??= err), resolve()));
   });
-  ended.catch(() => undefined);
   try {
-    for (let off = 0; off < data.length && !failure; off += XZ_SLICE_BYTES) {
-      await new Promise<void>((resolve) => decoder.write(data.subarray(off, off + XZ_SLICE_BYTES), () => resolve()));
+    for (let off = 0; off < data.length && !failure && !ended; off += XZ_SLICE_BYTES) {
+      await Promise.race([new Promise<void>((resolve) => decoder.write(data.subarray(off, off + XZ_SLICE_BYTES), () => resolve())), end]);
+    }
+    if (!failure && !ended) {
+      decoder.end();
+      await end;
     }
     if (failure) throw failure;
-    decoder.end();
-    await ended;
     return Buffer.concat(parts);
   } finally {
-    if (failure) decoder.destroy();
+    if (!ended || failure) decoder.destroy();
   }
 }

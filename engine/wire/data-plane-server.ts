@@ -2,15 +2,17 @@ import { stopTrace } from '../stop-trace.js';
 import { createHash } from 'node:crypto';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
-import { Decompressor } from 'zstd-napi';
+import { zstdBounded } from '../pipeline/codecs.js';
 import { HandoffError } from '../errors.js';
-import { FrameDecoder, FrameType, HELLO_MAX_FRAME_BYTES, MAX_FRAME_BYTES, encodeFrame, type Ack, type BatchHeader, type Frame } from './frames.js';
+import { FrameDecoder, FrameType, HELLO_MAX_FRAME_BYTES, encodeFrame, type Ack, type BatchHeader, type Frame } from './frames.js';
 import { namesCloudlet, type CloudletTls } from './cloudlet-tls.js';
 import { HandshakeLimiter } from './handshake-limiter.js';
 import type { Holdings } from './holdings.js';
 import { DATA_IDLE_TIMEOUT_MS, type StopState } from './overlay-sender.js';
 
 const MAX_DEVICE_STATE_BYTES = 64 << 20;
+/** How long a refused connection stays up after its error frame, which it then cannot delay. */
+const REFUSED_LINGER_MS = 1_000;
 /** Connections in their TLS handshake at once, from one address and in all; more are closed at once. */
 export const MAX_PENDING_HANDSHAKES_PER_ADDRESS = 16;
 export const MAX_PENDING_HANDSHAKES = 1024;
@@ -147,7 +149,7 @@ export class DataPlaneServer {
   private async serve(socket: TLSSocket): Promise<void> {
     this.handshakes.secured(socket);
     socket.setNoDelay(true);
-    // Small until the hello is taken: a peer the site CA vouches for still says first which
+    // The first frame is the hello, small: a peer the site CA vouches for still says first which
     // handoff it streams, before this side buffers a batch for it.
     const decoder = new FrameDecoder(HELLO_MAX_FRAME_BYTES);
     decoder.on('error', () => undefined);
@@ -192,7 +194,6 @@ export class DataPlaneServer {
           attempt = f.hello.attempt;
           this.current.set(handoffId, { attempt, socket });
           sink = expected;
-          decoder.maxFrameBytes = MAX_FRAME_BYTES;
           const holdings = await sink.begin(attempt);
           if (holdings && !superseded()) socket.write(encodeFrame({ type: FrameType.Holdings, holdings }));
           continue;
@@ -221,10 +222,10 @@ export class DataPlaneServer {
             const e = f.end;
             if (packedDeviceState.length) {
               let raw: Buffer;
+              if (e.deviceStateBytes > MAX_DEVICE_STATE_BYTES) throw new HandoffError('PROTOCOL', `device state of ${e.deviceStateBytes} bytes exceeds ${MAX_DEVICE_STATE_BYTES}`);
               try {
-                const decompressor = new Decompressor();
-                decompressor.loadDictionary(sink.deviceStateBase);
-                raw = decompressor.decompress(Buffer.concat(packedDeviceState));
+                // No bigger than the end frame says: a bomb is refused as it passes that size.
+                raw = zstdBounded(Buffer.concat(packedDeviceState), e.deviceStateBytes, sink.deviceStateBase);
               } catch (err) {
                 throw new HandoffError('STATE_MISMATCH', `device state does not decompress: ${(err as Error).message}`);
               }
@@ -266,7 +267,12 @@ export class DataPlaneServer {
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));
       if (sink && !superseded()) sink.fail(e, attempt);
-      if (!socket.destroyed) socket.end(encodeFrame({ type: FrameType.Error, error: { message: e.message, ...(e instanceof HandoffError ? { code: e.code } : {}) } }));
+      if (!socket.destroyed) {
+        socket.end(encodeFrame({ type: FrameType.Error, error: { message: e.message, ...(e instanceof HandoffError ? { code: e.code } : {}) } }));
+        // Nothing more is read from it: a peer that keeps it open (or keeps sending) does not
+        // hold it until the idle timeout; a second is the error frame's time to leave.
+        setTimeout(() => socket.destroy(), REFUSED_LINGER_MS).unref();
+      }
     } finally {
       if (!superseded()) this.current.delete(handoffId);
     }

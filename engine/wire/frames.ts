@@ -213,13 +213,15 @@ export function decodePayload(type: number, payload: Buffer): Frame {
 export class FrameDecoder extends Transform {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  private framesOut = 0;
   bytesIn = 0;
 
   /**
-   * @param maxFrameBytes the largest frame taken; a receiver lowers it until it knows who speaks
-   *   (see HELLO_MAX_FRAME_BYTES) and raises it after.
+   * @param firstFrameMaxBytes the largest first frame taken (later ones: MAX_FRAME_BYTES). A
+   *   receiver that first wants to know who speaks (the hello) keeps it small: the limit is the
+   *   decoder's own, so it holds even for the frames that arrive in the hello's read.
    */
-  constructor(public maxFrameBytes = MAX_FRAME_BYTES) {
+  constructor(private readonly firstFrameMaxBytes = MAX_FRAME_BYTES) {
     super({ readableObjectMode: true });
   }
 
@@ -230,11 +232,12 @@ export class FrameDecoder extends Transform {
     try {
       for (;;) {
         if (this.pendingBytes < 4) break;
-        const head = this.peekBytes(4);
-        const length = head.readUInt32LE(0);
-        if (length < 1 || length > this.maxFrameBytes) throw new HandoffError('PROTOCOL', `frame length ${length} is outside 1..${this.maxFrameBytes}`);
+        const length = this.peekBytes(4).readUInt32LE(0);
+        const limit = this.framesOut === 0 ? this.firstFrameMaxBytes : MAX_FRAME_BYTES;
+        if (length < 1 || length > limit) throw new HandoffError('PROTOCOL', `frame length ${length} is outside 1..${limit}`);
         if (this.pendingBytes < 4 + length) break;
         const whole = this.takeBytes(4 + length);
+        this.framesOut++;
         this.push(decodePayload(whole.readUInt8(4), whole.subarray(5)));
       }
       done();
@@ -247,8 +250,14 @@ export class FrameDecoder extends Transform {
     done(this.pendingBytes > 0 ? new HandoffError('PROTOCOL', `stream ended inside a frame (${this.pendingBytes} bytes left over)`) : null);
   }
 
+  /**
+   * The first `n` bytes (n ≤ pendingBytes). Leading pieces shorter than that are merged once,
+   * not the whole queue on every read: a peer that sends a frame a few bytes at a time would
+   * otherwise cost time quadratic in the frame's size (found by the fuzzer).
+   */
   private peekBytes(n: number): Buffer {
-    return this.pending.length === 1 || this.pending[0]!.length >= n ? this.pending[0]!.subarray(0, n) : Buffer.concat(this.pending).subarray(0, n);
+    while (this.pending[0]!.length < n) this.pending.splice(0, 2, Buffer.concat([this.pending[0]!, this.pending[1]!]));
+    return this.pending[0]!.subarray(0, n);
   }
 
   private takeBytes(n: number): Buffer {
