@@ -1,9 +1,9 @@
 import { Context } from '@temporalio/activity';
 import type { RollbackResult, SourceHandoffs, SnapshotResult, StreamResult } from '../engine/handoff/source-handoff.js';
 import type { TargetAnswer } from '../engine/handoff/source-phase.js';
-import type { DataEndpoint } from '../engine/wire/overlay-sender.js';
 import type { StreamMeasurements } from '../engine/adaptation/measurements.js';
 import { asActivity } from './failures.js';
+import { checked, type ActivityInput } from './inputs.js';
 
 /** A stream attempt's progress, in its heartbeats: how far it got, at what rate. */
 interface StreamProgress {
@@ -18,11 +18,16 @@ import { workflowStreamControl } from './workflow-stream-control.js';
 /** The source cloudlet's part of a handoff; thin adapters over the engine. */
 export function createSourceActivities(source: SourceHandoffs) {
   return {
-    snapshot: (a: { handoffId: string; vmId: string }): Promise<SnapshotResult> => asActivity(() => source.snapshot(a.handoffId, a.vmId)),
-    streamOverlay: (a: { handoffId: string; endpoint: DataEndpoint }): Promise<StreamResult> => {
+    snapshot: (input: ActivityInput<'snapshot'>): Promise<SnapshotResult> =>
+      asActivity(() => {
+        const a = checked('snapshot', input);
+        return source.snapshot(a.handoffId, a.vmId);
+      }),
+    streamOverlay: (input: ActivityInput<'streamOverlay'>): Promise<StreamResult> => {
       let progress: StreamProgress = { attempt: Context.current().info.attempt, atMs: 0, inputBytes: 0, wireBytes: 0, R_Mbps: null };
       return asActivity(
         async () => {
+          const a = checked('streamOverlay', input);
           const ctx = Context.current();
           const control = await workflowStreamControl();
           try {
@@ -37,9 +42,16 @@ export function createSourceActivities(source: SourceHandoffs) {
       );
     },
     /** `target`: what the target answered when the workflow asked it to abort. */
-    rollback: (a: { handoffId: string; vmId: string; target: TargetAnswer }): Promise<RollbackResult> =>
-      asActivity(() => source.rollback(a.handoffId, a.vmId, a.target)),
-    retire: (a: { handoffId: string; vmId: string }): Promise<void> => asActivity(() => source.retire(a.handoffId, a.vmId)),
+    rollback: (input: ActivityInput<'rollback'> & { target: TargetAnswer }): Promise<RollbackResult> =>
+      asActivity(() => {
+        const a = checked('rollback', input);
+        return source.rollback(a.handoffId, a.vmId, a.target);
+      }),
+    retire: (input: ActivityInput<'retire'>): Promise<void> =>
+      asActivity(() => {
+        const a = checked('retire', input);
+        return source.retire(a.handoffId, a.vmId);
+      }),
   };
 }
 export type SourceActivities = ReturnType<typeof createSourceActivities>;

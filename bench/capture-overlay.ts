@@ -4,6 +4,7 @@ import { Cloudlet } from '../engine/cloudlet/cloudlet.js';
 import type { VmInstance } from '../engine/cloudlet/vm-instance.js';
 import { captureMemory } from '../engine/memory/memory-capture.js';
 import type { Workload } from '../engine/names.js';
+import { devCloudletTls } from '../infra/dev-pki.js';
 import type { BuiltBaseImage } from '../infra/base-image/build-base-image.js';
 
 export interface CapturedOverlay {
@@ -19,7 +20,7 @@ export interface CapturedOverlay {
  * workload until it has loaded and churned, pauses it, and captures its overlay.
  */
 export async function captureRealOverlay(base: BuiltBaseImage, dir: string, workload: Workload, runSeconds: number, log: (l: string) => void): Promise<CapturedOverlay> {
-  const cloudlet = new Cloudlet({ name: 'bench', runDir: join(dir, 'run'), imageCacheDir: join(dir, 'images'), dataHost: '127.0.0.1', prefix: 'ehoff' });
+  const cloudlet = new Cloudlet({ name: 'bench', runDir: join(dir, 'run'), imageCacheDir: join(dir, 'images'), dataHost: '127.0.0.1', prefix: 'ehoff', tls: await devCloudletTls('bench') });
   await cloudlet.start();
   await cloudlet.images.install(base.dir);
   const t0 = Date.now();

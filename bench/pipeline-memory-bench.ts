@@ -5,6 +5,7 @@ import { SourceHandoffs } from '../engine/handoff/source-handoff.js';
 import { fixedControl } from '../engine/handoff/stream-control.js';
 import { TargetHandoffs } from '../engine/handoff/target-handoff.js';
 import { ensureBaseImage } from '../infra/base-image/build-base-image.js';
+import { devCloudletTls } from '../infra/dev-pki.js';
 import { tempRoot } from '../test/support/fixtures.js';
 
 /**
@@ -38,9 +39,9 @@ if (values.json) console.log(JSON.stringify({ rows }));
 async function measureOne(guestMiB: number): Promise<void> {
   const base = await ensureBaseImage({ memoryMiB: guestMiB, accel: 'tcg', log });
   const root = await tempRoot('mem');
-  const make = (name: string) => new Cloudlet({ name, runDir: join(root.dir, name), imageCacheDir: join(root.dir, `${name}-img`), dataHost: '127.0.0.1', prefix: 'ehoff' });
-  const A = make('A');
-  const B = make('B');
+  const make = async (name: string) => new Cloudlet({ name, runDir: join(root.dir, name), imageCacheDir: join(root.dir, `${name}-img`), dataHost: '127.0.0.1', prefix: 'ehoff', tls: await devCloudletTls(name) });
+  const A = await make('A');
+  const B = await make('B');
   try {
     await Promise.all([A.start(), B.start()]);
     await Promise.all([A.images.install(base.dir), B.images.install(base.dir)]);
@@ -52,7 +53,7 @@ async function measureOne(guestMiB: number): Promise<void> {
     const source = new SourceHandoffs(A);
     const target = new TargetHandoffs(B);
     await source.snapshot('mem', 'mem-vm');
-    const endpoint = await target.prepare('mem', 'mem-vm', base.id);
+    const endpoint = await target.prepare('mem', 'mem-vm', base.id, 'A');
     await A.dedupIndex(A.vm('mem-vm').base);
     global.gc?.();
     const idle = process.memoryUsage.rss();

@@ -20,7 +20,9 @@ export type HandoffErrorCode =
   /** The end frame left and the outcome at the target is not known here: only its answer decides. */
   | 'HANDOFF_IN_DOUBT'
   /** The target cannot run the VM (its QEMU did not start, say): trying again will not help. */
-  | 'TARGET_CANNOT_RUN';
+  | 'TARGET_CANNOT_RUN'
+  /** A request that does not say what it must (an activity's input that fails its schema). */
+  | 'BAD_INPUT';
 
 const NOT_RETRYABLE: ReadonlySet<HandoffErrorCode> = new Set([
   'VM_NOT_FOUND',
@@ -35,6 +37,7 @@ const NOT_RETRYABLE: ReadonlySet<HandoffErrorCode> = new Set([
   'VM_BUSY',
   'HANDOFF_IN_DOUBT',
   'TARGET_CANNOT_RUN',
+  'BAD_INPUT',
 ]);
 
 const ALL_CODES: ReadonlySet<string> = new Set<HandoffErrorCode>([...NOT_RETRYABLE, 'PROTOCOL']);

@@ -11,3 +11,5 @@ export const workloadSchema = z.object({
   args: z.array(z.string().regex(/^[\w.=-]+$/, 'workload arguments are words, numbers, dots, dashes or =')),
 });
 export type Workload = z.infer<typeof workloadSchema>;
+/** A handoff's id (its workflow id and run id): printable, bounded, as it travels in frames and logs. */
+export const handoffIdSchema = z.string().regex(/^[\x21-\x7e]{1,300}$/, 'a handoff id is 1-300 printable ASCII characters');

@@ -6,7 +6,9 @@ import { Client, Connection } from '@temporalio/client';
 import { READY_MARKER } from '../workers/cloudlet-worker.js';
 import { sweepRunFolder } from '../engine/host/vm-folder-sweep.js';
 import { clusterRecord, processStartTicks, sweepCrashedCluster, type ClusterRecord } from './cluster-record.js';
-import { PREFIX, REPO_ROOT } from './paths.js';
+import { DEV_PKI_DIR, PREFIX, REPO_ROOT } from './paths.js';
+import { ensureDevPki } from './dev-pki.js';
+import type { CloudletTlsFiles } from '../engine/wire/cloudlet-tls.js';
 import { freePort, portIsFree, startDevServer, type DevServer } from './temporal-dev-server.js';
 import { createWanTestbed, type WanTestbed } from './wan-testbed.js';
 import { ensureWorkflowBundle } from './workflow-bundle.js';
@@ -18,6 +20,8 @@ export interface CloudletSpec {
   imageCacheDir: string;
   /** A tmpfs folder for this cloudlet's RAM files, if not /dev/shm. */
   ramDir?: string;
+  /** Its certificate, key and site CA; by default issued from the development CA in `.state/pki`. */
+  tls?: CloudletTlsFiles;
 }
 
 export interface EmbeddedCluster {
@@ -112,6 +116,10 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
       address = server.address;
     }
     const bundle = await ensureWorkflowBundle();
+    // The data plane speaks mutual TLS only: a cloudlet given no certificate gets one from the
+    // development site CA, made on first use and kept for later runs.
+    const devPki = await ensureDevPki(DEV_PKI_DIR, opts.cloudlets.filter((c) => !c.tls).map((c) => c.name));
+    const withTls = opts.cloudlets.map((c) => ({ ...c, tls: c.tls ?? devPki[c.name]! }));
     const workers = new Map<string, SupervisedWorker>();
     // Workers stop together, before the server they talk to; then their VMs are ended (a
     // worker's stop leaves its VMs running, as on a real site) and their folders removed.
@@ -123,7 +131,7 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
       }));
     });
     await Promise.all(
-      opts.cloudlets.map(async (c) => {
+      withTls.map(async (c) => {
         const runDir = `/tmp/${PREFIX}-${opts.runTag}-${c.name}`;
         // A crashed run with this tag left VMs, mounts and files here: end them first.
         for (const r of await sweepRunFolder(runDir)) log(`swept from a crashed run: ${r}`);
@@ -255,6 +263,7 @@ function spawnWorker(
     '--data-port', String(placement.dataPort),
     '--workflow-bundle', bundle,
     ...c.baseImages.flatMap((b) => ['--install-base', b]),
+    ...(c.tls ? ['--tls-cert', c.tls.certFile, '--tls-key', c.tls.keyFile, '--tls-ca', c.tls.caFile] : []),
   ];
   // In a namespace, `ip netns exec` execs node in place: the PID is the worker's.
   const child: ChildProcess = placement.netns

@@ -8,6 +8,8 @@ export const BASE_IMAGE_BUILD_DIR = join(CACHE_DIR, 'base-images');
 export const GUEST_KERNEL_DIR = join(CACHE_DIR, 'guest-kernel');
 export const GUEST_SOURCES_DIR = join(REPO_ROOT, 'infra', 'guest');
 export const STATE_DIR = process.env.EHOFF_STATE_DIR ?? join(REPO_ROOT, '.state');
+/** The development site CA and the cloudlets' certificates it issued (keys 0600, untracked). */
+export const DEV_PKI_DIR = join(STATE_DIR, 'pki');
 /** The WAN testbed's delay relay (infra/wan-delay/delay-relay.c), built by infra/setup.sh. */
 export const DELAY_RELAY_BIN = join(CACHE_DIR, 'bin', 'ehoff-delay-relay');
 /** Prefix of every temp file, mount point, socket and namespace the project creates. */

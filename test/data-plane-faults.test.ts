@@ -1,22 +1,32 @@
-import { test } from 'node:test';
+import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, createServer, type Socket } from 'node:net';
+import { createServer } from 'node:net';
+import { connect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { once } from 'node:events';
 import { DataPlaneServer, type OverlaySink } from '../engine/wire/data-plane-server.js';
 import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type Frame } from '../engine/wire/frames.js';
 import { sendOverlay, type OutgoingOverlay } from '../engine/wire/overlay-sender.js';
 import { HandoffError } from '../engine/errors.js';
+import type { CloudletTls } from '../engine/wire/cloudlet-tls.js';
+import { devCloudletTls } from '../infra/dev-pki.js';
 
 // The data plane under faults, on loopback: a refused or reset connection ends the attempt with
 // an error naming it (never the process), and the target serves one connection per handoff, the
 // newest attempt's.
 
-const TOKEN = 't'.repeat(32);
+// The two cloudlets' certificates from the development site CA: A streams, B listens.
+let A: CloudletTls;
+let B: CloudletTls;
+before(async () => {
+  A = await devCloudletTls('A');
+  B = await devCloudletTls('B');
+});
+const toB = (port: number) => ({ host: '127.0.0.1', port, cloudlet: 'B' });
 
 /** A sink that takes everything and does nothing, but for what a test overrides. */
 function sinkWith(overrides: Partial<OverlaySink>): OverlaySink {
   return {
-    token: TOKEN,
+    source: 'A',
     deviceStateBase: Buffer.alloc(16),
     begin: async () => undefined,
     writeDeviceState: async () => undefined,
@@ -44,7 +54,7 @@ test('a refused connection fails the attempt with the address in the error', asy
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as { port: number }).port;
   await new Promise<void>((r) => server.close(() => r()));
-  await assert.rejects(sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, overlay(1)), new RegExp(`127\\.0\\.0\\.1:${port}`));
+  await assert.rejects(sendOverlay(toB(port), A, overlay(1)), new RegExp(`127\\.0\\.0\\.1:${port}`));
 });
 
 test("a peer's reset fails the attempt, and nothing else", async () => {
@@ -52,29 +62,29 @@ test("a peer's reset fails the attempt, and nothing else", async () => {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as { port: number }).port;
   try {
-    await assert.rejects(sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, overlay(1)), /ECONNRESET|EPIPE|closed|failed/);
+    await assert.rejects(sendOverlay(toB(port), A, overlay(1)), /ECONNRESET|EPIPE|closed|failed/);
   } finally {
     server.close();
   }
 });
 
 /** A raw client: sends a hello of `attempt`, returns the socket and the frames it gets back. */
-async function helloFrom(port: number, attempt: number): Promise<{ socket: Socket; frames: Frame[]; closed: Promise<unknown> }> {
-  const socket = connect(port, '127.0.0.1');
-  await once(socket, 'connect');
+async function helloFrom(port: number, attempt: number): Promise<{ socket: TLSSocket; frames: Frame[]; closed: Promise<unknown> }> {
+  const socket = connect({ port, host: '127.0.0.1', ...A, checkServerIdentity: () => undefined });
+  await once(socket, 'secureConnect');
   const frames: Frame[] = [];
   const decoder = socket.pipe(new FrameDecoder());
   decoder.on('data', (f: Frame) => frames.push(f));
   decoder.on('error', () => undefined);
   socket.on('error', () => undefined);
-  socket.write(encodeFrame({ type: FrameType.Hello, hello: { protocol: WIRE_PROTOCOL, version: WIRE_VERSION, handoffId: 'h-fence', token: TOKEN, attempt } }));
+  socket.write(encodeFrame({ type: FrameType.Hello, hello: { protocol: WIRE_PROTOCOL, version: WIRE_VERSION, handoffId: 'h-fence', attempt } }));
   return { socket, frames, closed: once(socket, 'close') };
 }
 
 test('one connection per handoff: a newer attempt cuts the older off, and an older one is refused', async () => {
   const begun: number[] = [];
   const sink = sinkWith({ begin: async (attempt) => void begun.push(attempt) });
-  const server = new DataPlaneServer('127.0.0.1');
+  const server = new DataPlaneServer('127.0.0.1', B);
   const { port } = await server.start();
   server.expect('h-fence', sink);
   try {
@@ -102,7 +112,7 @@ test('a resumed attempt learns what the target holds before it sends its first b
     disk: { indices: Uint32Array.from([4]), prefixes: Buffer.alloc(8, 1) },
   };
   const sink = sinkWith({ begin: async (attempt) => (attempt > 1 ? holdings : undefined) });
-  const server = new DataPlaneServer('127.0.0.1');
+  const server = new DataPlaneServer('127.0.0.1', B);
   const { port } = await server.start();
   server.expect('h-fault', sink);
   try {
@@ -117,10 +127,10 @@ test('a resumed attempt learns what the target holds before it sends its first b
         order.push('first batch asked for');
       })(),
     };
-    const { ack } = await sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, resumed);
+    const { ack } = await sendOverlay(toB(port), A, resumed);
     assert.equal(ack.batches, 0);
     assert.deepEqual(order, ['reconciled', 'first batch asked for']);
-    await assert.rejects(sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, overlay(3)), /attempt 3 of handoff h-fault has nothing to reconcile/);
+    await assert.rejects(sendOverlay(toB(port), A, overlay(3)), /attempt 3 of handoff h-fault has nothing to reconcile/);
   } finally {
     await server.stop();
   }
@@ -133,19 +143,19 @@ test('the end and the commit leave together, only once the source declared them;
     granted: async (attempt) => (heard.push(`commit ${attempt}`), true),
     fail: (err, attempt) => void heard.push(`failed ${attempt}: ${err.message}`),
   });
-  const server = new DataPlaneServer('127.0.0.1');
+  const server = new DataPlaneServer('127.0.0.1', B);
   const { port } = await server.start();
   server.expect('h-fault', sink);
   try {
     await assert.rejects(
-      sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, { ...overlay(1), beforeCommit: async () => Promise.reject(new Error('the source gave up')) }),
+      sendOverlay(toB(port), A, { ...overlay(1), beforeCommit: async () => Promise.reject(new Error('the source gave up')) }),
       /the source gave up/,
     );
     while (heard.length < 1) await new Promise((r) => setTimeout(r, 10));
     assert.deepEqual(heard, ['failed 1: overlay stream ended before its end frame'], 'the target never saw an end it could commit on');
     heard.length = 0;
     const order: string[] = [];
-    const { ack } = await sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, { ...overlay(1), beforeCommit: async () => void order.push(`declared with ${heard.length} heard`) });
+    const { ack } = await sendOverlay(toB(port), A, { ...overlay(1), beforeCommit: async () => void order.push(`declared with ${heard.length} heard`) });
     assert.equal(ack.batches, 0);
     assert.deepEqual(heard, ['end 1', 'commit 1'], 'the sender returns only on the confirmed commit');
     assert.deepEqual(order, ['declared with 0 heard'], 'the source declares its commit before the end frame leaves');
@@ -156,13 +166,13 @@ test('the end and the commit leave together, only once the source declared them;
 
 test('the end waits for an answer from the target since the pause', async () => {
   const heard: string[] = [];
-  const server = new DataPlaneServer('127.0.0.1');
+  const server = new DataPlaneServer('127.0.0.1', B);
   const { port } = await server.start();
   server.expect('h-fault', sinkWith({ complete: async () => void heard.push('end') }));
   try {
     let answer!: () => void;
     const answered = new Promise<void>((r) => (answer = r));
-    const sending = sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, { ...overlay(1), answeredSincePause: () => answered });
+    const sending = sendOverlay(toB(port), A, { ...overlay(1), answeredSincePause: () => answered });
     await new Promise((r) => setTimeout(r, 200));
     assert.deepEqual(heard, [], 'no end left before the target answered');
     answer();
@@ -174,12 +184,12 @@ test('the end waits for an answer from the target since the pause', async () => 
 });
 
 test('a commit the target refuses is its answer, which ends the attempt without a doubt', async () => {
-  const server = new DataPlaneServer('127.0.0.1');
+  const server = new DataPlaneServer('127.0.0.1', B);
   const { port } = await server.start();
   try {
     // The end was withdrawn here before the commit came (a newer attempt, say): the target says so.
     server.expect('h-fault', sinkWith({ granted: async () => false }));
-    await assert.rejects(sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, overlay(1)), (err: unknown) => {
+    await assert.rejects(sendOverlay(toB(port), A, overlay(1)), (err: unknown) => {
       assert.ok(err instanceof HandoffError);
       assert.equal(err.code, 'PROTOCOL');
       assert.match(err.message, /target refused the overlay: the commit of attempt 1 came after its end was withdrawn here/);
@@ -192,7 +202,7 @@ test('a commit the target refuses is its answer, which ends the attempt without 
 
 test('a commit the target takes in and never confirms leaves the source in doubt, not free to resume', async () => {
   // A target that went away after the commit reached it may have run the VM: only it can say.
-  const server = createServer((s) => {
+  const server = createTlsServer({ ...B, requestCert: true, rejectUnauthorized: true }, (s) => {
     s.on('error', () => undefined);
     const decoder = s.pipe(new FrameDecoder());
     decoder.on('error', () => undefined);
@@ -204,7 +214,7 @@ test('a commit the target takes in and never confirms leaves the source in doubt
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as { port: number }).port;
   try {
-    await assert.rejects(sendOverlay({ host: '127.0.0.1', port, token: TOKEN }, overlay(1)), (err: unknown) => {
+    await assert.rejects(sendOverlay(toB(port), A, overlay(1)), (err: unknown) => {
       assert.ok(err instanceof HandoffError);
       assert.equal(err.code, 'HANDOFF_IN_DOUBT');
       assert.match(err.message, /end and commit frames of attempt 1 left .* did not confirm the commit/);

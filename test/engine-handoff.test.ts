@@ -10,6 +10,9 @@ import { SourceHandoffs } from '../engine/handoff/source-handoff.js';
 import { TargetHandoffs } from '../engine/handoff/target-handoff.js';
 import { fixedControl } from '../engine/handoff/stream-control.js';
 import { testBaseImage, tempRoot } from './support/fixtures.js';
+import { devCloudletTls } from '../infra/dev-pki.js';
+import { helloWith } from './support/raw-data-client.js';
+import { FrameType, encodeFrame } from '../engine/wire/frames.js';
 
 // The engine alone, for real: QEMU guests, FUSE disks, the TCP data plane, no Temporal.
 
@@ -18,14 +21,14 @@ let A: Cloudlet;
 let B: Cloudlet;
 let baseImageId: string;
 
-const make = (name: string) =>
-  new Cloudlet({ name, runDir: join(root.dir, name), imageCacheDir: join(root.dir, `${name}-images`), dataHost: '127.0.0.1', prefix: 'ehoff' });
+const make = async (name: string) =>
+  new Cloudlet({ name, runDir: join(root.dir, name), imageCacheDir: join(root.dir, `${name}-images`), dataHost: '127.0.0.1', prefix: 'ehoff', tls: await devCloudletTls(name) });
 
 before(async () => {
   const base = await testBaseImage();
   root = await tempRoot('eng');
-  A = make('A');
-  B = make('B');
+  A = await make('A');
+  B = await make('B');
   await Promise.all([A.start(), B.start()]);
   await Promise.all([A.images.install(base.dir), B.images.install(base.dir)]);
   baseImageId = base.id;
@@ -46,7 +49,7 @@ test('a VM moves from A to B with verified state and a guest that goes on', asyn
   assert.ok(snap.heartbeatAtStart !== null && snap.heartbeatAtStart > 0, 'the workload was beating before the handoff');
   assert.equal(await A.vm('eng-vm').host.runState(), 'running', 'the snapshot step does not stop the VM');
 
-  const endpoint = await target.prepare('h-ok', 'eng-vm', snap.baseImageId);
+  const endpoint = await target.prepare('h-ok', 'eng-vm', snap.baseImageId, 'A');
   const stream = await source.stream('h-ok', endpoint, fixedControl('none/zstd-3'));
   const [first, last] = [stream.epochs[0]!, stream.epochs.at(-1)!];
   assert.ok(first.live && first.memoryPages > 2048, `epoch 0 ran live and held the 8 MiB heap (${first.memoryPages} pages)`);
@@ -57,6 +60,9 @@ test('a VM moves from A to B with verified state and a guest that goes on', asyn
   assert.equal(await A.vm('eng-vm').host.runState() !== 'running', true, 'the source is stopped once the stream ends');
   // The target's own finish: verify against the digests sent with the overlay's end, resume.
   const { finalized: fin, resumed } = await target.finish('h-ok');
+  // Committed: a connection of the source cloudlet for this handoff writes nothing any more.
+  const late = await helloWith(B.dataPlane.address().port, A.config.tls, 'h-ok', { after: [encodeFrame({ type: FrameType.DeviceState, data: Buffer.alloc(64) })] });
+  assert.ok(late.secured && late.refusal !== undefined, `a hello after the commit is refused (${late.refusal ?? late.error})`);
   assert.equal(fin.memoryDigest, stream.memoryDigest);
   assert.equal(fin.diskDigest, stream.diskDigest);
   assert.ok(resumed.heartbeatAfter! > stream.heartbeatAtStop!, 'the counter went on from where it stopped (the end frame carried where)');
@@ -80,7 +86,7 @@ test('state corrupted in transit is caught before resume: the target refuses, th
   const source = new SourceHandoffs(A);
   const target = new TargetHandoffs(B);
   const snap = await source.snapshot('h-bad', 'bad-vm');
-  const endpoint = await target.prepare('h-bad', 'bad-vm', snap.baseImageId);
+  const endpoint = await target.prepare('h-bad', 'bad-vm', snap.baseImageId, 'A');
   const stream = await source.stream('h-bad', endpoint, fixedControl('none/none'));
 
   // Flip one byte of the assembled memory at the target, as a faulty link or disk would.
@@ -117,7 +123,7 @@ test('a broken stream resumes: the next attempt reconciles with what the target 
   try {
     await sleep(3000);
     const snap = await source.snapshot('h-re', 're-vm');
-    const endpoint = await target.prepare('h-re', 're-vm', snap.baseImageId);
+    const endpoint = await target.prepare('h-re', 're-vm', snap.baseImageId, 'A');
     // Attempt 1 over a slow link, cut after its second measurement (about 2 s in).
     const cut = new AbortController();
     let reports = 0;
@@ -150,13 +156,13 @@ test("a target worker that dies after the source's commit, before its own cont, 
   try {
     await sleep(1000);
     const snap = await source.snapshot('h-cm', 'cm-vm');
-    const endpoint = await new TargetHandoffs(B).prepare('h-cm', 'cm-vm', snap.baseImageId);
+    const endpoint = await new TargetHandoffs(B).prepare('h-cm', 'cm-vm', snap.baseImageId, 'A');
     // The stream ends with the commit frame sent; this target's `finish` never runs: its worker
     // "dies" (the cloudlet stops, the VM hosts stay) with the commit received and recorded.
     const stream = await source.stream('h-cm', endpoint, fixedControl('none/zstd-3'));
     assert.equal(B.hasVm('cm-vm'), false, 'the incoming copy waits, not yet continued');
     await B.stop();
-    B = make('B');
+    B = await make('B');
     await B.start();
     const { recovered } = await new TargetHandoffs(B).recover();
     assert.deepEqual(recovered, ['cm-vm (h-cm)']);
@@ -175,7 +181,7 @@ test("a target worker that dies after the source's commit, before its own cont, 
 
 test('a target without the base image refuses before anything moves', async () => {
   const target = new TargetHandoffs(B);
-  await assert.rejects(target.prepare('h-x', 'x-vm', 'base-0000000000000000'), /does not hold base image base-0000000000000000/);
+  await assert.rejects(target.prepare('h-x', 'x-vm', 'base-0000000000000000', 'A'), /does not hold base image base-0000000000000000/);
 });
 
 /** The target's RAM file for a VM in preparation (its name carries a random tag): the newest. */

@@ -85,7 +85,7 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt, end: Return
       return step('rollback', { runState: d.action === 'resume-here' ? 'running' : 'paused', action: d.action, reason: d.reason });
     },
     retire: () => step('retire', undefined),
-    negotiateBaseImage: () => step('negotiateBaseImage', { host: '127.0.0.1', port: 1, token: 't'.repeat(32) }),
+    negotiateBaseImage: () => step('negotiateBaseImage', { host: '127.0.0.1', port: 1, cloudlet: 'B' }),
     // Checks against what the source sent in-band (here: the same fixed digests) once the stream
     // has ended, then continues the VM; a refusal leaves nothing behind, as the real one.
     finish: async () => {

@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Cloudlet } from '../engine/cloudlet/cloudlet.js';
 import { HOST_PIDS_FILE, hostPidsSchema } from '../engine/host/host-protocol.js';
 import { SerialLog } from '../engine/vm/serial-log.js';
+import { devCloudletTls } from '../infra/dev-pki.js';
 import { testBaseImage, tempRoot } from './support/fixtures.js';
 
 // A VM belongs to its host process, not to the worker: the worker dies (kill -9) and the guest
@@ -31,7 +32,7 @@ after(async () => {
 
 const runDir = () => join(root.dir, 'A');
 const openCloudlet = async () => {
-  const c = new Cloudlet({ name: 'A', runDir: runDir(), imageCacheDir: join(root.dir, 'images'), dataHost: '127.0.0.1', prefix: 'ehoff' });
+  const c = new Cloudlet({ name: 'A', runDir: runDir(), imageCacheDir: join(root.dir, 'images'), dataHost: '127.0.0.1', prefix: 'ehoff', tls: await devCloudletTls('A') });
   cloudlets.push(c);
   await c.start();
   return c;

@@ -19,7 +19,7 @@ function batchHeader(payload: Buffer) {
   return { seq: 0, mode: 'xor/zstd-3', chunks: 3, rawBytes: 9000, rawXxh64: '0123456789abcdef', payloadBytes: payload.length, payloadXxh64: 'fedcba9876543210' };
 }
 
-const hello = { protocol: WIRE_PROTOCOL, version: WIRE_VERSION, handoffId: 'h-1', token: 'x'.repeat(32), attempt: 2 } as const;
+const hello = { protocol: WIRE_PROTOCOL, version: WIRE_VERSION, handoffId: 'h-1', attempt: 2 } as const;
 
 test('every frame type survives encode → decode, split at any byte', async () => {
   const blocks = Buffer.alloc(3 * BLOCK_SIZE);

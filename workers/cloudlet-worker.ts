@@ -8,6 +8,7 @@ import { Cloudlet } from '../engine/cloudlet/cloudlet.js';
 import { SourceHandoffs, recoverSourceAfterRestart } from '../engine/handoff/source-handoff.js';
 import { TargetHandoffs } from '../engine/handoff/target-handoff.js';
 import { cloudletNameSchema } from '../engine/names.js';
+import { loadCloudletTls, tlsFilesFromEnv } from '../engine/wire/cloudlet-tls.js';
 import { PREFIX } from '../infra/paths.js';
 import { WORKFLOW_TASK_QUEUE, cloudletTaskQueue } from '../workflows/definitions.js';
 import { pageScanImplementation } from '../engine/memory/native-page-scan.js';
@@ -30,6 +31,10 @@ const configSchema = z.object({
   namespace: z.string().default(process.env.TEMPORAL_NAMESPACE ?? 'default'),
   workflowBundle: z.string().optional(),
   installBase: z.array(z.string()).default([]),
+  /** The cloudlet's certificate, key and the site CA (PEM files): the data plane is mutual TLS only. */
+  tlsCert: z.string({ error: 'is required (or EHOFF_TLS_CERT): the cloudlet certificate, PEM' }).min(1),
+  tlsKey: z.string({ error: 'is required (or EHOFF_TLS_KEY): the cloudlet key, PEM' }).min(1),
+  tlsCa: z.string({ error: 'is required (or EHOFF_TLS_CA): the site CA certificate, PEM' }).min(1),
 });
 export type CloudletWorkerConfig = z.infer<typeof configSchema>;
 
@@ -49,8 +54,12 @@ async function main(): Promise<void> {
       namespace: { type: 'string' },
       'workflow-bundle': { type: 'string' },
       'install-base': { type: 'string', multiple: true },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'tls-ca': { type: 'string' },
     },
   });
+  const fromEnv = tlsFilesFromEnv();
   const parsed = configSchema.safeParse({
     cloudlet: values.cloudlet,
     runDir: values['run-dir'],
@@ -62,6 +71,9 @@ async function main(): Promise<void> {
     namespace: values.namespace,
     workflowBundle: values['workflow-bundle'],
     installBase: values['install-base'],
+    tlsCert: values['tls-cert'] ?? fromEnv.certFile,
+    tlsKey: values['tls-key'] ?? fromEnv.keyFile,
+    tlsCa: values['tls-ca'] ?? fromEnv.caFile,
   });
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -76,6 +88,10 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
     telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: 'ERROR' }), forward: {} } },
     logger: { trace() {}, debug() {}, info() {}, warn: (m) => console.error(`[${config.cloudlet}] ${m}`), error: (m) => console.error(`[${config.cloudlet}] ${m}`), log() {} },
   });
+  const tls = await loadCloudletTls(config.cloudlet, { certFile: config.tlsCert, keyFile: config.tlsKey, caFile: config.tlsCa }).catch((err: Error) => {
+    console.error(`cloudlet worker: ${err.message}`);
+    process.exit(2);
+  });
   const cloudlet = new Cloudlet({
     name: config.cloudlet,
     runDir: config.runDir,
@@ -84,6 +100,8 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
     dataHost: config.dataHost,
     dataPort: config.dataPort,
     prefix: PREFIX,
+    tls,
+    log: (line) => console.error(`[${config.cloudlet}] ${line}`),
   });
   await cloudlet.start();
   const target = new TargetHandoffs(cloudlet);

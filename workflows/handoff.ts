@@ -187,7 +187,7 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
     const snap = await src.snapshot({ handoffId, vmId });
     enter('negotiate');
     targetTouched = true;
-    const endpoint = await dst.negotiateBaseImage({ handoffId, vmId, baseImageId: snap.baseImageId });
+    const endpoint = await dst.negotiateBaseImage({ handoffId, vmId, baseImageId: snap.baseImageId, source });
     enter('stream');
     let stream: Awaited<ReturnType<typeof src.streamOverlay>> | undefined;
     let fin: Awaited<ReturnType<typeof dst.finalize>>;

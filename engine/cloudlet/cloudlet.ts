@@ -9,6 +9,7 @@ import { DedupIndex } from '../pipeline/dedup-index.js';
 import { MemoryTracker, type BasePageHashes } from '../memory/memory-tracker.js';
 import { loadHash64 } from '../pipeline/checksum.js';
 import { DataPlaneServer } from '../wire/data-plane-server.js';
+import type { CloudletTls } from '../wire/cloudlet-tls.js';
 import { VmInstance, vmFiles, type VmFiles } from './vm-instance.js';
 import { VmHostClient } from '../host/vm-host-client.js';
 import { hostProcessRuns, readHostRecord, sweepVmFolder, vmFolders } from '../host/vm-folder-sweep.js';
@@ -33,6 +34,10 @@ export interface CloudletConfig {
   ramDir?: string;
   /** Pipeline threads; defaults to the cores available. */
   codecThreads?: number;
+  /** Its certificate, key and the site CA: the data plane speaks mutual TLS only (see cloudlet-tls.ts). */
+  tls: CloudletTls;
+  /** Where the data plane's refusals are told; nowhere by default. */
+  log?: (line: string) => void;
 }
 
 export interface VmDescription {
@@ -60,7 +65,7 @@ export class Cloudlet {
 
   constructor(readonly config: CloudletConfig) {
     this.images = new ImageCache(config.imageCacheDir);
-    this.dataPlane = new DataPlaneServer(config.dataHost, config.dataPort ?? 0);
+    this.dataPlane = new DataPlaneServer(config.dataHost, config.tls, config.dataPort ?? 0, config.log);
   }
 
   get name(): string {

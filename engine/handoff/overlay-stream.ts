@@ -9,6 +9,7 @@ import { encodeOverlay, type ChunkList, type EncodedBatch, type StageCounts } fr
 import type { VmInstance } from '../cloudlet/vm-instance.js';
 import { MemoryTracker, type BasePageHashes } from '../memory/memory-tracker.js';
 import { sendOverlay, type DataEndpoint } from '../wire/overlay-sender.js';
+import type { CloudletTls } from '../wire/cloudlet-tls.js';
 import type { Ack } from '../wire/frames.js';
 import type { StreamControl } from './stream-control.js';
 import { diskDigest } from './state-digest.js';
@@ -157,6 +158,8 @@ export async function streamOverlay(opts: {
   handoffId: string;
   vm: VmInstance;
   endpoint: DataEndpoint;
+  /** The source cloudlet's certificate, key and site CA, for the data connection. */
+  tls: CloudletTls;
   pool: CodecPool;
   dedup: DedupIndex;
   /** The base memory's page hashes (the cloudlet keeps them per base): where tracking starts. */
@@ -438,6 +441,7 @@ export async function streamOverlay(opts: {
     let deviceStateBytes = 0;
     const { bytesSent, ack } = await sendOverlay(
       opts.endpoint,
+      opts.tls,
       {
         handoffId: opts.handoffId,
         attempt: opts.attempt ?? 1,

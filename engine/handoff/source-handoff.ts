@@ -129,6 +129,7 @@ export class SourceHandoffs {
           attempt,
           vm,
           endpoint,
+          tls: this.cloudlet.config.tls,
           pool: this.cloudlet.codecPool(),
           dedup: await this.cloudlet.dedupIndex(vm.base),
           basePageHashes: await this.cloudlet.basePageHashes(vm.base),

@@ -1,5 +1,5 @@
 import { stopTrace } from '../stop-trace.js';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { constants, writevSync } from 'node:fs';
 import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { BLOCK_SIZE } from '../blocks.js';
@@ -118,8 +118,11 @@ export class TargetHandoffs {
 
   constructor(private readonly cloudlet: Cloudlet) {}
 
-  /** Base-image negotiation: succeeds only if this cloudlet holds the base; opens the data plane. */
-  async prepare(handoffId: string, vmId: string, baseImageId: string): Promise<DataEndpoint> {
+  /**
+   * Base-image negotiation: succeeds only if this cloudlet holds the base; opens the data plane
+   * to one peer, the source cloudlet `source` (by its certificate).
+   */
+  async prepare(handoffId: string, vmId: string, baseImageId: string, source: string): Promise<DataEndpoint> {
     const existing = this.sessions.get(handoffId);
     if (existing) return existing.endpoint;
     if (this.aborted.has(handoffId)) throw new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was aborted on ${this.cloudlet.name}`);
@@ -129,7 +132,7 @@ export class TargetHandoffs {
     if (this.cloudlet.hasVm(vmId)) throw new HandoffError('VM_EXISTS', `VM '${vmId}' already runs on cloudlet ${this.cloudlet.name}`);
     const base = await this.cloudlet.images.get(baseImageId);
     const files = this.cloudlet.files(vmId);
-    const record: TargetSessionRecord = { handoffId, vmId, baseImageId, token: randomBytes(24).toString('hex'), preparedAt: new Date().toISOString(), phase: 'prepared', attempt: 0 };
+    const record: TargetSessionRecord = { handoffId, vmId, baseImageId, source, preparedAt: new Date().toISOString(), phase: 'prepared', attempt: 0 };
     try {
       await VmInstance.layOut(files, base);
       // Declared before the host starts: a restarted worker takes the session up from here.
@@ -204,7 +207,7 @@ export class TargetHandoffs {
       await recordFile.write(declared);
     };
     const deviceStateBase = await readFile(base.path('deviceState'));
-    const endpoint: DataEndpoint = { ...this.cloudlet.dataPlane.address(), token: a.record.token };
+    const endpoint: DataEndpoint = { ...this.cloudlet.dataPlane.address(), cloudlet: this.cloudlet.name };
     const memoryPages = base.manifest.memory.sizeBytes / BLOCK_SIZE;
     const diskBlocks = base.manifest.disk.sizeBytes / BLOCK_SIZE;
     const disk = { dirtyBlocks: async () => (await qemu).disk.dirtyBlocks(), readBlock: async (i: number, into: Buffer) => (await qemu).disk.readBlock(i, into) };
@@ -249,7 +252,7 @@ export class TargetHandoffs {
       ends.fail(cannotRun);
     });
     this.cloudlet.dataPlane.expect(handoffId, {
-      token: a.record.token,
+      source: a.record.source,
       deviceStateBase,
       begin: async (attempt) => {
         if (cannotRun) throw cannotRun;

@@ -2,13 +2,13 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { DurableRecord } from '../durable-record.js';
 import { ackSchema } from '../wire/frames.js';
+import { cloudletNameSchema } from '../names.js';
 
 /**
  * The target side of a handoff, as declared and persisted in the incoming copy's folder before
  * each step takes effect, and what a restarted worker needs to take it up again: which handoff,
- * which VM and base, the token the source's data connection must carry (it also travels in the
- * negotiate step's result today, so it is in the workflow's history; per-cloudlet TLS is to
- * replace it), and the phase:
+ * which VM and base, the source cloudlet whose certificate alone may stream it (no secret: the
+ * data plane's mutual TLS proves who connects), and the phase:
  *
  * - `prepared`: the copy is laid out, its QEMU waits for its device state.
  * - `receiving`: attempt `attempt` of the source's stream is connected and writing here.
@@ -26,7 +26,7 @@ export const targetSessionRecordSchema = z.object({
   handoffId: z.string(),
   vmId: z.string(),
   baseImageId: z.string(),
-  token: z.string().min(16),
+  source: cloudletNameSchema,
   preparedAt: z.string(),
   phase: targetPhaseSchema.default('prepared'),
   attempt: z.number().int().min(0).default(0),

@@ -3,6 +3,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 const HEARTBEAT = /^HB (\d+)\s*$/gm;
 
+/** How much of a guest's console an error quotes. */
+const CONSOLE_EXCERPT_CHARS = 200;
+
 /** The guest's serial console as QEMU logs it: boot messages, command replies, heartbeats. */
 export class SerialLog {
   constructor(readonly path: string) {}
@@ -26,7 +29,9 @@ export class SerialLog {
     for (;;) {
       const text = await this.text();
       if (done(text)) return text;
-      if (Date.now() > deadline) throw new Error(`serial console ${this.path}: condition not met within ${timeoutMs} ms; last output:\n${text.slice(-1500)}`);
+      // The guest writes the console: only a short, escaped excerpt goes into an error (and from
+      // there into history); the whole is in the file.
+      if (Date.now() > deadline) throw new Error(`serial console ${this.path}: condition not met within ${timeoutMs} ms; its last ${CONSOLE_EXCERPT_CHARS} characters: ${JSON.stringify(text.slice(-CONSOLE_EXCERPT_CHARS))}`);
       await sleep(100);
     }
   }

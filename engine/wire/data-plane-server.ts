@@ -1,17 +1,33 @@
 import { stopTrace } from '../stop-trace.js';
 import { createHash } from 'node:crypto';
-import { createServer, type Server, type Socket } from 'node:net';
-import { Decompressor } from 'zstd-napi';
+import { createServer, type Server, type TLSSocket } from 'node:tls';
+import type { Socket } from 'node:net';
+import { zstdBounded } from '../pipeline/codecs.js';
 import { HandoffError } from '../errors.js';
-import { FrameDecoder, FrameType, encodeFrame, type Ack, type BatchHeader, type Frame } from './frames.js';
+import { FrameDecoder, FrameType, HELLO_MAX_FRAME_BYTES, encodeFrame, type Ack, type BatchHeader, type Frame } from './frames.js';
+import { namesCloudlet, type CloudletTls } from './cloudlet-tls.js';
+import { HandshakeLimiter } from './handshake-limiter.js';
 import type { Holdings } from './holdings.js';
 import { DATA_IDLE_TIMEOUT_MS, type StopState } from './overlay-sender.js';
 
 const MAX_DEVICE_STATE_BYTES = 64 << 20;
+/** How long a refused connection stays up after its error frame, which it then cannot delay. */
+const REFUSED_LINGER_MS = 1_000;
+/** Connections in their TLS handshake at once, from one address and in all; more are closed at once. */
+export const MAX_PENDING_HANDSHAKES_PER_ADDRESS = 16;
+export const MAX_PENDING_HANDSHAKES = 1024;
+/** A handshake not done by then is dropped. A WAN handshake takes two round trips. */
+export const HANDSHAKE_TIMEOUT_MS = 5_000;
+/**
+ * The one answer to a hello this cloudlet does not take — no such handoff, another cloudlet's
+ * certificate: the peer learns nothing about which handoffs exist here (the log says which).
+ */
+const NOT_EXPECTED = 'no handoff here expects this connection';
 
 /** Where one incoming overlay is written as it arrives. */
 export interface OverlaySink {
-  token: string;
+  /** The cloudlet the stream must come from: its certificate's name is checked at the hello. */
+  source: string;
   /** The base image's device state: the dictionary the VM's device state is compressed with. */
   deviceStateBase: Uint8Array;
   /**
@@ -45,12 +61,13 @@ export interface OverlaySink {
 /** The connection serving a handoff now: the newest attempt's. */
 interface CurrentConnection {
   attempt: number;
-  socket: Socket;
+  socket: TLSSocket;
 }
 
 /**
- * A cloudlet's data-plane listener. Each connection names its handoff in its first frame and
- * must carry that handoff's token; batches are applied in sequence and acknowledged one by one,
+ * A cloudlet's data-plane listener, over mutual TLS 1.3 with the site CA. Each connection names
+ * its handoff in its first frame and must come from that handoff's source cloudlet (its
+ * certificate's name); batches are applied in sequence and acknowledged one by one,
  * which is how the source measures the network's throughput. The end frame is acknowledged, and
  * the source's commit frame after it is what lets the target run the VM.
  */
@@ -59,10 +76,40 @@ export class DataPlaneServer {
   private readonly current = new Map<string, CurrentConnection>();
   private server?: Server;
 
-  constructor(private readonly host: string, private readonly port = 0) {}
+  /** Every accepted connection, so that a stop ends them rather than waits out their timeouts. */
+  private readonly open = new Set<Socket>();
+  private readonly handshakes = new HandshakeLimiter(MAX_PENDING_HANDSHAKES_PER_ADDRESS, MAX_PENDING_HANDSHAKES);
+  /** Why connections were turned away, by reason: for the worker's log and the security tests. */
+  readonly refused = new Map<string, number>();
+
+  constructor(private readonly host: string, private readonly tls: CloudletTls, private readonly port = 0, private readonly log: (line: string) => void = () => undefined) {}
 
   async start(): Promise<{ host: string; port: number }> {
-    const server = createServer({ allowHalfOpen: true }, (socket) => void this.serve(socket));
+    const server = createServer(
+      {
+        cert: this.tls.cert,
+        key: this.tls.key,
+        ca: this.tls.ca,
+        requestCert: true,
+        rejectUnauthorized: true,
+        minVersion: 'TLSv1.3',
+        handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+        allowHalfOpen: true,
+      },
+      (socket) => void this.serve(socket),
+    );
+    // What a peer without a certificate can make this process hold is bounded (see HandshakeLimiter).
+    server.on('connection', (raw: Socket) => {
+      this.open.add(raw);
+      raw.once('close', () => this.open.delete(raw));
+      if (this.handshakes.admit(raw)) return;
+      this.count('too many pending handshakes');
+      raw.destroy();
+    });
+    server.on('tlsClientError', (err, socket) => {
+      this.count(`handshake: ${err.message.slice(0, 120)}`);
+      socket.destroy();
+    });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(this.port, this.host, () => resolve());
@@ -88,13 +135,23 @@ export class DataPlaneServer {
     this.current.delete(handoffId);
   }
 
+  /** Stops listening and ends every connection, a handshake still in progress too. */
   async stop(): Promise<void> {
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    const closed = new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    for (const raw of this.open) raw.destroy();
+    await closed;
   }
 
-  private async serve(socket: Socket): Promise<void> {
+  private count(reason: string): void {
+    this.refused.set(reason, (this.refused.get(reason) ?? 0) + 1);
+  }
+
+  private async serve(socket: TLSSocket): Promise<void> {
+    this.handshakes.secured(socket);
     socket.setNoDelay(true);
-    const decoder = new FrameDecoder();
+    // The first frame is the hello, small: a peer the site CA vouches for still says first which
+    // handoff it streams, before this side buffers a batch for it.
+    const decoder = new FrameDecoder(HELLO_MAX_FRAME_BYTES);
     decoder.on('error', () => undefined);
     // A peer's reset, a cut link, a malformed frame: each ends this connection, never the process.
     socket.on('error', (err) => decoder.destroy(new HandoffError('PROTOCOL', `data connection from ${socket.remoteAddress} failed: ${err.message}`)));
@@ -120,8 +177,13 @@ export class DataPlaneServer {
         if (!sink) {
           if (f.type !== FrameType.Hello) throw new HandoffError('PROTOCOL', `first frame must be hello, got type ${f.type}`);
           const expected = this.sinks.get(f.hello.handoffId);
-          if (!expected) throw new HandoffError('HANDOFF_NOT_FOUND', `no handoff ${f.hello.handoffId} is expected here`);
-          if (expected.token !== f.hello.token) throw new HandoffError('PROTOCOL', `wrong token for handoff ${f.hello.handoffId}`);
+          const peer = socket.getPeerX509Certificate();
+          if (!expected || !peer || !namesCloudlet(peer, expected.source)) {
+            const why = !expected ? 'unknown handoff' : `not from ${expected.source}`;
+            this.count(why);
+            this.log(`data plane: refused a hello for handoff ${f.hello.handoffId} from ${peer?.subjectAltName ?? 'no certificate'} at ${socket.remoteAddress}: ${why}`);
+            throw new HandoffError('HANDOFF_NOT_FOUND', NOT_EXPECTED);
+          }
           const now = this.current.get(f.hello.handoffId);
           if (now && now.attempt > f.hello.attempt) {
             throw new HandoffError('PROTOCOL', `attempt ${f.hello.attempt} of handoff ${f.hello.handoffId} is superseded by attempt ${now.attempt}`);
@@ -160,10 +222,10 @@ export class DataPlaneServer {
             const e = f.end;
             if (packedDeviceState.length) {
               let raw: Buffer;
+              if (e.deviceStateBytes > MAX_DEVICE_STATE_BYTES) throw new HandoffError('PROTOCOL', `device state of ${e.deviceStateBytes} bytes exceeds ${MAX_DEVICE_STATE_BYTES}`);
               try {
-                const decompressor = new Decompressor();
-                decompressor.loadDictionary(sink.deviceStateBase);
-                raw = decompressor.decompress(Buffer.concat(packedDeviceState));
+                // No bigger than the end frame says: a bomb is refused as it passes that size.
+                raw = zstdBounded(Buffer.concat(packedDeviceState), e.deviceStateBytes, sink.deviceStateBase);
               } catch (err) {
                 throw new HandoffError('STATE_MISMATCH', `device state does not decompress: ${(err as Error).message}`);
               }
@@ -205,7 +267,12 @@ export class DataPlaneServer {
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));
       if (sink && !superseded()) sink.fail(e, attempt);
-      if (!socket.destroyed) socket.end(encodeFrame({ type: FrameType.Error, error: { message: e.message, ...(e instanceof HandoffError ? { code: e.code } : {}) } }));
+      if (!socket.destroyed) {
+        socket.end(encodeFrame({ type: FrameType.Error, error: { message: e.message, ...(e instanceof HandoffError ? { code: e.code } : {}) } }));
+        // Nothing more is read from it: a peer that keeps it open (or keeps sending) does not
+        // hold it until the idle timeout; a second is the error frame's time to leave.
+        setTimeout(() => socket.destroy(), REFUSED_LINGER_MS).unref();
+      }
     } finally {
       if (!superseded()) this.current.delete(handoffId);
     }

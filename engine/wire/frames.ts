@@ -2,6 +2,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { z } from 'zod';
 import { modeIdSchema } from '../adaptation/mode.js';
 import { HandoffError } from '../errors.js';
+import { handoffIdSchema } from '../names.js';
 import { decodeHoldings, encodeHoldings, type Holdings } from './holdings.js';
 
 /**
@@ -14,18 +15,23 @@ import { decodeHoldings, encodeHoldings, type Holdings } from './holdings.js';
  * with, which the target checks what it assembled against before it lets anything resume, and
  * the guest's last heartbeat then, past which the target sees it go on.
  * A source's attempt after the first is answered with a holdings frame (see holdings.ts): what
- * the target already assembled, so the stream resumes instead of starting over. The target's
- * ack of an end frame is answered by the source's commit frame: the target runs the VM only on
- * it, so until the source sent it, the source may still run its copy on its own. The target
+ * the target already assembled, so the stream resumes instead of starting over. The source's
+ * commit frame follows its end frame in the same write: the target runs the VM only on it, so
+ * until the source sent it, the source may still run its copy on its own. The target
  * confirms the commit (committed frame) once it has recorded it; a source without that
  * confirmation does not know the outcome and asks.
  * (Version 1 carried raw block frames, version 2 an end frame without the state digests, version 3
  * no records relative to a chunk's previous send (xor-prev) and no heartbeat in the end frame,
- * version 5 no holdings; they are not spoken any more.)
+ * version 5 no holdings, version 6 a bearer token in the hello instead of the cloudlets'
+ * certificates; they are not spoken any more.)
+ * The frames travel over mutual TLS 1.3 (see cloudlet-tls.ts): the hello names the handoff and
+ * the attempt, and who sends it is the certificate the connection was authenticated with.
  */
 export const WIRE_PROTOCOL = 'ehoff-wire';
-export const WIRE_VERSION = 6;
+export const WIRE_VERSION = 7;
 export const MAX_FRAME_BYTES = 16 << 20;
+/** The largest frame a receiver takes before a hello was accepted: a hello is a few hundred bytes. */
+export const HELLO_MAX_FRAME_BYTES = 4 << 10;
 
 export enum FrameType {
   Hello = 1,
@@ -43,8 +49,7 @@ export enum FrameType {
 export const helloSchema = z.object({
   protocol: z.literal(WIRE_PROTOCOL),
   version: z.number().int(),
-  handoffId: z.string().min(1),
-  token: z.string().min(16),
+  handoffId: handoffIdSchema,
   /** The source's stream attempt: the target serves one connection per handoff, the newest. */
   attempt: z.number().int().positive(),
 });
@@ -83,7 +88,15 @@ export const ackSchema = z.object({
 /** The source's word that the target may run the VM: sent once, right behind its end frame. */
 export const commitSchema = z.object({ attempt: z.number().int().positive() });
 /** A refusal, with the engine's error code when it has one: the source's retry depends on it. */
-export const errorSchema = z.object({ message: z.string(), code: z.string().optional() });
+/**
+ * A refusal's reason, as the peer wrote it: outside text, so bounded (it is quoted in the
+ * receiver's errors, and from there in history); longer is cut, not refused.
+ */
+export const MAX_ERROR_MESSAGE_CHARS = 500;
+export const errorSchema = z.object({
+  message: z.string().transform((m) => (m.length > MAX_ERROR_MESSAGE_CHARS ? `${m.slice(0, MAX_ERROR_MESSAGE_CHARS)}…` : m)),
+  code: z.string().max(40).optional(),
+});
 
 export type Hello = z.infer<typeof helloSchema>;
 export type BatchHeader = z.infer<typeof batchHeaderSchema>;
@@ -200,9 +213,15 @@ export function decodePayload(type: number, payload: Buffer): Frame {
 export class FrameDecoder extends Transform {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  private framesOut = 0;
   bytesIn = 0;
 
-  constructor() {
+  /**
+   * @param firstFrameMaxBytes the largest first frame taken (later ones: MAX_FRAME_BYTES). A
+   *   receiver that first wants to know who speaks (the hello) keeps it small: the limit is the
+   *   decoder's own, so it holds even for the frames that arrive in the hello's read.
+   */
+  constructor(private readonly firstFrameMaxBytes = MAX_FRAME_BYTES) {
     super({ readableObjectMode: true });
   }
 
@@ -213,11 +232,12 @@ export class FrameDecoder extends Transform {
     try {
       for (;;) {
         if (this.pendingBytes < 4) break;
-        const head = this.peekBytes(4);
-        const length = head.readUInt32LE(0);
-        if (length < 1 || length > MAX_FRAME_BYTES) throw new HandoffError('PROTOCOL', `frame length ${length} is outside 1..${MAX_FRAME_BYTES}`);
+        const length = this.peekBytes(4).readUInt32LE(0);
+        const limit = this.framesOut === 0 ? this.firstFrameMaxBytes : MAX_FRAME_BYTES;
+        if (length < 1 || length > limit) throw new HandoffError('PROTOCOL', `frame length ${length} is outside 1..${limit}`);
         if (this.pendingBytes < 4 + length) break;
         const whole = this.takeBytes(4 + length);
+        this.framesOut++;
         this.push(decodePayload(whole.readUInt8(4), whole.subarray(5)));
       }
       done();
@@ -230,8 +250,14 @@ export class FrameDecoder extends Transform {
     done(this.pendingBytes > 0 ? new HandoffError('PROTOCOL', `stream ended inside a frame (${this.pendingBytes} bytes left over)`) : null);
   }
 
+  /**
+   * The first `n` bytes (n ≤ pendingBytes). Leading pieces shorter than that are merged once,
+   * not the whole queue on every read: a peer that sends a frame a few bytes at a time would
+   * otherwise cost time quadratic in the frame's size (found by the fuzzer).
+   */
   private peekBytes(n: number): Buffer {
-    return this.pending.length === 1 || this.pending[0]!.length >= n ? this.pending[0]!.subarray(0, n) : Buffer.concat(this.pending).subarray(0, n);
+    while (this.pending[0]!.length < n) this.pending.splice(0, 2, Buffer.concat([this.pending[0]!, this.pending[1]!]));
+    return this.pending[0]!.subarray(0, n);
   }
 
   private takeBytes(n: number): Buffer {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { connect } from 'node:net';
+import { connect } from 'node:tls';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -11,6 +11,7 @@ import { Throttle } from './throttle.js';
 import type { EncodedBatch } from '../pipeline/overlay-encoder.js';
 import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type Ack, type BatchAck, type Frame } from './frames.js';
 import type { Holdings } from './holdings.js';
+import { expectCloudlet, type CloudletTls } from './cloudlet-tls.js';
 
 /**
  * Silence on a data connection, both ways, after which the attempt ends. Acks come per batch
@@ -19,10 +20,14 @@ import type { Holdings } from './holdings.js';
  */
 export const DATA_IDLE_TIMEOUT_MS = 20_000;
 
+/**
+ * Where a target's data plane listens, and whose it is: the source connects only if the
+ * certificate there names `cloudlet`. Nothing in it grants access (it goes into history).
+ */
 export interface DataEndpoint {
   host: string;
   port: number;
-  token: string;
+  cloudlet: string;
 }
 
 export interface SendObserver {
@@ -91,14 +96,13 @@ export function compressAgainst(base: Uint8Array, data: Uint8Array): Buffer {
 
 async function* overlayFrames(
   o: OutgoingOverlay,
-  token: string,
   observer: SendObserver,
   holdings: Promise<Holdings>,
   /** `p`, or the target's refusal or the connection's end, whichever comes first. */
   untilReplyFails: <T>(p: Promise<T>) => Promise<T>,
   progress: { commitLeft: boolean },
 ): AsyncGenerator<Buffer> {
-  yield encodeFrame({ type: FrameType.Hello, hello: { protocol: WIRE_PROTOCOL, version: WIRE_VERSION, handoffId: o.handoffId, token, attempt: o.attempt } });
+  yield encodeFrame({ type: FrameType.Hello, hello: { protocol: WIRE_PROTOCOL, version: WIRE_VERSION, handoffId: o.handoffId, attempt: o.attempt } });
   // A resumed attempt goes on from what the target holds: nothing is sent before it is known.
   if (o.attempt > 1) await o.reconcile!(await untilReplyFails(holdings));
   let batches = 0;
@@ -157,10 +161,19 @@ async function* overlayFrames(
  * commit. The socket's backpressure paces the encoder: a batch is produced only when the link
  * can take it, so memory stays bounded by the encoder's window.
  */
-export async function sendOverlay(endpoint: DataEndpoint, overlay: OutgoingOverlay, observer: SendObserver = {}): Promise<{ bytesSent: number; ack: Ack }> {
+export async function sendOverlay(endpoint: DataEndpoint, tls: CloudletTls, overlay: OutgoingOverlay, observer: SendObserver = {}): Promise<{ bytesSent: number; ack: Ack }> {
   overlay.signal?.throwIfAborted();
   if (overlay.attempt > 1 && !overlay.reconcile) throw new Error(`attempt ${overlay.attempt} of handoff ${overlay.handoffId} has nothing to reconcile the target's holdings with`);
-  const socket = connect({ host: endpoint.host, port: endpoint.port });
+  // Mutual TLS 1.3 with the site CA; the server must be the target cloudlet the handoff named.
+  const socket = connect({
+    host: endpoint.host,
+    port: endpoint.port,
+    cert: tls.cert,
+    key: tls.key,
+    ca: tls.ca,
+    minVersion: 'TLSv1.3',
+    checkServerIdentity: expectCloudlet(endpoint.cloudlet),
+  });
   // Every failure of the connection ends this attempt, never the process: one handler for all.
   let failure: Error | undefined;
   const decoder = new FrameDecoder();
@@ -178,7 +191,7 @@ export async function sendOverlay(endpoint: DataEndpoint, overlay: OutgoingOverl
   const onAbort = () => fail(new HandoffError('PROTOCOL', `stream cancelled: ${String(overlay.signal?.reason ?? 'aborted')}`));
   overlay.signal?.addEventListener('abort', onAbort, { once: true });
   await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
+    socket.once('secureConnect', resolve);
     socket.once('close', () => reject(failure ?? new Error(`cannot reach the target's data plane at ${endpoint.host}:${endpoint.port}`)));
   });
   socket.setNoDelay(true);
@@ -213,7 +226,7 @@ export async function sendOverlay(endpoint: DataEndpoint, overlay: OutgoingOverl
       // One frame queued ahead of the socket, not Readable.from's default sixteen: every frame
       // queued here is link time the source runs ahead of the target, and a live handoff pays
       // for it at the stop (the final epoch waits behind it, the target drains it).
-      await pipeline(Readable.from(overlayFrames(overlay, endpoint.token, observer, holdings.promise, untilReplyFails, progress), { highWaterMark: 1 }), new Throttle(overlay.capMbps ?? (() => null)), socket, { end: false });
+      await pipeline(Readable.from(overlayFrames(overlay, observer, holdings.promise, untilReplyFails, progress), { highWaterMark: 1 }), new Throttle(overlay.capMbps ?? (() => null)), socket, { end: false });
     } catch (err) {
       // A target that refuses the stream says why before it closes; that beats "EPIPE".
       const why = await Promise.race([reply.then(() => undefined, (e: unknown) => e), sleep(1_000)]);
