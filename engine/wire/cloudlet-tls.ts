@@ -1,6 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import type { PeerCertificate, TLSSocket } from 'node:tls';
+import type { PeerCertificate } from 'node:tls';
 
 /**
  * A cloudlet's identity on the data plane: its certificate and key, and the site CA that issued
@@ -57,11 +57,6 @@ export function tlsFilesFromEnv(env: NodeJS.ProcessEnv = process.env): Partial<C
 /** Whether `cert` is cloudlet `name`'s: its DNS subjectAltName, exactly (no wildcard stands for a cloudlet). */
 export function namesCloudlet(cert: X509Certificate, name: string): boolean {
   return cert.checkHost(name, { wildcards: false, subject: 'never' }) === name;
-}
-
-/** The authenticated peer's certificate on a TLS socket, or undefined if it showed none. */
-export function peerCertificate(socket: TLSSocket): X509Certificate | undefined {
-  return socket.getPeerX509Certificate();
 }
 
 /**
