@@ -26,7 +26,8 @@ export interface WanTestbed {
   mbps: number;
   /** Round trip added between two cloudlets (0: none). */
   rttMs: number;
-  cloudlet(name: string): { ns: string; address: string; coreAddress: string };
+  /** `dev`: the cloudlet's end of its link, inside `ns` (where a capture of its WAN traffic listens). */
+  cloudlet(name: string): { ns: string; address: string; coreAddress: string; dev: string };
   setRate(mbps: number): Promise<void>;
   /** Bytes the cloudlet's uplink has sent so far (its tbf's counter): what crossed the WAN. */
   uplinkBytes(name: string): Promise<number>;
@@ -185,7 +186,7 @@ export async function createWanTestbed(opts: { tag: string; cloudlets: string[];
     cloudlet(name) {
       const l = links.get(name);
       if (!l) throw new Error(`no cloudlet '${name}' in testbed ${tag}`);
-      return { ns: l.ns, address: l.address, coreAddress: l.coreAddress };
+      return { ns: l.ns, address: l.address, coreAddress: l.coreAddress, dev: l.dev };
     },
     async setRate(next) {
       for (const l of links.values()) {

@@ -81,7 +81,7 @@ async function helloFrom(port: number, attempt: number): Promise<{ socket: TLSSo
   return { socket, frames, closed: once(socket, 'close') };
 }
 
-test('one connection per handoff: a newer attempt cuts the older off, and an older one is refused', async () => {
+test('one connection per handoff: a newer attempt cuts the older off, an older one or a second of the same is refused', async () => {
   const begun: number[] = [];
   const sink = sinkWith({ begin: async (attempt) => void begun.push(attempt) });
   const server = new DataPlaneServer('127.0.0.1', B);
@@ -99,6 +99,12 @@ test('one connection per handoff: a newer attempt cuts the older off, and an old
     assert.ok(refusal && refusal.type === FrameType.Error);
     assert.match(refusal.error.message, /attempt 1 of handoff h-fence is superseded by attempt 3/);
     assert.deepEqual(begun, [2, 3], 'the older attempt never began');
+    const again = await helloFrom(port, 3);
+    await again.closed;
+    const twice = again.frames.find((f) => f.type === FrameType.Error);
+    assert.ok(twice && twice.type === FrameType.Error);
+    assert.match(twice.error.message, /attempt 3 of handoff h-fence is already connected/, 'a second connection of the attempt being served is refused');
+    assert.deepEqual(begun, [2, 3], 'and never began');
     assert.equal(third.socket.destroyed, false, 'the newest connection is still served');
     third.socket.destroy();
   } finally {

@@ -1,6 +1,5 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import proto from '@temporalio/proto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -11,6 +10,7 @@ import { DEV_PKI_DIR } from '../infra/paths.js';
 import { WORKFLOW_TASK_QUEUE, type HandoffResult } from '../workflows/definitions.js';
 import type { VmDescription } from '../activities/cloudlet-activities.js';
 import { testBaseImage, tempRoot } from './support/fixtures.js';
+import { keyMaterial } from './support/key-material.js';
 
 // The real path end to end: the embedded Temporal dev server, one worker process per cloudlet,
 // a QEMU guest with its disk on FUSE. C is a cloudlet whose cache lacks the base image.
@@ -144,20 +144,9 @@ test('the VM moves A → B: state verified, guest goes on, each step in the hist
   // heartbeats, failures: the whole encoded history is searched).
   const encoded = Buffer.from(proto.temporal.api.history.v1.History.encode(history).finish()).toString('latin1');
   assert.ok(encoded.includes('negotiateBaseImage'), 'the search reads the history itself');
-  for (const secret of await keyMaterial(DEV_PKI_DIR)) assert.ok(!encoded.includes(secret), `key material (${secret.slice(0, 12)}…) is not in the history`);
+  for (const secret of (await keyMaterial(DEV_PKI_DIR)).texts) assert.ok(!encoded.includes(secret), `key material (${secret.slice(0, 12)}…) is not in the history`);
   assert.doesNotMatch(encoded, /PRIVATE KEY|"token"/);
 });
-
-/** Every line of base64 in the PEM keys of `dir`, and each key's body whole: what must never leave the cloudlet. */
-async function keyMaterial(dir: string): Promise<string[]> {
-  const found: string[] = [];
-  for (const f of (await readdir(dir)).filter((n) => n.endsWith('.key'))) {
-    const lines = (await readFile(join(dir, f), 'utf8')).split('\n').filter((l) => l && !l.startsWith('-----'));
-    found.push(...lines.filter((l) => l.length >= 16), lines.join(''));
-  }
-  assert.ok(found.length >= 2, `keys were found to look for (${dir})`);
-  return found;
-}
 
 test('an operator can start a handoff pinned to a mode and capped: the stream obeys both', async () => {
   const cap = 40;

@@ -188,10 +188,16 @@ export class DataPlaneServer {
           if (now && now.attempt > f.hello.attempt) {
             throw new HandoffError('PROTOCOL', `attempt ${f.hello.attempt} of handoff ${f.hello.handoffId} is superseded by attempt ${now.attempt}`);
           }
+          // A source's retry is a newer attempt; a second connection of the one being served is
+          // not, and does not cut it off.
+          if (now && now.attempt === f.hello.attempt) {
+            throw new HandoffError('PROTOCOL', `attempt ${f.hello.attempt} of handoff ${f.hello.handoffId} is already connected; only a newer attempt takes over`);
+          }
           // One connection per handoff: the newer attempt wins, the older is cut off.
           now?.socket.destroy();
           handoffId = f.hello.handoffId;
           attempt = f.hello.attempt;
+          this.log(`data plane: handoff ${handoffId} attempt ${attempt} from ${peer.subjectAltName} at ${socket.remoteAddress}${now ? ` (cut off attempt ${now.attempt})` : ''}`);
           this.current.set(handoffId, { attempt, socket });
           sink = expected;
           const holdings = await sink.begin(attempt);
@@ -266,6 +272,7 @@ export class DataPlaneServer {
       throw new HandoffError('PROTOCOL', ended ? `the source closed attempt ${attempt} after its end frame without committing` : 'overlay stream ended before its end frame');
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));
+      if (sink) this.log(`data plane: handoff ${handoffId} attempt ${attempt} ended: ${e.message.slice(0, 300)}`);
       if (sink && !superseded()) sink.fail(e, attempt);
       if (!socket.destroyed) {
         socket.end(encodeFrame({ type: FrameType.Error, error: { message: e.message, ...(e instanceof HandoffError ? { code: e.code } : {}) } }));
