@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -113,13 +114,15 @@ export async function runSecuritySuite(o: SecurityOptions): Promise<SecurityChec
     const withMarker = flows.filter((f) => f.data.includes(marker)).length + ((await readFile(capture.file)).includes(marker) ? 1 : 0);
     const withKey = flows.filter((f) => keys.bytes.some((k) => f.data.includes(k)) || keys.texts.some((t) => f.data.includes(t))).length;
     const controlFlows = flows.filter((f) => f.data.includes(probe)).length;
+    // And the marker did cross: the guest's memory at B holds it.
+    const markedAtB = await occurrencesInRam('/dev/shm', 'ehoff-B-sec-marked-', marker);
     const allTls = dataPlane.every((f) => f.data[0] === 0x16 && f.data[1] === 0x03);
     check(
       'a capture of the handoff holds neither the marker nor key material',
-      withMarker === 0 && withKey === 0 && controlFlows === 1 && allTls && r1 !== undefined && sentOnDataPlane >= r1.bytesSent && captured.dropped === 0,
+      withMarker === 0 && withKey === 0 && controlFlows === 1 && markedAtB > 0 && allTls && r1 !== undefined && sentOnDataPlane >= r1.bytesSent && captured.dropped === 0,
       `${captured.packets} packets (${captured.dropped} dropped), ${dataPlane.length} data-plane flows (${allTls ? 'all TLS' : 'NOT all TLS'}) carrying ${mb(sentOnDataPlane)} to B ` +
         `for a ${r1 ? mb(r1.bytesSent) : '?'} overlay; marker found in ${withMarker}, key material (${keys.keys.length} keys) in ${withKey}; ` +
-        `control: a marker-shaped probe sent in the clear across the link found in ${controlFlows} of ${flows.length} flows`,
+        `controls: a marker-shaped probe sent in the clear across the link found in ${controlFlows} of ${flows.length} flows, the marker in ${markedAtB} places of the guest's memory at B`,
     );
 
     // 2. A busy guest moves capped at 2 Mbit/s while the target is flooded and bombed.
@@ -262,6 +265,22 @@ async function streaming(client: Client, workflowId: string): Promise<string> {
   await sleep(1_500);
   const { runId } = await client.workflow.getHandle(workflowId).describe();
   return `${workflowId}/${runId}`;
+}
+
+/** How often `text` occurs in the RAM file of `dir` whose name starts with `prefix` (read in slices). */
+async function occurrencesInRam(dir: string, prefix: string, text: string): Promise<number> {
+  const name = (await readdir(dir)).find((n) => n.startsWith(prefix) && n.endsWith('.ram'));
+  if (!name) return 0;
+  const needle = Buffer.from(text);
+  let count = 0;
+  let carry = Buffer.alloc(0);
+  for await (const slice of createReadStream(join(dir, name), { highWaterMark: 16 * MiB }) as AsyncIterable<Buffer>) {
+    const window = Buffer.concat([carry, slice]);
+    for (let at = window.indexOf(needle); at >= 0; at = window.indexOf(needle, at + 1)) count++;
+    // The tail that may begin a match split across slices (shorter than the needle: no match counted twice).
+    carry = window.subarray(window.length - (needle.length - 1));
+  }
+  return count;
 }
 
 /** The marker the guest drew, from its console log on the cloudlet that runs it. */
