@@ -1,4 +1,4 @@
-import { WorkflowFailedError, type Client } from '@temporalio/client';
+import { ApplicationFailure, WorkflowFailedError, type Client } from '@temporalio/client';
 import { TypedSearchAttributes } from '@temporalio/common';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -17,7 +17,8 @@ import { assertCloudletOnline, hasSearchAttributes } from './cloudlet-check.js';
 export class InvalidRequestError extends Error {}
 
 export class HandoffFailedError extends Error {
-  constructor(message: string, readonly workflowId: string) {
+  /** The workflow's failure type: HANDOFF_FAILED (the VM runs on at the source), HANDOFF_IN_DOUBT, VM_LOST, … */
+  constructor(message: string, readonly workflowId: string, readonly type?: string) {
     super(message);
   }
 }
@@ -83,7 +84,7 @@ export async function runHandoff(
   } catch (err) {
     if (err instanceof WorkflowFailedError) {
       const cause = err.cause?.message ?? err.message;
-      throw new HandoffFailedError(cause, workflowId);
+      throw new HandoffFailedError(cause, workflowId, err.cause instanceof ApplicationFailure ? (err.cause.type ?? undefined) : undefined);
     }
     throw err;
   } finally {

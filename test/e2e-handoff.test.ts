@@ -11,6 +11,8 @@ import { WORKFLOW_TASK_QUEUE, type HandoffResult } from '../workflows/definition
 import type { VmDescription } from '../activities/cloudlet-activities.js';
 import { testBaseImage, tempRoot } from './support/fixtures.js';
 import { keyMaterial } from './support/key-material.js';
+import { ehoff } from './support/run-cli.js';
+import { EXIT } from '../client/cli/exit-codes.js';
 
 // The real path end to end: the embedded Temporal dev server, one worker process per cloudlet,
 // a QEMU guest with its disk on FUSE. C is a cloudlet whose cache lacks the base image.
@@ -172,4 +174,31 @@ test('the trigger CLI rejects a malformed request with exit status 2 and says wh
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
   assert.equal(code, 2);
   assert.match(stderr, /handoff rejected: malformed handoff request: 'target'/);
+});
+
+test('the operator CLI: launch a VM, see where it runs, move it, see it moved; steering a finished handoff is refused', async () => {
+  const env = { TEMPORAL_ADDRESS: cluster.address };
+  const launched = await ehoff(['launch', '--vm', 'cli-vm', '--on', 'A', '--base', baseImageId, '--workload', 'heartbeat', '--args', '4', '100', '--json'], env);
+  assert.equal(launched.code, EXIT.OK, launched.stderr);
+  assert.equal((JSON.parse(launched.stdout) as VmDescription).runState, 'running');
+  const before = await ehoff(['status', '--vm', 'cli-vm', '--cloudlets', 'A,B,C', '--json'], env);
+  assert.equal(before.code, EXIT.OK, before.stderr);
+  assert.deepEqual(JSON.parse(before.stdout), { vmId: 'cli-vm', cloudlet: 'A', runState: 'running', copies: [{ cloudlet: 'A', runState: 'running' }] });
+  const moved = await ehoff(['trigger', '--vm', 'cli-vm', '--from', 'A', '--to', 'B', '--json'], env);
+  assert.equal(moved.code, EXIT.OK, moved.stderr);
+  const result = JSON.parse(moved.stdout.trim().split('\n').at(-1)!) as HandoffResult;
+  assert.equal(result.verified, true);
+  assert.equal(result.target, 'B');
+  const after = await ehoff(['status', '--vm', 'cli-vm', '--cloudlets', 'A,B,C', '--json'], env);
+  assert.deepEqual(JSON.parse(after.stdout), {
+    vmId: 'cli-vm', cloudlet: 'B', runState: 'running',
+    handoff: { workflowId: 'handoff-cli-vm', status: 'COMPLETED' },
+    copies: [{ cloudlet: 'B', runState: 'running' }],
+  });
+  const capped = await ehoff(['cap', '--vm', 'cli-vm', '--mbps', '5'], env);
+  assert.equal(capped.code, EXIT.REJECTED);
+  assert.match(capped.stderr, /no handoff of VM 'cli-vm' is in flight/);
+  const again = await ehoff(['trigger', '--vm', 'cli-vm', '--from', 'B', '--to', 'B'], env);
+  assert.equal(again.code, EXIT.REJECTED);
+  await workflow('destroyVm', { vmId: 'cli-vm', cloudlet: 'B' });
 });

@@ -1,0 +1,33 @@
+import { Command, CommanderError } from 'commander';
+import { DEFAULT_TARGET, type TemporalTarget } from './connect.js';
+import { CliError, EXIT } from './exit-codes.js';
+import { handoffCommands } from './handoff-commands.js';
+import { vmCommands } from './vm-commands.js';
+
+/**
+ * npm run ehoff -- <command> [options]: an operator's hand on a deployment — launch a VM, move it,
+ * see where it runs, steer or cancel its handoff. `--help` on each command; `--json` for scripts.
+ * Exit statuses: see exit-codes.ts.
+ */
+const program = new Command('ehoff')
+  .description('agile VM handoff between edge cloudlets')
+  .option('--address <host:port>', 'the Temporal server (TEMPORAL_ADDRESS)', DEFAULT_TARGET.address)
+  .option('--namespace <name>', 'its namespace (TEMPORAL_NAMESPACE)', DEFAULT_TARGET.namespace)
+  .showHelpAfterError()
+  .exitOverride();
+const globals = (): TemporalTarget => program.opts<TemporalTarget>();
+vmCommands(program, globals);
+handoffCommands(program, globals);
+for (const c of program.commands) c.exitOverride().showHelpAfterError();
+
+program.parseAsync(process.argv).then(
+  () => process.exit(EXIT.OK),
+  (err: unknown) => {
+    if (err instanceof CommanderError) {
+      // --help and --version end here too, having printed what was asked.
+      process.exit(err.exitCode === 0 ? EXIT.OK : EXIT.REJECTED);
+    }
+    console.error(`ehoff: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(err instanceof CliError ? err.exitCode : EXIT.FAILED_AT_SOURCE);
+  },
+);
