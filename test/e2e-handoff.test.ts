@@ -195,6 +195,14 @@ test('the operator CLI: launch a VM, see where it runs, move it, see it moved; s
     handoff: { workflowId: 'handoff-cli-vm', status: 'COMPLETED' },
     copies: [{ cloudlet: 'B', runState: 'running' }],
   });
+  const listed = await ehoff(['list', '--json'], env);
+  assert.equal(listed.code, EXIT.OK, listed.stderr);
+  const rows = (JSON.parse(listed.stdout) as { handoffs: Array<Record<string, string>> }).handoffs;
+  assert.deepEqual(
+    (({ workflowId, status, vmId, source, target }) => ({ workflowId, status, vmId, source, target }))(rows.find((r) => r.workflowId === 'handoff-cli-vm')!),
+    { workflowId: 'handoff-cli-vm', status: 'COMPLETED', vmId: 'cli-vm', source: 'A', target: 'B' },
+  );
+  assert.deepEqual(JSON.parse((await ehoff(['list', '--running', '--json'], env)).stdout), { handoffs: [] }, 'nothing in flight');
   const capped = await ehoff(['cap', '--vm', 'cli-vm', '--mbps', '5'], env);
   assert.equal(capped.code, EXIT.REJECTED);
   assert.match(capped.stderr, /no handoff of VM 'cli-vm' is in flight/);

@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { DEFAULT_TARGET, type TemporalTarget } from './connect.js';
 import { CliError, EXIT } from './exit-codes.js';
 import { handoffCommands } from './handoff-commands.js';
+import { listCommand } from './list-command.js';
 import { vmCommands } from './vm-commands.js';
 
 /**
@@ -18,6 +19,7 @@ const program = new Command('ehoff')
 const globals = (): TemporalTarget => program.opts<TemporalTarget>();
 vmCommands(program, globals);
 handoffCommands(program, globals);
+listCommand(program, globals);
 for (const c of program.commands) c.exitOverride().showHelpAfterError();
 
 program.parseAsync(process.argv).then(
@@ -27,7 +29,9 @@ program.parseAsync(process.argv).then(
       // --help and --version end here too, having printed what was asked.
       process.exit(err.exitCode === 0 ? EXIT.OK : EXIT.REJECTED);
     }
-    console.error(`ehoff: ${err instanceof Error ? err.message : String(err)}`);
+    // The server's own words are in the cause ("Failed to list workflows" alone says nothing).
+    const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : '';
+    console.error(`ehoff: ${err instanceof Error ? err.message : String(err)}${cause}`);
     process.exit(err instanceof CliError ? err.exitCode : EXIT.FAILED_AT_SOURCE);
   },
 );
