@@ -19,7 +19,7 @@ async function closedPort(): Promise<number> {
 test('--help lists every command, and each command has its own', async () => {
   const top = await ehoff(['--help']);
   assert.equal(top.code, EXIT.OK);
-  for (const c of ['launch', 'status', 'trigger', 'cancel', 'pin-mode', 'cap', 'list']) assert.match(top.stdout, new RegExp(`^  ${c} `, 'm'), `${c} is listed`);
+  for (const c of ['launch', 'status', 'trigger', 'cancel', 'pin-mode', 'cap', 'list', 'watch']) assert.match(top.stdout, new RegExp(`^  ${c} `, 'm'), `${c} is listed`);
   const trigger = await ehoff(['trigger', '--help']);
   assert.equal(trigger.code, EXIT.OK);
   assert.match(trigger.stdout, /--vm <id>[\s\S]*--from <cloudlet>[\s\S]*--to <cloudlet>[\s\S]*--json/);

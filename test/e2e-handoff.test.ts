@@ -184,7 +184,15 @@ test('the operator CLI: launch a VM, see where it runs, move it, see it moved; s
   const before = await ehoff(['status', '--vm', 'cli-vm', '--cloudlets', 'A,B,C', '--json'], env);
   assert.equal(before.code, EXIT.OK, before.stderr);
   assert.deepEqual(JSON.parse(before.stdout), { vmId: 'cli-vm', cloudlet: 'A', runState: 'running', copies: [{ cloudlet: 'A', runState: 'running' }] });
-  const moved = await ehoff(['trigger', '--vm', 'cli-vm', '--from', 'A', '--to', 'B', '--json'], env);
+  // Followed by `watch` as it runs: one JSON object a second, then its end.
+  const [moved, watched] = await Promise.all([
+    ehoff(['trigger', '--vm', 'cli-vm', '--from', 'A', '--to', 'B', '--json'], env),
+    ehoff(['watch', '--vm', 'cli-vm', '--json'], env),
+  ]);
+  assert.equal(watched.code, EXIT.OK, watched.stderr);
+  const samples = watched.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.deepEqual(samples.at(-1), { done: true, workflowId: 'handoff-cli-vm', status: 'COMPLETED' });
+  assert.ok(samples.some((s) => s.step === 'stream'), `a sample during the stream (${samples.map((s) => s.step).join(', ')})`);
   assert.equal(moved.code, EXIT.OK, moved.stderr);
   const result = JSON.parse(moved.stdout.trim().split('\n').at(-1)!) as HandoffResult;
   assert.equal(result.verified, true);

@@ -134,6 +134,8 @@ export interface StreamControlState {
 export const progressQuery = defineQuery<HandoffProgress>('progress');
 /** The stream reads the mode and bandwidth cap the workflow decided. */
 export const streamControlQuery = defineQuery<StreamControlState>('streamControl');
+/** The stream's latest report (null before its first): what `ehoff watch` shows. */
+export const streamMeasurementsQuery = defineQuery<StreamMeasurements | null>('streamMeasurements');
 /** From the streaming activity: P, r per mode and R, every second or on a sharp change. */
 export const reportMeasurementsSignal = defineSignal<[StreamMeasurements]>('reportMeasurements');
 /** From an operator: use this mode whatever the measurements say. */

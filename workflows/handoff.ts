@@ -15,10 +15,12 @@ import type { TargetActivities } from '../activities/target-activities.js';
 import type { TargetAnswer } from '../engine/handoff/source-phase.js';
 import { chooseMode, type StreamPolicy } from '../engine/adaptation/choose-mode.js';
 import { DEFAULT_MODE, modeId, modeIdSchema, type ModeId } from '../engine/adaptation/mode.js';
+import type { StreamMeasurements } from '../engine/adaptation/measurements.js';
 import {
   capBandwidthSignal,
   pinModeSignal,
   reportMeasurementsSignal,
+  streamMeasurementsQuery,
   streamControlQuery,
   unpinModeSignal,
   type ModeSwitch,
@@ -121,7 +123,10 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
     switchTo(parsed.data.pinnedMode, 'pinned by operator', null);
   }
   if (policy.bandwidthCapMbps !== null) upsertMemo({ bandwidthCapMbps: policy.bandwidthCapMbps });
+  let latestMeasurements: StreamMeasurements | null = null;
+  setHandler(streamMeasurementsQuery, () => latestMeasurements);
   setHandler(reportMeasurementsSignal, (m) => {
+    latestMeasurements = m;
     // Histories from before the dwell rule replay without it (their switches are in the memo).
     const d = chooseMode(m, policy, mode, patched('mode-dwell') ? Date.now() - modeSince : Infinity);
     switchTo(d.mode, d.reason, m);

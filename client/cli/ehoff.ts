@@ -3,6 +3,7 @@ import { DEFAULT_TARGET, type TemporalTarget } from './connect.js';
 import { CliError, EXIT } from './exit-codes.js';
 import { handoffCommands } from './handoff-commands.js';
 import { listCommand } from './list-command.js';
+import { watchCommand } from './watch-command.js';
 import { vmCommands } from './vm-commands.js';
 
 /**
@@ -20,6 +21,7 @@ const globals = (): TemporalTarget => program.opts<TemporalTarget>();
 vmCommands(program, globals);
 handoffCommands(program, globals);
 listCommand(program, globals);
+watchCommand(program, globals);
 for (const c of program.commands) c.exitOverride().showHelpAfterError();
 
 program.parseAsync(process.argv).then(

@@ -1,0 +1,91 @@
+import type { Command } from 'commander';
+import { WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { progressQuery, streamControlQuery, streamMeasurementsQuery } from '../../workflows/definitions.js';
+import { connect, type TemporalTarget } from './connect.js';
+import { CliError, EXIT } from './exit-codes.js';
+
+/** One second of `watch --json`. */
+export interface WatchSample {
+  at: string;
+  workflowId: string;
+  step: string;
+  mode: string;
+  pinnedMode: string | null;
+  capMbps: number | null;
+  /** The link's throughput as the stream measures it, Mbit/s; null before the first acknowledgements. */
+  linkMbps: number | null;
+  /** Guest bytes through the pipeline so far, and what they became on the wire. */
+  inputBytes: number | null;
+  wireBytes: number | null;
+  /** Seconds since the stream (this attempt) started. */
+  streamSeconds: number | null;
+}
+
+/** `watch`: a live view of one VM's handoff, one sample a second, until it ends. */
+export function watchCommand(program: Command, globals: () => TemporalTarget): void {
+  program
+    .command('watch')
+    .description("follow a VM's handoff as it runs: step, mode, link rate, bytes in and on the wire; exits with the handoff's outcome")
+    .requiredOption('--vm <id>', 'the VM whose handoff to follow')
+    .option('--wait <seconds>', 'how long to wait for a handoff of the VM to start', Number, 10)
+    .option('--json', 'one JSON object a second, and {"done": true, "status"} at the end')
+    .action(async (o: { vm: string; wait: number; json?: boolean }) => {
+      const { client, close } = await connect(globals());
+      try {
+        const handle = await started(client, `handoff-${o.vm}`, o.wait);
+        const tty = !o.json && process.stdout.isTTY;
+        for (;;) {
+          const d = await handle.describe();
+          if (d.status.name !== 'RUNNING') {
+            if (tty) process.stdout.write('\n');
+            console.log(o.json ? JSON.stringify({ done: true, workflowId: d.workflowId, status: d.status.name }) : `handoff ${d.workflowId}: ${d.status.name}`);
+            if (d.status.name !== 'COMPLETED') throw new CliError(`handoff ${d.workflowId} ended ${d.status.name}; see \`ehoff status --vm ${o.vm}\` for where the VM runs`, EXIT.FAILED_AFTER_COMMIT);
+            return;
+          }
+          const s = await sample(handle);
+          if (s) {
+            if (o.json) console.log(JSON.stringify(s));
+            else if (tty) process.stdout.write(`\r\x1b[K${line(s)}`);
+            else console.log(line(s));
+          }
+          await sleep(1_000);
+        }
+      } finally {
+        await close();
+      }
+    });
+}
+
+async function started(client: Client, workflowId: string, waitSeconds: number): Promise<WorkflowHandle> {
+  const handle = client.workflow.getHandle(workflowId);
+  const until = Date.now() + waitSeconds * 1000;
+  for (;;) {
+    const found = await handle.describe().then(() => true, (err: unknown) => {
+      if (err instanceof WorkflowNotFoundError) return false;
+      throw err;
+    });
+    if (found) return handle;
+    if (Date.now() > until) throw new CliError(`no handoff ${workflowId} within ${waitSeconds} s`, EXIT.REJECTED);
+    await sleep(250);
+  }
+}
+
+/** The workflow's three queries at one moment; undefined if it closed in between. */
+async function sample(handle: WorkflowHandle): Promise<WatchSample | undefined> {
+  try {
+    const [progress, control, m] = await Promise.all([handle.query(progressQuery), handle.query(streamControlQuery), handle.query(streamMeasurementsQuery)]);
+    return {
+      at: new Date().toISOString(), workflowId: handle.workflowId, step: progress.step,
+      mode: control.mode, pinnedMode: control.pinnedMode, capMbps: control.bandwidthCapMbps,
+      linkMbps: m?.R_Mbps ?? null, inputBytes: m?.inputBytes ?? null, wireBytes: m?.wireBytes ?? null, streamSeconds: m ? m.atMs / 1000 : null,
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+function line(s: WatchSample): string {
+  const mb = (n: number | null) => (n === null ? '—' : `${(n / 1e6).toFixed(1)} MB`);
+  return `${s.step.padEnd(9)} mode ${s.mode}${s.pinnedMode ? ' (pinned)' : ''}  link ${s.linkMbps === null ? '—' : `${s.linkMbps.toFixed(1)} Mbit/s`}${s.capMbps ? ` (cap ${s.capMbps})` : ''}  in ${mb(s.inputBytes)} → wire ${mb(s.wireBytes)}${s.streamSeconds === null ? '' : `  ${s.streamSeconds.toFixed(0)} s`}`;
+}
