@@ -163,17 +163,13 @@ test('an operator can start a handoff pinned to a mode and capped: the stream ob
   await assert.rejects(runHandoff(cluster.client, { vmId: 'e2e-vm', source: 'A', target: 'B', pinnedMode: 'xor/zstd-4' }), /'pinnedMode'/);
 });
 
-test('the trigger CLI rejects a malformed request with exit status 2 and says why', async () => {
-  const { spawn } = await import('node:child_process');
-  const child = spawn(process.execPath, ['--import', 'tsx', 'client/handoff-cli.ts', '--vm', 'e2e-vm', '--from', 'B'], {
-    env: { ...process.env, TEMPORAL_ADDRESS: cluster.address },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-  assert.equal(code, 2);
-  assert.match(stderr, /handoff rejected: malformed handoff request: 'target'/);
+test('npm run handoff (the CLI trigger) rejects a malformed request with exit status 2 and says why', async () => {
+  const r = await ehoff(['trigger', '--vm', 'e2e-vm', '--from', 'B', '--to', 'nowhere!'], { TEMPORAL_ADDRESS: cluster.address });
+  assert.equal(r.code, EXIT.REJECTED);
+  assert.match(r.stderr, /malformed handoff request: 'target'/);
+  const unknown = await ehoff(['trigger', '--vm', 'e2e-vm', '--from', 'B', '--to', 'Z'], { TEMPORAL_ADDRESS: cluster.address });
+  assert.equal(unknown.code, EXIT.REJECTED);
+  assert.match(unknown.stderr, /handoff rejected: unknown cloudlet 'Z'/);
 });
 
 test('the operator CLI: launch a VM, see where it runs, move it, see it moved; steering a finished handoff is refused', async () => {
