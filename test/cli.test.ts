@@ -48,3 +48,14 @@ test('no server at the address: the CLI says where it looked and how to start on
   assert.equal(r.code, EXIT.UNREACHABLE);
   assert.match(r.stderr, new RegExp(`no Temporal server at ${address.replace('.', '\\.')} .*npm run demo -- --keep`));
 });
+
+test('npm run handoff keeps its exit statuses 0/1/2: what ehoff tells apart as 3 or 4 is 1 there', async () => {
+  const address = `127.0.0.1:${await closedPort()}`;
+  const help = await ehoff(['--help'], {}, 'handoff.ts');
+  assert.equal(help.code, EXIT.OK);
+  assert.match(help.stdout, /Usage: ehoff trigger/);
+  assert.equal((await ehoff(['--vm', 'v1', '--from', 'A', '--to', 'A'], {}, 'handoff.ts')).code, EXIT.REJECTED);
+  const unreachable = await ehoff(['--vm', 'v1', '--from', 'A', '--to', 'B'], { TEMPORAL_ADDRESS: address }, 'handoff.ts');
+  assert.equal(unreachable.code, 1);
+  assert.match(unreachable.stderr, /no Temporal server at/);
+});

@@ -164,10 +164,10 @@ test('an operator can start a handoff pinned to a mode and capped: the stream ob
 });
 
 test('npm run handoff (the CLI trigger) rejects a malformed request with exit status 2 and says why', async () => {
-  const r = await ehoff(['trigger', '--vm', 'e2e-vm', '--from', 'B', '--to', 'nowhere!'], { TEMPORAL_ADDRESS: cluster.address });
+  const r = await ehoff(['--vm', 'e2e-vm', '--from', 'B', '--to', 'nowhere!'], { TEMPORAL_ADDRESS: cluster.address }, 'handoff.ts');
   assert.equal(r.code, EXIT.REJECTED);
   assert.match(r.stderr, /malformed handoff request: 'target'/);
-  const unknown = await ehoff(['trigger', '--vm', 'e2e-vm', '--from', 'B', '--to', 'Z'], { TEMPORAL_ADDRESS: cluster.address });
+  const unknown = await ehoff(['--vm', 'e2e-vm', '--from', 'B', '--to', 'Z'], { TEMPORAL_ADDRESS: cluster.address }, 'handoff.ts');
   assert.equal(unknown.code, EXIT.REJECTED);
   assert.match(unknown.stderr, /handoff rejected: unknown cloudlet 'Z'/);
 });

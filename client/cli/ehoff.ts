@@ -1,39 +1,43 @@
 import { Command, CommanderError } from 'commander';
+import { fileURLToPath } from 'node:url';
 import { DEFAULT_TARGET, type TemporalTarget } from './connect.js';
 import { CliError, EXIT } from './exit-codes.js';
 import { handoffCommands } from './handoff-commands.js';
 import { listCommand } from './list-command.js';
-import { watchCommand } from './watch-command.js';
 import { vmCommands } from './vm-commands.js';
+import { watchCommand } from './watch-command.js';
 
 /**
  * npm run ehoff -- <command> [options]: an operator's hand on a deployment — launch a VM, move it,
- * see where it runs, steer or cancel its handoff. `--help` on each command; `--json` for scripts.
- * Exit statuses: see exit-codes.ts.
+ * see where it runs, steer, follow or cancel its handoff. `--help` on each command; `--json` for
+ * scripts. Exit statuses: see exit-codes.ts. `exitStatus` maps them for an entry that promised
+ * fewer (see handoff.ts).
  */
-const program = new Command('ehoff')
-  .description('agile VM handoff between edge cloudlets')
-  .option('--address <host:port>', 'the Temporal server (TEMPORAL_ADDRESS)', DEFAULT_TARGET.address)
-  .option('--namespace <name>', 'its namespace (TEMPORAL_NAMESPACE)', DEFAULT_TARGET.namespace)
-  .showHelpAfterError()
-  .exitOverride();
-const globals = (): TemporalTarget => program.opts<TemporalTarget>();
-vmCommands(program, globals);
-handoffCommands(program, globals);
-listCommand(program, globals);
-watchCommand(program, globals);
-for (const c of program.commands) c.exitOverride().showHelpAfterError();
-
-program.parseAsync(process.argv).then(
-  () => process.exit(EXIT.OK),
-  (err: unknown) => {
-    if (err instanceof CommanderError) {
-      // --help and --version end here too, having printed what was asked.
-      process.exit(err.exitCode === 0 ? EXIT.OK : EXIT.REJECTED);
-    }
+export async function runCli(argv: string[], exitStatus: (code: number) => number = (c) => c): Promise<never> {
+  const program = new Command('ehoff')
+    .description('agile VM handoff between edge cloudlets')
+    .option('--address <host:port>', 'the Temporal server (TEMPORAL_ADDRESS)', DEFAULT_TARGET.address)
+    .option('--namespace <name>', 'its namespace (TEMPORAL_NAMESPACE)', DEFAULT_TARGET.namespace)
+    .showHelpAfterError()
+    .exitOverride();
+  const globals = (): TemporalTarget => program.opts<TemporalTarget>();
+  vmCommands(program, globals);
+  handoffCommands(program, globals);
+  listCommand(program, globals);
+  watchCommand(program, globals);
+  for (const c of program.commands) c.exitOverride().showHelpAfterError();
+  try {
+    await program.parseAsync(argv);
+    process.exit(EXIT.OK);
+  } catch (err) {
+    // --help and --version end here too, having printed what was asked.
+    if (err instanceof CommanderError) process.exit(exitStatus(err.exitCode === 0 ? EXIT.OK : EXIT.REJECTED));
     // The server's own words are in the cause ("Failed to list workflows" alone says nothing).
     const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : '';
     console.error(`ehoff: ${err instanceof Error ? err.message : String(err)}${cause}`);
-    process.exit(err instanceof CliError ? err.exitCode : EXIT.FAILED_AT_SOURCE);
-  },
-);
+    process.exit(exitStatus(err instanceof CliError ? err.exitCode : EXIT.FAILED_AT_SOURCE));
+  }
+}
+
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) void runCli(process.argv);
