@@ -16,6 +16,9 @@ import { assertCloudletOnline, hasSearchAttributes } from './cloudlet-check.js';
 
 export class InvalidRequestError extends Error {}
 
+/** A handoff's workflow id is its VM's: one handoff per VM at a time (a second start fails while one runs). */
+export const handoffWorkflowId = (vmId: string) => `handoff-${vmId}`;
+
 export class HandoffFailedError extends Error {
   /** The workflow's failure type: HANDOFF_FAILED (the VM runs on at the source), HANDOFF_IN_DOUBT, VM_LOST, … */
   constructor(message: string, readonly workflowId: string, readonly type?: string) {
@@ -44,8 +47,7 @@ export async function runHandoff(
     }
   }
   const withAttributes = await hasSearchAttributes(client, [VmIdSearchAttribute.name, SourceSearchAttribute.name, TargetSearchAttribute.name]);
-  // One handoff per VM at a time: the id is the VM's, and a running one makes a second start fail.
-  const workflowId = `handoff-${input.vmId}`;
+  const workflowId = handoffWorkflowId(input.vmId);
   const handle = await client.workflow.start('handoff', {
     taskQueue: WORKFLOW_TASK_QUEUE,
     workflowId,

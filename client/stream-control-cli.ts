@@ -1,6 +1,7 @@
 import { Client, Connection } from '@temporalio/client';
 import { modeIdSchema } from '../engine/adaptation/mode.js';
 import { vmIdSchema } from '../engine/names.js';
+import { handoffWorkflowId } from './start-handoff.js';
 import { capBandwidthSignal, pinModeSignal, streamControlQuery, unpinModeSignal } from '../workflows/definitions.js';
 
 const USAGE = `usage: npm run stream-control -- <vm> pin <mode> | unpin | cap <mbit/s> | uncap | show
@@ -16,7 +17,7 @@ async function main(args: string[]): Promise<number> {
   }
   const connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233' });
   const client = new Client({ connection, namespace: process.env.TEMPORAL_NAMESPACE ?? 'default' });
-  const handle = client.workflow.getHandle(`handoff-${vmOk.data}`);
+  const handle = client.workflow.getHandle(handoffWorkflowId(vmOk.data));
   try {
     switch (verb) {
       case 'pin': {

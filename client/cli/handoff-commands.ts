@@ -4,14 +4,11 @@ import { modeIdSchema } from '../../engine/adaptation/mode.js';
 import { vmIdSchema } from '../../engine/names.js';
 import { capBandwidthSignal, describeInvalid, handoffInputSchema, pinModeSignal, streamControlQuery, unpinModeSignal } from '../../workflows/definitions.js';
 import { progressPrinter, summarize } from '../progress-printer.js';
-import { HandoffFailedError, InvalidRequestError, runHandoff } from '../start-handoff.js';
+import { HandoffFailedError, InvalidRequestError, handoffWorkflowId, runHandoff } from '../start-handoff.js';
 import { connect, type TemporalTarget } from './connect.js';
 import { CliError, EXIT } from './exit-codes.js';
 
 type Globals = () => TemporalTarget;
-
-/** A handoff's workflow id is its VM's: one handoff per VM at a time (see runHandoff). */
-const handoffOf = (vm: string) => `handoff-${vm}`;
 
 function vmArg(vm: string): string {
   const parsed = vmIdSchema.safeParse(vm);
@@ -64,7 +61,7 @@ export function handoffCommands(program: Command, globals: Globals): void {
       const vm = vmArg(o.vm);
       await withHandoff(globals(), vm, async (handle) => {
         await handle.cancel();
-        console.log(`asked ${handoffOf(vm)} to cancel`);
+        console.log(`asked ${handoffWorkflowId(vm)} to cancel`);
       });
     });
 
@@ -110,12 +107,12 @@ type Handle = ReturnType<Awaited<ReturnType<typeof connect>>['client']['workflow
 async function withHandoff(target: TemporalTarget, vm: string, act: (h: Handle) => Promise<void>): Promise<void> {
   const { client, close } = await connect(target);
   try {
-    const handle = client.workflow.getHandle(handoffOf(vm));
+    const handle = client.workflow.getHandle(handoffWorkflowId(vm));
     const running = await handle.describe().then((d) => d.status.name === 'RUNNING', (err: unknown) => {
       if (err instanceof WorkflowNotFoundError) return false;
       throw err;
     });
-    if (!running) throw new CliError(`no handoff of VM '${vm}' is in flight (workflow ${handoffOf(vm)})`, EXIT.REJECTED);
+    if (!running) throw new CliError(`no handoff of VM '${vm}' is in flight (workflow ${handoffWorkflowId(vm)})`, EXIT.REJECTED);
     await act(handle);
   } finally {
     await close();

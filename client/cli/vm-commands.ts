@@ -4,7 +4,9 @@ import { join } from 'node:path';
 import { loadSiteTopology } from '../../engine/placement/site-topology.js';
 import { REPO_ROOT } from '../../infra/paths.js';
 import type { VmDescription } from '../../activities/cloudlet-activities.js';
-import { WORKFLOW_TASK_QUEUE, describeInvalid, launchVmInputSchema, progressQuery } from '../../workflows/definitions.js';
+import { describeInvalid, launchVmInputSchema, progressQuery } from '../../workflows/definitions.js';
+import { executeWorkflow } from '../execute-workflow.js';
+import { handoffWorkflowId } from '../start-handoff.js';
 import { UnknownCloudletError, assertCloudletOnline } from '../cloudlet-check.js';
 import { connect, type TemporalTarget } from './connect.js';
 import { CliError, EXIT } from './exit-codes.js';
@@ -22,10 +24,6 @@ export interface VmStatus {
   handoff?: { workflowId: string; status: string; step?: string };
   /** Every cloudlet that holds a copy, running or not (a stopped source copy during a handoff, say). */
   copies: Array<{ cloudlet: string; runState: string }>;
-}
-
-async function execute<T>(client: Client, name: string, input: unknown): Promise<T> {
-  return (await client.workflow.execute(name, { taskQueue: WORKFLOW_TASK_QUEUE, workflowId: `${name}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`, args: [input] })) as T;
 }
 
 /** The message of an activity's failure inside a workflow's, as the worker wrote it. */
@@ -55,7 +53,7 @@ export function vmCommands(program: Command, globals: Globals): void {
       const { client, close } = await connect(globals());
       try {
         await online(client, o.on);
-        const vm = await execute<VmDescription>(client, 'launchVm', input.data).catch((err: unknown) => {
+        const vm = await executeWorkflow<VmDescription>(client, 'launchVm', input.data).catch((err: unknown) => {
           throw new CliError(`launch of ${o.vm} on ${o.on} failed: ${innermost(err)}`, err instanceof WorkflowFailedError ? EXIT.REJECTED : EXIT.FAILED_AT_SOURCE);
         });
         console.log(o.json ? JSON.stringify(vm) : `VM ${vm.vmId} ${vm.runState} on ${vm.cloudlet} (base ${vm.baseImageId})`);
@@ -101,14 +99,14 @@ export async function vmStatus(client: Client, vmId: string, cloudlets: string[]
   const copies: VmStatus['copies'] = [];
   for (const cloudlet of cloudlets) {
     if (!(await assertCloudletOnline(client, cloudlet).then(() => true, () => false))) continue;
-    const vm = await execute<VmDescription>(client, 'describeVm', { vmId, cloudlet }).catch((err: unknown) => {
+    const vm = await executeWorkflow<VmDescription>(client, 'describeVm', { vmId, cloudlet }).catch((err: unknown) => {
       if (/no VM '.*' on cloudlet/.test(innermost(err))) return undefined;
       throw err;
     });
     if (vm) copies.push({ cloudlet, runState: vm.runState });
   }
   const running = copies.find((c) => c.runState === 'running');
-  const handle = client.workflow.getHandle(`handoff-${vmId}`);
+  const handle = client.workflow.getHandle(handoffWorkflowId(vmId));
   const handoff = await handle.describe().then(
     async (d) => ({
       workflowId: d.workflowId,

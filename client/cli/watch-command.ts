@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { progressQuery, streamControlQuery, streamMeasurementsQuery } from '../../workflows/definitions.js';
+import { handoffWorkflowId } from '../start-handoff.js';
 import { connect, type TemporalTarget } from './connect.js';
 import { CliError, EXIT } from './exit-codes.js';
 
@@ -33,7 +34,7 @@ export function watchCommand(program: Command, globals: () => TemporalTarget): v
     .action(async (o: { vm: string; wait: number; json?: boolean }) => {
       const { client, close } = await connect(globals());
       try {
-        const handle = await started(client, `handoff-${o.vm}`, o.wait);
+        const handle = await started(client, handoffWorkflowId(o.vm), o.wait);
         const tty = !o.json && process.stdout.isTTY;
         for (;;) {
           const d = await handle.describe();

@@ -55,10 +55,13 @@ export const NEAR_ENOUGH_KM = 25;
  * VM's base image, then the least loaded (running / capacity), then by name so the choice is
  * deterministic. Every candidate gets its verdict and why. Pure, so a workflow can run it.
  */
+/** An eligible candidate with what it is ranked on. */
+type Ranked = PlacementCandidate & { load: number; distanceKm?: number };
+
 export function chooseTarget(req: PlacementRequest, candidates: PlacementCandidate[]): PlacementDecision {
   const verdicts = new Map<string, CandidateVerdict>();
   const exclude = (c: PlacementCandidate, why: string) => verdicts.set(c.cloudlet, { cloudlet: c.cloudlet, verdict: 'excluded', why });
-  const eligible: Array<PlacementCandidate & { load: number; distanceKm?: number }> = [];
+  const eligible: Ranked[] = [];
   for (const c of candidates) {
     if (c.cloudlet === req.source) exclude(c, 'the VM runs there now');
     else if (!c.online) exclude(c, 'its worker is offline');
@@ -69,13 +72,9 @@ export function chooseTarget(req: PlacementRequest, candidates: PlacementCandida
   const ordered = () => candidates.map((c) => verdicts.get(c.cloudlet)!);
 
   if (req.toCloudlet !== undefined) {
-    const named = candidates.find((c) => c.cloudlet === req.toCloudlet);
-    if (!named) {
-      for (const e of eligible) verdicts.set(e.cloudlet, { cloudlet: e.cloudlet, verdict: 'lost', why: `the event named ${req.toCloudlet}` });
-      return { target: null, reason: `the event names cloudlet ${req.toCloudlet}, which the site does not have`, candidates: ordered() };
-    }
     const taken = eligible.find((e) => e.cloudlet === req.toCloudlet);
     for (const e of eligible) if (e !== taken) verdicts.set(e.cloudlet, { cloudlet: e.cloudlet, verdict: 'lost', why: `the event named ${req.toCloudlet}` });
+    if (!candidates.some((c) => c.cloudlet === req.toCloudlet)) return { target: null, reason: `the event names cloudlet ${req.toCloudlet}, which the site does not have`, candidates: ordered() };
     if (!taken) return { target: null, reason: `the event names ${req.toCloudlet}, which cannot take it: ${verdicts.get(req.toCloudlet)!.why}`, candidates: ordered() };
     verdicts.set(taken.cloudlet, { cloudlet: taken.cloudlet, verdict: 'chosen', why: 'named by the event', ...(taken.distanceKm !== undefined ? { distanceKm: taken.distanceKm } : {}) });
     return { target: taken.cloudlet, reason: `named by the event (${describe(taken)})`, candidates: ordered() };
@@ -100,8 +99,6 @@ export function chooseTarget(req: PlacementRequest, candidates: PlacementCandida
   const basis = req.near ? 'nearest to the user with room' : 'no user location: least loaded with room';
   return { target: best.cloudlet, reason: `${basis}: ${best.cloudlet} (${describe(best)})`, candidates: ordered() };
 }
-
-type Ranked = PlacementCandidate & { load: number; distanceKm?: number };
 
 function describe(c: Ranked): string {
   const parts = [`${c.runningVms} of ${c.capacityVms} VMs`, c.holdsBase ? 'holds the base' : 'lacks the base'];

@@ -8,6 +8,7 @@ import type { VmDescription } from '../../activities/cloudlet-activities.js';
 import { SOURCE_PHASE_FILE } from '../../engine/handoff/source-phase.js';
 import { sendConsoleLine } from '../../engine/vm/qemu-vm.js';
 import { CopyMonitor } from './copy-monitor.js';
+import { executeWorkflow } from '../../client/execute-workflow.js';
 
 export type Outcome = 'moved' | 'stayed-at-source' | 'moved-after-commit-fault' | 'vm-lost';
 
@@ -80,8 +81,7 @@ export interface SuiteOptions {
   log(line: string): void;
 }
 
-const execute = async <T>(cluster: EmbeddedCluster, name: string, args: unknown): Promise<T> =>
-  (await cluster.client.workflow.execute(name, { taskQueue: WORKFLOW_TASK_QUEUE, workflowId: `${name}-${Math.random().toString(36).slice(2)}`, args: [args] })) as T;
+const execute = <T>(cluster: EmbeddedCluster, name: string, args: unknown): Promise<T> => executeWorkflow<T>(cluster.client, name, args);
 
 /** The clean case's figures, which the others are measured against. */
 interface Baseline {

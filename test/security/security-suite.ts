@@ -11,9 +11,11 @@ import { runHandoff } from '../../client/start-handoff.js';
 import { HANDSHAKE_TIMEOUT_MS } from '../../engine/wire/data-plane-server.js';
 import type { EmbeddedCluster } from '../../infra/embedded-cluster.js';
 import { DEV_PKI_DIR, REPO_ROOT } from '../../infra/paths.js';
-import { HANDOFF_STEPS, WORKFLOW_TASK_QUEUE, progressQuery, type HandoffResult, type HandoffStep } from '../../workflows/definitions.js';
+import { HANDOFF_STEPS, progressQuery, type HandoffResult, type HandoffStep } from '../../workflows/definitions.js';
 import { CopyMonitor } from '../faults/copy-monitor.js';
 import { keyMaterial } from '../support/key-material.js';
+import type { helloWith } from '../support/raw-data-client.js';
+import { executeWorkflow } from '../../client/execute-workflow.js';
 import { reassemble, startCapture } from './capture.js';
 import { RssSampler } from './rss-sampler.js';
 
@@ -70,7 +72,7 @@ export async function runSecuritySuite(o: SecurityOptions): Promise<SecurityChec
   const attack = (command: string, args: object, from = 'C') => attackFrom(wan.cloudlet(from).ns, command, { ...target, ...args });
   const vms: Array<{ vmId: string; cloudlet: string }> = [];
   const launch = async (vmId: string, cloudlet: string, workload: { name: string; args: string[] }) => {
-    await execute(cluster.client, 'launchVm', { vmId, cloudlet, baseImageId: o.baseImageId, workload });
+    await executeWorkflow(cluster.client, 'launchVm', { vmId, cloudlet, baseImageId: o.baseImageId, workload });
     vms.push({ vmId, cloudlet });
   };
   try {
@@ -103,8 +105,8 @@ export async function runSecuritySuite(o: SecurityOptions): Promise<SecurityChec
     }
     check(
       "another cloudlet's certificate (C) is refused for A's handoff while it streams",
-      refusalOf(peers.other) === NOT_EXPECTED && peers.other.frames.length === 1 && stepAfterPeers === 'stream',
-      `TLS ${peers.other.secured ? 'up' : 'refused'}; answer '${refusalOf(peers.other) ?? 'none'}' (${peers.other.frames.length} frames); the handoff was at '${stepAfterPeers}' after`,
+      peers.other.refusal === NOT_EXPECTED && peers.other.frames.length === 1 && stepAfterPeers === 'stream',
+      `TLS ${peers.other.secured ? 'up' : 'refused'}; answer '${peers.other.refusal ?? 'none'}' (${peers.other.frames.length} frames); the handoff was at '${stepAfterPeers}' after`,
     );
 
     const flows = await reassemble(capture.file, join(o.workDir, 'a-link-flows'));
@@ -185,9 +187,9 @@ export async function runSecuritySuite(o: SecurityOptions): Promise<SecurityChec
     const lingerSecs = (t: number | undefined) => (t === undefined || linger.helloAt === undefined ? '?' : `+${((t - linger.helloAt) / 1000).toFixed(1)} s`);
     check(
       'a connection for a handoff cannot write after its commit',
-      linger.closed && linger.closedAt !== undefined && committedAt !== undefined && linger.closedAt < committedAt && refusalOf(late) === NOT_EXPECTED && late.frames.length === 1,
-      `a connection taken as the source's newest attempt (after ${linger.hellos} hello(s)) was closed ${linger.closed ? `at ${lingerSecs(linger.closedAt)}` : 'never'} ('${refusalOf(linger) ?? linger.error ?? 'no word'}'), ` +
-        `the commit came at ${lingerSecs(committedAt)}; a hello and batch after it: '${refusalOf(late) ?? late.error ?? 'no answer'}'`,
+      linger.closed && linger.closedAt !== undefined && committedAt !== undefined && linger.closedAt < committedAt && late.refusal === NOT_EXPECTED && late.frames.length === 1,
+      `a connection taken as the source's newest attempt (after ${linger.hellos} hello(s)) was closed ${linger.closed ? `at ${lingerSecs(linger.closedAt)}` : 'never'} ('${linger.refusal ?? linger.error ?? 'no word'}'), ` +
+        `the commit came at ${lingerSecs(committedAt)}; a hello and batch after it: '${late.refusal ?? late.error ?? 'no answer'}'`,
     );
 
     // 3. What the two handoffs left in history.
@@ -207,21 +209,14 @@ export async function runSecuritySuite(o: SecurityOptions): Promise<SecurityChec
   } finally {
     // Wherever each ended up: a handoff moves it to B, a failed one leaves it where it was launched.
     for (const vm of vms) {
-      for (const cloudlet of new Set(['B', vm.cloudlet])) await execute(cluster.client, 'destroyVm', { vmId: vm.vmId, cloudlet }).catch(() => undefined);
+      for (const cloudlet of new Set(['B', vm.cloudlet])) await executeWorkflow(cluster.client, 'destroyVm', { vmId: vm.vmId, cloudlet }).catch(() => undefined);
     }
   }
   return checks;
 }
 
-interface HelloOutcome {
-  secured: boolean;
-  closed: boolean;
-  helloAt?: number;
-  closedAt?: number;
-  frames: Array<{ type: number; error?: { message: string } }>;
-  refusal?: string;
-  error?: string;
-}
+/** What the attacker's helloWith saw (as JSON: only the frames' count is read). */
+type HelloOutcome = Awaited<ReturnType<typeof helloWith>>;
 interface FloodOutcome {
   connections: Array<{ kind: string; up: boolean; lifetimeMs: number | null; error?: string }>;
 }
@@ -232,7 +227,6 @@ interface BombOutcome {
   tries: Array<{ attempt: number; refusal?: string; error?: string }>;
 }
 
-const refusalOf = (r: HelloOutcome) => r.refusal ?? r.frames.find((f) => f.error)?.error?.message;
 const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
 const mib = (n: number) => `${(n / MiB).toFixed(1)} MiB`;
 const kb = (n: number) => `${(n / 1024).toFixed(0)} KiB`;
@@ -293,9 +287,6 @@ async function markerOf(serialLog: string): Promise<string> {
   throw new Error(`no marker in ${serialLog} within 60 s`);
 }
 
-async function execute(client: Client, name: string, args: unknown): Promise<unknown> {
-  return client.workflow.execute(name, { taskQueue: WORKFLOW_TASK_QUEUE, workflowId: `${name}-${Math.random().toString(36).slice(2)}`, args: [args] });
-}
 
 /** Runs one attacker command in namespace `ns`; its last line of output is what it saw. */
 async function attackFrom(ns: string, command: string, args: object): Promise<unknown> {
