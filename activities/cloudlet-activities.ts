@@ -1,8 +1,11 @@
-import type { Cloudlet, VmDescription } from '../engine/cloudlet/cloudlet.js';
+import type { Cloudlet, CloudletState, VmDescription } from '../engine/cloudlet/cloudlet.js';
+import { Context } from '@temporalio/activity';
+import { CpuMeter } from '../engine/cloudlet/cpu-meter.js';
+import { isOverloaded, type LoadSample } from '../engine/placement/overload.js';
 import { asActivity } from './failures.js';
 import { checked, type ActivityInput } from './inputs.js';
 
-export type { VmDescription };
+export type { CloudletState, VmDescription };
 
 /** VM lifecycle on one cloudlet. */
 export function createCloudletActivities(cloudlet: Cloudlet) {
@@ -16,6 +19,51 @@ export function createCloudletActivities(cloudlet: Cloudlet) {
       }),
     describeVm: (input: ActivityInput<'describeVm'>): Promise<VmDescription> => asActivity(() => cloudlet.describe(checked('describeVm', input).vmId)),
     destroyVm: (input: ActivityInput<'destroyVm'>): Promise<void> => asActivity(() => cloudlet.destroyVm(checked('destroyVm', input).vmId)),
+    /** What placement reads: this cloudlet's VMs, base images and drain mark. */
+    cloudletState: (input: ActivityInput<'cloudletState'> = {}): Promise<CloudletState> =>
+      asActivity(() => {
+        checked('cloudletState', input);
+        return cloudlet.state();
+      }),
+    setDraining: (input: ActivityInput<'setDraining'>): Promise<void> => asActivity(() => cloudlet.setDraining(checked('setDraining', input).draining)),
+    /** Per VM, what its handoff would send now (see Cloudlet.expectedOverlayBytes). */
+    overlayEstimates: (input: ActivityInput<'overlayEstimates'> = {}): Promise<Array<{ vmId: string; bytes: number }>> =>
+      asActivity(async () => {
+        checked('overlayEstimates', input);
+        const out: Array<{ vmId: string; bytes: number }> = [];
+        for (const vm of cloudlet.vmList()) out.push({ vmId: vm.vmId, bytes: await cloudlet.expectedOverlayBytes(vm.vmId) });
+        return out;
+      }),
+    watchLoad: (input: ActivityInput<'watchLoad'>): Promise<LoadWatchResult> => asActivity(() => watchLoad(cloudlet, checked('watchLoad', input))),
   };
 }
 export type CloudletActivities = ReturnType<typeof createCloudletActivities>;
+
+export interface LoadWatchResult {
+  cloudlet: string;
+  load: number;
+  reason: string;
+  vms: Array<{ vmId: string; cpuCores: number | null }>;
+}
+
+/**
+ * The load monitor's eye on one cloudlet: samples its VMs' CPU every `sampleMs` (heartbeating
+ * each sample) and returns once the load stayed above the threshold for `sustainMs`. Runs as long
+ * as the cloudlet is not overloaded; the workflow's cancel ends it.
+ */
+async function watchLoad(cloudlet: Cloudlet, o: ActivityInput<'watchLoad'>): Promise<LoadWatchResult> {
+  const meter = new CpuMeter();
+  const samples: LoadSample[] = [];
+  await cloudlet.vmLoads(meter);
+  for (;;) {
+    await Context.current().sleep(o.sampleMs);
+    const vms = await cloudlet.vmLoads(meter);
+    const load = vms.reduce((n, v) => n + (v.cpuCores ?? 0), 0) / o.cpuCores;
+    const now = Date.now();
+    samples.push({ atMs: now, load });
+    while (samples.length > 2 && samples[1]!.atMs <= now - o.sustainMs) samples.shift();
+    Context.current().heartbeat({ load });
+    const verdict = isOverloaded(samples, now, o.threshold, o.sustainMs);
+    if (verdict.overloaded) return { cloudlet: cloudlet.name, load, reason: verdict.reason, vms };
+  }
+}

@@ -8,6 +8,7 @@ import {
   WORKFLOW_TASK_QUEUE,
   describeInvalid,
   handoffInputSchema,
+  handoffWorkflowId,
   progressQuery,
   type HandoffProgress,
   type HandoffResult,
@@ -16,8 +17,7 @@ import { assertCloudletOnline, hasSearchAttributes } from './cloudlet-check.js';
 
 export class InvalidRequestError extends Error {}
 
-/** A handoff's workflow id is its VM's: one handoff per VM at a time (a second start fails while one runs). */
-export const handoffWorkflowId = (vmId: string) => `handoff-${vmId}`;
+export { handoffWorkflowId };
 
 export class HandoffFailedError extends Error {
   /** The workflow's failure type: HANDOFF_FAILED (the VM runs on at the source), HANDOFF_IN_DOUBT, VM_LOST, … */

@@ -22,7 +22,9 @@ export type HandoffErrorCode =
   /** The target cannot run the VM (its QEMU did not start, say): trying again will not help. */
   | 'TARGET_CANNOT_RUN'
   /** A request that does not say what it must (an activity's input that fails its schema). */
-  | 'BAD_INPUT';
+  | 'BAD_INPUT'
+  /** The cloudlet is being drained: it takes no new VMs, launched or handed to it. */
+  | 'CLOUDLET_DRAINING';
 
 const NOT_RETRYABLE: ReadonlySet<HandoffErrorCode> = new Set([
   'VM_NOT_FOUND',
@@ -38,6 +40,7 @@ const NOT_RETRYABLE: ReadonlySet<HandoffErrorCode> = new Set([
   'HANDOFF_IN_DOUBT',
   'TARGET_CANNOT_RUN',
   'BAD_INPUT',
+  'CLOUDLET_DRAINING',
 ]);
 
 const ALL_CODES: ReadonlySet<string> = new Set<HandoffErrorCode>([...NOT_RETRYABLE, 'PROTOCOL']);

@@ -52,6 +52,8 @@ export interface ClusterOptions {
   /** How long after a worker dies it is started again (systemd's RestartSec); default 1 s. */
   workerRestartDelayMs?: number;
   log?: (line: string) => void;
+  /** Each line a worker logs (JSON lines on its stderr); dropped unless EHOFF_VERBOSE if not given. */
+  workerLog?: (line: string) => void;
 }
 
 /**
@@ -144,7 +146,7 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
         const w = new SupervisedWorker(c, runDir, placement, bundle, opts.workerRestartDelayMs ?? 1_000, log, (pid) => {
           record.workers[c.name] = { pid, runDir };
           void saveRecord();
-        });
+        }, opts.workerLog);
         workers.set(c.name, w);
         await w.start();
       }),
@@ -197,11 +199,12 @@ export class SupervisedWorker {
     private readonly log: (l: string) => void,
     /** Told each new worker's PID as soon as it is spawned (the cluster's record of what to sweep). */
     private readonly spawned: (pid: number) => void = () => undefined,
+    private readonly workerLog?: (line: string) => void,
   ) {}
 
   /** Starts the worker and waits until it polls. */
   async start(): Promise<void> {
-    const { child, ready } = spawnWorker(this.spec, this.runDir, this.placement, this.bundle, this.log);
+    const { child, ready } = spawnWorker(this.spec, this.runDir, this.placement, this.bundle, this.log, this.workerLog);
     this.child = child;
     if (child.pid !== undefined) this.spawned(child.pid);
     child.once('exit', (code, signal) => {
@@ -250,6 +253,7 @@ function spawnWorker(
   placement: Placement,
   bundle: string,
   log: (l: string) => void,
+  workerLog?: (l: string) => void,
 ): { child: ChildProcess; ready: Promise<{ dataPlane: { host: string; port: number } }> } {
   const args = [
     '--import', 'tsx',
@@ -276,7 +280,8 @@ function spawnWorker(
   };
   createInterface({ input: child.stderr! }).on('line', (l) => {
     remember(l);
-    if (process.env.EHOFF_VERBOSE) log(`[${c.name} stderr] ${l}`);
+    if (workerLog) workerLog(l);
+    else if (process.env.EHOFF_VERBOSE) log(`[${c.name} stderr] ${l}`);
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const ready = new Promise<{ dataPlane: { host: string; port: number } }>((resolve, reject) => {

@@ -12,5 +12,7 @@ export const STATE_DIR = process.env.EHOFF_STATE_DIR ?? join(REPO_ROOT, '.state'
 export const DEV_PKI_DIR = join(STATE_DIR, 'pki');
 /** The WAN testbed's delay relay (infra/wan-delay/delay-relay.c), built by infra/setup.sh. */
 export const DELAY_RELAY_BIN = join(CACHE_DIR, 'bin', 'ehoff-delay-relay');
+/** The site's cloudlets, their places and capacities (engine/placement/site-topology.ts). */
+export const SITE_TOPOLOGY_FILE = process.env.EHOFF_SITE_TOPOLOGY ?? join(REPO_ROOT, 'infra', 'site-topology.json');
 /** Prefix of every temp file, mount point, socket and namespace the project creates. */
 export const PREFIX = 'ehoff';

@@ -46,7 +46,7 @@ test('no server at the address: the CLI says where it looked and how to start on
   const address = `127.0.0.1:${await closedPort()}`;
   const r = await ehoff(['status', '--vm', 'v1', '--cloudlets', 'A'], { TEMPORAL_ADDRESS: address });
   assert.equal(r.code, EXIT.UNREACHABLE);
-  assert.match(r.stderr, new RegExp(`no Temporal server at ${address.replace('.', '\\.')} .*npm run demo -- --keep`));
+  assert.match(r.stderr, new RegExp(`no Temporal server at ${address.replace('.', '\\.')} .*npm run serve`));
 });
 
 test('npm run handoff keeps its exit statuses 0/1/2: what ehoff tells apart as 3 or 4 is 1 there', async () => {

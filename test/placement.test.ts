@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { NEAR_ENOUGH_KM, chooseTarget, distanceKm, type PlacementCandidate } from '../engine/placement/choose-target.js';
-import { loadSiteTopology } from '../engine/placement/site-topology.js';
+import { loadSiteTopology } from '../engine/placement/load-site-topology.js';
 import { REPO_ROOT } from '../infra/paths.js';
 
 // Berlin, Potsdam (27 km away) and Leipzig (150 km away), as in infra/site-topology.json.

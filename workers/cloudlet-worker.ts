@@ -1,7 +1,9 @@
 import { parseArgs } from 'node:util';
 import { NativeConnection, Runtime, Worker, makeTelemetryFilterString } from '@temporalio/worker';
 import { z } from 'zod';
+import { Client, Connection } from '@temporalio/client';
 import { createCloudletActivities } from '../activities/cloudlet-activities.js';
+import { createSiteActivities } from '../activities/site-activities.js';
 import { createSourceActivities } from '../activities/source-activities.js';
 import { createTargetActivities } from '../activities/target-activities.js';
 import { Cloudlet } from '../engine/cloudlet/cloudlet.js';
@@ -10,7 +12,9 @@ import { TargetHandoffs } from '../engine/handoff/target-handoff.js';
 import { cloudletNameSchema } from '../engine/names.js';
 import { loadCloudletTls, tlsFilesFromEnv } from '../engine/wire/cloudlet-tls.js';
 import { PREFIX } from '../infra/paths.js';
+import { createLogger } from '../infra/logger.js';
 import { WORKFLOW_TASK_QUEUE, cloudletTaskQueue } from '../workflows/definitions.js';
+import { EVENTS_TASK_QUEUE } from '../workflows/event-definitions.js';
 import { pageScanImplementation } from '../engine/memory/native-page-scan.js';
 
 /**
@@ -84,9 +88,11 @@ async function main(): Promise<void> {
 }
 
 export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<void> {
+  // JSON lines on stderr (readable on a terminal); stdout carries only the ready line.
+  const log = createLogger('worker', { cloudlet: config.cloudlet });
   Runtime.install({
     telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: 'ERROR' }), forward: {} } },
-    logger: { trace() {}, debug() {}, info() {}, warn: (m) => console.error(`[${config.cloudlet}] ${m}`), error: (m) => console.error(`[${config.cloudlet}] ${m}`), log() {} },
+    logger: { trace() {}, debug() {}, info() {}, warn: (m, meta) => log.warn({ sdk: meta }, m), error: (m, meta) => log.error({ sdk: meta }, m), log() {} },
   });
   const tls = await loadCloudletTls(config.cloudlet, { certFile: config.tlsCert, keyFile: config.tlsKey, caFile: config.tlsCa }).catch((err: Error) => {
     console.error(`cloudlet worker: ${err.message}`);
@@ -101,18 +107,19 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
     dataPort: config.dataPort,
     prefix: PREFIX,
     tls,
-    log: (line) => console.error(`[${config.cloudlet}] ${line}`),
+    log: (line) => log.warn(line),
   });
   await cloudlet.start();
   const target = new TargetHandoffs(cloudlet);
   const incoming = await target.recover().catch((err: Error) => {
-    console.error(`[${config.cloudlet}] incoming handoffs could not be taken up: ${err.message}`);
+    log.error({ err: err.message }, 'incoming handoffs could not be taken up');
     return { recovered: [] as string[], discarded: [] as string[] };
   });
   const { adopted, lost, swept } = cloudlet.recovery;
   if (adopted.length + lost.length + swept.length + incoming.recovered.length + incoming.discarded.length > 0) {
-    console.log(
-      `[${config.cloudlet}] re-adopted VMs: ${adopted.join(', ') || 'none'}; incoming handoffs taken up: ${incoming.recovered.join(', ') || 'none'}; ` +
+    log.info(
+      { adopted, lost, swept: swept.length, incoming },
+      `re-adopted VMs: ${adopted.join(', ') || 'none'}; incoming handoffs taken up: ${incoming.recovered.join(', ') || 'none'}; ` +
         `incoming copies ended: ${incoming.discarded.join(', ') || 'none'}; lost (host gone): ${lost.join(', ') || 'none'}; swept: ${swept.length} leftovers`,
     );
   }
@@ -121,15 +128,15 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
   for (const vm of cloudlet.vmList()) {
     try {
       const decision = await recoverSourceAfterRestart(vm);
-      if (decision.action !== 'nothing') console.log(`[${config.cloudlet}] VM ${vm.vmId}: ${decision.action} (${decision.reason})`);
+      if (decision.action !== 'nothing') log.info({ vmId: vm.vmId, action: decision.action }, `VM ${vm.vmId}: ${decision.action} (${decision.reason})`);
     } catch (err) {
-      console.error(`[${config.cloudlet}] VM ${vm.vmId}: its handoff could not be recovered: ${(err as Error).message}`);
+      log.error({ vmId: vm.vmId, err: (err as Error).message }, `VM ${vm.vmId}: its handoff could not be recovered`);
     }
   }
-  console.log(`[${config.cloudlet}] changed-pages scan: ${pageScanImplementation()}`);
+  log.info({ pageScan: pageScanImplementation() }, 'changed-pages scan');
   for (const dir of config.installBase) {
     const image = await cloudlet.images.install(dir);
-    console.log(`[${config.cloudlet}] base image ${image.manifest.id} in cache`);
+    log.info({ baseImageId: image.manifest.id }, 'base image in cache');
   }
   const connection = await NativeConnection.connect({ address: config.temporalAddress });
   const activityWorker = await Worker.create({
@@ -145,6 +152,15 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
       ...createTargetActivities(target),
     },
   });
+  // What event workflows ask of Temporal itself (which cloudlets poll, the handoff in flight for a
+  // VM, waiting for one to end): any cloudlet's worker answers, so no single process is needed.
+  const siteConnection = await Connection.connect({ address: config.temporalAddress });
+  const siteWorker = await Worker.create({
+    connection,
+    namespace: config.namespace,
+    taskQueue: EVENTS_TASK_QUEUE,
+    activities: createSiteActivities(new Client({ connection: siteConnection, namespace: config.namespace })),
+  });
   const workflowWorker = await Worker.create({
     connection,
     namespace: config.namespace,
@@ -155,6 +171,7 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
   });
   const shutdown = () => {
     activityWorker.shutdown();
+    siteWorker.shutdown();
     workflowWorker.shutdown();
   };
   process.once('SIGINT', shutdown);
@@ -162,11 +179,12 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
   const address = cloudlet.dataPlane.address();
   console.log(`${READY_MARKER} ${JSON.stringify({ cloudlet: config.cloudlet, taskQueue: cloudletTaskQueue(config.cloudlet), dataPlane: address, pid: process.pid })}`);
   try {
-    await Promise.all([activityWorker.run(), workflowWorker.run()]);
+    await Promise.all([activityWorker.run(), siteWorker.run(), workflowWorker.run()]);
   } finally {
     // The VMs go on in their hosts; the next worker of this cloudlet re-adopts them.
     await cloudlet.stop();
     await connection.close();
+    await siteConnection.close();
   }
 }
 

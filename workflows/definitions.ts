@@ -30,6 +30,9 @@ export const handoffInputSchema = z
   .refine((i) => i.source !== i.target, { message: 'source and target must be different cloudlets', path: ['target'] });
 export type HandoffInput = z.infer<typeof handoffInputSchema>;
 
+/** A handoff's workflow id is its VM's: one handoff per VM at a time (a second start fails while one runs). */
+export const handoffWorkflowId = (vmId: string) => `handoff-${vmId}`;
+
 export const launchVmInputSchema = z
   .object({
     vmId,

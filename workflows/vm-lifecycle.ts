@@ -1,5 +1,8 @@
 import { ApplicationFailure, proxyActivities } from '@temporalio/workflow';
-import type { CloudletActivities, VmDescription } from '../activities/cloudlet-activities.js';
+import { z } from 'zod';
+import { cloudletNameSchema } from '../engine/names.js';
+import { readCloudlets } from './site-reads.js';
+import type { CloudletActivities, CloudletState, VmDescription } from '../activities/cloudlet-activities.js';
 import { cloudletTaskQueue, describeInvalid, launchVmInputSchema, vmRefSchema, type LaunchVmInput, type VmRef } from './definitions.js';
 
 const on = (cloudlet: string) =>
@@ -30,4 +33,17 @@ export async function destroyVm(input: VmRef): Promise<void> {
   const parsed = vmRefSchema.safeParse(input);
   if (!parsed.success) throw ApplicationFailure.nonRetryable(describeInvalid('VM reference', parsed.error), 'INVALID_INPUT');
   await on(parsed.data.cloudlet).destroyVm(parsed.data);
+}
+
+const describeCloudletsInput = z.object({ cloudlets: z.array(cloudletNameSchema).min(1).max(64) }).strict();
+
+/**
+ * Each named cloudlet's VMs, base images and drain mark, as its worker reports them now; null for
+ * a cloudlet whose worker did not answer within 5 s. Never fails for a VM that is not there: what
+ * `ehoff status` reads, one short workflow for the whole site.
+ */
+export async function describeCloudlets(input: z.infer<typeof describeCloudletsInput>): Promise<Record<string, CloudletState | null>> {
+  const parsed = describeCloudletsInput.safeParse(input);
+  if (!parsed.success) throw ApplicationFailure.nonRetryable(describeInvalid('cloudlet list', parsed.error), 'INVALID_INPUT');
+  return readCloudlets(parsed.data.cloudlets);
 }

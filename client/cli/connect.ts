@@ -19,7 +19,7 @@ export async function connect(t: TemporalTarget): Promise<{ client: Client; clos
     connection = await Connection.connect({ address: t.address, connectTimeout: '3 seconds' });
   } catch (err) {
     throw new CliError(
-      `no Temporal server at ${t.address} (${(err as Error).message.split('\n')[0]}) — start the embedded one with \`npm run demo -- --keep\`, or give --address / TEMPORAL_ADDRESS`,
+      `no Temporal server at ${t.address} (${(err as Error).message.split('\n')[0]}) — start one with \`npm run serve\`, or give --address / TEMPORAL_ADDRESS`,
       EXIT.UNREACHABLE,
     );
   }

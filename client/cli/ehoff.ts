@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { fileURLToPath } from 'node:url';
 import { DEFAULT_TARGET, type TemporalTarget } from './connect.js';
 import { CliError, EXIT } from './exit-codes.js';
+import { eventCommands } from './events-command.js';
 import { handoffCommands } from './handoff-commands.js';
 import { listCommand } from './list-command.js';
 import { vmCommands } from './vm-commands.js';
@@ -25,7 +26,9 @@ export async function runCli(argv: string[], exitStatus: (code: number) => numbe
   handoffCommands(program, globals);
   listCommand(program, globals);
   watchCommand(program, globals);
-  for (const c of program.commands) c.exitOverride().showHelpAfterError();
+  eventCommands(program, globals);
+  const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
+  for (const c of all(program).slice(1)) c.exitOverride().showHelpAfterError();
   try {
     await program.parseAsync(argv);
     process.exit(EXIT.OK);

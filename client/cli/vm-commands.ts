@@ -1,9 +1,8 @@
 import type { Command } from 'commander';
 import { WorkflowFailedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { join } from 'node:path';
-import { loadSiteTopology } from '../../engine/placement/site-topology.js';
-import { REPO_ROOT } from '../../infra/paths.js';
-import type { VmDescription } from '../../activities/cloudlet-activities.js';
+import { loadSiteTopology } from '../../engine/placement/load-site-topology.js';
+import { SITE_TOPOLOGY_FILE } from '../../infra/paths.js';
+import type { CloudletState, VmDescription } from '../../activities/cloudlet-activities.js';
 import { describeInvalid, launchVmInputSchema, progressQuery } from '../../workflows/definitions.js';
 import { executeWorkflow } from '../execute-workflow.js';
 import { handoffWorkflowId } from '../start-handoff.js';
@@ -13,7 +12,6 @@ import { CliError, EXIT } from './exit-codes.js';
 
 type Globals = () => TemporalTarget;
 
-const SITE_FILE = join(REPO_ROOT, 'infra', 'site-topology.json');
 
 /** The `status --json` line (the issue's contract; `copies` and the handoff's fields beyond it are extensions). */
 export interface VmStatus {
@@ -69,7 +67,7 @@ export function vmCommands(program: Command, globals: Globals): void {
     .option('--cloudlets <names>', 'the cloudlets to ask, comma-separated (default: those of infra/site-topology.json)')
     .option('--json', 'print {"vmId", "cloudlet", "runState", "handoff"?} as one JSON line')
     .action(async (o: { vm: string; cloudlets?: string; json?: boolean }) => {
-      const names = o.cloudlets?.split(',').map((c) => c.trim()).filter(Boolean) ?? (await loadSiteTopology(SITE_FILE)).cloudlets.map((c) => c.name);
+      const names = o.cloudlets?.split(',').map((c) => c.trim()).filter(Boolean) ?? (await loadSiteTopology(SITE_TOPOLOGY_FILE)).cloudlets.map((c) => c.name);
       const { client, close } = await connect(globals());
       try {
         const status = await vmStatus(client, o.vm, names);
@@ -94,16 +92,15 @@ async function online(client: Client, cloudlet: string): Promise<void> {
   }
 }
 
-/** Asks each online cloudlet for the VM; the one where it runs is where it is. */
+/** Asks every named cloudlet (one describeCloudlets workflow); the one where it runs is where it is. */
 export async function vmStatus(client: Client, vmId: string, cloudlets: string[]): Promise<VmStatus> {
+  const states = await executeWorkflow<Record<string, CloudletState | null>>(client, 'describeCloudlets', { cloudlets });
   const copies: VmStatus['copies'] = [];
   for (const cloudlet of cloudlets) {
-    if (!(await assertCloudletOnline(client, cloudlet).then(() => true, () => false))) continue;
-    const vm = await executeWorkflow<VmDescription>(client, 'describeVm', { vmId, cloudlet }).catch((err: unknown) => {
-      if (/no VM '.*' on cloudlet/.test(innermost(err))) return undefined;
-      throw err;
-    });
+    const state = states[cloudlet];
+    const vm = state?.vms.find((v) => v.vmId === vmId);
     if (vm) copies.push({ cloudlet, runState: vm.runState });
+    else if (state?.lostVms.includes(vmId)) copies.push({ cloudlet, runState: 'lost' });
   }
   const running = copies.find((c) => c.runState === 'running');
   const handle = client.workflow.getHandle(handoffWorkflowId(vmId));

@@ -1,4 +1,4 @@
-import { access, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { HandoffError } from '../errors.js';
@@ -13,7 +13,9 @@ import type { CloudletTls } from '../wire/cloudlet-tls.js';
 import { VmInstance, vmFiles, type VmFiles } from './vm-instance.js';
 import { VmHostClient } from '../host/vm-host-client.js';
 import { hostProcessRuns, readHostRecord, sweepVmFolder, vmFolders } from '../host/vm-folder-sweep.js';
-import { HOST_CONTINUED_FILE, type HostRecord } from '../host/host-protocol.js';
+import { HOST_CONTINUED_FILE, HOST_PIDS_FILE, hostPidsSchema, type HostRecord } from '../host/host-protocol.js';
+import { BLOCK_SIZE } from '../blocks.js';
+import { CpuMeter } from './cpu-meter.js';
 import type { Workload } from '../names.js';
 
 /** How long a restarted worker waits for each surviving host to answer before it counts it gone. */
@@ -51,6 +53,16 @@ export interface VmDescription {
   dirtyDiskBlocks: number;
 }
 
+/** What placement needs of a cloudlet now: its VMs, the base images it holds, whether it is drained. */
+export interface CloudletState {
+  cloudlet: string;
+  draining: boolean;
+  vms: Array<{ vmId: string; baseImageId: string; runState: string; /** Cores its QEMU kept busy since the last read. */ cpuCores: number | null }>;
+  /** VMs whose host died here (their record kept until destroyed: see `describe`). */
+  lostVms: string[];
+  baseImages: string[];
+}
+
 /** One edge site: its image cache, its VMs, and its data-plane listener. */
 export class Cloudlet {
   readonly images: ImageCache;
@@ -62,6 +74,8 @@ export class Cloudlet {
   private pool?: CodecPool;
   private readonly dedupIndexes = new Map<string, Promise<DedupIndex>>();
   private readonly pageHashes = new Map<string, Promise<BasePageHashes>>();
+  /** Per-VM CPU as `state` reports it: over the time between two reads. */
+  private readonly stateCpu = new CpuMeter();
 
   constructor(readonly config: CloudletConfig) {
     this.images = new ImageCache(config.imageCacheDir);
@@ -260,6 +274,7 @@ export class Cloudlet {
    * first heartbeat is out (a workload that loads a large state first may need a longer wait).
    */
   async launchVm(vmId: string, baseImageId: string, workload?: Workload, opts: { readyTimeoutMs?: number } = {}): Promise<VmDescription> {
+    await this.refuseIfDraining(`launch VM '${vmId}'`);
     if (this.vms.has(vmId)) throw new HandoffError('VM_EXISTS', `VM '${vmId}' already runs on cloudlet ${this.name}`);
     const base = await this.images.get(baseImageId);
     const files = this.files(vmId);
@@ -308,6 +323,65 @@ export class Cloudlet {
     };
   }
 
+  /**
+   * A drain's mark: while set, the cloudlet takes no new VMs (launches and incoming handoffs are
+   * refused). A file in the run folder, so a restarted worker keeps it.
+   */
+  async setDraining(draining: boolean): Promise<void> {
+    if (draining) await writeFile(this.drainingFile(), new Date().toISOString());
+    else await rm(this.drainingFile(), { force: true });
+  }
+
+  async isDraining(): Promise<boolean> {
+    return exists(this.drainingFile());
+  }
+
+  async refuseIfDraining(what: string): Promise<void> {
+    if (await this.isDraining()) throw new HandoffError('CLOUDLET_DRAINING', `cloudlet ${this.name} is being drained: it does not ${what}`);
+  }
+
+  private drainingFile(): string {
+    return join(this.config.runDir, 'draining');
+  }
+
+  /** Its VMs (with QEMU's run state), its cached base images and its drain mark. */
+  async state(): Promise<CloudletState> {
+    const vms = await Promise.all(
+      [...this.vms.values()].map(async (vm) => ({
+        vmId: vm.vmId,
+        baseImageId: vm.base.manifest.id,
+        runState: (await vm.host.status().catch(() => undefined))?.runState ?? 'unknown',
+        cpuCores: await this.vmCores(this.stateCpu, vm),
+      })),
+    );
+    const lostVms = (await readdir(join(this.config.runDir, 'lost')).catch(() => [] as string[])).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5));
+    return { cloudlet: this.name, draining: await this.isDraining(), vms, lostVms, baseImages: await this.images.list() };
+  }
+
+  /** Cores each VM's QEMU kept busy since `meter` last read it (its load, see CpuMeter). */
+  async vmLoads(meter: CpuMeter): Promise<Array<{ vmId: string; cpuCores: number | null }>> {
+    return Promise.all([...this.vms.values()].map(async (vm) => ({ vmId: vm.vmId, cpuCores: await this.vmCores(meter, vm) })));
+  }
+
+  private async vmCores(meter: CpuMeter, vm: VmInstance): Promise<number | null> {
+    const text = await readFile(join(vm.files.dir, HOST_PIDS_FILE), 'utf8').catch(() => undefined);
+    const pids = text ? hostPidsSchema.safeParse(JSON.parse(text)) : undefined;
+    if (!pids?.success || pids.data.qemuPid === null) return null;
+    return meter.coresBusy(vm.vmId, pids.data.qemuPid);
+  }
+
+  /**
+   * What a handoff of the VM would send now, before compression: its RAM pages that differ from
+   * the base (hashed on the codec pool, as a handoff's first epoch does) and its written disk blocks.
+   */
+  async expectedOverlayBytes(vmId: string): Promise<number> {
+    const vm = this.vm(vmId);
+    const tracker = MemoryTracker.fromBase(await this.basePageHashes(vm.base), await loadHash64());
+    const pages = (await tracker.changedPagesOnPool(vm.files.ramFile, this.codecPool())).length;
+    const blocks = (await vm.host.status()).dirtyBlocks;
+    return (pages + blocks) * BLOCK_SIZE;
+  }
+
   /** Ends a VM here for good (or clears the record of a lost one). */
   async destroyVm(vmId: string): Promise<void> {
     const vm = this.vms.get(vmId);
@@ -317,6 +391,7 @@ export class Cloudlet {
       return;
     }
     this.vms.delete(vmId);
+    this.stateCpu.forget(vmId);
     await vm.destroy();
   }
 }

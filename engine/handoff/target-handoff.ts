@@ -126,6 +126,7 @@ export class TargetHandoffs {
     const existing = this.sessions.get(handoffId);
     if (existing) return existing.endpoint;
     if (this.aborted.has(handoffId)) throw new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was aborted on ${this.cloudlet.name}`);
+    await this.cloudlet.refuseIfDraining(`take VM '${vmId}' in`);
     if (!(await this.cloudlet.images.has(baseImageId))) {
       throw new HandoffError('BASE_IMAGE_MISSING', `cloudlet ${this.cloudlet.name} does not hold base image ${baseImageId}; install it there before handing VMs to it`);
     }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { copyFile, link, mkdir, readFile, rename, rm, stat, chmod } from 'node:fs/promises';
+import { copyFile, link, mkdir, readFile, readdir, rename, rm, stat, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -42,6 +42,13 @@ export class ImageCache {
 
   async has(id: string): Promise<boolean> {
     return stat(join(this.dir, id, MANIFEST_FILE)).then(() => true, () => false);
+  }
+
+  /** The ids of the images installed here. */
+  async list(): Promise<string[]> {
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    const held = await Promise.all(names.filter((n) => /^base-[0-9a-f]{16}$/.test(n)).map(async (n) => ((await this.has(n)) ? n : undefined)));
+    return held.filter((n): n is string => n !== undefined).sort();
   }
 
   async get(id: string): Promise<CachedBaseImage> {

@@ -17,8 +17,10 @@ export interface PlacementCandidate {
 
 export interface PlacementRequest {
   vmId: string;
-  /** Where the VM runs now: never its own target. */
-  source: string;
+  /** Where the VM runs now: never its own target (none for a launch). */
+  source?: string;
+  /** Only cloudlets that hold the base image (a launch starts from it; a handoff can fetch it). */
+  requireBase?: boolean;
   /** The event named a target: it is taken if it can take the VM, else the move is refused. */
   toCloudlet?: string;
   /** Where the VM's user is now: the nearest eligible cloudlet wins. */
@@ -67,6 +69,7 @@ export function chooseTarget(req: PlacementRequest, candidates: PlacementCandida
     else if (!c.online) exclude(c, 'its worker is offline');
     else if (c.draining) exclude(c, 'it is being drained');
     else if (c.runningVms >= c.capacityVms) exclude(c, `full: ${c.runningVms} of ${c.capacityVms} VMs`);
+    else if (req.requireBase && !c.holdsBase) exclude(c, 'it lacks the base image');
     else eligible.push({ ...c, load: c.runningVms / c.capacityVms, ...(req.near ? { distanceKm: distanceKm(req.near, c.location) } : {}) });
   }
   const ordered = () => candidates.map((c) => verdicts.get(c.cloudlet)!);

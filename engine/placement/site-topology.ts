@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { cloudletNameSchema } from '../names.js';
 
@@ -21,24 +20,14 @@ export const siteTopologySchema = z.object({
         location: locationSchema,
         /** VMs it runs at most: a move that would exceed it goes elsewhere. */
         capacityVms: z.number().int().positive(),
+        /**
+         * Cores its VMs may keep busy: the load monitor's 100%. The testbed's cloudlets share one
+         * 2-core host with their workers and Temporal, so each is given 1.
+         */
+        cpuCores: z.number().positive().max(4096).default(1),
       }).strict(),
     )
     .min(1)
     .refine((cs) => new Set(cs.map((c) => c.name)).size === cs.length, { message: 'names a cloudlet twice' }),
 }).strict();
 export type SiteTopology = z.infer<typeof siteTopologySchema>;
-
-export async function loadSiteTopology(file: string): Promise<SiteTopology> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(await readFile(file, 'utf8'));
-  } catch (err) {
-    throw new Error(`site topology ${file}: ${(err as Error).message}`);
-  }
-  const parsed = siteTopologySchema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new Error(`site topology ${file}: '${issue.path.join('.') || '(top)'}' ${issue.message}`);
-  }
-  return parsed.data;
-}

@@ -1,0 +1,68 @@
+import { Client, Connection } from '@temporalio/client';
+import type { Logger } from 'pino';
+import type { ConflictRule } from '../engine/placement/merge-intent.js';
+import type { SiteTopology } from '../engine/placement/site-topology.js';
+import { hasSearchAttributes } from '../client/cloudlet-check.js';
+import { SourceSearchAttribute, TargetSearchAttribute, VmIdSearchAttribute, WORKFLOW_TASK_QUEUE } from '../workflows/definitions.js';
+import { LOAD_MONITOR_SOURCE, LOAD_MONITOR_WORKFLOW_ID, type EventPolicy, type LoadMonitorInput } from '../workflows/event-definitions.js';
+import { admitEvent } from './admit-event.js';
+import { startEventsEndpoint } from './events-endpoint.js';
+
+export interface EventsServiceOptions {
+  temporalAddress: string;
+  namespace: string;
+  host: string;
+  port: number;
+  token: string;
+  site: SiteTopology;
+  conflictRule: ConflictRule;
+  maxInFlight: number;
+  defaultBaseImageId?: string;
+  /** Run the built-in load monitor (workflow load-monitor), raising edge.cloudlet.overloaded. */
+  loadMonitor: boolean;
+  log: Logger;
+}
+
+export interface EventsService {
+  url: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * The event service: the HTTP endpoint and its Temporal client. What the event workflows ask of
+ * Temporal itself runs in the cloudlet workers (queue edge-events), so this holds no state.
+ */
+export async function startEventsService(o: EventsServiceOptions): Promise<EventsService> {
+  const connection = await Connection.connect({ address: o.temporalAddress, connectTimeout: 5_000 });
+  const client = new Client({ connection, namespace: o.namespace });
+  const policy: EventPolicy = {
+    site: o.site,
+    conflictRule: o.conflictRule,
+    searchAttributes: await hasSearchAttributes(client, [VmIdSearchAttribute.name, SourceSearchAttribute.name, TargetSearchAttribute.name]),
+    ...(o.defaultBaseImageId ? { defaultBaseImageId: o.defaultBaseImageId } : {}),
+  };
+  const endpoint = await startEventsEndpoint({
+    host: o.host,
+    port: o.port,
+    token: o.token,
+    log: o.log,
+    admit: (event) => admitEvent({ client, policy, maxInFlight: o.maxInFlight, retryAfterS: 10 }, event),
+  }).catch(async (err: Error) => {
+    await connection.close();
+    throw new Error(`events endpoint cannot listen on ${o.host}:${o.port}: ${err.message}`);
+  });
+  if (o.loadMonitor) {
+    // The newest service's policy wins: a monitor left by an earlier one is replaced.
+    const input: LoadMonitorInput = { policy, source: LOAD_MONITOR_SOURCE };
+    await client.workflow.start('monitorLoad', { workflowId: LOAD_MONITOR_WORKFLOW_ID, taskQueue: WORKFLOW_TASK_QUEUE, args: [input], workflowIdConflictPolicy: 'TERMINATE_EXISTING' });
+    o.log.info({ workflowId: LOAD_MONITOR_WORKFLOW_ID }, 'load monitor started');
+  }
+  o.log.info({ url: endpoint.url, conflictRule: o.conflictRule, maxInFlight: o.maxInFlight }, 'events service ready');
+  return {
+    url: endpoint.url,
+    stop: async () => {
+      await endpoint.close();
+      await connection.close();
+    },
+  };
+}
