@@ -1,11 +1,12 @@
 import type { Cloudlet, CloudletState, VmDescription } from '../engine/cloudlet/cloudlet.js';
 import { Context } from '@temporalio/activity';
 import { CpuMeter } from '../engine/cloudlet/cpu-meter.js';
+import { expectedOverlayBytes, measureVm, type VmMeasurement } from '../engine/cloudlet/measure-vm.js';
 import { isOverloaded, type LoadSample } from '../engine/placement/overload.js';
 import { asActivity } from './failures.js';
 import { checked, type ActivityInput } from './inputs.js';
 
-export type { CloudletState, VmDescription };
+export type { CloudletState, VmDescription, VmMeasurement };
 
 /** VM lifecycle on one cloudlet. */
 export function createCloudletActivities(cloudlet: Cloudlet) {
@@ -31,8 +32,14 @@ export function createCloudletActivities(cloudlet: Cloudlet) {
       asActivity(async () => {
         checked('overlayEstimates', input);
         const out: Array<{ vmId: string; bytes: number }> = [];
-        for (const vm of cloudlet.vmList()) out.push({ vmId: vm.vmId, bytes: await cloudlet.expectedOverlayBytes(vm.vmId) });
+        for (const vm of cloudlet.vmList()) out.push({ vmId: vm.vmId, bytes: await expectedOverlayBytes(cloudlet, vm.vmId) });
         return out;
+      }),
+    /** `ehoff plan`'s measurement of a VM: its overlay, dirty rate and compressibility (the VM runs on). */
+    measureVm: (input: ActivityInput<'measureVm'>): Promise<VmMeasurement> =>
+      asActivity(() => {
+        const a = checked('measureVm', input);
+        return measureVm(cloudlet, a.vmId, a.windowMs);
       }),
     watchLoad: (input: ActivityInput<'watchLoad'>): Promise<LoadWatchResult> => asActivity(() => watchLoad(cloudlet, checked('watchLoad', input))),
   };

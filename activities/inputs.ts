@@ -21,6 +21,7 @@ export const activityInputs = {
   cloudletState: z.object({}),
   setDraining: z.object({ draining: z.boolean() }),
   overlayEstimates: z.object({}),
+  measureVm: z.object({ vmId: vmIdSchema, windowMs: z.number().int().min(200).max(60_000) }),
   watchLoad: z.object({
     cpuCores: z.number().positive(),
     threshold: z.number().positive(),

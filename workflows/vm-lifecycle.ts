@@ -1,8 +1,8 @@
 import { ApplicationFailure, proxyActivities } from '@temporalio/workflow';
 import { z } from 'zod';
-import { cloudletNameSchema } from '../engine/names.js';
+import { cloudletNameSchema, vmIdSchema } from '../engine/names.js';
 import { readCloudlets } from './site-reads.js';
-import type { CloudletActivities, CloudletState, VmDescription } from '../activities/cloudlet-activities.js';
+import type { CloudletActivities, CloudletState, VmDescription, VmMeasurement } from '../activities/cloudlet-activities.js';
 import { cloudletTaskQueue, describeInvalid, launchVmInputSchema, vmRefSchema, type LaunchVmInput, type VmRef } from './definitions.js';
 
 const on = (cloudlet: string) =>
@@ -46,4 +46,13 @@ export async function describeCloudlets(input: z.infer<typeof describeCloudletsI
   const parsed = describeCloudletsInput.safeParse(input);
   if (!parsed.success) throw ApplicationFailure.nonRetryable(describeInvalid('cloudlet list', parsed.error), 'INVALID_INPUT');
   return readCloudlets(parsed.data.cloudlets);
+}
+
+const measureVmInput = z.object({ vmId: vmIdSchema, cloudlet: cloudletNameSchema, windowMs: z.number().int().min(200).max(60_000) }).strict();
+
+/** Measures a running VM for `ehoff plan` (overlay, dirty rate, compressibility); it runs on. */
+export async function measureVm(input: z.infer<typeof measureVmInput>): Promise<VmMeasurement> {
+  const parsed = measureVmInput.safeParse(input);
+  if (!parsed.success) throw ApplicationFailure.nonRetryable(describeInvalid('measure request', parsed.error), 'INVALID_INPUT');
+  return on(parsed.data.cloudlet).measureVm({ vmId: parsed.data.vmId, windowMs: parsed.data.windowMs });
 }

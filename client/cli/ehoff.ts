@@ -5,6 +5,7 @@ import { CliError, EXIT } from './exit-codes.js';
 import { eventCommands } from './events-command.js';
 import { handoffCommands } from './handoff-commands.js';
 import { listCommand } from './list-command.js';
+import { planCommand } from './plan-command.js';
 import { vmCommands } from './vm-commands.js';
 import { watchCommand } from './watch-command.js';
 
@@ -27,6 +28,7 @@ export async function runCli(argv: string[], exitStatus: (code: number) => numbe
   listCommand(program, globals);
   watchCommand(program, globals);
   eventCommands(program, globals);
+  planCommand(program, globals);
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
   for (const c of all(program).slice(1)) c.exitOverride().showHelpAfterError();
   try {

@@ -14,7 +14,6 @@ import { VmInstance, vmFiles, type VmFiles } from './vm-instance.js';
 import { VmHostClient } from '../host/vm-host-client.js';
 import { hostProcessRuns, readHostRecord, sweepVmFolder, vmFolders } from '../host/vm-folder-sweep.js';
 import { HOST_CONTINUED_FILE, HOST_PIDS_FILE, hostPidsSchema, type HostRecord } from '../host/host-protocol.js';
-import { BLOCK_SIZE } from '../blocks.js';
 import { CpuMeter } from './cpu-meter.js';
 import type { Workload } from '../names.js';
 
@@ -368,18 +367,6 @@ export class Cloudlet {
     const pids = text ? hostPidsSchema.safeParse(JSON.parse(text)) : undefined;
     if (!pids?.success || pids.data.qemuPid === null) return null;
     return meter.coresBusy(vm.vmId, pids.data.qemuPid);
-  }
-
-  /**
-   * What a handoff of the VM would send now, before compression: its RAM pages that differ from
-   * the base (hashed on the codec pool, as a handoff's first epoch does) and its written disk blocks.
-   */
-  async expectedOverlayBytes(vmId: string): Promise<number> {
-    const vm = this.vm(vmId);
-    const tracker = MemoryTracker.fromBase(await this.basePageHashes(vm.base), await loadHash64());
-    const pages = (await tracker.changedPagesOnPool(vm.files.ramFile, this.codecPool())).length;
-    const blocks = (await vm.host.status()).dirtyBlocks;
-    return (pages + blocks) * BLOCK_SIZE;
   }
 
   /** Ends a VM here for good (or clears the record of a lost one). */
