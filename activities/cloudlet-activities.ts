@@ -3,6 +3,8 @@ import { Context } from '@temporalio/activity';
 import { CpuMeter } from '../engine/cloudlet/cpu-meter.js';
 import { expectedOverlayBytes, measureVm, type VmMeasurement } from '../engine/cloudlet/measure-vm.js';
 import { isOverloaded, type LoadSample } from '../engine/placement/overload.js';
+import { fetchBaseImage, type BaseFetchReport } from '../engine/image/base-transfer.js';
+import type { DataEndpoint } from '../engine/wire/overlay-sender.js';
 import { asActivity } from './failures.js';
 import { checked, type ActivityInput } from './inputs.js';
 
@@ -40,6 +42,28 @@ export function createCloudletActivities(cloudlet: Cloudlet) {
       asActivity(() => {
         const a = checked('measureVm', input);
         return measureVm(cloudlet, a.vmId, a.windowMs);
+      }),
+    dataEndpoint: (input: ActivityInput<'dataEndpoint'> = {}): Promise<DataEndpoint> =>
+      asActivity(async () => {
+        checked('dataEndpoint', input);
+        return cloudlet.dataEndpoint();
+      }),
+    holdsBaseImage: (input: ActivityInput<'holdsBaseImage'>): Promise<boolean> => asActivity(() => cloudlet.images.has(checked('holdsBaseImage', input).baseImageId)),
+    /**
+     * Fetches a base image this cloudlet lacks from a peer that holds it (base-transfer.ts);
+     * a retry resumes what the last attempt left. Heartbeats its progress.
+     */
+    fetchBaseImage: (input: ActivityInput<'fetchBaseImage'>): Promise<BaseFetchReport> =>
+      asActivity(async () => {
+        const a = checked('fetchBaseImage', input);
+        const ctx = Context.current();
+        let wireBytes = 0;
+        const beat = setInterval(() => ctx.heartbeat({ wireBytes }), 1_000);
+        try {
+          return await fetchBaseImage({ cache: cloudlet.images, baseImageId: a.baseImageId, peer: a.from, tls: cloudlet.config.tls, onProgress: (n) => (wireBytes = n), signal: ctx.cancellationSignal });
+        } finally {
+          clearInterval(beat);
+        }
       }),
     watchLoad: (input: ActivityInput<'watchLoad'>): Promise<LoadWatchResult> => asActivity(() => watchLoad(cloudlet, checked('watchLoad', input))),
   };

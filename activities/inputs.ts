@@ -21,6 +21,9 @@ export const activityInputs = {
   cloudletState: z.object({}),
   setDraining: z.object({ draining: z.boolean() }),
   overlayEstimates: z.object({}),
+  dataEndpoint: z.object({}),
+  holdsBaseImage: z.object({ baseImageId: baseImageIdSchema }),
+  fetchBaseImage: z.object({ baseImageId: baseImageIdSchema, from: dataEndpointSchema }),
   measureVm: z.object({ vmId: vmIdSchema, windowMs: z.number().int().min(200).max(60_000) }),
   watchLoad: z.object({
     cpuCores: z.number().positive(),

@@ -24,6 +24,7 @@ async function main(): Promise<void> {
       .option('--mbps <rate>', 'put the cloudlets on the WAN testbed, links shaped to this rate (Mbit/s)')
       .option('--rtt-ms <ms>', 'round trip between cloudlets on the testbed', '50')
       .option('--memory-mib <n>', "the base image's guest RAM", '512')
+      .option('--bare <names>', 'cloudlets that start without the base image (a new site): a handoff to one fetches it from its source first', '')
       .option('--fresh', 'start with an empty Temporal database (histories of earlier runs are dropped)', false)
       .option('--json', 'print one JSON line when ready: {"ready":true,"events","ui","tokenFile",…}', false),
   );
@@ -52,6 +53,9 @@ async function main(): Promise<void> {
     const names = String(o.cloudlets).split(',').map((n) => n.trim()).filter(Boolean);
     for (const n of names) cloudletNameSchema.parse(n);
     const site = await loadSiteTopology(opts.site);
+    const bare = String(o.bare).split(',').map((n) => n.trim()).filter(Boolean);
+    const notRun = bare.filter((n) => !names.includes(n));
+    if (notRun.length > 0) throw new Error(`--bare: ${notRun.join(', ')} not among --cloudlets ${names.join(',')}`);
     const unknown = names.filter((n) => !site.cloudlets.some((c) => c.name === n));
     if (unknown.length > 0) throw new Error(`--cloudlets: ${unknown.join(', ')} not in the site topology ${opts.site} (${site.cloudlets.map((c) => c.name).join(', ')})`);
     const mbps = o.mbps === undefined ? undefined : Number(o.mbps);
@@ -69,7 +73,7 @@ async function main(): Promise<void> {
     cluster = await startEmbeddedCluster({
       runTag: 'serve',
       devServer: { dbFile, preferredPort: 7233, preferredUiPort: 8233 },
-      cloudlets: names.map((name) => ({ name, baseImages: [base.dir], imageCacheDir: join(STATE_DIR, 'cloudlets', name, 'images') })),
+      cloudlets: names.map((name) => ({ name, baseImages: bare.includes(name) ? [] : [base.dir], imageCacheDir: join(STATE_DIR, 'cloudlets', name, 'images') })),
       ...(mbps !== undefined ? { wan: { mbps, rttMs } } : {}),
       log: (line) => log.info(line),
       // The workers' own JSON lines, as they are, into this service's log.

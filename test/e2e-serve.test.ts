@@ -70,7 +70,8 @@ const nearB = { lat: 52.4, lon: 13.06 };
 
 test('npm run serve: CloudEvents launch, move (joined, duplicate), drain, refuse, load monitor, and answer again after a restart', { timeout: 15 * 60_000 }, async (t) => {
   const stateDir = await mkdtemp('/tmp/ehoff-serve-e2e-');
-  let serve = await startServe(stateDir, ['--fresh']);
+  // C joins the site without the base image: the first VM moved there fetches it on the way.
+  let serve = await startServe(stateDir, ['--fresh', '--bare', 'C']);
   let connection: Connection | undefined;
   try {
     const { ready } = serve;
@@ -186,11 +187,27 @@ test('npm run serve: CloudEvents launch, move (joined, duplicate), drain, refuse
     assert.equal(reliefAt.length, 1, `${relief.vmId} runs in exactly one place: ${reliefAt.join(', ')}`);
     assert.notEqual(reliefAt[0]!.split(':')[0], 'A');
 
+    // A move to C, which lacks the base: the target fetches it from the source first, verified,
+    // and the handoff completes; the fetch is reported apart from the handoff.
+    assert.deepEqual((await site()).C?.baseImages, [], 'C starts without the base image');
+    const toC = await send('edge.user.moved', { vmId: relief.vmId, toCloudlet: 'C' }, 'move-to-c');
+    accepted(toC, 'started', [`handoff-${relief.vmId}`]);
+    const withFetch: HandoffResult = await client.workflow.getHandle(`handoff-${relief.vmId}`).result();
+    assert.equal(withFetch.target, 'C');
+    assert.equal(withFetch.verified, true);
+    assert.ok(withFetch.baseFetch, 'the handoff reports the base fetch');
+    assert.equal(withFetch.baseFetch.baseImageId, ready.baseImageId);
+    assert.ok(withFetch.baseFetch.wireBytes > 0 && withFetch.baseFetch.ms > 0);
+    t.diagnostic(`base fetch for C: ${(withFetch.baseFetch.wireBytes / 1e6).toFixed(1)} MB on the wire (${(withFetch.baseFetch.rawBytes / 1e6).toFixed(1)} MB of parts) in ${(withFetch.baseFetch.ms / 1000).toFixed(1)} s from ${withFetch.baseFetch.from}; then the handoff ${(withFetch.totalMs / 1000).toFixed(1)} s, downtime ${withFetch.downtimeMs} ms`);
+    assert.deepEqual((await site()).C?.baseImages, [ready.baseImageId], 'C holds the base now');
+    const atC = await where(relief.vmId);
+    assert.deepEqual(atC, ['C:running'], `${relief.vmId} runs on C only`);
+
     // A restart of the service: the same event is still a duplicate, and starts nothing.
     assert.equal(await stopServe(serve.child), 0, 'serve stops cleanly on SIGTERM');
     await connection.close();
     connection = undefined;
-    serve = await startServe(stateDir);
+    serve = await startServe(stateDir, ['--bare', 'C']);
     const token2 = (await readFile(serve.ready.tokenFile, 'utf8')).trim();
     assert.equal(token2, token, 'the token survives a restart');
     const afterRestart = await postEvent({ url: serve.ready.events, token, type: 'edge.user.moved', data: { vmId: 'ev-a', near: nearB }, id: 'move-1', source: '/test/e2e-serve' });

@@ -16,6 +16,7 @@ import {
 } from '../workflows/definitions.js';
 import { Context } from '@temporalio/activity';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { CloudletActivities } from '../activities/cloudlet-activities.js';
 import type { SourceActivities } from '../activities/source-activities.js';
 import type { TargetActivities } from '../activities/target-activities.js';
 import { decideSourceRecovery } from '../engine/handoff/source-phase.js';
@@ -53,7 +54,7 @@ function streamEnd() {
   return { ended, ...settle };
 }
 
-function fakeCloudlet(name: string, calls: string[], failAt: FailAt, end: ReturnType<typeof streamEnd>, stream?: StreamBehaviour): SourceActivities & TargetActivities {
+function fakeCloudlet(name: string, calls: string[], failAt: FailAt, end: ReturnType<typeof streamEnd>, stream?: StreamBehaviour): SourceActivities & TargetActivities & Pick<CloudletActivities, 'describeVm' | 'holdsBaseImage'> {
   /** The target has continued the VM (what its abort then answers). */
   let resumedHere = false;
   /** The source's end frame has left (its persisted phase: what its rollback decides from). */
@@ -68,6 +69,9 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt, end: Return
     return value;
   };
   return {
+    // Both cloudlets hold the base: no fetch (see base-transfer.test.ts for one that travels).
+    describeVm: async (a) => ({ vmId: a.vmId, cloudlet: name, baseImageId: 'base-0123456789abcdef', runState: 'running', lostReason: null, lastHeartbeat: 3, dirtyDiskBlocks: 0 }),
+    holdsBaseImage: async () => true,
     snapshot: (a) => step('snapshot', { handoffId: a.handoffId, vmId: a.vmId, baseImageId: 'base-0123456789abcdef', heartbeatAtStart: 3 }),
     streamOverlay: async () => stepThenEnd(step('streamOverlay', {
       bytesSent: 12345, ack: { batches: 1, chunks: 12, deviceStateBytes: 5, bytesReceived: 12345 }, streamMs: 3,

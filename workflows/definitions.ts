@@ -2,6 +2,7 @@ import { defineSearchAttributeKey } from '@temporalio/common';
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { StreamMeasurements } from '../engine/adaptation/measurements.js';
 import type { ReconcileReport } from '../engine/handoff/overlay-stream.js';
+import type { BaseFetchReport } from '../engine/image/base-transfer.js';
 import { modeIdSchema, type ModeId } from '../engine/adaptation/mode.js';
 import { z } from 'zod';
 import { baseImageIdSchema, cloudletNameSchema, vmIdSchema, workloadSchema } from '../engine/names.js';
@@ -58,7 +59,7 @@ export const HANDOFF_STEPS = ['snapshot', 'negotiate', 'stream', 'finalize', 're
  * `waiting-for-target`: the end frame left and the target has not answered whether it committed;
  * the source's copy stays stopped while the workflow keeps asking (see the rollback).
  */
-export type HandoffStep = (typeof HANDOFF_STEPS)[number] | 'retire-source' | 'rollback' | 'waiting-for-target' | 'done' | 'failed';
+export type HandoffStep = (typeof HANDOFF_STEPS)[number] | 'fetch-base' | 'retire-source' | 'rollback' | 'waiting-for-target' | 'done' | 'failed';
 
 export interface StepRecord {
   step: HandoffStep;
@@ -78,7 +79,10 @@ export interface HandoffResult {
   source: string;
   target: string;
   baseImageId: string;
+  /** From the snapshot on: a base image the target fetched first is not counted here, but in `baseFetch`. */
   totalMs: number;
+  /** The target lacked the VM's base and fetched it from the source before the handoff; null when it held it. */
+  baseFetch: BaseFetchReport | null;
   /** Host side: from the source's pause to the target's `cont`. */
   downtimeMs: number;
   /**

@@ -11,6 +11,8 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { SourceActivities } from '../activities/source-activities.js';
+import type { CloudletActivities } from '../activities/cloudlet-activities.js';
+import type { BaseFetchReport } from '../engine/image/base-transfer.js';
 import type { TargetActivities } from '../activities/target-activities.js';
 import type { TargetAnswer } from '../engine/handoff/source-phase.js';
 import { chooseMode, type StreamPolicy } from '../engine/adaptation/choose-mode.js';
@@ -86,6 +88,10 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
     onCloudlet(source, { scheduleToCloseTimeout: '30 minutes', retry: { initialInterval: '1 second', maximumInterval: '30 seconds' } }),
   );
   const dstCleanup = proxyActivities<TargetActivities>(onCloudlet(target, { scheduleToCloseTimeout: '1 minute' }));
+  const srcSite = proxyActivities<CloudletActivities>(onCloudlet(source));
+  const dstSite = proxyActivities<CloudletActivities>(onCloudlet(target));
+  // A base image crosses the link once per cloudlet: minutes at 5 Mbit/s; a retry resumes it.
+  const dstFetch = proxyActivities<CloudletActivities>(onCloudlet(target, { ...longRunning, heartbeatTimeout: '30 seconds', startToCloseTimeout: '1 hour', scheduleToCloseTimeout: '2 hours' }));
   // Asking the target whether it committed: a short bound, since no answer is an answer to wait on.
   // Releasing a target that was silent, once the source runs again: retried for minutes.
   const dstRelease = proxyActivities<TargetActivities>(onCloudlet(target, { scheduleToCloseTimeout: '5 minutes', retry: { initialInterval: '1 second', maximumInterval: '10 seconds' } }));
@@ -187,7 +193,22 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
   let targetReleased = false;
   /** The stream's failure, when the target had already continued the VM (see below). */
   let streamFailure: unknown;
+  /** Set when the target had to fetch the VM's base first: reported apart, and the handoff's clock starts after it. */
+  let baseFetch: BaseFetchReport | null = null;
+  let handoffStartedAt = startedAt;
   try {
+    if (patched('base-travels')) {
+      // A target without the VM's base fetches it from the source first (over the data plane,
+      // resumable, verified part by part), so a handoff to it completes instead of being refused.
+      const { baseImageId } = await srcSite.describeVm({ vmId });
+      if (baseImageId !== null && !(await dstSite.holdsBaseImage({ baseImageId }))) {
+        enter('fetch-base');
+        const from = await srcSite.dataEndpoint({});
+        baseFetch = await dstFetch.fetchBaseImage({ baseImageId, from });
+        upsertMemo({ baseFetch });
+        handoffStartedAt = Date.now();
+      }
+    }
     enter('snapshot');
     const snap = await src.snapshot({ handoffId, vmId });
     enter('negotiate');
@@ -259,7 +280,8 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
       source,
       target,
       baseImageId: snap.baseImageId,
-      totalMs: Date.now() - startedAt,
+      totalMs: Date.now() - handoffStartedAt,
+      baseFetch,
       downtimeMs: resumed.resumedAtMs - stream.pausedAtMs,
       downtimeBreakdown: downtimeBreakdown(stream.stopMarks, fin.marks, resumed, resumedByTarget),
       guestGapMs:

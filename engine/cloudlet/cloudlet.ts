@@ -15,6 +15,7 @@ import { VmHostClient } from '../host/vm-host-client.js';
 import { hostProcessRuns, readHostRecord, sweepVmFolder, vmFolders } from '../host/vm-folder-sweep.js';
 import { HOST_CONTINUED_FILE, HOST_PIDS_FILE, hostPidsSchema, type HostRecord } from '../host/host-protocol.js';
 import { CpuMeter } from './cpu-meter.js';
+import { serveBasePart } from '../image/base-transfer.js';
 import type { Workload } from '../names.js';
 
 /** How long a restarted worker waits for each surviving host to answer before it counts it gone. */
@@ -79,6 +80,7 @@ export class Cloudlet {
   constructor(readonly config: CloudletConfig) {
     this.images = new ImageCache(config.imageCacheDir);
     this.dataPlane = new DataPlaneServer(config.dataHost, config.tls, config.dataPort ?? 0, config.log);
+    this.dataPlane.serveBaseImages((request, send) => serveBasePart(this.images, request, send));
   }
 
   get name(): string {
@@ -355,6 +357,11 @@ export class Cloudlet {
     );
     const lostVms = (await readdir(join(this.config.runDir, 'lost')).catch(() => [] as string[])).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5));
     return { cloudlet: this.name, draining: await this.isDraining(), vms, lostVms, baseImages: await this.images.list() };
+  }
+
+  /** Where peers reach this cloudlet's data plane (a handoff's target, a base image's source). */
+  dataEndpoint(): { host: string; port: number; cloudlet: string } {
+    return { host: this.config.dataHost, port: this.dataPlane.address().port, cloudlet: this.name };
   }
 
   /** Cores each VM's QEMU kept busy since `meter` last read it (its load, see CpuMeter). */

@@ -68,6 +68,17 @@ export class ImageCache {
     return image;
   }
 
+  /**
+   * Moves a folder whose every part was verified against its manifest as it arrived (base-transfer.ts)
+   * into the cache, without reading them all again: the folder must be in this cache's folder.
+   */
+  async adoptFetched(dir: string, manifest: BaseImageManifest): Promise<CachedBaseImage> {
+    if (await this.has(manifest.id)) return this.get(manifest.id);
+    for (const part of Object.values(FILE_NAMES)) await chmod(join(dir, part), 0o444);
+    await rename(dir, join(this.dir, manifest.id));
+    return this.get(manifest.id);
+  }
+
   /** Copies (hard-links where possible) a built image into the cache after verifying every part. */
   async install(sourceDir: string): Promise<CachedBaseImage> {
     const manifest = baseImageManifestSchema.parse(JSON.parse(await readFile(join(sourceDir, MANIFEST_FILE), 'utf8')));

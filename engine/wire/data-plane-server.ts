@@ -4,7 +4,7 @@ import { createServer, type Server, type TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
 import { zstdBounded } from '../pipeline/codecs.js';
 import { HandoffError } from '../errors.js';
-import { FrameDecoder, FrameType, HELLO_MAX_FRAME_BYTES, encodeFrame, type Ack, type BatchHeader, type Frame } from './frames.js';
+import { FrameDecoder, FrameType, HELLO_MAX_FRAME_BYTES, encodeFrame, type Ack, type BatchHeader, type BaseRequest, type Frame } from './frames.js';
 import { namesCloudlet, type CloudletTls } from './cloudlet-tls.js';
 import { HandshakeLimiter } from './handshake-limiter.js';
 import type { Holdings } from './holdings.js';
@@ -79,6 +79,8 @@ export class DataPlaneServer {
   /** Every accepted connection, so that a stop ends them rather than waits out their timeouts. */
   private readonly open = new Set<Socket>();
   private readonly handshakes = new HandshakeLimiter(MAX_PENDING_HANDSHAKES_PER_ADDRESS, MAX_PENDING_HANDSHAKES);
+  /** Serves a part of a base image to a peer cloudlet (see base-transfer.ts); none: base requests are refused. */
+  private baseParts?: (request: BaseRequest, send: (f: Frame) => Promise<void>) => Promise<void>;
   /** Why connections were turned away, by reason: for the worker's log and the security tests. */
   readonly refused = new Map<string, number>();
 
@@ -123,6 +125,11 @@ export class DataPlaneServer {
     const a = this.server?.address();
     if (!a || typeof a === 'string') throw new Error('data plane server is not listening');
     return { host: this.host, port: a.port };
+  }
+
+  /** Base images travel over this listener too: any cloudlet of the site may fetch one this one holds. */
+  serveBaseImages(serve: (request: BaseRequest, send: (f: Frame) => Promise<void>) => Promise<void>): void {
+    this.baseParts = serve;
   }
 
   expect(handoffId: string, sink: OverlaySink): void {
@@ -174,6 +181,16 @@ export class DataPlaneServer {
       let packedDeviceStateBytes = 0;
       const deviceStateHash = createHash('sha256');
       for await (const f of decoder as AsyncIterable<Frame>) {
+        if (!sink && f.type === FrameType.BaseRequest) {
+          // A peer of the site (the TLS handshake required a certificate of its CA) fetching a
+          // base image: the data goes one way, paced by the socket's backpressure.
+          if (!this.baseParts) throw new HandoffError('BASE_IMAGE_MISSING', 'this cloudlet serves no base images');
+          const r = f.request;
+          this.log(`data plane: base image ${r.baseImageId} part ${r.part} from byte ${r.offset} to ${socket.getPeerX509Certificate()?.subjectAltName ?? '?'} at ${socket.remoteAddress}`);
+          await this.baseParts(r, (out) => writeWithBackpressure(socket, encodeFrame(out)));
+          socket.end();
+          return;
+        }
         if (!sink) {
           if (f.type !== FrameType.Hello) throw new HandoffError('PROTOCOL', `first frame must be hello, got type ${f.type}`);
           const expected = this.sinks.get(f.hello.handoffId);
@@ -284,4 +301,22 @@ export class DataPlaneServer {
       if (!superseded()) this.current.delete(handoffId);
     }
   }
+}
+
+/** Writes and, when the socket's buffer is full, waits for it to drain (or to close: then fails). */
+function writeWithBackpressure(socket: TLSSocket, data: Buffer): Promise<void> {
+  if (socket.destroyed) return Promise.reject(new HandoffError('PROTOCOL', 'the peer closed the connection'));
+  if (socket.write(data)) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error) => {
+      socket.off('drain', onDrain);
+      socket.off('close', onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = () => done();
+    const onClose = () => done(new HandoffError('PROTOCOL', 'the peer closed the connection'));
+    socket.on('drain', onDrain);
+    socket.on('close', onClose);
+  });
 }

@@ -44,6 +44,12 @@ export enum FrameType {
   Holdings = 10,
   Commit = 11,
   Committed = 12,
+  /** A peer cloudlet asks for one part of a base image this cloudlet holds (see base-transfer.ts). */
+  BaseRequest = 13,
+  /** One run of non-zero bytes of that part: u64 offset, u32 raw length, zstd data. */
+  BaseChunk = 14,
+  /** The part is all sent: its size (holes up to it are zeros). */
+  BaseEnd = 15,
 }
 
 export const helloSchema = z.object({
@@ -98,6 +104,25 @@ export const errorSchema = z.object({
   code: z.string().max(40).optional(),
 });
 
+/** The parts of a base image a peer may ask for: its manifest and the files it names. */
+export const BASE_PARTS = ['manifest', 'kernel', 'initrd', 'deviceState', 'memory', 'disk', 'diskBlockHashes'] as const;
+export type BasePart = (typeof BASE_PARTS)[number];
+export const baseRequestSchema = z.object({
+  protocol: z.literal(WIRE_PROTOCOL),
+  version: z.number().int(),
+  baseImageId: z.string().regex(/^base-[0-9a-f]{16}$/),
+  part: z.enum(BASE_PARTS),
+  /** Resume: send nothing before this byte (what the fetcher already has). */
+  offset: z.number().int().nonnegative(),
+});
+export const baseEndSchema = z.object({ sizeBytes: z.number().int().nonnegative() });
+export interface BaseChunk {
+  offset: number;
+  rawBytes: number;
+  data: Buffer;
+}
+
+export type BaseRequest = z.infer<typeof baseRequestSchema>;
 export type Hello = z.infer<typeof helloSchema>;
 export type BatchHeader = z.infer<typeof batchHeaderSchema>;
 export type BatchAck = z.infer<typeof batchAckSchema>;
@@ -114,7 +139,10 @@ export type Frame =
   | { type: FrameType.Error; error: z.infer<typeof errorSchema> }
   | { type: FrameType.Holdings; holdings: Holdings }
   | { type: FrameType.Commit; commit: z.infer<typeof commitSchema> }
-  | { type: FrameType.Committed; commit: z.infer<typeof commitSchema> };
+  | { type: FrameType.Committed; commit: z.infer<typeof commitSchema> }
+  | { type: FrameType.BaseRequest; request: z.infer<typeof baseRequestSchema> }
+  | { type: FrameType.BaseChunk; chunk: BaseChunk }
+  | { type: FrameType.BaseEnd; end: z.infer<typeof baseEndSchema> };
 
 function frame(type: FrameType, payload: Buffer): Buffer {
   if (payload.length + 1 > MAX_FRAME_BYTES) throw new Error(`frame of ${payload.length} bytes exceeds ${MAX_FRAME_BYTES}`);
@@ -143,6 +171,16 @@ export function encodeFrame(f: Frame): Buffer {
     case FrameType.Commit:
     case FrameType.Committed:
       return frame(f.type, Buffer.from(JSON.stringify(f.commit)));
+    case FrameType.BaseRequest:
+      return frame(f.type, Buffer.from(JSON.stringify(f.request)));
+    case FrameType.BaseEnd:
+      return frame(f.type, Buffer.from(JSON.stringify(f.end)));
+    case FrameType.BaseChunk: {
+      const head = Buffer.alloc(12);
+      head.writeBigUInt64LE(BigInt(f.chunk.offset), 0);
+      head.writeUInt32LE(f.chunk.rawBytes, 8);
+      return frame(f.type, Buffer.concat([head, f.chunk.data]));
+    }
     case FrameType.Batch: {
       if (f.payload.length !== f.header.payloadBytes) throw new Error(`batch payload is ${f.payload.length} bytes, header says ${f.header.payloadBytes}`);
       const header = Buffer.from(JSON.stringify(f.header));
@@ -193,6 +231,19 @@ export function decodePayload(type: number, payload: Buffer): Frame {
       return { type, commit: parseJson('commit', commitSchema, payload) };
     case FrameType.Committed:
       return { type, commit: parseJson('committed', commitSchema, payload) };
+    case FrameType.BaseRequest: {
+      const request = parseJson('base request', baseRequestSchema, payload);
+      if (request.version !== WIRE_VERSION) throw new HandoffError('PROTOCOL', `base request speaks version ${request.version}; this cloudlet speaks ${WIRE_VERSION}`);
+      return { type, request };
+    }
+    case FrameType.BaseEnd:
+      return { type, end: parseJson('base end', baseEndSchema, payload) };
+    case FrameType.BaseChunk: {
+      if (payload.length < 12) throw new HandoffError('PROTOCOL', 'base chunk frame is truncated');
+      const offset = Number(payload.readBigUInt64LE(0));
+      if (!Number.isSafeInteger(offset)) throw new HandoffError('PROTOCOL', `base chunk offset ${offset} is out of range`);
+      return { type, chunk: { offset, rawBytes: payload.readUInt32LE(8), data: payload.subarray(12) } };
+    }
     case FrameType.Batch: {
       if (payload.length < 4) throw new HandoffError('PROTOCOL', "batch frame: field 'headerLength' is truncated");
       const headerLength = payload.readUInt32LE(0);
