@@ -9,6 +9,7 @@ import { HandoffError } from '../engine/errors.js';
 import { SourceHandoffs } from '../engine/handoff/source-handoff.js';
 import { TargetHandoffs } from '../engine/handoff/target-handoff.js';
 import { fixedControl } from '../engine/handoff/stream-control.js';
+import type { StreamMeasurements } from '../engine/adaptation/measurements.js';
 import { testBaseImage, tempRoot } from './support/fixtures.js';
 import { devCloudletTls } from '../infra/dev-pki.js';
 import { helloWith } from './support/raw-data-client.js';
@@ -50,8 +51,14 @@ test('a VM moves from A to B with verified state and a guest that goes on', asyn
   assert.equal(await A.vm('eng-vm').host.runState(), 'running', 'the snapshot step does not stop the VM');
 
   const endpoint = await target.prepare('h-ok', 'eng-vm', snap.baseImageId, 'A');
-  const stream = await source.stream('h-ok', endpoint, fixedControl('none/zstd-3'));
+  const reports: StreamMeasurements[] = [];
+  const stream = await source.stream('h-ok', endpoint, fixedControl('none/zstd-3', null, (m) => reports.push(m)));
   const [first, last] = [stream.epochs[0]!, stream.epochs.at(-1)!];
+  // Each report says where the pre-copy stands (what `ehoff watch` shows); the last, sent after
+  // the end was acknowledged, is the stopped epoch's, every chunk of it sent.
+  const closing = reports.at(-1)?.precopy;
+  assert.ok(closing, 'the stream reports its pre-copy progress');
+  assert.deepEqual([closing.epoch, closing.live, closing.chunksSent], [last.epoch, false, last.memoryPages + last.diskBlocks]);
   assert.ok(first.live && first.memoryPages > 2048, `epoch 0 ran live and held the 8 MiB heap (${first.memoryPages} pages)`);
   assert.ok(first.diskBlocks > 0, 'the workload log is in the disk overlay');
   assert.ok(!last.live && last.memoryPages < first.memoryPages, `the stop-and-copy epoch is small (${last.memoryPages} pages): ${stream.stopReason}`);

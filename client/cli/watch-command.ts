@@ -21,13 +21,27 @@ export interface WatchSample {
   wireBytes: number | null;
   /** Seconds since the stream (this attempt) started. */
   streamSeconds: number | null;
+  /** The pre-copy epoch being sent (virsh domjobinfo's iteration), and whether the guest runs meanwhile. */
+  epoch: number | null;
+  live: boolean | null;
+  /** What is left of this epoch, on the wire at the compression so far; null for the stopped epoch (found as it is scanned). */
+  toSendBytes: number | null;
+  /** The guest's dirty rate (bytes per second while the last epoch was sent) against the link's, Mbit/s both. */
+  dirtyMbps: number | null;
+  /** The current mode's processing throughput P (input MB/s) and its ratio r; R is linkMbps. */
+  P_MBps: number | null;
+  ratio: number | null;
+  /** The stop rule's estimate of the downtime if the VM stopped now. */
+  predictedDowntimeMs: number | null;
+  /** This epoch's remainder over the link, plus the predicted stop: the least time left. */
+  epochSecondsLeft: number | null;
 }
 
 /** `watch`: a live view of one VM's handoff, one sample a second, until it ends. */
 export function watchCommand(program: Command, globals: () => TemporalTarget): void {
   program
     .command('watch')
-    .description("follow a VM's handoff as it runs: step, mode, link rate, bytes in and on the wire; exits with the handoff's outcome")
+    .description("follow a VM's handoff as it runs: step, epoch, bytes sent and left, dirty rate against the link, mode with P and r, predicted downtime, time left; exits with the handoff's outcome")
     .requiredOption('--vm <id>', 'the VM whose handoff to follow')
     .option('--wait <seconds>', 'how long to wait for a handoff of the VM to start', Number, 10)
     .option('--json', 'one JSON object a second, and {"done": true, "status"} at the end')
@@ -76,10 +90,23 @@ async function started(client: Client, workflowId: string, waitSeconds: number):
 async function sample(handle: WorkflowHandle): Promise<WatchSample | undefined> {
   try {
     const [progress, control, m] = await Promise.all([handle.query(progressQuery), handle.query(streamControlQuery), handle.query(streamMeasurementsQuery)]);
+    const p = m?.precopy;
+    const wirePerInput = m && m.inputBytes > 0 ? m.wireBytes / m.inputBytes : null;
+    const toSendBytes = p && p.epochChunks !== null && wirePerInput !== null ? Math.max(0, p.epochChunks - p.chunksSent) * 4096 * wirePerInput : null;
+    const current = m?.modes.find((x) => x.mode === control.mode);
+    const R = m?.R_Mbps ?? null;
     return {
       at: new Date().toISOString(), workflowId: handle.workflowId, step: progress.step,
       mode: control.mode, pinnedMode: control.pinnedMode, capMbps: control.bandwidthCapMbps,
-      linkMbps: m?.R_Mbps ?? null, inputBytes: m?.inputBytes ?? null, wireBytes: m?.wireBytes ?? null, streamSeconds: m ? m.atMs / 1000 : null,
+      linkMbps: R, inputBytes: m?.inputBytes ?? null, wireBytes: m?.wireBytes ?? null, streamSeconds: m ? m.atMs / 1000 : null,
+      epoch: p?.epoch ?? null,
+      live: p?.live ?? null,
+      toSendBytes,
+      dirtyMbps: p?.dirtyBytesPerS != null ? (p.dirtyBytesPerS * 8) / 1e6 : null,
+      P_MBps: current?.P_MBps ?? null,
+      ratio: current?.ratio ?? null,
+      predictedDowntimeMs: p?.predictedDowntimeMs ?? null,
+      epochSecondsLeft: toSendBytes !== null && R ? (toSendBytes * 8) / (R * 1e6) + (p?.predictedDowntimeMs ?? 0) / 1000 : null,
     };
   } catch {
     return undefined;
@@ -88,5 +115,11 @@ async function sample(handle: WorkflowHandle): Promise<WatchSample | undefined> 
 
 function line(s: WatchSample): string {
   const mb = (n: number | null) => (n === null ? '—' : `${(n / 1e6).toFixed(1)} MB`);
-  return `${s.step.padEnd(9)} mode ${s.mode}${s.pinnedMode ? ' (pinned)' : ''}  link ${s.linkMbps === null ? '—' : `${s.linkMbps.toFixed(1)} Mbit/s`}${s.capMbps ? ` (cap ${s.capMbps})` : ''}  in ${mb(s.inputBytes)} → wire ${mb(s.wireBytes)}${s.streamSeconds === null ? '' : `  ${s.streamSeconds.toFixed(0)} s`}`;
+  const num = (n: number | null, digits = 1) => (n === null ? '—' : n.toFixed(digits));
+  const epoch = s.epoch === null ? '' : `  epoch ${s.epoch}${s.live ? '' : ' (stopped)'}, left ${mb(s.toSendBytes)}`;
+  const dirty = s.dirtyMbps === null ? '' : `  dirty ${num(s.dirtyMbps)} vs link ${num(s.linkMbps)} Mbit/s`;
+  const pr = s.P_MBps === null ? '' : `  P ${num(s.P_MBps)} MB/s r ${num(s.ratio, 2)}`;
+  const stop = s.predictedDowntimeMs === null ? '' : `  stop ~${s.predictedDowntimeMs} ms`;
+  const left = s.epochSecondsLeft === null ? '' : `  ≥${num(s.epochSecondsLeft, 0)} s left`;
+  return `${s.step.padEnd(9)} mode ${s.mode}${s.pinnedMode ? ' (pinned)' : ''}  link ${s.linkMbps === null ? '—' : `${s.linkMbps.toFixed(1)} Mbit/s`}${s.capMbps ? ` (cap ${s.capMbps})` : ''}  in ${mb(s.inputBytes)} → wire ${mb(s.wireBytes)}${s.streamSeconds === null ? '' : `  ${s.streamSeconds.toFixed(0)} s`}${epoch}${dirty}${pr}${stop}${left}`;
 }

@@ -13,6 +13,19 @@ export interface ModeMeasurement {
   bytes: number;
 }
 
+/** Where the pre-copy stands: the epoch, how far into it, and what the stop rule predicts. */
+export interface PrecopyProgress {
+  epoch: number;
+  live: boolean;
+  /** Chunks (4 KiB pages and blocks) the epoch sends; null for the stopped epoch, found as it is scanned. */
+  epochChunks: number | null;
+  chunksSent: number;
+  /** Bytes the guest dirtied per second while the previous epoch was sent; null in the first. */
+  dirtyBytesPerS: number | null;
+  /** The stop rule's estimate of the stopped epoch's send time if the VM stopped now; null in the first epoch. */
+  predictedDowntimeMs: number | null;
+}
+
 export interface StreamMeasurements {
   /** Milliseconds since the stream started. */
   atMs: number;
@@ -23,4 +36,6 @@ export interface StreamMeasurements {
   inputBytes: number;
   wireBytes: number;
   modes: ModeMeasurement[];
+  /** Absent in reports from before it was added. */
+  precopy?: PrecopyProgress;
 }

@@ -1,6 +1,7 @@
 import { open, readFile } from 'node:fs/promises';
 import { ALL_MODES, modeId, stopMode, type ModeId } from '../adaptation/mode.js';
 import { StreamProfiler } from '../adaptation/stream-profiler.js';
+import type { PrecopyProgress } from '../adaptation/measurements.js';
 import type { CodecPool } from '../pipeline/codec-pool.js';
 import { Space, type ChunkRecord } from '../pipeline/chunk-records.js';
 import { baseChunkReader, vmChunkReader } from '../pipeline/chunk-source.js';
@@ -203,10 +204,12 @@ export async function streamOverlay(opts: {
   let lastReportedR: number | null = null;
   /** Compressed / input bytes of the last live epoch that sent enough to tell (see the estimate). */
   let recentRatio: number | null = null;
+  /** Where the pre-copy stands, carried in every report (what `ehoff watch` shows). */
+  let precopy: PrecopyProgress = { epoch: 0, live: true, epochChunks: null, chunksSent: 0, dirtyBytesPerS: null, predictedDowntimeMs: null };
   const report = () => {
     const m = profiler.measurements(control.mode());
     lastReportedR = m.R_Mbps;
-    control.report(m);
+    control.report({ ...m, precopy: { ...precopy } });
   };
   const reporter = setInterval(report, REPORT_EVERY_MS);
   let sampleCursor = 0;
@@ -275,6 +278,18 @@ export async function streamOverlay(opts: {
     let seq = 0;
     const epoch = async function* (n: number, live: boolean, lists: Iterable<ChunkList> | AsyncIterable<ChunkList>): AsyncGenerator<EncodedBatch> {
       const t0 = Date.now();
+      // A live epoch's chunks are known before it starts (the stopped one's come from a scan as it runs).
+      const known = Array.isArray(lists) ? (lists as ChunkList[]).reduce((k, l) => k + (Array.isArray(l.indices) ? l.indices.length : 0), 0) : null;
+      const last = epochs.at(-1);
+      precopy = {
+        epoch: n,
+        live,
+        epochChunks: known,
+        chunksSent: 0,
+        // What the guest dirtied while the last epoch was sent, per second of it.
+        dirtyBytesPerS: known !== null && last && live ? (known * 4096) / Math.max(0.001, last.ms / 1000) : null,
+        predictedDowntimeMs: known !== null && n > 0 ? Math.round(finalEpochEstimateMs(known)) : null,
+      };
       const before = { input: stages.inputBytes, payload: stages.payloadBytes };
       const sizes = { memoryPages: 0, diskBlocks: 0 };
       const counted = async function* () {
@@ -472,6 +487,7 @@ export async function streamOverlay(opts: {
           if (stop.pausedAtMs && sincePause.firstSeq === undefined) sincePause.firstSeq = b.seq;
           inFlight.sent();
           profiler.recordBatch(b, frameBytes);
+          precopy.chunksSent += b.stages.chunks;
           for (const k of ['chunks', 'zero', 'baseRefs', 'selfRefs', 'data', 'againstPrevious'] as const) stages[k] += b.stages[k];
           stages.inputBytes += b.inputBytes;
           stages.rawBytes += b.rawBytes;
