@@ -3,7 +3,7 @@ import { Context } from '@temporalio/activity';
 import { CpuMeter } from '../engine/cloudlet/cpu-meter.js';
 import { expectedOverlayBytes, measureVm, type VmMeasurement } from '../engine/cloudlet/measure-vm.js';
 import { isOverloaded, type LoadSample } from '../engine/placement/overload.js';
-import { fetchBaseImage, type BaseFetchReport } from '../engine/image/base-transfer.js';
+import type { BaseFetchReport } from '../engine/image/base-transfer.js';
 import type { DataEndpoint } from '../engine/wire/overlay-sender.js';
 import { asActivity } from './failures.js';
 import { checked, type ActivityInput } from './inputs.js';
@@ -43,6 +43,15 @@ export function createCloudletActivities(cloudlet: Cloudlet) {
         const a = checked('measureVm', input);
         return measureVm(cloudlet, a.vmId, a.windowMs);
       }),
+    /** Each VM's CPU (cores its QEMU kept busy) over `windowMs`, measured now. */
+    vmLoads: (input: ActivityInput<'vmLoads'>): Promise<Array<{ vmId: string; cpuCores: number | null }>> =>
+      asActivity(async () => {
+        const { windowMs } = checked('vmLoads', input);
+        const meter = new CpuMeter();
+        await cloudlet.vmLoads(meter);
+        await Context.current().sleep(windowMs);
+        return cloudlet.vmLoads(meter);
+      }),
     dataEndpoint: (input: ActivityInput<'dataEndpoint'> = {}): Promise<DataEndpoint> =>
       asActivity(async () => {
         checked('dataEndpoint', input);
@@ -60,7 +69,7 @@ export function createCloudletActivities(cloudlet: Cloudlet) {
         let wireBytes = 0;
         const beat = setInterval(() => ctx.heartbeat({ wireBytes }), 1_000);
         try {
-          return await fetchBaseImage({ cache: cloudlet.images, baseImageId: a.baseImageId, peer: a.from, tls: cloudlet.config.tls, onProgress: (n) => (wireBytes = n), signal: ctx.cancellationSignal });
+          return await cloudlet.fetchBaseImage(a.baseImageId, a.from, (n) => (wireBytes = n), ctx.cancellationSignal);
         } finally {
           clearInterval(beat);
         }

@@ -21,6 +21,7 @@ export const activityInputs = {
   cloudletState: z.object({}),
   setDraining: z.object({ draining: z.boolean() }),
   overlayEstimates: z.object({}),
+  vmLoads: z.object({ windowMs: z.number().int().min(200).max(30_000) }),
   dataEndpoint: z.object({}),
   holdsBaseImage: z.object({ baseImageId: baseImageIdSchema }),
   fetchBaseImage: z.object({ baseImageId: baseImageIdSchema, from: dataEndpointSchema }),

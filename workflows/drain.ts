@@ -1,7 +1,7 @@
 import { CancellationScope, setHandler } from '@temporalio/workflow';
 import { drainProgressQuery, type DrainInput, type DrainReport, type DrainedVm } from './event-definitions.js';
-import { carryOutMove } from './move-vm.js';
-import { cloudletOps } from './site-reads.js';
+import { carryOutMove, type MoveOutcome } from './move-vm.js';
+import { cloudletOps, cloudletPatient } from './site-reads.js';
 
 /** Rounds of "list the VMs still there, move them": VMs that arrive while a drain runs are moved in the next. */
 const MAX_ROUNDS = 3;
@@ -25,7 +25,10 @@ export async function drainCloudlet(input: DrainInput): Promise<DrainReport> {
       for (const id of todo) tried.add(id);
       await inParallel(todo, input.concurrency, async (vmId) => {
         const t = Date.now();
-        const outcome = await carryOutMove({ vmId, drainOf: input.cloudlet, trigger: input.trigger, policy: input.policy }, () => undefined);
+        // One VM's failure is its own line in the report, not the drain's end.
+        const outcome = await carryOutMove({ vmId, offCloudlet: input.cloudlet, trigger: input.trigger, policy: input.policy }, () => undefined).catch(
+          (err: Error): MoveOutcome => ({ answer: { outcome: 'refused', workflowIds: [], reason: `could not be carried out: ${err.message}` }, ends: [] }),
+        );
         const last = outcome.ends[outcome.ends.length - 1];
         report.vms.push({
           vmId,
@@ -39,7 +42,8 @@ export async function drainCloudlet(input: DrainInput): Promise<DrainReport> {
     }
     report.left = (await on.cloudletState({})).vms.map((v) => v.vmId);
   } finally {
-    await CancellationScope.nonCancellable(() => on.setDraining({ draining: false }));
+    // Tried until the cloudlet's worker takes it: a mark left behind would keep it refusing VMs.
+    await CancellationScope.nonCancellable(() => cloudletPatient(input.cloudlet).setDraining({ draining: false }));
   }
   report.totalMs = Date.now() - startedAt;
   return report;

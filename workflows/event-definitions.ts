@@ -24,7 +24,8 @@ export const eventDataSchemas = {
   [EVENT_TYPES.userMoved]: z
     .object({ vmId: vmIdSchema, toCloudlet: cloudletNameSchema.optional(), near: locationSchema.strict().optional() })
     .strict(),
-  [EVENT_TYPES.overloaded]: z.object({ cloudlet: cloudletNameSchema, load: z.number().min(0).max(100).optional() }).strict(),
+  /** `load`: busy share of its capacity as a fraction (0.9 = 90%; above 1 when oversubscribed). */
+  [EVENT_TYPES.overloaded]: z.object({ cloudlet: cloudletNameSchema, load: z.number().min(0).max(16).optional() }).strict(),
   [EVENT_TYPES.drain]: z.object({ cloudlet: cloudletNameSchema, concurrency: z.number().int().min(1).max(16).optional() }).strict(),
   [EVENT_TYPES.launch]: z
     .object({ vmId: vmIdSchema, cloudlet: cloudletNameSchema.optional(), workload: workloadSchema.extend({ args: workloadSchema.shape.args.optional() }).strict(), baseImageId: baseImageIdSchema.optional() })

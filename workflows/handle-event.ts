@@ -153,15 +153,19 @@ async function relieve(d: OverloadedData, input: EdgeEventInput, trigger: string
   if (!declared) return refuse(`the site has no cloudlet ${d.cloudlet}`);
   const state = (await readSite(input.policy.site)).states[d.cloudlet];
   if (!state) return refuse(`cloudlet ${d.cloudlet} does not answer: its worker is offline`);
-  const measured = state.vms.reduce((n, v) => n + (v.cpuCores ?? 0), 0) / declared.cpuCores;
+  // A drain moves everything off it already: relief would only race it.
+  if (state.draining) return refuse(`cloudlet ${d.cloudlet} is being drained`);
+  // Each VM's CPU over a window of its own (2 s), not over whatever time passed since the last read.
+  const cpu = await cloudletOps(d.cloudlet).vmLoads({ windowMs: 2_000 });
+  const measured = cpu.reduce((n, v) => n + (v.cpuCores ?? 0), 0) / declared.cpuCores;
   const load = d.load ?? measured;
   const estimates = await cloudletOps(d.cloudlet).overlayEstimates({});
-  const vms = state.vms.map((v) => ({ vmId: v.vmId, load: (v.cpuCores ?? 0) / declared.cpuCores, expectedOverlayBytes: estimates.find((e) => e.vmId === v.vmId)?.bytes ?? Number.MAX_SAFE_INTEGER }));
+  const vms = cpu.map((v) => ({ vmId: v.vmId, load: (v.cpuCores ?? 0) / declared.cpuCores, expectedOverlayBytes: estimates.find((e) => e.vmId === v.vmId)?.bytes ?? Number.MAX_SAFE_INTEGER }));
   const pick = vmsToRelieve(load, vms);
   if (pick.vmIds.length === 0) return refuse(`${d.cloudlet}: ${pick.reason} (measured ${Math.round(measured * 100)}%)`);
   const answers = new Map<string, Answer>();
   const moves = pick.vmIds.map((vmId) =>
-    carryOutMove({ vmId, trigger, policy: input.policy }, (a) => answers.set(vmId, a)).catch((err: Error): MoveOutcome => {
+    carryOutMove({ vmId, offCloudlet: d.cloudlet, trigger, policy: input.policy }, (a) => answers.set(vmId, a)).catch((err: Error): MoveOutcome => {
       const failed: Answer = { outcome: 'refused', workflowIds: [], reason: `could not be carried out: ${err.message}` };
       answers.set(vmId, failed);
       return { answer: failed, ends: [] };

@@ -90,8 +90,9 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
   const dstCleanup = proxyActivities<TargetActivities>(onCloudlet(target, { scheduleToCloseTimeout: '1 minute' }));
   const srcSite = proxyActivities<CloudletActivities>(onCloudlet(source));
   const dstSite = proxyActivities<CloudletActivities>(onCloudlet(target));
-  // A base image crosses the link once per cloudlet: minutes at 5 Mbit/s; a retry resumes it.
-  const dstFetch = proxyActivities<CloudletActivities>(onCloudlet(target, { ...longRunning, heartbeatTimeout: '30 seconds', startToCloseTimeout: '1 hour', scheduleToCloseTimeout: '2 hours' }));
+  // A base image crosses the link once per cloudlet (48 MB of frames for the 512 MiB guest's:
+  // under 2 minutes at 5 Mbit/s); a retry resumes it. Bounded well inside the handoff's hour.
+  const dstFetch = proxyActivities<CloudletActivities>(onCloudlet(target, { ...longRunning, heartbeatTimeout: '30 seconds', startToCloseTimeout: '20 minutes', scheduleToCloseTimeout: '25 minutes' }));
   // Asking the target whether it committed: a short bound, since no answer is an answer to wait on.
   // Releasing a target that was silent, once the source runs again: retried for minutes.
   const dstRelease = proxyActivities<TargetActivities>(onCloudlet(target, { scheduleToCloseTimeout: '5 minutes', retry: { initialInterval: '1 second', maximumInterval: '10 seconds' } }));

@@ -14,8 +14,11 @@ export interface MoveRequest {
   vmId: string;
   toCloudlet?: string;
   near?: Location;
-  /** A drain's move: off this cloudlet, wherever placement sends it. */
-  drainOf?: string;
+  /**
+   * A move off this cloudlet (a drain's, an overload's), wherever placement sends it: a VM already
+   * leaving it is joined, one arriving is moved once it arrived, one elsewhere is left alone.
+   */
+  offCloudlet?: string;
   /** What asked for it, recorded on the handoff (memo): "edge.user.moved /app/42". */
   trigger: string;
   policy: EventPolicy;
@@ -91,13 +94,22 @@ interface MovePlan {
 
 /** Where the VM is, what is in flight for it, where placement sends it, and what the merge rules make of that. */
 async function planMove(req: MoveRequest): Promise<MovePlan> {
-  const [view, inFlightOrNull] = await Promise.all([readSite(req.policy.site), siteLookups.inFlightHandoff({ vmId: req.vmId })]);
-  const inFlight: InFlightHandoff | undefined = inFlightOrNull ?? undefined;
+  // The handoff in flight, the site, then the handoff in flight again: one that ended (or began)
+  // between the reads would pair a VM's old place with no handoff, and a move from where it left.
+  let view;
+  let inFlight: InFlightHandoff | undefined;
+  for (let reads = 0; ; reads++) {
+    const before = await siteLookups.inFlightHandoff({ vmId: req.vmId });
+    view = await readSite(req.policy.site);
+    const after = await siteLookups.inFlightHandoff({ vmId: req.vmId });
+    inFlight = after ?? undefined;
+    if (JSON.stringify(before) === JSON.stringify(after) || reads >= 2) break;
+  }
   const at = whereRuns(view, req.vmId);
-  if (req.drainOf !== undefined) {
-    const d = mergeDrain(req.drainOf, req.vmId, inFlight);
+  if (req.offCloudlet !== undefined) {
+    const d = mergeDrain(req.offCloudlet, req.vmId, inFlight);
     if (d.outcome !== 'started') return { decision: d };
-    if (at?.cloudlet !== req.drainOf) return { decision: { outcome: 'refused', reason: `${req.vmId} no longer runs on ${req.drainOf}` } };
+    if (at?.cloudlet !== req.offCloudlet) return { decision: { outcome: 'refused', reason: `${req.vmId} no longer runs on ${req.offCloudlet}` } };
   }
   if (!at) return { decision: { outcome: 'refused', reason: `${req.vmId} runs on no cloudlet of the site (${req.policy.site.cloudlets.map((c) => c.name).join(', ')})` } };
   const source = inFlight?.source ?? at.cloudlet;
@@ -106,7 +118,7 @@ async function planMove(req: MoveRequest): Promise<MovePlan> {
     candidatesFor(view, at.baseImageId),
   );
   if (placement.target === null) return { decision: { outcome: 'refused', reason: placement.reason }, placement };
-  if (req.drainOf !== undefined) return { decision: { outcome: 'started', reason: placement.reason }, placement, source };
+  if (req.offCloudlet !== undefined) return { decision: { outcome: 'started', reason: placement.reason }, placement, source };
   return { decision: mergeMove(req.vmId, placement.target, inFlight, req.policy.conflictRule), placement, source };
 }
 

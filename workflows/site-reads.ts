@@ -17,6 +17,10 @@ const cloudletRead = (cloudlet: string) =>
 export const cloudletOps = (cloudlet: string) =>
   proxyActivities<CloudletActivities>({ taskQueue: cloudletTaskQueue(cloudlet), scheduleToCloseTimeout: '2 minutes', startToCloseTimeout: '20 seconds', retry: { maximumAttempts: 5 } });
 
+/** For what must happen however long the cloudlet's worker is away (lifting a drain mark): retried without end. */
+export const cloudletPatient = (cloudlet: string) =>
+  proxyActivities<CloudletActivities>({ taskQueue: cloudletTaskQueue(cloudlet), startToCloseTimeout: '20 seconds', retry: { initialInterval: '1 second', maximumInterval: '1 minute' } });
+
 export const siteLookups = proxyActivities<SiteActivities>({ taskQueue: EVENTS_TASK_QUEUE, startToCloseTimeout: '30 seconds', retry: { maximumAttempts: 5 } });
 /** Waiting for another workflow lasts as long as it runs; the heartbeat notices a dead event service. */
 export const siteWaits = proxyActivities<SiteActivities>({ taskQueue: EVENTS_TASK_QUEUE, startToCloseTimeout: '2 hours', heartbeatTimeout: '30 seconds', retry: { maximumInterval: '30 seconds' } });

@@ -15,7 +15,8 @@ import { VmHostClient } from '../host/vm-host-client.js';
 import { hostProcessRuns, readHostRecord, sweepVmFolder, vmFolders } from '../host/vm-folder-sweep.js';
 import { HOST_CONTINUED_FILE, HOST_PIDS_FILE, hostPidsSchema, type HostRecord } from '../host/host-protocol.js';
 import { CpuMeter } from './cpu-meter.js';
-import { serveBasePart } from '../image/base-transfer.js';
+import { fetchBaseImage, serveBasePart, type BaseFetchReport } from '../image/base-transfer.js';
+import type { DataEndpoint } from '../wire/overlay-sender.js';
 import type { Workload } from '../names.js';
 
 /** How long a restarted worker waits for each surviving host to answer before it counts it gone. */
@@ -74,6 +75,7 @@ export class Cloudlet {
   private pool?: CodecPool;
   private readonly dedupIndexes = new Map<string, Promise<DedupIndex>>();
   private readonly pageHashes = new Map<string, Promise<BasePageHashes>>();
+  private readonly fetches = new Map<string, Promise<BaseFetchReport>>();
   /** Per-VM CPU as `state` reports it: over the time between two reads. */
   private readonly stateCpu = new CpuMeter();
 
@@ -357,6 +359,18 @@ export class Cloudlet {
     );
     const lostVms = (await readdir(join(this.config.runDir, 'lost')).catch(() => [] as string[])).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5));
     return { cloudlet: this.name, draining: await this.isDraining(), vms, lostVms, baseImages: await this.images.list() };
+  }
+
+  /**
+   * Fetches a base image this cloudlet lacks from a peer (base-transfer.ts). Two handoffs to this
+   * cloudlet that need the same base share one fetch: they would otherwise write the same files.
+   */
+  fetchBaseImage(baseImageId: string, peer: DataEndpoint, onProgress?: (wireBytes: number) => void, signal?: AbortSignal): Promise<BaseFetchReport> {
+    const running = this.fetches.get(baseImageId);
+    if (running) return running.then((r) => ({ ...r, joined: true }));
+    const fetch = fetchBaseImage({ cache: this.images, baseImageId, peer, tls: this.config.tls, ...(onProgress ? { onProgress } : {}), ...(signal ? { signal } : {}) }).finally(() => this.fetches.delete(baseImageId));
+    this.fetches.set(baseImageId, fetch);
+    return fetch;
   }
 
   /** Where peers reach this cloudlet's data plane (a handoff's target, a base image's source). */

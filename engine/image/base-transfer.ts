@@ -2,7 +2,7 @@ import { access, mkdir, open, readFile, rename, rm, stat, writeFile } from 'node
 import { join } from 'node:path';
 import { connect } from 'node:tls';
 import { BLOCK_SIZE } from '../blocks.js';
-import { HandoffError } from '../errors.js';
+import { HandoffError, knownCode } from '../errors.js';
 import { compressBatch, zstdBounded } from '../pipeline/codecs.js';
 import { expectCloudlet, type CloudletTls } from '../wire/cloudlet-tls.js';
 import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type BasePart, type Frame } from '../wire/frames.js';
@@ -104,11 +104,15 @@ export interface BaseFetchReport {
   resumed: string[];
   /** Nothing to do: the cache held it already. */
   alreadyHeld: boolean;
+  /** Another handoff's fetch of the same image was under way: this one waited for it. */
+  joined?: boolean;
 }
 
 /**
  * Fetches base image `baseImageId` from the cloudlet at `peer` into `cache`, resuming what an
  * earlier attempt left in the cache's `.fetch-<id>` folder. `onProgress` is told the bytes so far.
+ * One fetch of an image per cache at a time: the caller serializes them (Cloudlet.fetchBaseImage),
+ * since two would write the same files.
  */
 export async function fetchBaseImage(o: {
   cache: ImageCache;
@@ -183,7 +187,8 @@ async function verifyPart(m: BaseImageManifest, part: (typeof FILE_PARTS)[number
     part === 'memory' || part === 'disk'
       ? (await stat(path)).size === m[part].sizeBytes && (await digestOfFile(path, m[part].sizeBytes)) === m[part].digest
       : (await sha256OfFile(path)) === m[part].sha256;
-  if (!ok) throw new HandoffError('BASE_IMAGE_CORRUPT', `part ${part} of base image ${m.id} from a peer does not match its manifest`);
+  // Retryable (PROTOCOL): the part is dropped and fetched again on the next try.
+  if (!ok) throw new HandoffError('PROTOCOL', `part ${part} of base image ${m.id} from a peer does not match its manifest`);
 }
 
 /** One part over one connection, into `path` from where its progress file says; resumable. */
@@ -223,7 +228,7 @@ async function fetchPartInto(
       const wire = decoder.bytesIn - wireSeen;
       wireSeen = decoder.bytesIn;
       onWire(wire);
-      if (f.type === FrameType.Error) throw new HandoffError((f.error.code as never) ?? 'PROTOCOL', `${o.peer.cloudlet} refused part ${o.part} of base image ${o.baseImageId}: ${f.error.message}`);
+      if (f.type === FrameType.Error) throw new HandoffError(knownCode(f.error.code) ?? 'PROTOCOL', `${o.peer.cloudlet} refused part ${o.part} of base image ${o.baseImageId}: ${f.error.message}`);
       if (f.type === FrameType.BaseChunk) {
         const { offset, rawBytes: n, data } = f.chunk;
         if (n === 0 || n > CHUNK_BYTES || offset < lastEnd) throw new HandoffError('PROTOCOL', `base chunk at ${offset} (${n} bytes) is out of order or too large`);
