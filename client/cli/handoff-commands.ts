@@ -57,11 +57,12 @@ export function handoffCommands(program: Command, globals: Globals): void {
     .command('cancel')
     .description("cancel a VM's handoff in flight: before its commit the VM runs on at the source; after it, the handoff completes")
     .requiredOption('--vm <id>', 'the VM whose handoff to cancel')
-    .action(async (o: { vm: string }) => {
+    .option('--json', 'print {"workflowId","cancelRequested":true} as one JSON line')
+    .action(async (o: { vm: string; json?: boolean }) => {
       const vm = vmArg(o.vm);
       await withHandoff(globals(), vm, async (handle) => {
         await handle.cancel();
-        console.log(`asked ${handoffWorkflowId(vm)} to cancel`);
+        console.log(o.json ? JSON.stringify({ workflowId: handoffWorkflowId(vm), cancelRequested: true }) : `asked ${handoffWorkflowId(vm)} to cancel`);
       });
     });
 
