@@ -8,9 +8,9 @@ import { handoffWorkflowId } from '../workflows/definitions.js';
 import { summarizeResult } from '../workflows/event-definitions.js';
 
 /**
- * The event workflows' view of other workflows: which handoff a VM has in flight, and waiting for
- * one to end. They need a Temporal client, so the event service's worker runs them (queue
- * edge-events), not a cloudlet's.
+ * The event workflows' view of other workflows: which cloudlets poll, which handoff a VM has in
+ * flight, and waiting for one to end. They need a Temporal client: every cloudlet worker runs them
+ * on the edge-events queue, with a client of its own, so no single process is needed for them.
  */
 const inFlightInput = z.object({ vmId: vmIdSchema }).strict();
 const onlineInput = z.object({ cloudlets: z.array(cloudletNameSchema).max(64) }).strict();

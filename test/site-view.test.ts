@@ -21,9 +21,9 @@ const state = (cloudlet: string, vms: Array<[string, string]>, over: Partial<Clo
 
 test('a VM is where it runs; a paused copy (a handoff stopped at its source) counts only when no copy runs', () => {
   const view: SiteView = { site, states: { A: state('A', [['vm1', 'paused']]), B: state('B', [['vm1', 'running']]), C: null } };
-  assert.equal(whereRuns(view, 'vm1')?.cloudlet, 'B');
-  assert.equal(whereRuns({ site, states: { A: state('A', [['vm1', 'paused']]), B: null, C: null } }, 'vm1')?.cloudlet, 'A');
-  assert.equal(whereRuns(view, 'vm2'), undefined);
+  assert.equal(whereRuns(view.states, 'vm1')?.cloudlet, 'B');
+  assert.equal(whereRuns({ A: state('A', [['vm1', 'paused']]), B: null, C: null }, 'vm1')?.cloudlet, 'A');
+  assert.equal(whereRuns(view.states, 'vm2'), undefined);
 });
 
 test("each declared cloudlet becomes a candidate: a silent one offline, its VMs counted, its drain mark and base kept", () => {

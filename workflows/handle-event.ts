@@ -20,7 +20,7 @@ import {
 } from './event-definitions.js';
 import { vmsToRelieve } from '../engine/placement/overload.js';
 import { carryOutMove, type Answer, type MoveOutcome } from './move-vm.js';
-import { cloudletOps, readSite, siteWaits } from './site-reads.js';
+import { cloudletOps, readCloudlets, readSite, siteWaits } from './site-reads.js';
 
 /** A drain moves this many VMs at once when its event does not say. */
 const DEFAULT_DRAIN_CONCURRENCY = 2;
@@ -107,15 +107,20 @@ async function drain(d: DrainData, input: EdgeEventInput, trigger: string, answe
   }
 }
 
+/** Answers `refused` with the reason, for a step that then has nothing to report. */
+function refuser(answer: (a: Answer) => void): (reason: string) => Omit<EventReport, 'admission'> {
+  return (reason) => {
+    answer({ outcome: 'refused', workflowIds: [], reason });
+    return { followed: [] };
+  };
+}
+
 /** Starts a VM where placement (or the event) says, from a base image that cloudlet holds. */
 async function launch(d: LaunchData, input: EdgeEventInput, answer: (a: Answer) => void): Promise<Omit<EventReport, 'admission'>> {
   const baseImageId = d.baseImageId ?? input.policy.defaultBaseImageId;
   const view = await readSite(input.policy.site);
-  const at = whereRuns(view, d.vmId);
-  const refuse = (reason: string) => {
-    answer({ outcome: 'refused', workflowIds: [], reason });
-    return { followed: [] };
-  };
+  const at = whereRuns(view.states, d.vmId);
+  const refuse = refuser(answer);
   if (at) return refuse(`VM ${d.vmId} already runs on ${at.cloudlet}`);
   if (!baseImageId) return refuse('the event names no baseImageId and the site has no default base image');
   const placement = chooseTarget({ vmId: d.vmId, requireBase: true, ...(d.cloudlet ? { toCloudlet: d.cloudlet } : {}) }, candidatesFor(view, baseImageId));
@@ -146,12 +151,10 @@ async function launch(d: LaunchData, input: EdgeEventInput, answer: (a: Answer) 
  */
 async function relieve(d: OverloadedData, input: EdgeEventInput, trigger: string, answer: (a: Answer) => void): Promise<Omit<EventReport, 'admission'>> {
   const declared = input.policy.site.cloudlets.find((c) => c.name === d.cloudlet);
-  const refuse = (reason: string) => {
-    answer({ outcome: 'refused', workflowIds: [], reason });
-    return { followed: [] };
-  };
+  const refuse = refuser(answer);
   if (!declared) return refuse(`the site has no cloudlet ${d.cloudlet}`);
-  const state = (await readSite(input.policy.site)).states[d.cloudlet];
+  // Only the overloaded cloudlet's own state matters here (its drain mark); its VMs come with their CPU below.
+  const state = (await readCloudlets([d.cloudlet]))[d.cloudlet];
   if (!state) return refuse(`cloudlet ${d.cloudlet} does not answer: its worker is offline`);
   // A drain moves everything off it already: relief would only race it.
   if (state.draining) return refuse(`cloudlet ${d.cloudlet} is being drained`);

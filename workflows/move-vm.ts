@@ -105,7 +105,7 @@ async function planMove(req: MoveRequest): Promise<MovePlan> {
     inFlight = after ?? undefined;
     if (JSON.stringify(before) === JSON.stringify(after) || reads >= 2) break;
   }
-  const at = whereRuns(view, req.vmId);
+  const at = whereRuns(view.states, req.vmId);
   if (req.offCloudlet !== undefined) {
     const d = mergeDrain(req.offCloudlet, req.vmId, inFlight);
     if (d.outcome !== 'started') return { decision: d };

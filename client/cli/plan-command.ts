@@ -5,14 +5,20 @@ import { forecastHandoff, type HandoffForecast } from '../../engine/placement/fo
 import { loadSiteTopology } from '../../engine/placement/load-site-topology.js';
 import { vmIdSchema, cloudletNameSchema } from '../../engine/names.js';
 import { SITE_TOPOLOGY_FILE } from '../../infra/paths.js';
+import { BLOCK_SIZE } from '../../engine/blocks.js';
+import { DEFAULT_PRECOPY } from '../../engine/handoff/precopy-policy.js';
+import { whereRuns } from '../../engine/placement/site-view.js';
 import type { HandoffResult } from '../../workflows/definitions.js';
 import { executeWorkflow } from '../execute-workflow.js';
 import { connect, type TemporalTarget } from './connect.js';
 import { CliError, EXIT } from './exit-codes.js';
 
-/** The engine's pre-copy rule: the budget the stop must fit, and live epochs at most. */
+/**
+ * The downtime the forecast's stop must fit: the handoff's 1 s target. The engine's own rule
+ * (DEFAULT_PRECOPY.downtimeBudgetMs, 300 ms) bounds the stopped epoch's send time alone; the
+ * forecast adds the stop's measured overhead and compares the sum with this.
+ */
 const DOWNTIME_BUDGET_MS = 1_000;
-const MAX_LIVE_EPOCHS = 8;
 /** Without a past handoff on the link: the steps around the stream and the stop's own cost, as measured on loopback. */
 const DEFAULT_STEPS_S = 3;
 const DEFAULT_STOP_MS = 300;
@@ -66,12 +72,12 @@ export function planCommand(program: Command, globals: () => TemporalTarget): vo
 
 export async function planHandoff(client: Client, vmId: string, target: string, cloudlets: string[], windowMs: number, mbps?: number): Promise<HandoffPlan> {
   const states = await executeWorkflow<Record<string, CloudletState | null>>(client, 'describeCloudlets', { cloudlets: [...new Set([...cloudlets, target])] });
-  const source = Object.values(states).find((s) => s?.vms.some((v) => v.vmId === vmId && v.runState === 'running'))?.cloudlet;
-  if (!source) throw new CliError(`VM '${vmId}' runs on no cloudlet of ${Object.keys(states).join(', ')}`, EXIT.REJECTED);
+  const at = whereRuns(states, vmId);
+  if (at?.runState !== 'running') throw new CliError(`VM '${vmId}' runs on no cloudlet of ${Object.keys(states).join(', ')}`, EXIT.REJECTED);
+  const source = at.cloudlet;
   if (source === target) throw new CliError(`VM '${vmId}' runs on ${target} already`, EXIT.REJECTED);
   const targetState = states[target];
   if (!targetState) throw new CliError(`cloudlet ${target} does not answer: its worker is offline`, EXIT.REJECTED);
-  const baseImageId = states[source]!.vms.find((v) => v.vmId === vmId)!.baseImageId;
   const measured = await executeWorkflow<VmMeasurement>(client, 'measureVm', { vmId, cloudlet: source, windowMs });
   const history = await lastHandoffOnLink(client, source, target, measured.wireRatio);
   if (!history && mbps === undefined) throw new CliError(`no handoff ${source} → ${target} has measured that link yet: give its rate with --mbps`, EXIT.REJECTED);
@@ -92,9 +98,9 @@ export async function planHandoff(client: Client, vmId: string, target: string, 
     stopOverheadMs: link.stopOverheadMs,
     stepsOverheadS: link.stepsOverheadS,
     downtimeBudgetMs: DOWNTIME_BUDGET_MS,
-    maxLiveEpochs: MAX_LIVE_EPOCHS,
+    maxLiveEpochs: DEFAULT_PRECOPY.maxLiveEpochs,
   });
-  return { vmId, source, target, targetHoldsBase: targetState.baseImages.includes(baseImageId), measured, link, forecast };
+  return { vmId, source, target, targetHoldsBase: targetState.baseImages.includes(at.baseImageId), measured, link, forecast };
 }
 
 /**
@@ -114,7 +120,7 @@ async function lastHandoffOnLink(client: Client, source: string, target: string,
   if (streamMs <= 0 || r.bytesSent <= 0) return undefined;
   const linkBytesPerS = r.bytesSent / (streamMs / 1000);
   const stopped = r.epochs.find((e) => !e.live);
-  const stopSendMs = stopped ? (((stopped.memoryPages + stopped.diskBlocks) * 4096 * wireRatio) / linkBytesPerS) * 1000 : 0;
+  const stopSendMs = stopped ? (((stopped.memoryPages + stopped.diskBlocks) * BLOCK_SIZE * wireRatio) / linkBytesPerS) * 1000 : 0;
   return {
     workflowId: `${newest.workflowId}/${newest.runId}`,
     linkBytesPerS,
@@ -131,7 +137,7 @@ function describePlan(p: HandoffPlan): string[] {
     `  overlay now  ${mb(p.measured.overlayBytes)} raw (${p.measured.memoryPagesChanged} RAM pages differ from the base, ${p.measured.diskBlocksWritten} disk blocks written); ${p.measured.wireMode} sends ${(p.measured.wireRatio * 100).toFixed(0)}% of it`,
     `  dirty rate   ${mb(p.measured.dirtyBytesPerS)}/s at first, ${p.measured.workingSetBytes === null ? 'no working set seen' : `saturating at a working set of ${mb(p.measured.workingSetBytes)}`} (over ${(p.measured.windowMs / 1000).toFixed(1)} s)`,
     `  link         ${p.link.mbps.toFixed(1)} Mbit/s (from ${p.link.from}); steps around the stream ${p.link.stepsOverheadS.toFixed(1)} s, stop overhead ${Math.round(p.link.stopOverheadMs)} ms`,
-    `  base image   ${p.targetHoldsBase ? `${p.target} holds it` : `${p.target} LACKS it: the handoff would be refused there`}`,
+    `  base image   ${p.targetHoldsBase ? `${p.target} holds it` : `${p.target} LACKS it: the handoff would fetch it from ${p.source} first (not in the forecast)`}`,
     `  forecast     ${mb(f.wireBytes)} on the wire, ${f.totalS.toFixed(1)} s in all, downtime ${Math.round(f.downtimeMs)} ms, ${f.liveEpochs} live epoch(s), ${f.converges ? 'converges' : 'does NOT converge'}: ${f.reason}`,
   ];
 }

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { BLOCK_SIZE } from '../../engine/blocks.js';
 import { progressQuery, streamControlQuery, streamMeasurementsQuery } from '../../workflows/definitions.js';
 import { handoffWorkflowId } from '../start-handoff.js';
 import { connect, type TemporalTarget } from './connect.js';
@@ -92,7 +93,7 @@ async function sample(handle: WorkflowHandle): Promise<WatchSample | undefined> 
     const [progress, control, m] = await Promise.all([handle.query(progressQuery), handle.query(streamControlQuery), handle.query(streamMeasurementsQuery)]);
     const p = m?.precopy;
     const wirePerInput = m && m.inputBytes > 0 ? m.wireBytes / m.inputBytes : null;
-    const toSendBytes = p && p.epochChunks !== null && wirePerInput !== null ? Math.max(0, p.epochChunks - p.chunksSent) * 4096 * wirePerInput : null;
+    const toSendBytes = p && p.epochChunks !== null && wirePerInput !== null ? Math.max(0, p.epochChunks - p.chunksSent) * BLOCK_SIZE * wirePerInput : null;
     const current = m?.modes.find((x) => x.mode === control.mode);
     const R = m?.R_Mbps ?? null;
     return {

@@ -12,8 +12,8 @@ import { DataPlaneServer } from '../wire/data-plane-server.js';
 import type { CloudletTls } from '../wire/cloudlet-tls.js';
 import { VmInstance, vmFiles, type VmFiles } from './vm-instance.js';
 import { VmHostClient } from '../host/vm-host-client.js';
-import { hostProcessRuns, readHostRecord, sweepVmFolder, vmFolders } from '../host/vm-folder-sweep.js';
-import { HOST_CONTINUED_FILE, HOST_PIDS_FILE, hostPidsSchema, type HostRecord } from '../host/host-protocol.js';
+import { hostProcessRuns, readHostPids, readHostRecord, sweepVmFolder, vmFolders } from '../host/vm-folder-sweep.js';
+import { HOST_CONTINUED_FILE, type HostRecord } from '../host/host-protocol.js';
 import { CpuMeter } from './cpu-meter.js';
 import { fetchBaseImage, serveBasePart, type BaseFetchReport } from '../image/base-transfer.js';
 import type { DataEndpoint } from '../wire/overlay-sender.js';
@@ -179,12 +179,16 @@ export class Cloudlet {
     });
   }
 
+  private lostDir(): string {
+    return join(this.config.runDir, 'lost');
+  }
+
   private lostFile(vmId: string): string {
-    return join(this.config.runDir, 'lost', `${vmId}.json`);
+    return join(this.lostDir(), `${vmId}.json`);
   }
 
   private async recordLost(vmId: string, reason: string): Promise<void> {
-    await mkdir(join(this.config.runDir, 'lost'), { recursive: true });
+    await mkdir(this.lostDir(), { recursive: true });
     await writeFile(this.lostFile(vmId), JSON.stringify({ vmId, reason, at: new Date().toISOString() }));
   }
 
@@ -357,7 +361,7 @@ export class Cloudlet {
         cpuCores: await this.vmCores(this.stateCpu, vm),
       })),
     );
-    const lostVms = (await readdir(join(this.config.runDir, 'lost')).catch(() => [] as string[])).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5));
+    const lostVms = (await readdir(this.lostDir()).catch(() => [] as string[])).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5));
     return { cloudlet: this.name, draining: await this.isDraining(), vms, lostVms, baseImages: await this.images.list() };
   }
 
@@ -374,8 +378,8 @@ export class Cloudlet {
   }
 
   /** Where peers reach this cloudlet's data plane (a handoff's target, a base image's source). */
-  dataEndpoint(): { host: string; port: number; cloudlet: string } {
-    return { host: this.config.dataHost, port: this.dataPlane.address().port, cloudlet: this.name };
+  dataEndpoint(): DataEndpoint {
+    return { ...this.dataPlane.address(), cloudlet: this.name };
   }
 
   /** Cores each VM's QEMU kept busy since `meter` last read it (its load, see CpuMeter). */
@@ -384,10 +388,8 @@ export class Cloudlet {
   }
 
   private async vmCores(meter: CpuMeter, vm: VmInstance): Promise<number | null> {
-    const text = await readFile(join(vm.files.dir, HOST_PIDS_FILE), 'utf8').catch(() => undefined);
-    const pids = text ? hostPidsSchema.safeParse(JSON.parse(text)) : undefined;
-    if (!pids?.success || pids.data.qemuPid === null) return null;
-    return meter.coresBusy(vm.vmId, pids.data.qemuPid);
+    const qemuPid = (await readHostPids(vm.files.dir))?.qemuPid;
+    return qemuPid == null ? null : meter.coresBusy(vm.vmId, qemuPid);
   }
 
   /** Ends a VM here for good (or clears the record of a lost one). */

@@ -2,6 +2,7 @@ import { open, readFile } from 'node:fs/promises';
 import { ALL_MODES, modeId, stopMode, type ModeId } from '../adaptation/mode.js';
 import { StreamProfiler } from '../adaptation/stream-profiler.js';
 import type { PrecopyProgress } from '../adaptation/measurements.js';
+import { DEFAULT_PRECOPY, SHRINK, type PrecopyPolicy } from './precopy-policy.js';
 import type { CodecPool } from '../pipeline/codec-pool.js';
 import { Space, type ChunkRecord } from '../pipeline/chunk-records.js';
 import { baseChunkReader, vmChunkReader } from '../pipeline/chunk-source.js';
@@ -72,18 +73,6 @@ export interface ReconcileReport {
   ms: number;
 }
 
-export interface PrecopyPolicy {
-  /** Stop iterating once what is left should go within this (at the last epoch's rate). */
-  downtimeBudgetMs: number;
-  maxLiveEpochs: number;
-  /**
-   * Bytes last sent per chunk kept at the source so a chunk sent again goes as an XOR with them
-   * (SentChunkCache). As much as the QEMU-tuned baseline's XBZRLE cache in the benchmark.
-   */
-  sentChunkCacheMiB: number;
-}
-
-export const DEFAULT_PRECOPY: PrecopyPolicy = { downtimeBudgetMs: 300, maxLiveEpochs: 8, sentChunkCacheMiB: 256 };
 
 const sentChunkCapacity = (policy: PrecopyPolicy) => Math.floor((policy.sentChunkCacheMiB * 2 ** 20) / BLOCK_SIZE);
 
@@ -103,8 +92,6 @@ const REPORT_EVERY_MS = 1_000;
 const SAMPLE_EVERY_MS = 1_500;
 const MODES_PER_SAMPLE = 4;
 const SAMPLE_CHUNKS = 64;
-/** An epoch that does not shrink the dirty set by this much counts against convergence. */
-const SHRINK = 0.9;
 /** Each non-shrinking epoch pauses the guest this much more of the time, up to the maximum. */
 const THROTTLE_STEP = 0.25;
 const MAX_THROTTLE = 0.75;

@@ -208,7 +208,7 @@ export class TargetHandoffs {
       await recordFile.write(declared);
     };
     const deviceStateBase = await readFile(base.path('deviceState'));
-    const endpoint: DataEndpoint = { ...this.cloudlet.dataPlane.address(), cloudlet: this.cloudlet.name };
+    const endpoint = this.cloudlet.dataEndpoint();
     const memoryPages = base.manifest.memory.sizeBytes / BLOCK_SIZE;
     const diskBlocks = base.manifest.disk.sizeBytes / BLOCK_SIZE;
     const disk = { dirtyBlocks: async () => (await qemu).disk.dirtyBlocks(), readBlock: async (i: number, into: Buffer) => (await qemu).disk.readBlock(i, into) };

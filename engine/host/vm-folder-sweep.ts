@@ -1,9 +1,22 @@
 import { readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { z } from 'zod';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Fuse from 'fuse-native';
 import { VmHostClient } from './vm-host-client.js';
 import { HOST_PIDS_FILE, HOST_PROCESS_MARKER, HOST_RECORD_FILE, hostPidsSchema, hostRecordSchema, sentChunksFile, type HostRecord } from './host-protocol.js';
+
+/** The PIDs a VM's host wrote once it served (host.pids.json), or undefined if none readable. */
+export async function readHostPids(dir: string): Promise<z.infer<typeof hostPidsSchema> | undefined> {
+  const text = await readFile(join(dir, HOST_PIDS_FILE), 'utf8').catch(() => undefined);
+  if (text === undefined) return undefined;
+  try {
+    const parsed = hostPidsSchema.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** A VM folder's host record, or undefined where it is missing or unreadable. */
 export async function readHostRecord(dir: string): Promise<HostRecord | undefined> {
@@ -32,12 +45,11 @@ export async function vmFolders(runDir: string): Promise<string[]> {
 export async function sweepVmFolder(dir: string): Promise<string[]> {
   const removed: string[] = [];
   const record = await readHostRecord(dir);
-  const pidsText = await readFile(join(dir, HOST_PIDS_FILE), 'utf8').catch(() => undefined);
-  const pids = pidsText ? hostPidsSchema.safeParse(JSON.parse(pidsText)) : undefined;
-  if (pids?.success) {
+  const pids = await readHostPids(dir);
+  if (pids) {
     const recordPath = join(dir, HOST_RECORD_FILE);
-    if (await killIfMatches(pids.data.hostPid, [HOST_PROCESS_MARKER, recordPath])) removed.push(`vm host pid ${pids.data.hostPid}`);
-    if (pids.data.qemuPid !== null && record && (await killIfMatches(pids.data.qemuPid, [record.files.ramFile]))) removed.push(`QEMU pid ${pids.data.qemuPid}`);
+    if (await killIfMatches(pids.hostPid, [HOST_PROCESS_MARKER, recordPath])) removed.push(`vm host pid ${pids.hostPid}`);
+    if (pids.qemuPid !== null && record && (await killIfMatches(pids.qemuPid, [record.files.ramFile]))) removed.push(`QEMU pid ${pids.qemuPid}`);
   }
   const mountPoint = record?.files.mountPoint ?? join(dir, 'mnt');
   if (await isMounted(mountPoint)) {

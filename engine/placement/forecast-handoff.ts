@@ -1,3 +1,5 @@
+import { SHRINK } from '../handoff/precopy-policy.js';
+
 /**
  * `ehoff plan`'s prediction: what a handoff of a VM would send, how long it would take and how
  * long the guest would be paused, before anything moves — from the VM's overlay against its base,
@@ -35,9 +37,6 @@ export interface HandoffForecast {
   downtimeMs: number;
   reason: string;
 }
-
-/** The engine's rule (overlay-stream.ts): an epoch that does not shrink the dirty set by this much does not converge. */
-const SHRINK = 0.9;
 
 export function forecastHandoff(i: ForecastInput): HandoffForecast {
   const rate = Math.max(1, i.linkBytesPerS);

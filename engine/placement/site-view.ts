@@ -12,8 +12,8 @@ export interface SiteView {
 }
 
 /** Where a VM runs, by the workers' reports: a running copy before a paused one (a handoff's stopped source). */
-export function whereRuns(view: SiteView, vmId: string): { cloudlet: string; baseImageId: string; runState: string } | undefined {
-  const copies = Object.values(view.states).flatMap((s) => (s ? s.vms.filter((v) => v.vmId === vmId).map((v) => ({ cloudlet: s.cloudlet, ...v })) : []));
+export function whereRuns(states: SiteView['states'], vmId: string): { cloudlet: string; baseImageId: string; runState: string } | undefined {
+  const copies = Object.values(states).flatMap((s) => (s ? s.vms.filter((v) => v.vmId === vmId).map((v) => ({ cloudlet: s.cloudlet, ...v })) : []));
   const rank = (runState: string) => (runState === 'running' ? 0 : 1);
   return copies.sort((a, b) => rank(a.runState) - rank(b.runState))[0];
 }
