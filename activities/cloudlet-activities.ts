@@ -21,7 +21,9 @@ export function createCloudletActivities(cloudlet: Cloudlet) {
         return cloudlet.launchVm(a.vmId, a.baseImageId, a.workload, { readyTimeoutMs: 100_000 });
       }),
     describeVm: (input: ActivityInput<'describeVm'>): Promise<VmDescription> => asActivity(() => cloudlet.describe(checked('describeVm', input).vmId)),
-    destroyVm: (input: ActivityInput<'destroyVm'>): Promise<void> => asActivity(() => cloudlet.destroyVm(checked('destroyVm', input).vmId)),
+    /** `destroyed: false`: there was no such VM here (nothing to do is not a failure). */
+    destroyVm: (input: ActivityInput<'destroyVm'>): Promise<{ destroyed: boolean }> =>
+      asActivity(async () => ({ destroyed: await cloudlet.destroyVm(checked('destroyVm', input).vmId) })),
     /** What placement reads: this cloudlet's VMs, base images and drain mark. */
     cloudletState: (input: ActivityInput<'cloudletState'> = {}): Promise<CloudletState> =>
       asActivity(() => {

@@ -5,13 +5,18 @@ import type { StreamMeasurements } from '../engine/adaptation/measurements.js';
 import { asActivity } from './failures.js';
 import { checked, type ActivityInput } from './inputs.js';
 
-/** A stream attempt's progress, in its heartbeats: how far it got, at what rate. */
-interface StreamProgress {
+/**
+ * A stream attempt's progress, in its heartbeats: how far it got, at what rate, and the latest
+ * measurements whole (mode, P and r per mode, R, the pre-copy's epoch): what `ehoff watch` and the
+ * UI's pending activity show, without a history event per sample.
+ */
+export interface StreamProgress {
   attempt: number;
   atMs: number;
   inputBytes: number;
   wireBytes: number;
   R_Mbps: number | null;
+  measurements: StreamMeasurements | null;
 }
 import { workflowStreamControl } from './workflow-stream-control.js';
 
@@ -24,7 +29,7 @@ export function createSourceActivities(source: SourceHandoffs) {
         return source.snapshot(a.handoffId, a.vmId);
       }),
     streamOverlay: (input: ActivityInput<'streamOverlay'>): Promise<StreamResult> => {
-      let progress: StreamProgress = { attempt: Context.current().info.attempt, atMs: 0, inputBytes: 0, wireBytes: 0, R_Mbps: null };
+      let progress: StreamProgress = { attempt: Context.current().info.attempt, atMs: 0, inputBytes: 0, wireBytes: 0, R_Mbps: null, measurements: null };
       return asActivity(
         async () => {
           const a = checked('streamOverlay', input);
@@ -32,7 +37,7 @@ export function createSourceActivities(source: SourceHandoffs) {
           const control = await workflowStreamControl();
           try {
             // The activity's attempt is the stream's: the target serves the newest one only.
-            const reporting = { ...control, report: (m: StreamMeasurements) => ((progress = { ...progress, atMs: m.atMs, inputBytes: m.inputBytes, wireBytes: m.wireBytes, R_Mbps: m.R_Mbps }), control.report(m)) };
+            const reporting = { ...control, report: (m: StreamMeasurements) => ((progress = { ...progress, atMs: m.atMs, inputBytes: m.inputBytes, wireBytes: m.wireBytes, R_Mbps: m.R_Mbps, measurements: m }), control.report(m)) };
             return await source.stream(a.handoffId, a.endpoint, reporting, { attempt: ctx.info.attempt, signal: ctx.cancellationSignal });
           } finally {
             control.stop();

@@ -5,8 +5,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ensureBaseImage } from '../infra/base-image/build-base-image.js';
 import { startEmbeddedCluster } from '../infra/embedded-cluster.js';
 import { STATE_DIR } from '../infra/paths.js';
-import { WORKFLOW_TASK_QUEUE, type HandoffResult } from '../workflows/definitions.js';
-import type { VmDescription } from '../activities/cloudlet-activities.js';
+import type { HandoffResult } from '../workflows/definitions.js';
+import { describeVm, launchVm } from '../workflows/vm-lifecycle.js';
+import { executeWorkflow } from './execute-workflow.js';
 import { runHandoff } from './start-handoff.js';
 import { progressPrinter, summarize } from './progress-printer.js';
 
@@ -62,22 +63,14 @@ async function main(): Promise<void> {
   try {
     say(`Temporal UI: ${cluster.uiUrl}`);
     const vmId = 'demo-vm';
-    const launched = await cluster.client.workflow.execute('launchVm', {
-      taskQueue: WORKFLOW_TASK_QUEUE,
-      workflowId: `launch-${vmId}-${Date.now()}`,
-      args: [{ vmId, cloudlet: 'A', baseImageId: base.id, workload: demoWorkload(values.workload, workloadMiB) }],
-    });
-    say(`VM ${vmId} running on A (heartbeat ${(launched as VmDescription).lastHeartbeat}); letting its workload run ${values['run-seconds']} s`);
+    const launched = await executeWorkflow(cluster.client, launchVm, { vmId, cloudlet: 'A', baseImageId: base.id, workload: demoWorkload(values.workload, workloadMiB) });
+    say(`VM ${vmId} running on A (heartbeat ${launched.lastHeartbeat}); letting its workload run ${values['run-seconds']} s`);
     await sleep(Number(values['run-seconds']) * 1000);
 
     say(`handoff of ${vmId}: A → B`);
     const result: HandoffResult = await runHandoff(cluster.client, { vmId, source: 'A', target: 'B' }, progressPrinter(say));
     for (const line of summarize(result)) say(line);
-    const after = (await cluster.client.workflow.execute('describeVm', {
-      taskQueue: WORKFLOW_TASK_QUEUE,
-      workflowId: `describe-${vmId}-${Date.now()}`,
-      args: [{ vmId, cloudlet: 'B' }],
-    })) as VmDescription;
+    const after = await executeWorkflow(cluster.client, describeVm, { vmId, cloudlet: 'B' });
     say(`on B now: ${after.runState}, heartbeat ${after.lastHeartbeat}`);
     say(`the handoff's history, with its five steps: ${cluster.uiUrl}/namespaces/default/workflows/${result.workflowId}`);
     say(`demo finished in ${((Date.now() - t0) / 1000).toFixed(1)} s`);

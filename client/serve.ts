@@ -80,8 +80,7 @@ async function main(): Promise<void> {
       workerLog: logLineWriter(),
     });
     events = await startEventsService({
-      temporalAddress: cluster.address,
-      namespace: process.env.TEMPORAL_NAMESPACE ?? 'default',
+      temporal: cluster.temporal,
       host: opts.host,
       port: opts.port,
       token,
@@ -90,6 +89,7 @@ async function main(): Promise<void> {
       maxInFlight: opts.maxInFlight,
       loadMonitor: opts.loadMonitor,
       defaultBaseImageId: base.id,
+      ...(opts.linkMbps !== undefined || mbps !== undefined ? { linkMbps: opts.linkMbps ?? mbps } : {}),
       log: createLogger('events'),
     });
     const ready = {

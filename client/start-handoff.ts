@@ -1,11 +1,7 @@
 import { ApplicationFailure, WorkflowFailedError, type Client } from '@temporalio/client';
-import { TypedSearchAttributes } from '@temporalio/common';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  SourceSearchAttribute,
-  TargetSearchAttribute,
-  VmIdSearchAttribute,
-  WORKFLOW_TASK_QUEUE,
+  EDGE_SEARCH_ATTRIBUTES,
   describeInvalid,
   handoffInputSchema,
   handoffWorkflowId,
@@ -13,6 +9,8 @@ import {
   type HandoffProgress,
   type HandoffResult,
 } from '../workflows/definitions.js';
+import { handoff } from '../workflows/handoff.js';
+import { OPERATOR_TRIGGER, handoffStartOptions } from '../workflows/handoff-audit.js';
 import { assertCloudletOnline, hasSearchAttributes } from './cloudlet-check.js';
 
 export class InvalidRequestError extends Error {}
@@ -46,24 +44,9 @@ export async function runHandoff(
       throw new InvalidRequestError((err as Error).message);
     }
   }
-  const withAttributes = await hasSearchAttributes(client, [VmIdSearchAttribute.name, SourceSearchAttribute.name, TargetSearchAttribute.name]);
+  const searchAttributes = await hasSearchAttributes(client, EDGE_SEARCH_ATTRIBUTES.map((a) => a.name));
   const workflowId = handoffWorkflowId(input.vmId);
-  const handle = await client.workflow.start('handoff', {
-    taskQueue: WORKFLOW_TASK_QUEUE,
-    workflowId,
-    args: [input],
-    memo: { vmId: input.vmId, source: input.source, target: input.target },
-    ...(withAttributes
-      ? {
-          typedSearchAttributes: new TypedSearchAttributes([
-            { key: VmIdSearchAttribute, value: input.vmId },
-            { key: SourceSearchAttribute, value: input.source },
-            { key: TargetSearchAttribute, value: input.target },
-          ]),
-        }
-      : {}),
-    workflowExecutionTimeout: '1 hour',
-  });
+  const handle = await client.workflow.start(handoff, handoffStartOptions({ input, trigger: OPERATOR_TRIGGER, placementPolicy: 'operator', searchAttributes }));
   let done = false;
   const follow = (async () => {
     let last = '';

@@ -1,4 +1,5 @@
-import { Client, Connection } from '@temporalio/client';
+import { Client } from '@temporalio/client';
+import { connectTo, temporalTarget } from '../infra/temporal-connection.js';
 import { modeIdSchema } from '../engine/adaptation/mode.js';
 import { vmIdSchema } from '../engine/names.js';
 import { handoffWorkflowId } from './start-handoff.js';
@@ -15,8 +16,9 @@ async function main(args: string[]): Promise<number> {
     console.error(`stream-control: ${vmOk.success ? 'no command given' : `'${vm ?? ''}' is not a VM id`}\n${USAGE}`);
     return 2;
   }
-  const connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233' });
-  const client = new Client({ connection, namespace: process.env.TEMPORAL_NAMESPACE ?? 'default' });
+  const temporal = temporalTarget();
+  const connection = await connectTo(temporal);
+  const client = new Client({ connection, namespace: temporal.namespace });
   const handle = client.workflow.getHandle(handoffWorkflowId(vmOk.data));
   try {
     switch (verb) {

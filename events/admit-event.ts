@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { WithStartWorkflowOperation, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { WORKFLOW_TASK_QUEUE } from '../workflows/definitions.js';
+import { handleEvent } from '../workflows/handle-event.js';
 import {
   EVENT_TYPES,
   admissionQuery,
@@ -47,7 +48,7 @@ export async function admitEvent(o: AdmissionOptions, event: ReceivedEvent): Pro
     }
   }
   const input: EdgeEventInput = { ...event, receivedAt: new Date().toISOString(), policy: o.policy };
-  const start = new WithStartWorkflowOperation('handleEvent', {
+  const start = new WithStartWorkflowOperation(handleEvent, {
     workflowId,
     taskQueue: WORKFLOW_TASK_QUEUE,
     args: [input],

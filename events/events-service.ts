@@ -1,16 +1,18 @@
-import { Client, Connection } from '@temporalio/client';
+import { Client } from '@temporalio/client';
+import { connectTo, type TemporalTarget } from '../infra/temporal-connection.js';
 import type { Logger } from 'pino';
 import type { ConflictRule } from '../engine/placement/merge-intent.js';
 import type { SiteTopology } from '../engine/placement/site-topology.js';
 import { hasSearchAttributes } from '../client/cloudlet-check.js';
-import { SourceSearchAttribute, TargetSearchAttribute, VmIdSearchAttribute, WORKFLOW_TASK_QUEUE } from '../workflows/definitions.js';
+import { EDGE_SEARCH_ATTRIBUTES, WORKFLOW_TASK_QUEUE } from '../workflows/definitions.js';
 import { LOAD_MONITOR_SOURCE, LOAD_MONITOR_WORKFLOW_ID, type EventPolicy, type LoadMonitorInput } from '../workflows/event-definitions.js';
+import { monitorLoad } from '../workflows/load-monitor.js';
 import { admitEvent } from './admit-event.js';
 import { startEventsEndpoint } from './events-endpoint.js';
 
 export interface EventsServiceOptions {
-  temporalAddress: string;
-  namespace: string;
+  /** Where Temporal is and how to reach it (address, namespace, TLS, API key). */
+  temporal: TemporalTarget;
   host: string;
   port: number;
   token: string;
@@ -18,6 +20,8 @@ export interface EventsServiceOptions {
   conflictRule: ConflictRule;
   maxInFlight: number;
   defaultBaseImageId?: string;
+  /** The WAN's nominal rate, Mbit/s, if declared: shown in each handoff's summary. */
+  linkMbps?: number;
   /** Run the built-in load monitor (workflow load-monitor), raising edge.cloudlet.overloaded. */
   loadMonitor: boolean;
   log: Logger;
@@ -33,12 +37,13 @@ export interface EventsService {
  * Temporal itself runs in the cloudlet workers (queue edge-events), so this holds no state.
  */
 export async function startEventsService(o: EventsServiceOptions): Promise<EventsService> {
-  const connection = await Connection.connect({ address: o.temporalAddress, connectTimeout: 5_000 });
-  const client = new Client({ connection, namespace: o.namespace });
+  const connection = await connectTo(o.temporal, { connectTimeout: 5_000 });
+  const client = new Client({ connection, namespace: o.temporal.namespace });
   const policy: EventPolicy = {
     site: o.site,
     conflictRule: o.conflictRule,
-    searchAttributes: await hasSearchAttributes(client, [VmIdSearchAttribute.name, SourceSearchAttribute.name, TargetSearchAttribute.name]),
+    searchAttributes: await hasSearchAttributes(client, EDGE_SEARCH_ATTRIBUTES.map((a) => a.name)),
+    ...(o.linkMbps !== undefined ? { linkMbps: o.linkMbps } : {}),
     ...(o.defaultBaseImageId ? { defaultBaseImageId: o.defaultBaseImageId } : {}),
   };
   const endpoint = await startEventsEndpoint({
@@ -54,7 +59,7 @@ export async function startEventsService(o: EventsServiceOptions): Promise<Event
   if (o.loadMonitor) {
     // The newest service's policy wins: a monitor left by an earlier one is replaced.
     const input: LoadMonitorInput = { policy, source: LOAD_MONITOR_SOURCE };
-    await client.workflow.start('monitorLoad', { workflowId: LOAD_MONITOR_WORKFLOW_ID, taskQueue: WORKFLOW_TASK_QUEUE, args: [input], workflowIdConflictPolicy: 'TERMINATE_EXISTING' });
+    await client.workflow.start(monitorLoad, { workflowId: LOAD_MONITOR_WORKFLOW_ID, taskQueue: WORKFLOW_TASK_QUEUE, args: [input], workflowIdConflictPolicy: 'TERMINATE_EXISTING' });
     o.log.info({ workflowId: LOAD_MONITOR_WORKFLOW_ID }, 'load monitor started');
   }
   o.log.info({ url: endpoint.url, conflictRule: o.conflictRule, maxInFlight: o.maxInFlight }, 'events service ready');

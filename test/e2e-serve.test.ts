@@ -8,11 +8,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, Connection } from '@temporalio/client';
 import { REPO_ROOT } from '../infra/paths.js';
 import { postEvent, type PostedEvent } from '../client/post-event.js';
-import type { HandoffResult } from '../workflows/definitions.js';
+import { PlacementPolicySearchAttribute, TriggerSearchAttribute, type HandoffResult } from '../workflows/definitions.js';
 import { LOAD_MONITOR_SOURCE, eventWorkflowId, type DrainReport, type EventReport } from '../workflows/event-definitions.js';
 import type { CloudletState } from '../activities/cloudlet-activities.js';
+import { describeCloudlets } from '../workflows/vm-lifecycle.js';
 import { executeWorkflow } from '../client/execute-workflow.js';
 import { ehoff } from './support/run-cli.js';
+import { recordHistory } from './support/record-history.js';
 
 /**
  * `npm run serve` from a fresh state, driven from outside as an application would: CloudEvents
@@ -89,7 +91,7 @@ test('npm run serve: CloudEvents launch, move (joined, duplicate), drain, refuse
       assert.equal(p.body.outcome, outcome, JSON.stringify(p.body));
       assert.deepEqual(p.body.workflowIds, workflowIds, JSON.stringify(p.body));
     };
-    const site = () => executeWorkflow<Record<string, CloudletState | null>>(client, 'describeCloudlets', { cloudlets: ['A', 'B', 'C'] });
+    const site = () => executeWorkflow(client, describeCloudlets, { cloudlets: ['A', 'B', 'C'] });
     const where = async (vmId: string) => {
       const s = await site();
       return Object.values(s).flatMap((c) => (c?.vms.some((v) => v.vmId === vmId) ? [`${c.cloudlet}:${c.vms.find((v) => v.vmId === vmId)!.runState}`] : []));
@@ -135,6 +137,14 @@ test('npm run serve: CloudEvents launch, move (joined, duplicate), drain, refuse
     assert.equal(report.placement?.target, 'B');
     assert.deepEqual(report.placement?.candidates.map((c) => [c.cloudlet, c.verdict]), [['A', 'excluded'], ['B', 'chosen'], ['C', 'lost']]);
     assert.match(report.placement!.candidates[2]!.why, /farther/);
+    // The audit: the handoff says in the UI's list what moved where and why, and how placement chose.
+    const audited = await client.workflow.getHandle('handoff-ev-a').describe();
+    assert.equal(await audited.staticSummary(), 'ev-a A → B, user moved');
+    assert.match(String(await audited.staticDetails()), /\| C \| lost \| farther/);
+    assert.equal(audited.typedSearchAttributes.get(PlacementPolicySearchAttribute), 'nearest-to-user');
+    assert.equal(audited.typedSearchAttributes.get(TriggerSearchAttribute), `edge.user.moved /test/e2e-serve move-1`);
+    await recordHistory(client, 'handoff-ev-a', 'handoff by event');
+    await recordHistory(client, String(moved.body.eventWorkflowId), 'event user moved');
     const runs = await client.workflow.count(`WorkflowId = 'handoff-ev-a'`);
     assert.equal(runs.count, 1, 'three deliveries of two events, one handoff');
     // Delivered again after its workflow closed: still the first answer, still nothing started.
@@ -153,6 +163,7 @@ test('npm run serve: CloudEvents launch, move (joined, duplicate), drain, refuse
     t.diagnostic(`drain of B: ${drained.vms.map((v) => `${v.vmId} ${(v.ms / 1000).toFixed(1)} s: ${v.summary}`).join('; ')}; total ${(drained.totalMs / 1000).toFixed(1)} s`);
     assert.deepEqual(drained.vms.map((v) => [v.vmId, v.moved]).sort(), [['ev-a', true], ['ev-b', true]], JSON.stringify(drained.vms));
     assert.deepEqual(drained.left, []);
+    await recordHistory(client, 'drain-B', 'drain');
     const after = await site();
     assert.deepEqual(after.B?.vms, [], 'B runs no VM after its drain');
     assert.equal(after.B?.draining, false, 'the drain mark is lifted at its end');
@@ -181,6 +192,7 @@ test('npm run serve: CloudEvents launch, move (joined, duplicate), drain, refuse
     const overloadEvent: EventReport = await client.workflow.getHandle(eventWorkflowId(LOAD_MONITOR_SOURCE, relief.trigger.split(' ').at(-1)!)).result();
     t.diagnostic(`load monitor: ${relief.trigger} → ${overloadEvent.admission.outcome} ${overloadEvent.admission.workflowIds.join(', ')}: ${overloadEvent.admission.reason}; ${overloadEvent.followed.join('; ')}`);
     const relieved: HandoffResult = await client.workflow.getHandle(relief.workflowId, relief.runId).result();
+    await recordHistory(client, eventWorkflowId(LOAD_MONITOR_SOURCE, relief.trigger.split(' ').at(-1)!), 'event overloaded');
     assert.equal(relieved.source, 'A');
     assert.equal(relieved.verified, true);
     const reliefAt = await where(relief.vmId);

@@ -8,6 +8,7 @@ import { runHandoff } from '../client/start-handoff.js';
 import { startEmbeddedCluster, type EmbeddedCluster } from '../infra/embedded-cluster.js';
 import { WORKFLOW_TASK_QUEUE } from '../workflows/definitions.js';
 import { testBaseImage, tempRoot } from './support/fixtures.js';
+import { recordHistory } from './support/record-history.js';
 
 // The same path over a kernel-shaped WAN: each cloudlet and the Temporal server in its own
 // network namespace, every cloudlet's link a tbf at 20 Mbit/s on both ends, 50 ms of round trip
@@ -41,8 +42,13 @@ after(async () => {
   await root?.remove();
 });
 
-test('a busy VM moves live over the shaped link: verified, the guest goes on, its silence bounded', async () => {
+test('a busy VM moves live over the shaped link: verified, the guest goes on, its silence bounded', async (t) => {
   const result = await runHandoff(cluster.client, { vmId: 'wan-vm', source: 'A', target: 'B' });
+  await recordHistory(cluster.client, result.workflowId, `handoff wan ${result.modeSwitches.length ? 'adaptive switch' : 'no switch'}`);
+  // Decisions and their figures, not every second's sample: a history that does not grow with the stream's length.
+  const events = (await cluster.client.workflow.getHandle(result.workflowId).fetchHistory()).events ?? [];
+  t.diagnostic(`history: ${events.length} events for a ${(result.totalMs / 1000).toFixed(1)} s handoff, ${result.epochs.length} epochs, ${result.modeSwitches.length} mode switches`);
+  assert.ok(events.length < 80 + 6 * result.epochs.length + 6 * result.modeSwitches.length, `${events.length} events in the history`);
   assert.equal(result.verified, true);
   assert.equal(result.guestContinued, true);
   assert.ok(result.epochs.length >= 2 && result.epochs[0]!.live, 'pre-copy ran while the guest did');

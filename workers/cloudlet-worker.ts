@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
-import { NativeConnection, Runtime, Worker, makeTelemetryFilterString } from '@temporalio/worker';
+import { NativeConnection, Runtime, Worker, makeTelemetryFilterString, type NativeConnectionOptions } from '@temporalio/worker';
 import { z } from 'zod';
-import { Client, Connection } from '@temporalio/client';
+import { Client } from '@temporalio/client';
 import { createCloudletActivities } from '../activities/cloudlet-activities.js';
 import { createSiteActivities } from '../activities/site-activities.js';
 import { createSourceActivities } from '../activities/source-activities.js';
@@ -13,6 +13,7 @@ import { cloudletNameSchema } from '../engine/names.js';
 import { loadCloudletTls, tlsFilesFromEnv } from '../engine/wire/cloudlet-tls.js';
 import { PREFIX } from '../infra/paths.js';
 import { createLogger } from '../infra/logger.js';
+import { connectTo, temporalTarget } from '../infra/temporal-connection.js';
 import { WORKFLOW_TASK_QUEUE, cloudletTaskQueue } from '../workflows/definitions.js';
 import { EVENTS_TASK_QUEUE } from '../workflows/event-definitions.js';
 import { pageScanImplementation } from '../engine/memory/native-page-scan.js';
@@ -31,8 +32,12 @@ const configSchema = z.object({
   ramDir: z.string().min(1).default('/dev/shm'),
   dataHost: z.string().default('127.0.0.1'),
   dataPort: z.coerce.number().int().min(0).max(65535).default(0),
-  temporalAddress: z.string().default(process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233'),
-  namespace: z.string().default(process.env.TEMPORAL_NAMESPACE ?? 'default'),
+  /** Over the temporal.toml profile and TEMPORAL_* variables (see infra/temporal-connection.ts). */
+  temporalAddress: z.string().min(1).optional(),
+  namespace: z.string().min(1).optional(),
+  temporalProfile: z.string().min(1).optional(),
+  /** The embedded dev server: plaintext, no profile or TEMPORAL_* variables read. */
+  temporalPlain: z.boolean().default(false),
   workflowBundle: z.string().optional(),
   installBase: z.array(z.string()).default([]),
   /** The cloudlet's certificate, key and the site CA (PEM files): the data plane is mutual TLS only. */
@@ -56,6 +61,8 @@ async function main(): Promise<void> {
       'data-port': { type: 'string' },
       'temporal-address': { type: 'string' },
       namespace: { type: 'string' },
+      'temporal-profile': { type: 'string' },
+      'temporal-plain': { type: 'boolean' },
       'workflow-bundle': { type: 'string' },
       'install-base': { type: 'string', multiple: true },
       'tls-cert': { type: 'string' },
@@ -73,6 +80,8 @@ async function main(): Promise<void> {
     dataPort: values['data-port'],
     temporalAddress: values['temporal-address'],
     namespace: values.namespace,
+    temporalProfile: values['temporal-profile'],
+    temporalPlain: values['temporal-plain'],
     workflowBundle: values['workflow-bundle'],
     installBase: values['install-base'],
     tlsCert: values['tls-cert'] ?? fromEnv.certFile,
@@ -138,10 +147,11 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
     const image = await cloudlet.images.install(dir);
     log.info({ baseImageId: image.manifest.id }, 'base image in cache');
   }
-  const connection = await NativeConnection.connect({ address: config.temporalAddress });
+  const temporal = temporalTarget({ address: config.temporalAddress, namespace: config.namespace, profile: config.temporalProfile, plain: config.temporalPlain });
+  const connection = await NativeConnection.connect(temporal.connectionOptions as NativeConnectionOptions);
   const activityWorker = await Worker.create({
     connection,
-    namespace: config.namespace,
+    namespace: temporal.namespace,
     taskQueue: cloudletTaskQueue(config.cloudlet),
     // The SDK sends at most one heartbeat per 0.8 × the heartbeat timeout unless told otherwise:
     // every second keeps a margin of four beats under the stream's 5 s timeout.
@@ -154,16 +164,16 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
   });
   // What event workflows ask of Temporal itself (which cloudlets poll, the handoff in flight for a
   // VM, waiting for one to end): any cloudlet's worker answers, so no single process is needed.
-  const siteConnection = await Connection.connect({ address: config.temporalAddress });
+  const siteConnection = await connectTo(temporal);
   const siteWorker = await Worker.create({
     connection,
-    namespace: config.namespace,
+    namespace: temporal.namespace,
     taskQueue: EVENTS_TASK_QUEUE,
-    activities: createSiteActivities(new Client({ connection: siteConnection, namespace: config.namespace })),
+    activities: createSiteActivities(new Client({ connection: siteConnection, namespace: temporal.namespace })),
   });
   const workflowWorker = await Worker.create({
     connection,
-    namespace: config.namespace,
+    namespace: temporal.namespace,
     taskQueue: WORKFLOW_TASK_QUEUE,
     ...(config.workflowBundle
       ? { workflowBundle: { codePath: config.workflowBundle } }

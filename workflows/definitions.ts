@@ -3,6 +3,7 @@ import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { StreamMeasurements } from '../engine/adaptation/measurements.js';
 import type { ReconcileReport } from '../engine/handoff/overlay-stream.js';
 import type { BaseFetchReport } from '../engine/image/base-transfer.js';
+import type { PrecopyDecision } from '../engine/handoff/precopy-policy.js';
 import { modeIdSchema, type ModeId } from '../engine/adaptation/mode.js';
 import { z } from 'zod';
 import { baseImageIdSchema, cloudletNameSchema, vmIdSchema, workloadSchema } from '../engine/names.js';
@@ -112,7 +113,8 @@ export interface HandoffResult {
   modesUsed: Record<ModeId, number>;
   /** Pre-copy epochs while the guest ran, then the stop-and-copy one. */
   epochs: Array<{ epoch: number; live: boolean; memoryPages: number; diskBlocks: number; ms: number }>;
-  precopy: { converged: boolean; stopReason: string };
+  /** Whether the live epochs converged, why they stopped, and each decision on the way (as the history's signals hold them). */
+  precopy: { converged: boolean; stopReason: string; decisions?: PrecopyDecision[] };
   /**
    * The committed stream attempt's reconcile with what the target held from earlier, broken
    * attempts: pages and blocks named, and of those the ones not sent again. Null when the first
@@ -136,6 +138,8 @@ export interface StreamControlState {
   mode: ModeId;
   pinnedMode: ModeId | null;
   bandwidthCapMbps: number | null;
+  /** When the current mode was switched to (workflow time, ms since the epoch); null: the starting mode. */
+  modeSinceMs: number | null;
 }
 
 export const progressQuery = defineQuery<HandoffProgress>('progress');
@@ -143,14 +147,52 @@ export const progressQuery = defineQuery<HandoffProgress>('progress');
 export const streamControlQuery = defineQuery<StreamControlState>('streamControl');
 /** The stream's latest report (null before its first): what `ehoff watch` shows. */
 export const streamMeasurementsQuery = defineQuery<StreamMeasurements | null>('streamMeasurements');
-/** From the streaming activity: P, r per mode and R, every second or on a sharp change. */
+/**
+ * From the streaming activity: P, r per mode and R, when they would change the mode (the stream
+ * runs the same rule first; samples that would not are kept in its heartbeats, not sent).
+ */
 export const reportMeasurementsSignal = defineSignal<[StreamMeasurements]>('reportMeasurements');
+/** From the streaming activity: each pre-copy decision (continue, slow the guest, catch up, stop) and its figures. */
+export const precopyDecisionSignal = defineSignal<[PrecopyDecision]>('precopyDecision');
 /** From an operator: use this mode whatever the measurements say. */
 export const pinModeSignal = defineSignal<[ModeId]>('pinMode');
 export const unpinModeSignal = defineSignal<[]>('unpinMode');
 /** From an operator: never send faster than this (Mbit/s); null lifts the cap. */
 export const capBandwidthSignal = defineSignal<[number | null]>('capBandwidth');
 
+/**
+ * A handoff's audit record in the namespace's visibility store: what an operator filters the UI's
+ * list by (`EdgeOutcome = "moved" AND EdgeDowntimeMs > 1000`). Set at start (VM, cloudlets,
+ * trigger, placement), as it moves (phase) and at its end (outcome, mode, figures).
+ */
 export const VmIdSearchAttribute = defineSearchAttributeKey('EdgeVmId', 'KEYWORD');
 export const SourceSearchAttribute = defineSearchAttributeKey('EdgeSourceCloudlet', 'KEYWORD');
 export const TargetSearchAttribute = defineSearchAttributeKey('EdgeTargetCloudlet', 'KEYWORD');
+/** "edge.user.moved /app l1" (the event's type, source and id), "drain …" or "operator". */
+export const TriggerSearchAttribute = defineSearchAttributeKey('EdgeTrigger', 'KEYWORD');
+/** The step it is in (see HandoffStep), updated as it moves. */
+export const PhaseSearchAttribute = defineSearchAttributeKey('EdgePhase', 'KEYWORD');
+/** How it ended, in the fault suite's words: moved, stayed-at-source, moved-after-commit-fault, vm-lost, in-doubt. */
+export const OutcomeSearchAttribute = defineSearchAttributeKey('EdgeOutcome', 'KEYWORD');
+/** The mode the stream ended in. */
+export const ModeSearchAttribute = defineSearchAttributeKey('EdgeMode', 'KEYWORD');
+export const ConvergedSearchAttribute = defineSearchAttributeKey('EdgeConverged', 'BOOL');
+export const DowntimeMsSearchAttribute = defineSearchAttributeKey('EdgeDowntimeMs', 'INT');
+export const BytesSentSearchAttribute = defineSearchAttributeKey('EdgeBytesSent', 'INT');
+/** How the target was chosen: operator, named-by-event, nearest-to-user, least-loaded. */
+export const PlacementPolicySearchAttribute = defineSearchAttributeKey('EdgePlacementPolicy', 'KEYWORD');
+
+/** Every attribute above: what a server must have registered before a handoff starts. */
+export const EDGE_SEARCH_ATTRIBUTES = [
+  VmIdSearchAttribute,
+  SourceSearchAttribute,
+  TargetSearchAttribute,
+  TriggerSearchAttribute,
+  PhaseSearchAttribute,
+  OutcomeSearchAttribute,
+  ModeSearchAttribute,
+  ConvergedSearchAttribute,
+  DowntimeMsSearchAttribute,
+  BytesSentSearchAttribute,
+  PlacementPolicySearchAttribute,
+] as const;

@@ -47,6 +47,8 @@ export const eventPolicySchema = z
     defaultBaseImageId: baseImageIdSchema.optional(),
     /** Whether the server has the Edge* search attributes (the embedded one does). */
     searchAttributes: z.boolean(),
+    /** The WAN's nominal rate between cloudlets, Mbit/s, when the operator declared it: shown in each handoff's summary. */
+    linkMbps: z.number().positive().max(100_000).optional(),
   })
   .strict();
 export type EventPolicy = z.infer<typeof eventPolicySchema> & { conflictRule: ConflictRule };

@@ -4,6 +4,8 @@ import { chooseTarget } from '../engine/placement/choose-target.js';
 import { candidatesFor, whereRuns } from '../engine/placement/site-view.js';
 import { WORKFLOW_TASK_QUEUE, type LaunchVmInput } from './definitions.js';
 import { drainWorkflowId, type DrainInput, type DrainReport } from './event-definitions.js';
+import { drainCloudlet } from './drain.js';
+import { launchVm } from './vm-lifecycle.js';
 import {
   EVENT_TYPES,
   admissionQuery,
@@ -96,7 +98,7 @@ async function drain(d: DrainData, input: EdgeEventInput, trigger: string, answe
   }
   const drainInput: DrainInput = { cloudlet: d.cloudlet, concurrency: d.concurrency ?? DEFAULT_DRAIN_CONCURRENCY, policy: input.policy, trigger };
   try {
-    const handle = await startChild('drainCloudlet', { workflowId, taskQueue: WORKFLOW_TASK_QUEUE, args: [drainInput], parentClosePolicy: 'ABANDON', memo: { trigger } });
+    const handle = await startChild(drainCloudlet, { workflowId, taskQueue: WORKFLOW_TASK_QUEUE, args: [drainInput], parentClosePolicy: 'ABANDON', memo: { trigger } });
     answer({ outcome: 'started', workflowIds: [workflowId], reason: `drain of ${d.cloudlet}, ${drainInput.concurrency} handoffs at once` });
     const report: DrainReport = await handle.result();
     return report.vms.map((v) => `${v.vmId}: ${v.moved ? 'moved' : 'not moved'} (${v.outcome} ${v.workflowIds.join(', ')}) in ${(v.ms / 1000).toFixed(1)} s: ${v.summary}`);
@@ -129,7 +131,7 @@ async function launch(d: LaunchData, input: EdgeEventInput, answer: (a: Answer) 
   const workflowId = `launch-${d.vmId}`;
   let handle;
   try {
-    handle = await startChild('launchVm', { workflowId, taskQueue: WORKFLOW_TASK_QUEUE, args: [launchInput], parentClosePolicy: 'ABANDON' });
+    handle = await startChild(launchVm, { workflowId, taskQueue: WORKFLOW_TASK_QUEUE, args: [launchInput], parentClosePolicy: 'ABANDON' });
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
     answer({ outcome: 'joined', workflowIds: [workflowId], reason: `${d.vmId} is already being launched` });

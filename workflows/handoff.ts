@@ -4,12 +4,18 @@ import {
   proxyActivities,
   log,
   sleep,
+  deprecatePatch,
   patched,
+  setCurrentDetails,
   setHandler,
   upsertMemo,
+  upsertSearchAttributes,
   workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
+import type { SearchAttributePair } from '@temporalio/common';
+import type { PrecopyDecision } from '../engine/handoff/precopy-policy.js';
+import { currentDetails, failedAttributes, movedAttributes, phaseAttributes, type HandoffOutcome } from './handoff-audit.js';
 import type { SourceActivities } from '../activities/source-activities.js';
 import type { CloudletActivities } from '../activities/cloudlet-activities.js';
 import type { BaseFetchReport } from '../engine/image/base-transfer.js';
@@ -21,7 +27,9 @@ import type { StreamMeasurements } from '../engine/adaptation/measurements.js';
 import {
   capBandwidthSignal,
   pinModeSignal,
+  precopyDecisionSignal,
   reportMeasurementsSignal,
+  VmIdSearchAttribute,
   streamMeasurementsQuery,
   streamControlQuery,
   unpinModeSignal,
@@ -50,6 +58,9 @@ function onCloudlet(cloudlet: string, opts: Partial<ActivityOptions> = {}): Acti
     ...opts,
   };
 }
+
+/** An activity call's line on the UI's timeline. */
+const summary = (text: string): ActivityOptions => ({ summary: text });
 
 /** How long a rollback keeps asking a silent target before it leaves the decision to an operator. */
 const IN_DOUBT_LIMIT_MS = 30 * 60_000;
@@ -99,6 +110,17 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
   // One try per ask: the loop that asks is the retry, with its own backoff.
   const dstAsk = proxyActivities<TargetActivities>(onCloudlet(target, { scheduleToCloseTimeout: '20 seconds', startToCloseTimeout: '15 seconds', retry: { maximumAttempts: 1 } }));
 
+  // The audit record: search attributes only where the starter set them (the namespace has them
+  // registered), current details always (the UI asks the workflow for them).
+  const audited = workflowInfo().typedSearchAttributes.get(VmIdSearchAttribute) !== undefined;
+  const audit = (pairs: SearchAttributePair[]) => audited && upsertSearchAttributes(pairs);
+  const decisions: PrecopyDecision[] = [];
+  let latestMeasurements: StreamMeasurements | null = null;
+  const showNow = () =>
+    setCurrentDetails(
+      currentDetails({ step, mode, pinnedMode: policy.pinnedMode, bandwidthCapMbps: policy.bandwidthCapMbps, measurements: latestMeasurements, decision: decisions.at(-1) ?? null, modeSwitches: modeSwitches.length }),
+    );
+
   const steps: StepRecord[] = [];
   let step: HandoffStep = 'snapshot';
   setHandler(progressQuery, () => ({ step, steps }));
@@ -108,6 +130,8 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
     if (open && open.endedAt === undefined) open.endedAt = now;
     step = next;
     steps.push({ step: next, startedAt: now });
+    audit(phaseAttributes(next));
+    showNow();
   };
 
   // Adaptation: the stream reports, this decides; every switch lands in the history (memo).
@@ -123,19 +147,23 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
     mode = to;
     modeSince = Date.now();
     upsertMemo({ mode, lastModeSwitch: sw });
+    showNow();
   };
-  setHandler(streamControlQuery, () => ({ mode, ...policy }));
+  setHandler(streamControlQuery, () => ({ mode, ...policy, modeSinceMs: modeSince === -Infinity ? null : modeSince }));
   if (parsed.data.pinnedMode) {
     policy.pinnedMode = parsed.data.pinnedMode;
     switchTo(parsed.data.pinnedMode, 'pinned by operator', null);
   }
   if (policy.bandwidthCapMbps !== null) upsertMemo({ bandwidthCapMbps: policy.bandwidthCapMbps });
-  let latestMeasurements: StreamMeasurements | null = null;
   setHandler(streamMeasurementsQuery, () => latestMeasurements);
+  setHandler(precopyDecisionSignal, (d) => {
+    decisions.push(d);
+    showNow();
+  });
   setHandler(reportMeasurementsSignal, (m) => {
     latestMeasurements = m;
-    // Histories from before the dwell rule replay without it (their switches are in the memo).
-    const d = chooseMode(m, policy, mode, patched('mode-dwell') ? Date.now() - modeSince : Infinity);
+    deprecatePatch('mode-dwell');
+    const d = chooseMode(m, policy, mode, Date.now() - modeSince);
     switchTo(d.mode, d.reason, m);
   });
   setHandler(pinModeSignal, (pinned) => {
@@ -156,6 +184,7 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
     }
     policy.bandwidthCapMbps = mbps;
     upsertMemo({ bandwidthCapMbps: mbps });
+    showNow();
   });
 
   /**
@@ -169,15 +198,15 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
       const answer: TargetAnswer =
         !targetTouched || targetReleased
           ? 'released'
-          : await dstAsk.abort({ handoffId }).then((a) => (a.resumed ? 'committed' : 'released'), () => 'no-answer' as const);
+          : await dstAsk.abort.executeWithOptions(summary(`ask ${target} whether it continued ${vmId}`), [{ handoffId }]).then((a) => (a.resumed ? 'committed' : 'released'), () => 'no-answer' as const);
       // The target runs the VM: the source's copy stays as it is, stopped, never resumed.
       if (answer === 'committed') return { outcome: 'runs-at-target', reason: `${target} answered that it continued the VM` };
       if (answer === 'released') targetReleased = true;
-      const r = await srcRecovery.rollback({ handoffId, vmId, target: answer });
+      const r = await srcRecovery.rollback.executeWithOptions(summary(`roll back ${vmId} at ${source} (${target}: ${answer})`), [{ handoffId, vmId, target: answer }]);
       if (r.action === 'resume-here') {
         // The copy here runs; a target that did not answer may still hold a prepared copy: it is
         // told to let go, for longer, so that nothing is left there.
-        if (!targetReleased) await dstRelease.abort({ handoffId }).catch((e: unknown) => log.warn('the target did not release the handoff', { error: String(e) }));
+        if (!targetReleased) await dstRelease.abort.executeWithOptions(summary(`release ${target}'s copy of ${vmId}`), [{ handoffId }]).catch((e: unknown) => log.warn('the target did not release the handoff', { error: String(e) }));
         return { outcome: 'runs-at-source', reason: r.reason };
       }
       if (r.action === 'nothing' && (r.runState === 'lost' || r.runState === 'absent')) return { outcome: 'lost', reason: r.reason };
@@ -198,132 +227,120 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
   let baseFetch: BaseFetchReport | null = null;
   let handoffStartedAt = startedAt;
   try {
-    if (patched('base-travels')) {
+    deprecatePatch('base-travels');
+    {
       // A target without the VM's base fetches it from the source first (over the data plane,
       // resumable, verified part by part), so a handoff to it completes instead of being refused.
-      const { baseImageId } = await srcSite.describeVm({ vmId });
-      if (baseImageId !== null && !(await dstSite.holdsBaseImage({ baseImageId }))) {
+      const { baseImageId } = await srcSite.describeVm.executeWithOptions(summary(`describe ${vmId} at ${source}`), [{ vmId }]);
+      if (baseImageId !== null && !(await dstSite.holdsBaseImage.executeWithOptions(summary(`does ${target} hold base ${baseImageId.slice(0, 12)}?`), [{ baseImageId }]))) {
         enter('fetch-base');
-        const from = await srcSite.dataEndpoint({});
-        baseFetch = await dstFetch.fetchBaseImage({ baseImageId, from });
+        const from = await srcSite.dataEndpoint.executeWithOptions(summary(`${source}'s data endpoint`), [{}]);
+        baseFetch = await dstFetch.fetchBaseImage.executeWithOptions(summary(`${target} fetches base ${baseImageId.slice(0, 12)} from ${source}`), [{ baseImageId, from }]);
         upsertMemo({ baseFetch });
         handoffStartedAt = Date.now();
       }
     }
     enter('snapshot');
-    const snap = await src.snapshot({ handoffId, vmId });
+    const snap = await src.snapshot.executeWithOptions(summary(`snapshot ${vmId} at ${source}`), [{ handoffId, vmId }]);
     enter('negotiate');
     targetTouched = true;
-    const endpoint = await dst.negotiateBaseImage({ handoffId, vmId, baseImageId: snap.baseImageId, source });
+    const endpoint = await dst.negotiateBaseImage.executeWithOptions(summary(`${target} prepares for ${vmId}`), [{ handoffId, vmId, baseImageId: snap.baseImageId, source }]);
     enter('stream');
-    let stream: Awaited<ReturnType<typeof src.streamOverlay>> | undefined;
-    let fin: Awaited<ReturnType<typeof dst.finalize>>;
-    let resumed: Awaited<ReturnType<typeof dst.resume>> | undefined;
-    const resumedByTarget = patched('resume-at-finalize');
-    if (resumedByTarget) {
-      // The target resumes on its own once what it assembled matches the digests the source sent
-      // with the overlay's end (libvirt's Finish phase): no orchestration round trip while the VM
-      // is stopped. From its `cont` on, the handoff is committed there and the source's copy is
-      // never run again (see the rollback below).
-      const finishing = dstFinalize.finish({ handoffId });
-      finishing.catch(() => undefined);
-      stream = await srcStream.streamOverlay({ handoffId, endpoint }).catch((err: unknown) => {
-        streamFailure = err;
-        return undefined;
-      });
-      if (stream === undefined) {
-        // The overlay's end may have reached the target before the source lost its connection
-        // or its worker: then the target has continued the VM, and the handoff stands.
-        const { resumed: committed } = await dstCleanup.abort({ handoffId });
-        if (!committed) {
-          targetReleased = true;
-          throw streamFailure;
-        }
+    deprecatePatch('resume-at-finalize');
+    // The target resumes on its own once what it assembled matches the digests the source sent
+    // with the overlay's end (libvirt's Finish phase): no orchestration round trip while the VM
+    // is stopped. From its `cont` on, the handoff is committed there and the source's copy is
+    // never run again (see the rollback below).
+    const finishing = dstFinalize.finish.executeWithOptions(summary(`${target} verifies and resumes ${vmId}`), [{ handoffId }]);
+    finishing.catch(() => undefined);
+    const stream = await srcStream.streamOverlay.executeWithOptions(summary(`stream ${vmId} ${source} → ${target}`), [{ handoffId, endpoint }]).catch((err: unknown) => {
+      streamFailure = err;
+      return undefined;
+    });
+    if (stream === undefined) {
+      // The overlay's end may have reached the target before the source lost its connection
+      // or its worker: then the target has continued the VM, and the handoff stands.
+      const { resumed: committed } = await dstCleanup.abort.executeWithOptions(summary(`ask ${target} whether it continued ${vmId}`), [{ handoffId }]);
+      if (!committed) {
+        targetReleased = true;
+        throw streamFailure;
       }
-      enter('finalize');
-      ({ finalized: fin, resumed } = await finishing);
-      enter('resume');
-      // The target checked against these digests as the source sent them; its report must say
-      // the same. It is too late to undo the move, not to refuse to call it clean.
-      if (stream && (fin.memoryDigest !== stream.memoryDigest || fin.diskDigest !== stream.diskDigest)) {
-        throw ApplicationFailure.nonRetryable(`the target verified digests that differ from the source's report`, 'STATE_MISMATCH');
-      }
-    } else if (patched('finalize-alongside-stream')) {
-      // The target checks what it assembled against the digests the source sends with the
-      // overlay's end, so its finalize is already waiting when the last frame lands: no
-      // activity hop between them while the VM is stopped. If the stream fails, the rollback's
-      // abort on the target ends this wait.
-      const finalizing = dstFinalize.finalize({ handoffId });
-      finalizing.catch(() => undefined);
-      stream = await srcStream.streamOverlay({ handoffId, endpoint });
-      enter('finalize');
-      fin = await finalizing;
-      // Both engines' digests, side by side in this history: they must be the same.
-      if (fin.memoryDigest !== stream.memoryDigest || fin.diskDigest !== stream.diskDigest) {
-        throw ApplicationFailure.nonRetryable(`the target verified digests that differ from the source's result; the VM was not resumed at ${target}`, 'STATE_MISMATCH');
-      }
-    } else {
-      stream = await src.streamOverlay({ handoffId, endpoint });
-      enter('finalize');
-      fin = await dst.finalize({ handoffId, expected: { memoryDigest: stream.memoryDigest, diskDigest: stream.diskDigest } });
     }
-    if (resumed === undefined) {
-      enter('resume');
-      resumed = await dst.resume({ handoffId, heartbeatAtStop: stream!.heartbeatAtStop });
+    enter('finalize');
+    const { finalized: fin, resumed } = await finishing;
+    enter('resume');
+    // The target checked against these digests as the source sent them; its report must say
+    // the same. It is too late to undo the move, not to refuse to call it clean.
+    if (stream && (fin.memoryDigest !== stream.memoryDigest || fin.diskDigest !== stream.diskDigest)) {
+      throw ApplicationFailure.nonRetryable(`the target verified digests that differ from the source's report`, 'STATE_MISMATCH');
     }
     enter('retire-source');
-    await srcRecovery.retire({ handoffId, vmId });
+    await srcRecovery.retire.executeWithOptions(summary(`retire ${vmId}'s stopped copy at ${source}`), [{ handoffId, vmId }]);
     enter('done');
     steps[steps.length - 1]!.endedAt = Date.now();
-    if (stream !== undefined) return {
-      workflowId,
-      vmId,
-      source,
-      target,
-      baseImageId: snap.baseImageId,
-      totalMs: Date.now() - handoffStartedAt,
-      baseFetch,
-      downtimeMs: resumed.resumedAtMs - stream.pausedAtMs,
-      downtimeBreakdown: downtimeBreakdown(stream.stopMarks, fin.marks, resumed, resumedByTarget),
-      guestGapMs:
-        resumed.firstHeartbeatAtMs !== null && stream.lastHeartbeatAtMs !== null
-          ? Math.max(stream.liveMaxGapMs, resumed.firstHeartbeatAtMs - stream.lastHeartbeatAtMs)
-          : null,
-      guestGapParts: {
-        liveMs: stream.liveMaxGapMs,
-        acrossStopMs: resumed.firstHeartbeatAtMs !== null && stream.lastHeartbeatAtMs !== null ? resumed.firstHeartbeatAtMs - stream.lastHeartbeatAtMs : null,
-        beforePauseMs: stream.lastHeartbeatAtMs === null ? null : stream.pausedAtMs - stream.lastHeartbeatAtMs,
-        afterResumeMs: resumed.firstHeartbeatAtMs === null ? null : resumed.firstHeartbeatAtMs - resumed.resumedAtMs,
-      },
-      bytesSent: stream.bytesSent,
-      memoryPages: stream.epochs[0]?.memoryPages ?? 0,
-      diskBlocks: stream.epochs[0]?.diskBlocks ?? 0,
-      deviceStateBytes: stream.deviceStateBytes,
-      verified: fin.verified,
-      memoryDigest: fin.memoryDigest,
-      diskDigest: fin.diskDigest,
-      heartbeatAtStop: stream.heartbeatAtStop,
-      heartbeatAfterResume: resumed.heartbeatAfter,
-      guestContinued: stream.heartbeatAtStop !== null && resumed.heartbeatAfter !== null && resumed.heartbeatAfter > stream.heartbeatAtStop,
-      epochs: stream.epochs,
-      precopy: { converged: stream.converged, stopReason: stream.stopReason },
-      reconciled: stream.reconciled ?? null,
-      steps,
-      modesUsed: stream.modesUsed,
-      modeSwitches,
-      stages: stream.stages,
-    };
+    if (stream !== undefined) {
+      audit(movedAttributes({ mode, converged: stream.converged, downtimeMs: resumed.resumedAtMs - stream.pausedAtMs, bytesSent: stream.bytesSent }));
+      return {
+        workflowId,
+        vmId,
+        source,
+        target,
+        baseImageId: snap.baseImageId,
+        totalMs: Date.now() - handoffStartedAt,
+        baseFetch,
+        downtimeMs: resumed.resumedAtMs - stream.pausedAtMs,
+        downtimeBreakdown: downtimeBreakdown(stream.stopMarks, fin.marks, resumed),
+        guestGapMs:
+          resumed.firstHeartbeatAtMs !== null && stream.lastHeartbeatAtMs !== null
+            ? Math.max(stream.liveMaxGapMs, resumed.firstHeartbeatAtMs - stream.lastHeartbeatAtMs)
+            : null,
+        guestGapParts: {
+          liveMs: stream.liveMaxGapMs,
+          acrossStopMs: resumed.firstHeartbeatAtMs !== null && stream.lastHeartbeatAtMs !== null ? resumed.firstHeartbeatAtMs - stream.lastHeartbeatAtMs : null,
+          beforePauseMs: stream.lastHeartbeatAtMs === null ? null : stream.pausedAtMs - stream.lastHeartbeatAtMs,
+          afterResumeMs: resumed.firstHeartbeatAtMs === null ? null : resumed.firstHeartbeatAtMs - resumed.resumedAtMs,
+        },
+        bytesSent: stream.bytesSent,
+        memoryPages: stream.epochs[0]?.memoryPages ?? 0,
+        diskBlocks: stream.epochs[0]?.diskBlocks ?? 0,
+        deviceStateBytes: stream.deviceStateBytes,
+        verified: fin.verified,
+        memoryDigest: fin.memoryDigest,
+        diskDigest: fin.diskDigest,
+        heartbeatAtStop: stream.heartbeatAtStop,
+        heartbeatAfterResume: resumed.heartbeatAfter,
+        guestContinued: stream.heartbeatAtStop !== null && resumed.heartbeatAfter !== null && resumed.heartbeatAfter > stream.heartbeatAtStop,
+        epochs: stream.epochs,
+        precopy: { converged: stream.converged, stopReason: stream.stopReason, decisions },
+        reconciled: stream.reconciled ?? null,
+        steps,
+        modesUsed: stream.modesUsed,
+        modeSwitches,
+        stages: stream.stages,
+      };
+    }
   } catch (err) {
     const failedAt = step;
     enter('rollback');
     const settled = await CancellationScope.nonCancellable(() => settleAfterFailure());
+    // The target answered that it verified and continued the VM: the source's stopped copy is
+    // retired as on success (it refuses unless this handoff's commit frame left). Histories from
+    // before this left the copy for an operator.
+    const retired =
+      settled.outcome === 'runs-at-target' &&
+      patched('retire-after-commit-fault') &&
+      (await CancellationScope.nonCancellable(() => srcRecovery.retire.executeWithOptions(summary(`retire ${vmId}'s stopped copy at ${source}`), [{ handoffId, vmId }])).then(
+        () => true,
+        (e: unknown) => (log.warn('the source copy was not retired', { error: String(e) }), false),
+      ));
     enter('failed');
+    audit(failedAttributes(SETTLED_OUTCOME[settled.outcome], mode));
     const cause = describeFailure(err);
     const where = `handoff of VM '${vmId}' from ${source} to ${target} failed at step '${failedAt}'`;
     const outcome: Record<typeof settled.outcome, { type: string; message: string }> = {
       'runs-at-target': {
         type: 'HANDOFF_FAILED_AFTER_RESUME',
-        message: `${where} after ${target} had resumed it: ${cause}. The VM runs at ${target}; its copy at ${source} was left stopped, not resumed.`,
+        message: `${where} after ${target} had resumed it: ${cause}. The VM runs at ${target}; its copy at ${source} was ${retired ? 'retired' : 'left stopped, not resumed'}.`,
       },
       'runs-at-source': { type: 'HANDOFF_FAILED', message: `${where}: ${cause}. The VM runs on at ${source}.` },
       lost: { type: 'VM_LOST', message: `${where}: ${cause}. The VM does not run at ${source} any more (${settled.reason}), and ${target} holds no copy of it.` },
@@ -341,12 +358,21 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
     });
   }
   // Only a stream that failed after the target had resumed gets here, the source retired.
+  audit(failedAttributes('moved-after-commit-fault', mode));
   throw ApplicationFailure.create({
     message: `VM '${vmId}' moved from ${source} to ${target}: verified, resumed and going on there, its copy at ${source} retired; but the source's stream failed after the overlay's end had reached ${target}, so there is no handoff report: ${describeFailure(streamFailure)}`,
     type: 'HANDOFF_UNREPORTED',
     nonRetryable: true,
   });
 }
+
+/** A failed handoff's settlement in the audit's words. */
+const SETTLED_OUTCOME: Record<'runs-at-target' | 'runs-at-source' | 'lost' | 'in-doubt', HandoffOutcome> = {
+  'runs-at-target': 'moved-after-commit-fault',
+  'runs-at-source': 'stayed-at-source',
+  lost: 'vm-lost',
+  'in-doubt': 'in-doubt',
+};
 
 function describeFailure(err: unknown): string {
   const inner = err instanceof Error && err.cause instanceof Error ? err.cause : err;
@@ -364,8 +390,6 @@ function downtimeBreakdown(
   src: { pausedAtMs: number; scannedAtMs: number; finalEpochEncodedAtMs: number; deviceStateSavedAtMs: number },
   dst: { receivedAtMs: number; finalizeStartedAtMs: number; verifiedAtMs: number },
   resumed: { resumeStartedAtMs: number; resumedAtMs: number },
-  /** The target resumed on its own (no orchestration hop between its check and `cont`). */
-  resumedByTarget: boolean,
 ): Array<{ step: string; ms: number }> {
   const sourceDone = Math.max(src.finalEpochEncodedAtMs, src.deviceStateSavedAtMs);
   const checking = Math.max(dst.receivedAtMs, dst.finalizeStartedAtMs);
@@ -376,7 +400,7 @@ function downtimeBreakdown(
     { step: 'link + target: last frames applied', ms: dst.receivedAtMs - sourceDone },
     { step: 'orchestration: stream → finalize', ms: checking - dst.receivedAtMs },
     { step: 'target: digests compared', ms: dst.verifiedAtMs - checking },
-    { step: resumedByTarget ? 'target: device state loaded → resume' : 'orchestration: finalize → resume', ms: resumed.resumeStartedAtMs - dst.verifiedAtMs },
+    { step: 'target: device state loaded → resume', ms: resumed.resumeStartedAtMs - dst.verifiedAtMs },
     { step: 'target: cont', ms: resumed.resumedAtMs - resumed.resumeStartedAtMs },
   ];
 }

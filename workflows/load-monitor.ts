@@ -3,6 +3,7 @@ import type { CloudletActivities } from '../activities/cloudlet-activities.js';
 import { OVERLOAD_THRESHOLD, SUSTAIN_MS } from '../engine/placement/overload.js';
 import { WORKFLOW_TASK_QUEUE, cloudletTaskQueue } from './definitions.js';
 import { EVENT_TYPES, eventWorkflowId, type EdgeEventInput, type LoadMonitorInput } from './event-definitions.js';
+import { handleEvent } from './handle-event.js';
 
 /** Past this many history events it starts afresh (continue-as-new) with the same input. */
 const HISTORY_LIMIT = 2_000;
@@ -42,7 +43,7 @@ async function watchCloudlet(input: LoadMonitorInput, cloudlet: string, cpuCores
     };
     log.info('cloudlet overloaded', { cloudlet, load: seen.load, reason: seen.reason });
     try {
-      const handle = await startChild('handleEvent', { workflowId: eventWorkflowId(input.source, id), taskQueue: WORKFLOW_TASK_QUEUE, args: [event], parentClosePolicy: 'ABANDON' });
+      const handle = await startChild(handleEvent, { workflowId: eventWorkflowId(input.source, id), taskQueue: WORKFLOW_TASK_QUEUE, args: [event], parentClosePolicy: 'ABANDON' });
       await handle.result();
     } catch (err) {
       log.warn('the overloaded event failed', { cloudlet, error: (err as Error).message });

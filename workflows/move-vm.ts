@@ -5,7 +5,9 @@ import { chooseTarget, type PlacementDecision } from '../engine/placement/choose
 import { mergeDrain, mergeMove, type InFlightHandoff, type MergeDecision } from '../engine/placement/merge-intent.js';
 import type { Location } from '../engine/placement/site-topology.js';
 import { candidatesFor, whereRuns } from '../engine/placement/site-view.js';
-import { SourceSearchAttribute, TargetSearchAttribute, VmIdSearchAttribute, WORKFLOW_TASK_QUEUE, handoffWorkflowId, type HandoffResult } from './definitions.js';
+import type { HandoffResult } from './definitions.js';
+import { handoff } from './handoff.js';
+import { handoffStartOptions, type PlacementPolicy } from './handoff-audit.js';
 import { summarizeResult, type EventAdmission, type EventPolicy } from './event-definitions.js';
 import { readSite, siteLookups, siteWaits } from './site-reads.js';
 
@@ -70,7 +72,7 @@ export async function carryOutMove(req: MoveRequest, answer: (a: Answer) => void
       ends.push(await siteWaits.awaitWorkflowEnd({ workflowId: d.behind }));
       continue;
     }
-    const handle = await startHandoff(req, plan.source!, plan.placement!.target!);
+    const handle = await startHandoff(req, plan.source!, plan.placement!);
     // Another event's handoff of this VM started between the plan and the start: plan against it.
     if (handle === 'in-flight') continue;
     tell({ outcome: 'started', workflowIds: [handle.workflowId], reason: plan.placement!.reason });
@@ -122,27 +124,25 @@ async function planMove(req: MoveRequest): Promise<MovePlan> {
   return { decision: mergeMove(req.vmId, placement.target, inFlight, req.policy.conflictRule), placement, source };
 }
 
+/** How placement chose, for the audit: the event's named target, the user's place, or load alone. */
+function placementPolicyOf(req: MoveRequest): PlacementPolicy {
+  return req.toCloudlet ? 'named-by-event' : req.near ? 'nearest-to-user' : 'least-loaded';
+}
+
 /** Starts the VM's handoff as a child that outlives this workflow, or says one is already in flight. */
-async function startHandoff(req: MoveRequest, source: string, target: string) {
-  const { vmId } = req;
+async function startHandoff(req: MoveRequest, source: string, placement: PlacementDecision) {
   try {
-    return await startChild('handoff', {
-      workflowId: handoffWorkflowId(vmId),
-      taskQueue: WORKFLOW_TASK_QUEUE,
-      args: [{ vmId, source, target }],
-      memo: { vmId, source, target, trigger: req.trigger },
+    return await startChild(handoff, {
+      ...handoffStartOptions({
+        input: { vmId: req.vmId, source, target: placement.target! },
+        trigger: req.trigger,
+        placementPolicy: placementPolicyOf(req),
+        placement,
+        ...(req.policy.linkMbps !== undefined ? { linkMbps: req.policy.linkMbps } : {}),
+        searchAttributes: req.policy.searchAttributes,
+      }),
       // A handoff ends by its own rules (rollback, in-doubt): never cut short by its requester.
       parentClosePolicy: ParentClosePolicy.ABANDON,
-      workflowExecutionTimeout: '1 hour',
-      ...(req.policy.searchAttributes
-        ? {
-            typedSearchAttributes: [
-              { key: VmIdSearchAttribute, value: vmId },
-              { key: SourceSearchAttribute, value: source },
-              { key: TargetSearchAttribute, value: target },
-            ],
-          }
-        : {}),
     });
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) return 'in-flight' as const;

@@ -28,11 +28,12 @@ export async function describeVm(input: VmRef): Promise<VmDescription> {
   return on(parsed.data.cloudlet).describeVm(parsed.data);
 }
 
-/** Ends a VM on its cloudlet. */
-export async function destroyVm(input: VmRef): Promise<void> {
+/** Ends a VM on its cloudlet; `destroyed: false` when it was not there (a no-op, not a failure). */
+export async function destroyVm(input: VmRef): Promise<VmRef & { destroyed: boolean }> {
   const parsed = vmRefSchema.safeParse(input);
   if (!parsed.success) throw ApplicationFailure.nonRetryable(describeInvalid('VM reference', parsed.error), 'INVALID_INPUT');
-  await on(parsed.data.cloudlet).destroyVm(parsed.data);
+  const { destroyed } = await on(parsed.data.cloudlet).destroyVm(parsed.data);
+  return { ...parsed.data, destroyed };
 }
 
 const describeCloudletsInput = z.object({ cloudlets: z.array(cloudletNameSchema).min(1).max(64) }).strict();

@@ -3,6 +3,8 @@ import type { Workload } from '../../engine/names.js';
 import type { EmbeddedCluster } from '../../infra/embedded-cluster.js';
 import { runHandoff } from '../../client/start-handoff.js';
 import { WORKFLOW_TASK_QUEUE, type HandoffResult } from '../../workflows/definitions.js';
+import { executeWorkflow } from '../../client/execute-workflow.js';
+import { destroyVm, launchVm } from '../../workflows/vm-lifecycle.js';
 import { CpuSampler } from './cpu-sampler.js';
 
 export interface ProjectHandoffOutcome {
@@ -28,9 +30,7 @@ export async function runProjectHandoff(o: {
   const { cluster } = o;
   const wan = cluster.wan;
   if (!wan) throw new Error('the handoff benchmark needs the cluster on a WAN testbed');
-  const workflow = (name: string, args: unknown) =>
-    cluster.client.workflow.execute(name, { taskQueue: WORKFLOW_TASK_QUEUE, workflowId: `${name}-${o.vmId}-${Date.now()}`, args: [args] });
-  await workflow('launchVm', { vmId: o.vmId, cloudlet: 'A', baseImageId: o.baseImageId, workload: o.workload });
+  await executeWorkflow(cluster.client, launchVm, { vmId: o.vmId, cloudlet: 'A', baseImageId: o.baseImageId, workload: o.workload });
   o.log(`  handoff: ${o.workload.name} running at A; warming up ${o.warmupSeconds} s`);
   await sleep(o.warmupSeconds * 1000);
   const workers = ['A', 'B'].map((c) => cluster.workers.get(c)!.pid);
@@ -44,7 +44,7 @@ export async function runProjectHandoff(o: {
     outcome = { result, wireBytes: (await wan.uplinkBytes('A')) - bytesBefore };
   } finally {
     cpuSeconds = await cpu.stop();
-    for (const cloudlet of ['B', 'A']) await workflow('destroyVm', { vmId: o.vmId, cloudlet }).catch(() => undefined);
+    for (const cloudlet of ['B', 'A']) await executeWorkflow(cluster.client, destroyVm, { vmId: o.vmId, cloudlet }).catch(() => undefined);
   }
   return { ...outcome, cpuSeconds };
 }

@@ -1,27 +1,33 @@
-import { Client, Connection } from '@temporalio/client';
+import { Client, type Connection } from '@temporalio/client';
+import { connectTo, temporalTarget } from '../../infra/temporal-connection.js';
 import { CliError, EXIT } from './exit-codes.js';
 
-/** Where the CLI finds Temporal: flags over the environment's conventions over the embedded default. */
+/**
+ * What the global flags say of where Temporal is. Unset ones come from the temporal.toml profile
+ * and TEMPORAL_* variables, then the embedded default (see infra/temporal-connection.ts).
+ */
 export interface TemporalTarget {
-  address: string;
-  namespace: string;
+  address?: string;
+  namespace?: string;
+  profile?: string;
 }
 
-export const DEFAULT_TARGET: TemporalTarget = {
-  address: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233',
-  namespace: process.env.TEMPORAL_NAMESPACE ?? 'default',
-};
-
 /** Connects, or says where it looked and how to get a server there. */
-export async function connect(t: TemporalTarget): Promise<{ client: Client; close(): Promise<void> }> {
+export async function connect(flags: TemporalTarget): Promise<{ client: Client; close(): Promise<void> }> {
+  let target;
+  try {
+    target = temporalTarget(flags);
+  } catch (err) {
+    throw new CliError((err as Error).message, EXIT.REJECTED);
+  }
   let connection: Connection;
   try {
-    connection = await Connection.connect({ address: t.address, connectTimeout: '3 seconds' });
+    connection = await connectTo(target, { connectTimeout: '3 seconds' });
   } catch (err) {
     throw new CliError(
-      `no Temporal server at ${t.address} (${(err as Error).message.split('\n')[0]}) — start one with \`npm run serve\`, or give --address / TEMPORAL_ADDRESS`,
+      `no Temporal server at ${target.address} (${(err as Error).message.split('\n')[0]}) — start one with \`npm run serve\`, or give --address / TEMPORAL_ADDRESS (or a temporal.toml profile)`,
       EXIT.UNREACHABLE,
     );
   }
-  return { client: new Client({ connection, namespace: t.namespace }), close: () => connection.close() };
+  return { client: new Client({ connection, namespace: target.namespace }), close: () => connection.close() };
 }

@@ -1,6 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_TARGET, type TemporalTarget } from './connect.js';
+import type { TemporalTarget } from './connect.js';
 import { CliError, EXIT } from './exit-codes.js';
 import { eventCommands } from './events-command.js';
 import { handoffCommands } from './handoff-commands.js';
@@ -18,8 +18,11 @@ import { watchCommand } from './watch-command.js';
 export async function runCli(argv: string[], exitStatus: (code: number) => number = (c) => c): Promise<never> {
   const program = new Command('ehoff')
     .description('agile VM handoff between edge cloudlets')
-    .option('--address <host:port>', 'the Temporal server (TEMPORAL_ADDRESS)', DEFAULT_TARGET.address)
-    .option('--namespace <name>', 'its namespace (TEMPORAL_NAMESPACE)', DEFAULT_TARGET.namespace)
+    // Unset, they come from the temporal.toml profile and TEMPORAL_* variables (TLS and API key
+    // too), then the embedded default 127.0.0.1:7233 / default.
+    .option('--address <host:port>', 'the Temporal server (default: TEMPORAL_ADDRESS, the profile\'s, or 127.0.0.1:7233)')
+    .option('--namespace <name>', 'its namespace (default: TEMPORAL_NAMESPACE, the profile\'s, or default)')
+    .option('--profile <name>', 'a profile of temporal.toml (TEMPORAL_CONFIG_FILE, else ~/.config/temporalio/temporal.toml; default: TEMPORAL_PROFILE or default)')
     .showHelpAfterError()
     .exitOverride();
   const globals = (): TemporalTarget => program.opts<TemporalTarget>();

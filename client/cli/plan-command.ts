@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { Client } from '@temporalio/client';
 import type { CloudletState, VmMeasurement } from '../../activities/cloudlet-activities.js';
+import { describeCloudlets, measureVm } from '../../workflows/vm-lifecycle.js';
 import { forecastHandoff, type HandoffForecast } from '../../engine/placement/forecast-handoff.js';
 import { loadSiteTopology } from '../../engine/placement/load-site-topology.js';
 import { vmIdSchema, cloudletNameSchema } from '../../engine/names.js';
@@ -71,14 +72,14 @@ export function planCommand(program: Command, globals: () => TemporalTarget): vo
 }
 
 export async function planHandoff(client: Client, vmId: string, target: string, cloudlets: string[], windowMs: number, mbps?: number): Promise<HandoffPlan> {
-  const states = await executeWorkflow<Record<string, CloudletState | null>>(client, 'describeCloudlets', { cloudlets: [...new Set([...cloudlets, target])] });
+  const states = await executeWorkflow(client, describeCloudlets, { cloudlets: [...new Set([...cloudlets, target])] });
   const at = whereRuns(states, vmId);
   if (at?.runState !== 'running') throw new CliError(`VM '${vmId}' runs on no cloudlet of ${Object.keys(states).join(', ')}`, EXIT.REJECTED);
   const source = at.cloudlet;
   if (source === target) throw new CliError(`VM '${vmId}' runs on ${target} already`, EXIT.REJECTED);
   const targetState = states[target];
   if (!targetState) throw new CliError(`cloudlet ${target} does not answer: its worker is offline`, EXIT.REJECTED);
-  const measured = await executeWorkflow<VmMeasurement>(client, 'measureVm', { vmId, cloudlet: source, windowMs });
+  const measured = await executeWorkflow(client, measureVm, { vmId, cloudlet: source, windowMs });
   const history = await lastHandoffOnLink(client, source, target, measured.wireRatio);
   if (!history && mbps === undefined) throw new CliError(`no handoff ${source} → ${target} has measured that link yet: give its rate with --mbps`, EXIT.REJECTED);
   const linkBytesPerS = mbps !== undefined ? (mbps * 1e6) / 8 : history!.linkBytesPerS;

@@ -3,6 +3,7 @@ import { WorkflowFailedError, WorkflowNotFoundError, type Client } from '@tempor
 import { loadSiteTopology } from '../../engine/placement/load-site-topology.js';
 import { SITE_TOPOLOGY_FILE } from '../../infra/paths.js';
 import type { CloudletState, VmDescription } from '../../activities/cloudlet-activities.js';
+import { describeCloudlets, launchVm } from '../../workflows/vm-lifecycle.js';
 import { describeInvalid, launchVmInputSchema, progressQuery } from '../../workflows/definitions.js';
 import { executeWorkflow } from '../execute-workflow.js';
 import { handoffWorkflowId } from '../start-handoff.js';
@@ -51,7 +52,7 @@ export function vmCommands(program: Command, globals: Globals): void {
       const { client, close } = await connect(globals());
       try {
         await online(client, o.on);
-        const vm = await executeWorkflow<VmDescription>(client, 'launchVm', input.data).catch((err: unknown) => {
+        const vm = await executeWorkflow(client, launchVm, input.data).catch((err: unknown) => {
           throw new CliError(`launch of ${o.vm} on ${o.on} failed: ${innermost(err)}`, err instanceof WorkflowFailedError ? EXIT.REJECTED : EXIT.FAILED_AT_SOURCE);
         });
         console.log(o.json ? JSON.stringify(vm) : `VM ${vm.vmId} ${vm.runState} on ${vm.cloudlet} (base ${vm.baseImageId})`);
@@ -94,7 +95,7 @@ async function online(client: Client, cloudlet: string): Promise<void> {
 
 /** Asks every named cloudlet (one describeCloudlets workflow); the one where it runs is where it is. */
 export async function vmStatus(client: Client, vmId: string, cloudlets: string[]): Promise<VmStatus> {
-  const states = await executeWorkflow<Record<string, CloudletState | null>>(client, 'describeCloudlets', { cloudlets });
+  const states = await executeWorkflow(client, describeCloudlets, { cloudlets });
   const copies: VmStatus['copies'] = [];
   for (const cloudlet of cloudlets) {
     const state = states[cloudlet];

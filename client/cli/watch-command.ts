@@ -1,5 +1,8 @@
 import type { Command } from 'commander';
-import { WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { WorkflowNotFoundError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
+import { defaultPayloadConverter, type Payload } from '@temporalio/common';
+import type { StreamProgress } from '../../activities/source-activities.js';
+import type { StreamMeasurements } from '../../engine/adaptation/measurements.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BLOCK_SIZE } from '../../engine/blocks.js';
 import { progressQuery, streamControlQuery, streamMeasurementsQuery } from '../../workflows/definitions.js';
@@ -59,7 +62,7 @@ export function watchCommand(program: Command, globals: () => TemporalTarget): v
             if (d.status.name !== 'COMPLETED') throw new CliError(`handoff ${d.workflowId} ended ${d.status.name}; see \`ehoff status --vm ${o.vm}\` for where the VM runs`, EXIT.FAILED_AFTER_COMMIT);
             return;
           }
-          const s = await sample(handle);
+          const s = await sample(handle, d);
           if (s) {
             if (o.json) console.log(JSON.stringify(s));
             else if (tty) process.stdout.write(`\r\x1b[K${line(s)}`);
@@ -87,10 +90,21 @@ async function started(client: Client, workflowId: string, waitSeconds: number):
   }
 }
 
-/** The workflow's three queries at one moment; undefined if it closed in between. */
-async function sample(handle: WorkflowHandle): Promise<WatchSample | undefined> {
+/**
+ * The stream's latest measurements: from its activity's last heartbeat (sent every second, kept by
+ * the server, no history event), else what the workflow last got (a mode switch's).
+ */
+async function latestMeasurements(handle: WorkflowHandle, d: WorkflowExecutionDescription): Promise<StreamMeasurements | null> {
+  const stream = d.raw.pendingActivities?.find((a) => a.activityType?.name === 'streamOverlay');
+  const beat = stream?.heartbeatDetails?.payloads?.[0];
+  const progress = beat ? defaultPayloadConverter.fromPayload<StreamProgress | undefined>(beat as Payload) : undefined;
+  return progress?.measurements ?? (await handle.query(streamMeasurementsQuery));
+}
+
+/** The workflow's queries and its stream's heartbeat at one moment; undefined if it closed in between. */
+async function sample(handle: WorkflowHandle, d: WorkflowExecutionDescription): Promise<WatchSample | undefined> {
   try {
-    const [progress, control, m] = await Promise.all([handle.query(progressQuery), handle.query(streamControlQuery), handle.query(streamMeasurementsQuery)]);
+    const [progress, control, m] = await Promise.all([handle.query(progressQuery), handle.query(streamControlQuery), latestMeasurements(handle, d)]);
     const p = m?.precopy;
     const wirePerInput = m && m.inputBytes > 0 ? m.wireBytes / m.inputBytes : null;
     const toSendBytes = p && p.epochChunks !== null && wirePerInput !== null ? Math.max(0, p.epochChunks - p.chunksSent) * BLOCK_SIZE * wirePerInput : null;

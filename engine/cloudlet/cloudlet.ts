@@ -392,17 +392,21 @@ export class Cloudlet {
     return qemuPid == null ? null : meter.coresBusy(vm.vmId, qemuPid);
   }
 
-  /** Ends a VM here for good (or clears the record of a lost one). */
-  async destroyVm(vmId: string): Promise<void> {
+  /**
+   * Ends a VM here for good (or clears the record of a lost one). False when there was nothing to
+   * end: destroying is idempotent, so a cleanup that asks every cloudlet succeeds on each.
+   */
+  async destroyVm(vmId: string): Promise<boolean> {
     const vm = this.vms.get(vmId);
     if (!vm) {
-      if ((await this.lostReason(vmId)) === undefined) throw new HandoffError('VM_NOT_FOUND', `no VM '${vmId}' on cloudlet ${this.name}`);
+      if ((await this.lostReason(vmId)) === undefined) return false;
       await rm(this.lostFile(vmId), { force: true });
-      return;
+      return true;
     }
     this.vms.delete(vmId);
     this.stateCpu.forget(vmId);
     await vm.destroy();
+    return true;
   }
 }
 

@@ -2,7 +2,7 @@ import { open, readFile } from 'node:fs/promises';
 import { ALL_MODES, modeId, stopMode, type ModeId } from '../adaptation/mode.js';
 import { StreamProfiler } from '../adaptation/stream-profiler.js';
 import type { PrecopyProgress } from '../adaptation/measurements.js';
-import { DEFAULT_PRECOPY, SHRINK, type PrecopyPolicy } from './precopy-policy.js';
+import { DEFAULT_PRECOPY, SHRINK, type PrecopyAction, type PrecopyPolicy } from './precopy-policy.js';
 import type { CodecPool } from '../pipeline/codec-pool.js';
 import { Space, type ChunkRecord } from '../pipeline/chunk-records.js';
 import { baseChunkReader, vmChunkReader } from '../pipeline/chunk-source.js';
@@ -317,9 +317,10 @@ export async function streamOverlay(opts: {
      * over the link rate measured from acks; where no rate is measured (a fast link never fills
      * the window), at the last epoch's pace, which then is the pipeline's.
      */
+    const ratioNow = () => recentRatio ?? (stages.inputBytes > 0 ? stages.payloadBytes / stages.inputBytes : 1);
     const finalEpochEstimateMs = (pending: number): number => {
       const R = profiler.R_Mbps();
-      const ratio = recentRatio ?? (stages.inputBytes > 0 ? stages.payloadBytes / stages.inputBytes : 1);
+      const ratio = ratioNow();
       if (R !== null && R > 0) return (pending * 4096 * ratio * 8) / (R * 1e3);
       const last = epochs.at(-1)!;
       const pace = ((last.memoryPages + last.diskBlocks) * 4096) / Math.max(1, last.ms); // bytes per ms
@@ -342,24 +343,35 @@ export async function streamOverlay(opts: {
         if (n > 0) {
           const estimateMs = finalEpochEstimateMs(pending);
           const shrinking = pending <= previous * SHRINK;
+          const decide = (action: PrecopyAction, reason: string) =>
+            control.decided?.({
+              epoch: n - 1, action, reason, pendingChunks: pending, estimateMs: Math.round(estimateMs), budgetMs: policy.downtimeBudgetMs,
+              R_Mbps: profiler.R_Mbps(), ratio: ratioNow(), dirtyBytesPerS: (pending * 4096) / Math.max(0.001, epochs.at(-1)!.ms / 1000),
+              guestPausedShare: throttle.pausedShare, atMs: Date.now() - started,
+            });
           if (estimateMs <= policy.downtimeBudgetMs) {
             stop.converged = true;
             stop.stopReason = `converged after ${n} live epochs${throttle.pausedShare > 0 ? ` (guest slowed to ${Math.round((1 - throttle.pausedShare) * 100)}% of its time)` : ''}: ${pending} chunks left, ~${Math.round(estimateMs)} ms to send`;
+            decide('stop', stop.stopReason);
+            break;
+          }
+          if (n >= policy.maxLiveEpochs) {
+            stop.stopReason = `stopped after ${n} live epochs (the most allowed), ${pending} chunks left`;
+            decide('stop', stop.stopReason);
             break;
           }
           if (!shrinking) {
             // The guest dirties as fast as the link drains: slow it, step by step, before giving up.
-            if (throttle.pausedShare < MAX_THROTTLE) {
-              throttle.set(throttle.pausedShare + THROTTLE_STEP);
-              slowedAt.push({ epoch: n, share: throttle.pausedShare });
-            } else {
+            if (throttle.pausedShare >= MAX_THROTTLE) {
               stop.stopReason = `not converging even with the guest paused ${Math.round(throttle.pausedShare * 100)}% of the time: ${pending} chunks left after ${n} epochs; ended the iterations`;
+              decide('stop', stop.stopReason);
               break;
             }
-          }
-          if (n >= policy.maxLiveEpochs) {
-            stop.stopReason = `stopped after ${n} live epochs (the most allowed), ${pending} chunks left`;
-            break;
+            throttle.set(throttle.pausedShare + THROTTLE_STEP);
+            slowedAt.push({ epoch: n, share: throttle.pausedShare });
+            decide('slow-guest', `the dirty set did not shrink (${pending} chunks after ${previous}): the guest is paused ${Math.round(throttle.pausedShare * 100)}% of its time from here`);
+          } else {
+            decide('continue', `${pending} chunks left, ~${Math.round(estimateMs)} ms to send, over the ${policy.downtimeBudgetMs} ms budget; the dirty set shrank from ${previous}`);
           }
         }
         previous = pending;
@@ -386,6 +398,11 @@ export async function streamOverlay(opts: {
         diskBlocks = catchUpDisk;
         const pending = catchUpMemory.length + catchUpDisk.length;
         if (finalEpochEstimateMs(pending) <= policy.downtimeBudgetMs / 2 || pending > before * SHRINK) break;
+        control.decided?.({
+          epoch: epochs.length, action: 'catch-up', reason: `${pending} chunks dirtied while the link drained, ~${Math.round(finalEpochEstimateMs(pending))} ms to send: one more live epoch for them`,
+          pendingChunks: pending, estimateMs: Math.round(finalEpochEstimateMs(pending)), budgetMs: policy.downtimeBudgetMs, R_Mbps: profiler.R_Mbps(), ratio: ratioNow(),
+          dirtyBytesPerS: null, guestPausedShare: throttle.pausedShare, atMs: Date.now() - started,
+        });
         before = pending;
         yield* epoch(epochs.length, true, [
           { space: Space.Memory, indices: catchUpMemory },

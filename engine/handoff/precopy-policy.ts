@@ -18,3 +18,34 @@ export const DEFAULT_PRECOPY: PrecopyPolicy = { downtimeBudgetMs: 300, maxLiveEp
 
 /** An epoch that does not shrink the dirty set by this much counts against convergence. */
 export const SHRINK = 0.9;
+
+/**
+ * What the pre-copy did at an epoch's end, and the figures it did it on: the record an auditor
+ * reads in the handoff's history (one per epoch, not one per second).
+ *  - continue: what is left would not go within the budget, and the dirty set shrank;
+ *  - slow-guest: it did not shrink, so the guest is paused a larger share of its time;
+ *  - catch-up: converged, another short live epoch for what the guest dirtied while the link drained;
+ *  - stop: the VM is paused for the last epoch (converged, or why not).
+ */
+export type PrecopyAction = 'continue' | 'slow-guest' | 'catch-up' | 'stop';
+
+export interface PrecopyDecision {
+  /** The live epoch that just ended (for catch-up, the one it opens). */
+  epoch: number;
+  action: PrecopyAction;
+  reason: string;
+  /** Chunks (4 KiB pages and blocks) left to send. */
+  pendingChunks: number;
+  /** Their estimated send time, ms, against the budget. */
+  estimateMs: number;
+  budgetMs: number;
+  /** What the estimate rests on: the link rate from acks (null: not measured), wire bytes per input byte. */
+  R_Mbps: number | null;
+  ratio: number;
+  /** Bytes the guest dirtied per second of the epoch that just ended. */
+  dirtyBytesPerS: number | null;
+  /** Share of its time the guest is paused to let the epochs converge (0 when not slowed). */
+  guestPausedShare: number;
+  /** Milliseconds since the stream started. */
+  atMs: number;
+}

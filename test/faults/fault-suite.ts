@@ -3,12 +3,16 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { EmbeddedCluster } from '../../infra/embedded-cluster.js';
-import { WORKFLOW_TASK_QUEUE, progressQuery, type HandoffResult } from '../../workflows/definitions.js';
+import { OutcomeSearchAttribute, WORKFLOW_TASK_QUEUE, progressQuery, type HandoffResult } from '../../workflows/definitions.js';
 import type { VmDescription } from '../../activities/cloudlet-activities.js';
 import { SOURCE_PHASE_FILE } from '../../engine/handoff/source-phase.js';
 import { sendConsoleLine } from '../../engine/vm/qemu-vm.js';
 import { CopyMonitor } from './copy-monitor.js';
 import { executeWorkflow } from '../../client/execute-workflow.js';
+import { handoff } from '../../workflows/handoff.js';
+import { OPERATOR_TRIGGER, handoffStartOptions } from '../../workflows/handoff-audit.js';
+import { recordHistory } from '../support/record-history.js';
+import { describeVm, destroyVm, launchVm } from '../../workflows/vm-lifecycle.js';
 
 export type Outcome = 'moved' | 'stayed-at-source' | 'moved-after-commit-fault' | 'vm-lost';
 
@@ -81,7 +85,6 @@ export interface SuiteOptions {
   log(line: string): void;
 }
 
-const execute = <T>(cluster: EmbeddedCluster, name: string, args: unknown): Promise<T> => executeWorkflow<T>(cluster.client, name, args);
 
 /** The clean case's figures, which the others are measured against. */
 interface Baseline {
@@ -104,7 +107,7 @@ export async function runFaultSuite(cases: FaultCase[], o: SuiteOptions): Promis
   const cloudlets = [...cluster.workers.keys()];
   const runDirs = Object.fromEntries(cloudlets.map((c) => [c, cluster.workers.get(c)!.runDir]));
   const bystanders = ['A', 'B'].filter((c) => cloudlets.includes(c)).map((c) => ({ cloudlet: c, vmId: `by-${c.toLowerCase()}` }));
-  for (const b of bystanders) await execute(cluster, 'launchVm', { vmId: b.vmId, cloudlet: b.cloudlet, baseImageId: o.baseImageId, workload: o.bystanderWorkload });
+  for (const b of bystanders) await executeWorkflow(cluster.client, launchVm, { vmId: b.vmId, cloudlet: b.cloudlet, baseImageId: o.baseImageId, workload: o.bystanderWorkload });
   log(`bystanders: ${bystanders.map((b) => `${b.vmId} at ${b.cloudlet}`).join(', ')}`);
   let baseline: Baseline | null = null;
   const results: CaseResult[] = [];
@@ -125,7 +128,7 @@ export async function runFaultSuite(cases: FaultCase[], o: SuiteOptions): Promis
     log(`  → ${r.outcome}, runs at ${r.vmRunningAt ?? 'nowhere'}, copies seen ${r.copiesSeenRunning}, ${r.passed ? 'PASS' : `FAIL: ${r.failures.join('; ')}`}`);
     log(`    ${r.detail.slice(0, 400)}`);
   }
-  for (const b of bystanders) await execute(cluster, 'destroyVm', { vmId: b.vmId, cloudlet: b.cloudlet }).catch(() => undefined);
+  for (const b of bystanders) await executeWorkflow(cluster.client, destroyVm, { vmId: b.vmId, cloudlet: b.cloudlet }).catch(() => undefined);
   return results;
 }
 
@@ -138,7 +141,7 @@ async function runCase(
   baseline: Baseline | null,
 ): Promise<CaseResult> {
   const { cluster, log } = o;
-  await execute(cluster, 'launchVm', { vmId, cloudlet: 'A', baseImageId: o.baseImageId, workload: o.workload });
+  await executeWorkflow(cluster.client, launchVm, { vmId, cloudlet: 'A', baseImageId: o.baseImageId, workload: o.workload });
   const sealed = await seal('A', vmId, runDirs);
   const monitor = new CopyMonitor(runDirs, vmId);
   monitor.start();
@@ -183,7 +186,9 @@ async function runCase(
     await c.inject(ctx);
   } else {
     await c.before?.(ctx);
-    ctx.handle = await cluster.client.workflow.start('handoff', { taskQueue: WORKFLOW_TASK_QUEUE, workflowId, args: [{ vmId, source: 'A', target: 'B' }] });
+    // Started as the CLI starts it (search attributes and all), so the audit record is checked too.
+    const start = handoffStartOptions({ input: { vmId, source: 'A', target: 'B' }, trigger: OPERATOR_TRIGGER, placementPolicy: 'operator', searchAttributes: true });
+    ctx.handle = await cluster.client.workflow.start(handoff, { ...start, workflowId });
     const injected = c.inject(ctx).catch((err: Error) => log(`  injection: ${err.message}`));
     // The bound's timer ends with the race: eight minutes of it would keep the process alive.
     const bound = new AbortController();
@@ -234,15 +239,19 @@ async function runCase(
     expected: c.expected,
     detail: failure ? `${failure.type}: ${failure.message}` : result ? `moved in ${(result.totalMs / 1000).toFixed(1)} s, ${(result.bytesSent / 1e6).toFixed(1)} MB` : 'no handoff',
   };
+  // What the handoff recorded of its end (EdgeOutcome) must be what both cloudlets show.
+  const recorded = c.kind === 'between' ? undefined : (await ctx.handle!.describe()).typedSearchAttributes.get(OutcomeSearchAttribute);
+  if (ctx.handle) await recordHistory(cluster.client, ctx.handle.workflowId, `fault ${c.fault} ${c.step} ${outcome}`).catch((err: Error) => log(`  history not recorded: ${err.message}`));
   const failures = [
     !c.expected.includes(outcome) && `outcome ${outcome}, expected ${c.expected.join(' or ')}`,
+    c.kind !== 'between' && recorded !== outcome && `the handoff recorded EdgeOutcome ${recorded ?? 'none'}, the cloudlets show ${outcome}`,
     monitor.copiesSeenRunning > 1 && `two copies ran at once (${monitor.duplicates.length} heartbeat counters printed at two cloudlets; ${monitor.maxAdvancingTogether} advancing in one sample)`,
     vmRunningAt !== null && !stateVerified && `the sealed file's checksum at ${vmRunningAt} is ${sum ?? 'unreadable'}, sealed ${sealed}`,
     !bystandersAlive && 'a bystander VM stopped beating',
     leftovers.length > 0 && `left behind: ${leftovers.join(', ')}`,
     ...((await c.check?.(ctx, partial)) ?? []),
   ].filter((f): f is string => typeof f === 'string');
-  for (const cl of Object.keys(runDirs)) await execute(cluster, 'destroyVm', { vmId, cloudlet: cl }).catch(() => undefined);
+  for (const cl of Object.keys(runDirs)) await executeWorkflow(cluster.client, destroyVm, { vmId, cloudlet: cl }).catch(() => undefined);
   return { ...partial, passed: failures.length === 0, failures };
 }
 
@@ -286,9 +295,9 @@ async function waitForLine(runDir: string, vmId: string, pattern: RegExp, from =
 }
 
 async function beats(cluster: EmbeddedCluster, cloudlet: string, vmId: string): Promise<boolean> {
-  const first = await execute<VmDescription>(cluster, 'describeVm', { vmId, cloudlet }).catch(() => undefined);
+  const first = await executeWorkflow(cluster.client, describeVm, { vmId, cloudlet }).catch(() => undefined);
   await sleep(1_000);
-  const second = await execute<VmDescription>(cluster, 'describeVm', { vmId, cloudlet }).catch(() => undefined);
+  const second = await executeWorkflow(cluster.client, describeVm, { vmId, cloudlet }).catch(() => undefined);
   return first?.lastHeartbeat != null && second?.lastHeartbeat != null && second.lastHeartbeat > first.lastHeartbeat && second.runState === 'running';
 }
 

@@ -16,6 +16,7 @@ import { CopyMonitor } from '../faults/copy-monitor.js';
 import { keyMaterial } from '../support/key-material.js';
 import type { helloWith } from '../support/raw-data-client.js';
 import { executeWorkflow } from '../../client/execute-workflow.js';
+import { destroyVm, launchVm } from '../../workflows/vm-lifecycle.js';
 import { reassemble, startCapture } from './capture.js';
 import { RssSampler } from './rss-sampler.js';
 
@@ -72,7 +73,7 @@ export async function runSecuritySuite(o: SecurityOptions): Promise<SecurityChec
   const attack = (command: string, args: object, from = 'C') => attackFrom(wan.cloudlet(from).ns, command, { ...target, ...args });
   const vms: Array<{ vmId: string; cloudlet: string }> = [];
   const launch = async (vmId: string, cloudlet: string, workload: { name: string; args: string[] }) => {
-    await executeWorkflow(cluster.client, 'launchVm', { vmId, cloudlet, baseImageId: o.baseImageId, workload });
+    await executeWorkflow(cluster.client, launchVm, { vmId, cloudlet, baseImageId: o.baseImageId, workload });
     vms.push({ vmId, cloudlet });
   };
   try {
@@ -209,7 +210,7 @@ export async function runSecuritySuite(o: SecurityOptions): Promise<SecurityChec
   } finally {
     // Wherever each ended up: a handoff moves it to B, a failed one leaves it where it was launched.
     for (const vm of vms) {
-      for (const cloudlet of new Set(['B', vm.cloudlet])) await executeWorkflow(cluster.client, 'destroyVm', { vmId: vm.vmId, cloudlet }).catch(() => undefined);
+      for (const cloudlet of new Set(['B', vm.cloudlet])) await executeWorkflow(cluster.client, destroyVm, { vmId: vm.vmId, cloudlet }).catch(() => undefined);
     }
   }
   return checks;
