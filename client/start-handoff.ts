@@ -18,7 +18,7 @@ export class InvalidRequestError extends Error {}
 export { handoffWorkflowId };
 
 export class HandoffFailedError extends Error {
-  /** The workflow's failure type: HANDOFF_FAILED (the VM runs on at the source), HANDOFF_IN_DOUBT, VM_LOST, … */
+  /** The workflow's failure type (WORKFLOW_FAILURE in engine/contract.ts): HANDOFF_FAILED (the VM runs on at the source), HANDOFF_IN_DOUBT, VM_LOST, … */
   constructor(message: string, readonly workflowId: string, readonly type?: string) {
     super(message);
   }

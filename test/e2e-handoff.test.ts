@@ -7,13 +7,17 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { HandoffFailedError, InvalidRequestError, runHandoff } from '../client/start-handoff.js';
 import { startEmbeddedCluster, type EmbeddedCluster } from '../infra/embedded-cluster.js';
 import { DEV_PKI_DIR } from '../infra/paths.js';
-import { WORKFLOW_TASK_QUEUE, type HandoffResult } from '../workflows/definitions.js';
+import type { HandoffResult } from '../workflows/definitions.js';
 import type { VmDescription } from '../activities/cloudlet-activities.js';
 import { testBaseImage, tempRoot } from './support/fixtures.js';
 import { keyMaterial } from './support/key-material.js';
 import { ehoff } from './support/run-cli.js';
 import { recordHistory } from './support/record-history.js';
 import { EXIT } from '../client/cli/exit-codes.js';
+import type { Workflow } from '@temporalio/common';
+import { executeWorkflow } from '../client/execute-workflow.js';
+import { handoff } from '../workflows/handoff.js';
+import { describeVm, destroyVm, launchVm } from '../workflows/vm-lifecycle.js';
 import { DEFAULT_MODE, modeId } from '../engine/adaptation/mode.js';
 
 // The real path end to end: the embedded Temporal dev server, one worker process per cloudlet,
@@ -36,7 +40,7 @@ before(async () => {
       { name: 'C', baseImages: [], imageCacheDir: join(root.dir, 'C-images') },
     ],
   });
-  await workflow('launchVm', { vmId: 'e2e-vm', cloudlet: 'A', baseImageId, workload: { name: 'heartbeat', args: ['16', '100'] } });
+  await workflow(launchVm, { vmId: 'e2e-vm', cloudlet: 'A', baseImageId, workload: { name: 'heartbeat', args: ['16', '100'] } });
 });
 
 after(async () => {
@@ -44,17 +48,15 @@ after(async () => {
   await root?.remove();
 });
 
-let seq = 0;
-async function workflow<T = VmDescription>(type: string, arg: unknown): Promise<T> {
-  return cluster.client.workflow.execute(type, { taskQueue: WORKFLOW_TASK_QUEUE, workflowId: `${type}-${++seq}-${Date.now()}`, args: [arg] }) as Promise<T>;
-}
+/** Runs one of the short workflows (or a handoff started around the client) to its result. */
+const workflow = <W extends Workflow>(wf: W, ...args: Parameters<W>) => executeWorkflow(cluster.client, wf, ...args);
 
 /** The VM runs at A and its guest is alive: the heartbeat advances between two looks. */
 async function assertRunningAtA(): Promise<void> {
-  const first = await workflow('describeVm', { vmId: 'e2e-vm', cloudlet: 'A' });
+  const first = await workflow(describeVm, { vmId: 'e2e-vm', cloudlet: 'A' });
   assert.equal(first.runState, 'running');
   await sleep(700);
-  const second = await workflow('describeVm', { vmId: 'e2e-vm', cloudlet: 'A' });
+  const second = await workflow(describeVm, { vmId: 'e2e-vm', cloudlet: 'A' });
   assert.ok(second.lastHeartbeat! > first.lastHeartbeat!, `heartbeat advances at A (${first.lastHeartbeat} → ${second.lastHeartbeat})`);
 }
 
@@ -104,7 +106,7 @@ test('a target that lacks the base image fetches it from the source first, and t
 });
 
 test('a workflow started around the client with bad input fails without touching a VM', async () => {
-  await assert.rejects(workflow('handoff', { vmId: 'e2e-vm', source: 'A', target: 'A' }), (err: unknown) => {
+  await assert.rejects(workflow(handoff, { vmId: 'e2e-vm', source: 'A', target: 'A' }), (err: unknown) => {
     assert.ok(err instanceof WorkflowFailedError);
     assert.match(String(err.cause?.message), /source and target must be different/);
     return true;
@@ -127,9 +129,9 @@ test('the VM moves A → B: state verified, guest goes on, each step in the hist
   assert.ok(result.downtimeMs > 0 && result.downtimeMs < result.totalMs);
   assert.ok(seen.includes('stream'), 'progress was reported while it ran');
 
-  const onB = await workflow('describeVm', { vmId: 'e2e-vm', cloudlet: 'B' });
+  const onB = await workflow(describeVm, { vmId: 'e2e-vm', cloudlet: 'B' });
   assert.equal(onB.runState, 'running');
-  await assert.rejects(workflow('describeVm', { vmId: 'e2e-vm', cloudlet: 'A' }), (err: unknown) => {
+  await assert.rejects(workflow(describeVm, { vmId: 'e2e-vm', cloudlet: 'A' }), (err: unknown) => {
     const activityFailure = (err as WorkflowFailedError).cause?.cause as Error | undefined;
     assert.match(String(activityFailure?.message), /no VM 'e2e-vm' on cloudlet A/);
     return true;
@@ -265,5 +267,5 @@ test('the operator CLI: launch a VM, see where it runs, move it, see it moved; s
   assert.match(capped.stderr, /no handoff of VM 'cli-vm' is in flight/);
   const again = await ehoff(['trigger', '--vm', 'cli-vm', '--from', 'B', '--to', 'B'], env);
   assert.equal(again.code, EXIT.REJECTED);
-  await workflow('destroyVm', { vmId: 'cli-vm', cloudlet: 'B' });
+  await workflow(destroyVm, { vmId: 'cli-vm', cloudlet: 'B' });
 });

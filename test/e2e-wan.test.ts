@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { runHandoff } from '../client/start-handoff.js';
 import { startEmbeddedCluster, type EmbeddedCluster } from '../infra/embedded-cluster.js';
-import { WORKFLOW_TASK_QUEUE } from '../workflows/definitions.js';
+import { executeWorkflow } from '../client/execute-workflow.js';
+import { launchVm } from '../workflows/vm-lifecycle.js';
 import { testBaseImage, tempRoot } from './support/fixtures.js';
 import { recordHistory } from './support/record-history.js';
 
@@ -30,11 +31,7 @@ before(async () => {
     wan: { mbps: MBPS, rttMs: RTT_MS },
     cloudlets: ['A', 'B'].map((name) => ({ name, baseImages: [base.dir], imageCacheDir: join(root.dir, `${name}-images`) })),
   });
-  await cluster.client.workflow.execute('launchVm', {
-    taskQueue: WORKFLOW_TASK_QUEUE,
-    workflowId: `launch-wan-${Date.now()}`,
-    args: [{ vmId: 'wan-vm', cloudlet: 'A', baseImageId: base.id, workload: { name: 'kvstore', args: ['32', '2000', '200'] } }],
-  });
+  await executeWorkflow(cluster.client, launchVm, { vmId: 'wan-vm', cloudlet: 'A', baseImageId: base.id, workload: { name: 'kvstore', args: ['32', '2000', '200'] } });
 });
 
 after(async () => {

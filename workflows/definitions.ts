@@ -1,17 +1,20 @@
 import { defineSearchAttributeKey } from '@temporalio/common';
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { StreamMeasurements } from '../engine/adaptation/measurements.js';
-import type { ReconcileReport } from '../engine/handoff/overlay-stream.js';
-import type { BaseFetchReport } from '../engine/image/base-transfer.js';
 import type { PrecopyDecision } from '../engine/handoff/precopy-policy.js';
+import type { HandoffStep, StepRecord } from '../engine/contract.js';
 import { modeIdSchema, type ModeId } from '../engine/adaptation/mode.js';
 import { z } from 'zod';
 import { baseImageIdSchema, cloudletNameSchema, vmIdSchema, workloadSchema } from '../engine/names.js';
 
 /**
  * What client, workers and workflows share: input schemas, task-queue names, queries and
- * search attributes. Pure and deterministic, so the workflow bundle can import it.
+ * search attributes. Pure and deterministic, so the workflow bundle can import it. The handoff's
+ * result and its workflow id are declared in engine/contract.ts and re-exported here, where
+ * clients have always imported them.
  */
+export { HANDOFF_STEPS, handoffWorkflowId, type HandoffResult, type HandoffStep, type ModeSwitch, type StepRecord } from '../engine/contract.js';
+
 export const WORKFLOW_TASK_QUEUE = 'edge-handoff';
 export const cloudletTaskQueue = (cloudlet: string) => `cloudlet-${cloudlet}`;
 
@@ -31,9 +34,6 @@ export const handoffInputSchema = z
   .strict()
   .refine((i) => i.source !== i.target, { message: 'source and target must be different cloudlets', path: ['target'] });
 export type HandoffInput = z.infer<typeof handoffInputSchema>;
-
-/** A handoff's workflow id is its VM's: one handoff per VM at a time (a second start fails while one runs). */
-export const handoffWorkflowId = (vmId: string) => `handoff-${vmId}`;
 
 export const launchVmInputSchema = z
   .object({
@@ -55,83 +55,9 @@ export function describeInvalid(what: string, error: z.ZodError): string {
   return `malformed ${what}: ${field}: ${issue?.message ?? 'invalid'}`;
 }
 
-export const HANDOFF_STEPS = ['snapshot', 'negotiate', 'stream', 'finalize', 'resume'] as const;
-/**
- * `waiting-for-target`: the end frame left and the target has not answered whether it committed;
- * the source's copy stays stopped while the workflow keeps asking (see the rollback).
- */
-export type HandoffStep = (typeof HANDOFF_STEPS)[number] | 'fetch-base' | 'retire-source' | 'rollback' | 'waiting-for-target' | 'done' | 'failed';
-
-export interface StepRecord {
-  step: HandoffStep;
-  startedAt: number;
-  endedAt?: number;
-  detail?: string;
-}
-
 export interface HandoffProgress {
   step: HandoffStep;
   steps: StepRecord[];
-}
-
-export interface HandoffResult {
-  workflowId: string;
-  vmId: string;
-  source: string;
-  target: string;
-  baseImageId: string;
-  /** From the snapshot on: a base image the target fetched first is not counted here, but in `baseFetch`. */
-  totalMs: number;
-  /** The target lacked the VM's base and fetched it from the source before the handoff; null when it held it. */
-  baseFetch: BaseFetchReport | null;
-  /** Host side: from the source's pause to the target's `cont`. */
-  downtimeMs: number;
-  /**
-   * Where the host-side downtime went, in order, ms each (source and target clocks: exact on one
-   * host, approximate across machines). Steps overlap where the engine overlaps them.
-   */
-  downtimeBreakdown: Array<{ step: string; ms: number }>;
-  /** Guest side: the longest silence between heartbeats across the handoff, on the host clock. */
-  guestGapMs: number | null;
-  /** Its two candidates: the longest silence while the guest ran at the source (the pre-copy,
-   * its slowdown included), and the one across the stop (last beat there → first beat here).
-   * The latter is the host downtime plus the two ends around it: how old the source's last beat
-   * was when it paused, and how long the target's guest took to beat after `cont` returned. */
-  guestGapParts: { liveMs: number; acrossStopMs: number | null; beforePauseMs: number | null; afterResumeMs: number | null };
-  bytesSent: number;
-  memoryPages: number;
-  diskBlocks: number;
-  deviceStateBytes: number;
-  verified: boolean;
-  memoryDigest: string;
-  diskDigest: string;
-  heartbeatAtStop: number | null;
-  heartbeatAfterResume: number | null;
-  guestContinued: boolean;
-  steps: StepRecord[];
-  /** Batches sent in each mode. */
-  modesUsed: Record<ModeId, number>;
-  /** Pre-copy epochs while the guest ran, then the stop-and-copy one. */
-  epochs: Array<{ epoch: number; live: boolean; memoryPages: number; diskBlocks: number; ms: number }>;
-  /** Whether the live epochs converged, why they stopped, and each decision on the way (as the history's signals hold them). */
-  precopy: { converged: boolean; stopReason: string; decisions?: PrecopyDecision[] };
-  /**
-   * The committed stream attempt's reconcile with what the target held from earlier, broken
-   * attempts: pages and blocks named, and of those the ones not sent again. Null when the first
-   * attempt went through.
-   */
-  reconciled: ReconcileReport | null;
-  modeSwitches: ModeSwitch[];
-  stages: { chunks: number; zero: number; baseRefs: number; selfRefs: number; data: number; againstPrevious: number; inputBytes: number; rawBytes: number; payloadBytes: number };
-}
-
-/** One change of mode, with what caused it: the history's record of the adaptation. */
-export interface ModeSwitch {
-  atMs: number;
-  from: ModeId;
-  to: ModeId;
-  reason: string;
-  measurements: StreamMeasurements | null;
 }
 
 export interface StreamControlState {

@@ -8,7 +8,11 @@ import type { PlacementDecision } from '../engine/placement/choose-target.js';
 /**
  * What the event endpoint, the event workflows and the CLI share: the event types the site
  * answers, the shape of each one's data, and the answer. Pure, so the workflow bundle imports it.
+ * The workflow ids are declared in engine/contract.ts and re-exported here, where their users
+ * have always imported them.
  */
+export { LOAD_MONITOR_WORKFLOW_ID, drainWorkflowId, eventWorkflowId, launchWorkflowId } from '../engine/contract.js';
+
 export const EVENTS_TASK_QUEUE = 'edge-events';
 
 export const EVENT_TYPES = {
@@ -89,23 +93,6 @@ export interface EventReport {
 export const admitEventUpdate = defineUpdate<EventAdmission, []>('admitEvent');
 export const admissionQuery = defineQuery<EventAdmission | null>('admission');
 
-/**
- * An event's workflow id: the same `source` + `id` always gives the same one (CloudEvents makes
- * that pair unique per event), so a repeated delivery meets the first one's workflow. The id is
- * kept readable for the UI's list; a 64-bit FNV-1a of both tells apart events whose ids look alike
- * once cleaned or come from different sources. Pure, so the load monitor's workflow computes it too.
- */
-export function eventWorkflowId(source: string, id: string): string {
-  const readable = id.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 48);
-  return `event-${readable}-${fnv1a64(`${source}\n${id}`)}`;
-}
-
-function fnv1a64(text: string): string {
-  let h = 0xcbf29ce484222325n;
-  for (const byte of new TextEncoder().encode(text)) h = BigInt.asUintN(64, (h ^ BigInt(byte)) * 0x100000001b3n);
-  return h.toString(16).padStart(16, '0');
-}
-
 /** A handoff's or a launch's result in one line; anything else as its JSON, bounded. */
 export function summarizeResult(result: unknown): string {
   const r = result as Record<string, unknown> | null;
@@ -146,8 +133,6 @@ export interface DrainReport {
 
 export const drainProgressQuery = defineQuery<DrainReport>('drainProgress');
 
-export const drainWorkflowId = (cloudlet: string) => `drain-${cloudlet}`;
-
 export interface LoadMonitorInput {
   policy: EventPolicy;
   /** The CloudEvent source its events carry. */
@@ -157,5 +142,4 @@ export interface LoadMonitorInput {
   sampleMs?: number;
 }
 
-export const LOAD_MONITOR_WORKFLOW_ID = 'load-monitor';
 export const LOAD_MONITOR_SOURCE = 'ehoff://load-monitor';

@@ -3,7 +3,7 @@ import { condition, setHandler, startChild, upsertMemo, workflowInfo } from '@te
 import { chooseTarget } from '../engine/placement/choose-target.js';
 import { candidatesFor, whereRuns } from '../engine/placement/site-view.js';
 import { WORKFLOW_TASK_QUEUE, type LaunchVmInput } from './definitions.js';
-import { drainWorkflowId, type DrainInput, type DrainReport } from './event-definitions.js';
+import { drainWorkflowId, launchWorkflowId, type DrainInput, type DrainReport } from './event-definitions.js';
 import { drainCloudlet } from './drain.js';
 import { launchVm } from './vm-lifecycle.js';
 import {
@@ -128,7 +128,7 @@ async function launch(d: LaunchData, input: EdgeEventInput, answer: (a: Answer) 
   const placement = chooseTarget({ vmId: d.vmId, requireBase: true, ...(d.cloudlet ? { toCloudlet: d.cloudlet } : {}) }, candidatesFor(view, baseImageId));
   if (placement.target === null) return { ...refuse(placement.reason), placement };
   const launchInput: LaunchVmInput = { vmId: d.vmId, cloudlet: placement.target, baseImageId, workload: { name: d.workload.name, args: d.workload.args ?? [] } };
-  const workflowId = `launch-${d.vmId}`;
+  const workflowId = launchWorkflowId(d.vmId);
   let handle;
   try {
     handle = await startChild(launchVm, { workflowId, taskQueue: WORKFLOW_TASK_QUEUE, args: [launchInput], parentClosePolicy: 'ABANDON' });

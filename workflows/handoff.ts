@@ -33,16 +33,22 @@ import {
   streamMeasurementsQuery,
   streamControlQuery,
   unpinModeSignal,
-  type ModeSwitch,
   cloudletTaskQueue,
   describeInvalid,
   handoffInputSchema,
   progressQuery,
   type HandoffInput,
+} from './definitions.js';
+import {
+  WORKFLOW_FAILURE,
   type HandoffResult,
   type HandoffStep,
+  type ModeSwitch,
+  type SourceStopMarks,
   type StepRecord,
-} from './definitions.js';
+  type TargetStopMarks,
+  type WorkflowFailureType,
+} from '../engine/contract.js';
 
 /**
  * Per-cloudlet activity options. scheduleToClose bounds the whole attempt chain: a task queue
@@ -72,7 +78,7 @@ const IN_DOUBT_LIMIT_MS = 30 * 60_000;
  */
 export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
   const parsed = handoffInputSchema.safeParse(rawInput);
-  if (!parsed.success) throw ApplicationFailure.nonRetryable(describeInvalid('handoff request', parsed.error), 'INVALID_INPUT');
+  if (!parsed.success) throw ApplicationFailure.nonRetryable(describeInvalid('handoff request', parsed.error), WORKFLOW_FAILURE.INVALID_INPUT);
   const { vmId, source, target } = parsed.data;
   const { workflowId } = workflowInfo();
   const handoffId = `${workflowId}/${workflowInfo().runId}`;
@@ -272,7 +278,7 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
     // The target checked against these digests as the source sent them; its report must say
     // the same. It is too late to undo the move, not to refuse to call it clean.
     if (stream && (fin.memoryDigest !== stream.memoryDigest || fin.diskDigest !== stream.diskDigest)) {
-      throw ApplicationFailure.nonRetryable(`the target verified digests that differ from the source's report`, 'STATE_MISMATCH');
+      throw ApplicationFailure.nonRetryable(`the target verified digests that differ from the source's report`, WORKFLOW_FAILURE.STATE_MISMATCH);
     }
     enter('retire-source');
     await srcRecovery.retire.executeWithOptions(summary(`retire ${vmId}'s stopped copy at ${source}`), [{ handoffId, vmId }]);
@@ -337,15 +343,15 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
     audit(failedAttributes(SETTLED_OUTCOME[settled.outcome], mode));
     const cause = describeFailure(err);
     const where = `handoff of VM '${vmId}' from ${source} to ${target} failed at step '${failedAt}'`;
-    const outcome: Record<typeof settled.outcome, { type: string; message: string }> = {
+    const outcome: Record<typeof settled.outcome, { type: WorkflowFailureType; message: string }> = {
       'runs-at-target': {
-        type: 'HANDOFF_FAILED_AFTER_RESUME',
+        type: WORKFLOW_FAILURE.HANDOFF_FAILED_AFTER_RESUME,
         message: `${where} after ${target} had resumed it: ${cause}. The VM runs at ${target}; its copy at ${source} was ${retired ? 'retired' : 'left stopped, not resumed'}.`,
       },
-      'runs-at-source': { type: 'HANDOFF_FAILED', message: `${where}: ${cause}. The VM runs on at ${source}.` },
-      lost: { type: 'VM_LOST', message: `${where}: ${cause}. The VM does not run at ${source} any more (${settled.reason}), and ${target} holds no copy of it.` },
+      'runs-at-source': { type: WORKFLOW_FAILURE.HANDOFF_FAILED, message: `${where}: ${cause}. The VM runs on at ${source}.` },
+      lost: { type: WORKFLOW_FAILURE.VM_LOST, message: `${where}: ${cause}. The VM does not run at ${source} any more (${settled.reason}), and ${target} holds no copy of it.` },
       'in-doubt': {
-        type: 'HANDOFF_IN_DOUBT',
+        type: WORKFLOW_FAILURE.HANDOFF_IN_DOUBT,
         message:
           `${where}: ${cause}. The commit frame left ${source} and ${target} did not answer whether it committed (${settled.reason}). ` +
           `The copy at ${source} is stopped, not destroyed. Check ${target}: if VM '${vmId}' runs there (describeVm), destroy the stopped copy at ${source}; if not, run a rollback of this handoff again once ${target} answers.`,
@@ -361,7 +367,7 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
   audit(failedAttributes('moved-after-commit-fault', mode));
   throw ApplicationFailure.create({
     message: `VM '${vmId}' moved from ${source} to ${target}: verified, resumed and going on there, its copy at ${source} retired; but the source's stream failed after the overlay's end had reached ${target}, so there is no handoff report: ${describeFailure(streamFailure)}`,
-    type: 'HANDOFF_UNREPORTED',
+    type: WORKFLOW_FAILURE.HANDOFF_UNREPORTED,
     nonRetryable: true,
   });
 }
@@ -387,8 +393,8 @@ function describeFailure(err: unknown): string {
  * shows only where it held the path up.
  */
 function downtimeBreakdown(
-  src: { pausedAtMs: number; scannedAtMs: number; finalEpochEncodedAtMs: number; deviceStateSavedAtMs: number },
-  dst: { receivedAtMs: number; finalizeStartedAtMs: number; verifiedAtMs: number },
+  src: SourceStopMarks,
+  dst: TargetStopMarks,
   resumed: { resumeStartedAtMs: number; resumedAtMs: number },
 ): Array<{ step: string; ms: number }> {
   const sourceDone = Math.max(src.finalEpochEncodedAtMs, src.deviceStateSavedAtMs);

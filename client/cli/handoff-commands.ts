@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { modeIdSchema } from '../../engine/adaptation/mode.js';
 import { vmIdSchema } from '../../engine/names.js';
+import { WORKFLOW_FAILURE } from '../../engine/contract.js';
 import { capBandwidthSignal, describeInvalid, handoffInputSchema, pinModeSignal, streamControlQuery, unpinModeSignal } from '../../workflows/definitions.js';
 import { progressPrinter, summarize } from '../progress-printer.js';
 import { HandoffFailedError, InvalidRequestError, handoffWorkflowId, runHandoff } from '../start-handoff.js';
@@ -45,7 +46,7 @@ export function handoffCommands(program: Command, globals: Globals): void {
       } catch (err) {
         if (err instanceof InvalidRequestError) throw new CliError(`handoff rejected: ${err.message}`, EXIT.REJECTED);
         if (err instanceof HandoffFailedError) {
-          throw new CliError(`handoff failed (${err.workflowId}): ${err.message}`, err.type === 'HANDOFF_FAILED' ? EXIT.FAILED_AT_SOURCE : EXIT.FAILED_AFTER_COMMIT);
+          throw new CliError(`handoff failed (${err.workflowId}): ${err.message}`, err.type === WORKFLOW_FAILURE.HANDOFF_FAILED ? EXIT.FAILED_AT_SOURCE : EXIT.FAILED_AFTER_COMMIT);
         }
         throw err;
       } finally {

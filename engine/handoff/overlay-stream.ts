@@ -7,7 +7,7 @@ import type { CodecPool } from '../pipeline/codec-pool.js';
 import { Space, type ChunkRecord } from '../pipeline/chunk-records.js';
 import { baseChunkReader, vmChunkReader } from '../pipeline/chunk-source.js';
 import type { DedupIndex } from '../pipeline/dedup-index.js';
-import { encodeOverlay, type ChunkList, type EncodedBatch, type StageCounts } from '../pipeline/overlay-encoder.js';
+import { encodeOverlay, type ChunkList, type EncodedBatch } from '../pipeline/overlay-encoder.js';
 import type { VmInstance } from '../cloudlet/vm-instance.js';
 import { MemoryTracker, type BasePageHashes } from '../memory/memory-tracker.js';
 import { sendOverlay, type DataEndpoint } from '../wire/overlay-sender.js';
@@ -24,20 +24,13 @@ import { blocksTargetLacks, keepHeldSends, seedTracker } from './reconcile.js';
 import { ZERO_PAGE_SHA } from '../memory/page-hash-table.js';
 import { stopTrace } from '../stop-trace.js';
 import { deferred } from '../deferred.js';
+import type { EpochReport, ReconcileReport, SourceStopMarks, StageTotals, StateDigests } from '../contract.js';
 
-export interface EpochReport {
-  epoch: number;
-  live: boolean;
-  memoryPages: number;
-  diskBlocks: number;
-  ms: number;
-}
-
-export interface OverlayStreamResult {
+export interface OverlayStreamResult extends StateDigests {
   bytesSent: number;
   ack: Ack;
   streamMs: number;
-  stages: StageCounts & { inputBytes: number; rawBytes: number; payloadBytes: number };
+  stages: StageTotals;
   modesUsed: Record<ModeId, number>;
   epochs: EpochReport[];
   /** Why the live epochs ended: converged within the budget, or why not. */
@@ -45,32 +38,19 @@ export interface OverlayStreamResult {
   converged: boolean;
   /** When the guest was slowed to let the epochs converge, and to what share paused. */
   guestSlowdown: Array<{ epoch: number; share: number }>;
-  /** The stop: when the VM paused, its last heartbeat, and its state's digests at that moment. */
+  /** The stop: when the VM paused and its last heartbeat (the digests are its state's at that moment). */
   pausedAtMs: number;
   heartbeatAtStop: number | null;
   /** Host time the last heartbeat before the stop arrived, and the longest silence while live. */
   lastHeartbeatAtMs: number | null;
   liveMaxGapMs: number;
-  memoryDigest: string;
-  diskDigest: string;
   deviceStateBytes: number;
   /**
    * A resumed attempt's reconcile with what the target held already: chunks it named (content
    * other than the base's) and of those, the ones it did not need again; null on a first attempt.
    */
   reconciled: ReconcileReport | null;
-  /** Host times (ms) of the source's steps after the pause: where its part of the downtime went. */
-  stopMarks: { pausedAtMs: number; scannedAtMs: number; finalEpochEncodedAtMs: number; deviceStateSavedAtMs: number; ackedAtMs: number; digestedAtMs: number };
-}
-
-export interface ReconcileReport {
-  memoryPagesHeld: number;
-  memoryPagesKept: number;
-  diskBlocksHeld: number;
-  diskBlocksKept: number;
-  /** The holdings frame's size: what the reconcile cost on the link back. */
-  holdingsBytes: number;
-  ms: number;
+  stopMarks: SourceStopMarks;
 }
 
 
@@ -230,7 +210,7 @@ export async function streamOverlay(opts: {
   const throttle = new GuestThrottle(vm.host);
   const previous = opts.sentChunks ?? sentChunkCacheFor(policy);
   const slowedAt: Array<{ epoch: number; share: number }> = [];
-  let digests: Promise<{ memoryDigest: string; diskDigest: string }> | undefined;
+  let digests: Promise<StateDigests> | undefined;
   /** The guest's last heartbeat counter at the pause, read alongside the scan. */
   let heartbeatAtStop: Promise<number | null> = Promise.resolve(null);
   let deviceStateSaved: Promise<Buffer> | undefined;

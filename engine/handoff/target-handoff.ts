@@ -19,20 +19,13 @@ import { heldBlocks, heldPages } from './reconcile.js';
 import { AttemptEnds, type AttemptEnd } from './attempt-ends.js';
 import { Space } from '../pipeline/chunk-records.js';
 import { baseChunkReader, readRamRuns } from '../pipeline/chunk-source.js';
+import type { StateDigests, TargetStopMarks } from '../contract.js';
 
-export interface ExpectedState {
-  memoryDigest: string;
-  diskDigest: string;
-}
-
-export interface FinalizeResult {
-  memoryDigest: string;
-  diskDigest: string;
+export interface FinalizeResult extends StateDigests {
   verified: true;
   verifyMs: number;
   received: Ack;
-  /** Host times (ms): the last frame applied, this step's start, the digests compared. */
-  marks: { receivedAtMs: number; finalizeStartedAtMs: number; verifiedAtMs: number };
+  marks: TargetStopMarks;
 }
 
 export interface ResumeResult {
@@ -54,9 +47,7 @@ interface ReceivedOverlay {
   deviceStateSha256: string;
 }
 
-interface AssembledDigests {
-  memoryDigest: string;
-  diskDigest: string;
+interface AssembledDigests extends StateDigests {
   /** What the digests were taken of: the RAM file's mtime and the overlay's write count then. */
   stamp: { ramMtimeNs: bigint; diskWrites: number };
 }
@@ -342,7 +333,7 @@ export class TargetHandoffs {
    * called as soon as the handoff is prepared: it then waits out the stream, which is how the
    * workflow keeps an orchestration hop off the stopped VM's path.
    */
-  async finalize(handoffId: string, expected?: ExpectedState, waitMs = 30 * 60_000): Promise<FinalizeResult> {
+  async finalize(handoffId: string, expected?: StateDigests, waitMs = 30 * 60_000): Promise<FinalizeResult> {
     const s = this.session(handoffId);
     const finalizeStartedAtMs = Date.now();
     let timer: NodeJS.Timeout | undefined;
@@ -416,7 +407,7 @@ export class TargetHandoffs {
     end: AttemptEnd<ReceivedOverlay>,
     checked: Promise<AssembledDigests & { verifyMs: number }>,
     starting: Promise<VmInstance | undefined>,
-    expected: ExpectedState | undefined,
+    expected: StateDigests | undefined,
     finalizeStartedAtMs: number,
   ): Promise<FinalizeResult> {
     const { ack: received, expected: sent } = end.value;
@@ -428,7 +419,7 @@ export class TargetHandoffs {
       assembled = { ...(await this.rehashed(s)), verifyMs: assembled.verifyMs + Date.now() - started };
     }
     const { memoryDigest, diskDigest: disk, verifyMs } = assembled;
-    const wrong = (e: ExpectedState) => [memoryDigest !== e.memoryDigest && 'memory', disk !== e.diskDigest && 'disk'].filter(Boolean).join(' and ');
+    const wrong = (e: StateDigests) => [memoryDigest !== e.memoryDigest && 'memory', disk !== e.diskDigest && 'disk'].filter(Boolean).join(' and ');
     const which = wrong(sent) || (expected ? wrong(expected) : '');
     if (which) {
       await starting.catch(() => undefined);

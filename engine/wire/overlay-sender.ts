@@ -12,6 +12,7 @@ import type { EncodedBatch } from '../pipeline/overlay-encoder.js';
 import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type Ack, type BatchAck, type Frame } from './frames.js';
 import type { Holdings } from './holdings.js';
 import { expectCloudlet, type CloudletTls } from './cloudlet-tls.js';
+import type { StateDigests } from '../contract.js';
 
 /**
  * Silence on a data connection, both ways, after which the attempt ends. Acks come per batch
@@ -38,9 +39,7 @@ export interface SendObserver {
 }
 
 /** What the target checks the assembled state against, and confirms the resumed guest by. */
-export interface StopState {
-  memoryDigest: string;
-  diskDigest: string;
+export interface StopState extends StateDigests {
   heartbeatAtStop: number | null;
 }
 

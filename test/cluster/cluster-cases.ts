@@ -155,11 +155,15 @@ export interface NodeKillFigures {
   bytesResent: number | null;
   /** Beyond the issue's shape. */
   killedNode?: string;
+  /** Whether the node killed was the one whose history service owned the workflow's shard. */
+  killedShardOwner?: boolean;
   stepAtKill?: string;
   killedAfterStreamStartMs?: number;
   clean?: { from: string; to: string; seconds: number; bytesSent: number; uplinkBytes: number };
   underKill?: { from: string; to: string; seconds: number; bytesSent: number; uplinkBytes: number };
   bytesSentDifference?: number | null;
+  /** The committed stream's reconcile with what the target held from the attempt the kill broke (null: one attempt went through). */
+  reconciled?: unknown;
   nodeBackAfterSeconds?: number;
 }
 
@@ -168,8 +172,9 @@ async function historyOwner(info: ClusterInfo, stateDir: string, workflowId: str
   const tls = info.tls ? ['--tls-ca-path', info.tls.caFile, '--tls-cert-path', info.tls.certFile, '--tls-key-path', info.tls.keyFile, '--tls-server-name', info.tls.serverName] : [];
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TEMPORAL_')));
   const { stdout } = await run(CLUSTER_BINARIES.tdbg, ['--address', info.address, ...tls, 'workflow', 'describe', '--workflow-id', workflowId], { env, timeout: 10_000 });
-  const addr = /"historyAddr":\s*"([^"]+)"/.exec(stdout)?.[1];
-  const shard = /"shardId":\s*"?(\d+)/.exec(stdout)?.[1] ?? '?';
+  // tdbg 1.32 ends its report with "History service address: 127.0.0.1:17334" and "Shard Id: 3".
+  const addr = /History service address:\s*(\S+)/.exec(stdout)?.[1];
+  const shard = /Shard Id:\s*(\d+)/.exec(stdout)?.[1] ?? '?';
   const node = clusterLayout({ stateDir, nodeCount: info.nodes.length }).nodes.find((n) => addr?.endsWith(`:${n.grpcPorts.history}`));
   return node ? { node: node.name, shard } : undefined;
 }
@@ -221,7 +226,8 @@ export async function nodeKillMidStream(ctx: CaseContext): Promise<{ failures: s
           await killNode(node, 'SIGKILL', { stateDir: ctx.stateDir });
           killed = node;
           figures.killedNode = node;
-          ctx.log(`  killed ${node} -9 (${owner ? `owner of shard ${owner.shard}` : 'shard owner unknown'}) at step ${stepNow}, ${(figures.killedAfterStreamStartMs / 1000).toFixed(1)} s into the stream`);
+          figures.killedShardOwner = owner !== undefined;
+          ctx.log(`  killed ${node} -9 (${owner ? `owner of the workflow's shard ${owner.shard}` : 'shard owner unknown'}) at step ${stepNow}, ${(figures.killedAfterStreamStartMs / 1000).toFixed(1)} s into the stream`);
         })().catch((err: Error) => ctx.log(`  kill: ${err.message}`));
       },
     });
@@ -241,6 +247,7 @@ export async function nodeKillMidStream(ctx: CaseContext): Promise<{ failures: s
       figures.extraSeconds = Math.round((underKill.seconds - clean.seconds) * 10) / 10;
       figures.bytesResent = wan ? Math.max(0, killedUplink - cleanUplink) : Math.max(0, result.bytesSent - clean.result!.bytesSent);
       figures.bytesSentDifference = result.bytesSent - clean.result!.bytesSent;
+      figures.reconciled = result.reconciled;
       ctx.log(`  under the kill B → A: ${underKill.seconds.toFixed(1)} s (${figures.extraSeconds} s extra), ${(result.bytesSent / 1e6).toFixed(1)} MB sent, ${(killedUplink / 1e6).toFixed(1)} MB on B's uplink (${figures.bytesResent} bytes beyond the clean one)`);
     }
   } finally {

@@ -3,6 +3,9 @@ import { ensureBaseImage } from '../../infra/base-image/build-base-image.js';
 import { startEmbeddedCluster } from '../../infra/embedded-cluster.js';
 import { STATE_DIR } from '../../infra/paths.js';
 import { WORKFLOW_TASK_QUEUE, progressQuery } from '../../workflows/definitions.js';
+import { executeWorkflow } from '../../client/execute-workflow.js';
+import { handoff } from '../../workflows/handoff.js';
+import { launchVm } from '../../workflows/vm-lifecycle.js';
 
 // The doomed run of the crash case: a cluster on the WAN testbed, a VM handed from A to B; it
 // says STREAMING once the stream runs, and is then killed -9 with its workers by the fault suite.
@@ -14,8 +17,8 @@ const cluster = await startEmbeddedCluster({
   cloudlets: ['A', 'B'].map((name) => ({ name, baseImages: [base.dir], imageCacheDir: join(STATE_DIR, 'cloudlets', name, 'images') })),
   wan: { mbps: 10, rttMs: 50 },
 });
-await cluster.client.workflow.execute('launchVm', { taskQueue: WORKFLOW_TASK_QUEUE, workflowId: `launch-${Date.now()}`, args: [{ vmId: 'doomed-vm', cloudlet: 'A', baseImageId: base.id, workload: { name: 'kvstore', args: ['64', '500'] } }] });
-const handle = await cluster.client.workflow.start('handoff', { taskQueue: WORKFLOW_TASK_QUEUE, workflowId: `doomed-${Date.now()}`, args: [{ vmId: 'doomed-vm', source: 'A', target: 'B' }] });
+await executeWorkflow(cluster.client, launchVm, { vmId: 'doomed-vm', cloudlet: 'A', baseImageId: base.id, workload: { name: 'kvstore', args: ['64', '500'] } });
+const handle = await cluster.client.workflow.start(handoff, { taskQueue: WORKFLOW_TASK_QUEUE, workflowId: `doomed-${Date.now()}`, args: [{ vmId: 'doomed-vm', source: 'A', target: 'B' }] });
 for (;;) {
   const p = await handle.query(progressQuery).catch(() => undefined);
   if (p?.step === 'stream') break;

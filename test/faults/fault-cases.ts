@@ -6,6 +6,7 @@ import { FILE_NAMES } from '../../engine/image/base-image.js';
 import { DATA_IDLE_TIMEOUT_MS } from '../../engine/wire/overlay-sender.js';
 import { WorkflowFailedError } from '@temporalio/client';
 import { WORKFLOW_TASK_QUEUE } from '../../workflows/definitions.js';
+import { handoff } from '../../workflows/handoff.js';
 import type { CaseContext, CaseResult, FaultCase } from './fault-suite.js';
 import { runCrashCase } from './crash-case.js';
 import { fillTmpfs } from './tmpfs-mount.js';
@@ -230,7 +231,7 @@ export const FAULT_CASES: FaultCase[] = [
     expected: ['moved'],
     inject: async (ctx) => {
       await sleep(50);
-      const second = await ctx.cluster.client.workflow.start('handoff', {
+      const second = await ctx.cluster.client.workflow.start(handoff, {
         taskQueue: WORKFLOW_TASK_QUEUE,
         workflowId: `${ctx.workflowId}-second`,
         args: [{ vmId: ctx.vmId, source: 'A', target: 'C' }],
