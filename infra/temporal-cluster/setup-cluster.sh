@@ -11,18 +11,9 @@ act() { echo "setup-cluster: $*"; }
 source infra/temporal-cluster/versions.env
 
 APT_PACKAGES=(postgresql-15 postgresql-client-15 openssl)
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if (( ${#missing[@]} )); then
-  act "installing Debian packages: ${missing[*]}"
-  apt-get update -qq
-  # The cluster runs its own PostgreSQL instance; the package's system cluster is not needed.
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-else
-  say "Debian packages present"
-fi
+# The cluster runs its own PostgreSQL instance; the package's system cluster is not needed.
+source infra/ensure-apt-packages.sh
+ensure_apt_packages "${APT_PACKAGES[@]}"
 
 SERVER_DIR=.tools/temporal-server-$TEMPORAL_SERVER_VERSION
 UI_DIR=.tools/temporal-ui-server-$TEMPORAL_UI_SERVER_VERSION
