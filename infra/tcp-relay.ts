@@ -2,8 +2,10 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
 
 /**
- * A TCP relay: each connection accepted is piped to `upstream`, bytes untouched (TLS passes
+ * A TCP relay: each connection accepted is piped to an upstream, bytes untouched (TLS passes
  * through and ends at the server), with backpressure; either side's end or error ends both.
+ * Given several upstreams it balances: each connection goes to the next in turn, and one that
+ * refuses or does not connect within a second is skipped (the cluster's frontend balancer).
  * `close()` also ends the connections still open, so a relay stops at once.
  */
 export interface TcpRelay {
@@ -11,23 +13,40 @@ export interface TcpRelay {
   close(): Promise<void>;
 }
 
-export function tcpRelay(upstream: { host: string; port: number }): TcpRelay {
+export type HostPort = { host: string; port: number };
+
+const CONNECT_TIMEOUT_MS = 1_000;
+
+export function tcpRelay(upstreams: HostPort | HostPort[], opts: { onNoUpstream?: () => void } = {}): TcpRelay {
+  const targets = Array.isArray(upstreams) ? upstreams : [upstreams];
   const open = new Set<Socket>();
-  const server = createServer({ noDelay: true }, (client) => {
-    const up = connect({ ...upstream, noDelay: true });
-    const end = () => {
-      client.destroy();
-      up.destroy();
-      open.delete(client);
-      open.delete(up);
-    };
-    for (const s of [client, up]) {
-      open.add(s);
-      s.on('error', end);
-      s.on('close', end);
+  let next = 0;
+  const server = createServer({ noDelay: true }, async (client) => {
+    client.pause();
+    open.add(client);
+    client.on('error', () => client.destroy());
+    client.on('close', () => open.delete(client));
+    const first = next++ % targets.length;
+    for (let i = 0; i < targets.length; i++) {
+      const up = await dial(targets[(first + i) % targets.length]!).catch(() => undefined);
+      if (!up) continue;
+      if (client.destroyed) return void up.destroy();
+      open.add(up);
+      const end = () => {
+        client.destroy();
+        up.destroy();
+        open.delete(up);
+      };
+      up.on('error', end);
+      up.on('close', end);
+      client.on('close', end);
+      client.pipe(up);
+      up.pipe(client);
+      client.resume();
+      return;
     }
-    client.pipe(up);
-    up.pipe(client);
+    opts.onNoUpstream?.();
+    client.destroy();
   });
   return {
     server,
@@ -39,7 +58,23 @@ export function tcpRelay(upstream: { host: string; port: number }): TcpRelay {
   };
 }
 
-export function hostPort(s: string): { host: string; port: number } {
+function dial(target: HostPort): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ ...target, noDelay: true });
+    const timer = setTimeout(() => s.destroy(new Error('connect timeout')), CONNECT_TIMEOUT_MS);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      resolve(s);
+    });
+    s.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}
+
+export function hostPort(s: string): HostPort {
   const i = s.lastIndexOf(':');
   const port = Number(s.slice(i + 1));
   if (i < 1 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`not host:port: ${s}`);
