@@ -48,8 +48,3 @@ export function temporalTarget(flags: { address?: string | undefined; namespace?
 export function connectTo(target: TemporalTarget, opts: { connectTimeout?: ConnectionOptions['connectTimeout'] } = {}): Promise<Connection> {
   return Connection.connect({ ...target.connectionOptions, ...opts });
 }
-
-/** The same target at another address (a worker in a testbed namespace reaches the server elsewhere). */
-export function atAddress(target: TemporalTarget, address: string): TemporalTarget {
-  return { ...target, address, connectionOptions: { ...target.connectionOptions, address } };
-}

@@ -306,6 +306,12 @@ export async function streamOverlay(opts: {
       const pace = ((last.memoryPages + last.diskBlocks) * 4096) / Math.max(1, last.ms); // bytes per ms
       return (pending * 4096) / Math.max(pace, 1);
     };
+    /** A pre-copy decision with the figures it rests on, to whoever steers the stream. */
+    const decided = (epoch: number, action: PrecopyAction, reason: string, pending: number, dirtyBytesPerS: number | null) =>
+      control.decided?.({
+        epoch, action, reason, pendingChunks: pending, estimateMs: Math.round(finalEpochEstimateMs(pending)), budgetMs: policy.downtimeBudgetMs,
+        R_Mbps: profiler.R_Mbps(), ratio: ratioNow(), dirtyBytesPerS, guestPausedShare: throttle.pausedShare, atMs: Date.now() - started,
+      });
     const batches = async function* (): AsyncGenerator<EncodedBatch> {
       // Epoch 0: everything that differs from the base; the disk's dirty set is all of it so far.
       let memoryPages = await changedPages();
@@ -324,11 +330,7 @@ export async function streamOverlay(opts: {
           const estimateMs = finalEpochEstimateMs(pending);
           const shrinking = pending <= previous * SHRINK;
           const decide = (action: PrecopyAction, reason: string) =>
-            control.decided?.({
-              epoch: n - 1, action, reason, pendingChunks: pending, estimateMs: Math.round(estimateMs), budgetMs: policy.downtimeBudgetMs,
-              R_Mbps: profiler.R_Mbps(), ratio: ratioNow(), dirtyBytesPerS: (pending * 4096) / Math.max(0.001, epochs.at(-1)!.ms / 1000),
-              guestPausedShare: throttle.pausedShare, atMs: Date.now() - started,
-            });
+            decided(n - 1, action, reason, pending, (pending * 4096) / Math.max(0.001, epochs.at(-1)!.ms / 1000));
           if (estimateMs <= policy.downtimeBudgetMs) {
             stop.converged = true;
             stop.stopReason = `converged after ${n} live epochs${throttle.pausedShare > 0 ? ` (guest slowed to ${Math.round((1 - throttle.pausedShare) * 100)}% of its time)` : ''}: ${pending} chunks left, ~${Math.round(estimateMs)} ms to send`;
@@ -378,11 +380,7 @@ export async function streamOverlay(opts: {
         diskBlocks = catchUpDisk;
         const pending = catchUpMemory.length + catchUpDisk.length;
         if (finalEpochEstimateMs(pending) <= policy.downtimeBudgetMs / 2 || pending > before * SHRINK) break;
-        control.decided?.({
-          epoch: epochs.length, action: 'catch-up', reason: `${pending} chunks dirtied while the link drained, ~${Math.round(finalEpochEstimateMs(pending))} ms to send: one more live epoch for them`,
-          pendingChunks: pending, estimateMs: Math.round(finalEpochEstimateMs(pending)), budgetMs: policy.downtimeBudgetMs, R_Mbps: profiler.R_Mbps(), ratio: ratioNow(),
-          dirtyBytesPerS: null, guestPausedShare: throttle.pausedShare, atMs: Date.now() - started,
-        });
+        decided(epochs.length, 'catch-up', `${pending} chunks dirtied while the link drained, ~${Math.round(finalEpochEstimateMs(pending))} ms to send: one more live epoch for them`, pending, null);
         before = pending;
         yield* epoch(epochs.length, true, [
           { space: Space.Memory, indices: catchUpMemory },

@@ -1,9 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { executeWorkflow } from '../../client/execute-workflow.js';
-import { describeCloudlets, describeVm, destroyVm } from '../../workflows/vm-lifecycle.js';
+import { describeCloudlets, destroyVm } from '../../workflows/vm-lifecycle.js';
 import { handoff } from '../../workflows/handoff.js';
 import { OPERATOR_TRIGGER, handoffStartOptions } from '../../workflows/handoff-audit.js';
+import { guestBeats, resultThroughOutages } from '../support/site-checks.js';
 import { progressQuery, type HandoffInput, type HandoffProgress, type HandoffResult } from '../../workflows/definitions.js';
 
 /**
@@ -25,13 +26,8 @@ export async function placesOf(client: Client, vmId: string): Promise<string[]> 
   });
 }
 
-/** Whether the VM's guest beats on `cloudlet`: its heartbeat advances over a second and it runs. */
-export async function beats(client: Client, cloudlet: string, vmId: string): Promise<boolean> {
-  const first = await executeWorkflow(client, describeVm, { vmId, cloudlet }).catch(() => undefined);
-  await sleep(1_500);
-  const second = await executeWorkflow(client, describeVm, { vmId, cloudlet }).catch(() => undefined);
-  return first?.lastHeartbeat != null && second?.lastHeartbeat != null && second.lastHeartbeat > first.lastHeartbeat && second.runState === 'running';
-}
+/** Whether the VM's guest beats on `cloudlet`: its heartbeat advances over 1.5 s and it runs. */
+export const beats = (client: Client, cloudlet: string, vmId: string) => guestBeats(client, cloudlet, vmId, 1_500);
 
 /** Ends the VMs on every cloudlet (a no-op where one is not). */
 export async function destroyEverywhere(client: Client, vmIds: string[]): Promise<void> {
@@ -71,18 +67,15 @@ export async function followHandoff(
   })();
   const deadline = started + (opts.timeoutMs ?? 10 * 60_000);
   try {
-    for (;;) {
-      try {
-        const result = await handle.result();
-        return { workflowId: handle.workflowId, result, seconds: (Date.now() - started) / 1000 };
-      } catch (err) {
-        if (err instanceof WorkflowFailedError) {
-          const cause = err.cause as (Error & { type?: string }) | undefined;
-          return { workflowId: handle.workflowId, failure: `${cause?.type ?? 'FAILED'}: ${cause?.message ?? err.message}`, seconds: (Date.now() - started) / 1000 };
-        }
-        if (Date.now() > deadline) return { workflowId: handle.workflowId, failure: `TIMEOUT: no result in ${(opts.timeoutMs ?? 600_000) / 1000} s (last: ${(err as Error).message})`, seconds: (Date.now() - started) / 1000 };
-        await sleep(1_000);
+    try {
+      const result = await resultThroughOutages(handle, deadline);
+      return { workflowId: handle.workflowId, result, seconds: (Date.now() - started) / 1000 };
+    } catch (err) {
+      if (err instanceof WorkflowFailedError) {
+        const cause = err.cause as (Error & { type?: string }) | undefined;
+        return { workflowId: handle.workflowId, failure: `${cause?.type ?? 'FAILED'}: ${cause?.message ?? err.message}`, seconds: (Date.now() - started) / 1000 };
       }
+      return { workflowId: handle.workflowId, failure: `TIMEOUT: no result in ${(opts.timeoutMs ?? 600_000) / 1000} s (last: ${(err as Error).message})`, seconds: (Date.now() - started) / 1000 };
     }
   } finally {
     done = true;

@@ -12,7 +12,8 @@ import { executeWorkflow } from '../../client/execute-workflow.js';
 import { handoff } from '../../workflows/handoff.js';
 import { OPERATOR_TRIGGER, handoffStartOptions } from '../../workflows/handoff-audit.js';
 import { recordHistory } from '../support/record-history.js';
-import { describeVm, destroyVm, launchVm } from '../../workflows/vm-lifecycle.js';
+import { guestBeats, resultThroughOutages } from '../support/site-checks.js';
+import { destroyVm, launchVm } from '../../workflows/vm-lifecycle.js';
 
 export type Outcome = 'moved' | 'stayed-at-source' | 'moved-after-commit-fault' | 'vm-lost';
 
@@ -255,20 +256,6 @@ async function runCase(
   return { ...partial, passed: failures.length === 0, failures };
 }
 
-/**
- * The workflow's result, asked again while the server does not answer (a case that restarts it):
- * only the workflow's own failure is an answer.
- */
-async function resultThroughOutages(handle: WorkflowHandle): Promise<HandoffResult> {
-  for (;;) {
-    try {
-      return (await handle.result()) as HandoffResult;
-    } catch (err) {
-      if (err instanceof WorkflowFailedError) throw err;
-      await sleep(1_000);
-    }
-  }
-}
 
 /** Writes a file of random bytes in the guest, syncs it, and returns its SHA-256 as the guest computed it. */
 async function seal(cloudlet: string, vmId: string, runDirs: Record<string, string>): Promise<string> {
@@ -294,12 +281,7 @@ async function waitForLine(runDir: string, vmId: string, pattern: RegExp, from =
   throw new Error(`no ${pattern} on VM ${vmId}'s console in ${timeoutMs / 1000} s`);
 }
 
-async function beats(cluster: EmbeddedCluster, cloudlet: string, vmId: string): Promise<boolean> {
-  const first = await executeWorkflow(cluster.client, describeVm, { vmId, cloudlet }).catch(() => undefined);
-  await sleep(1_000);
-  const second = await executeWorkflow(cluster.client, describeVm, { vmId, cloudlet }).catch(() => undefined);
-  return first?.lastHeartbeat != null && second?.lastHeartbeat != null && second.lastHeartbeat > first.lastHeartbeat && second.runState === 'running';
-}
+const beats = (cluster: EmbeddedCluster, cloudlet: string, vmId: string) => guestBeats(cluster.client, cloudlet, vmId, 1_000);
 
 /** What of the VM is left on the cloudlets where it does not run: folders, RAM files, mounts. */
 async function leftoversOf(vmId: string, runDirs: Record<string, string>, runningAt: string | null, ramDir: (cloudlet: string) => string): Promise<string[]> {
