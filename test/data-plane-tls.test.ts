@@ -9,6 +9,7 @@ import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type
 import { sendOverlay, type OutgoingOverlay } from '../engine/wire/overlay-sender.js';
 import type { CloudletTls } from '../engine/wire/cloudlet-tls.js';
 import { devCloudletTls } from '../infra/dev-pki.js';
+import { deferred } from '../engine/deferred.js';
 import { tempRoot } from './support/fixtures.js';
 import { helloWith } from './support/raw-data-client.js';
 
@@ -75,6 +76,29 @@ test('only the handoff source cloudlet is heard: no certificate, another CA and 
     assert.match(reasons, /handshake/, `the refused handshakes are counted (${reasons})`);
     assert.equal(server.refused.get('not from A'), 1);
     assert.equal(server.refused.get('unknown handoff'), 1);
+  } finally {
+    await server.stop();
+  }
+});
+
+test("a restarted target holds a source's hello until its incoming handoffs are taken up, then serves it", async () => {
+  const heard: string[] = [];
+  const server = new DataPlaneServer('127.0.0.1', B);
+  const takenUp = deferred<void>();
+  server.holdHellosUntil(takenUp.promise);
+  const { port } = await server.start();
+  try {
+    // The retried attempt connects while the worker still reads what its predecessor left.
+    const sending = sendOverlay({ host: '127.0.0.1', port, cloudlet: 'B' }, A, overlay('h-restarted'));
+    sending.catch(() => undefined);
+    await sleep(300);
+    assert.deepEqual(heard, [], 'nothing begins before the handoffs are known');
+    server.expect('h-restarted', sinkFrom('A', heard));
+    takenUp.resolve();
+    const { ack } = await sending;
+    assert.equal(ack.batches, 0);
+    assert.deepEqual(heard, ['begin 1'], 'the held hello was served once the handoff was known');
+    assert.equal(server.refused.get('unknown handoff'), undefined, 'and it was not refused as unknown');
   } finally {
     await server.stop();
   }

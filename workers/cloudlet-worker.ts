@@ -17,6 +17,7 @@ import { connectTo, temporalTarget } from '../infra/temporal-connection.js';
 import { WORKFLOW_TASK_QUEUE, cloudletTaskQueue } from '../workflows/definitions.js';
 import { EVENTS_TASK_QUEUE } from '../workflows/event-definitions.js';
 import { pageScanImplementation } from '../engine/memory/native-page-scan.js';
+import { deferred } from '../engine/deferred.js';
 
 /**
  * One cloudlet's worker process: a Temporal client that drives the cloudlet's VMs through their
@@ -118,12 +119,19 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
     tls,
     log: (line) => log.warn(line),
   });
+  // The data plane listens from `start` on; a source's hello waits until the incoming handoffs
+  // the last worker left are taken up, so a retried attempt is not refused as unknown.
+  const incomingTakenUp = deferred<void>();
+  cloudlet.dataPlane.holdHellosUntil(incomingTakenUp.promise);
   await cloudlet.start();
   const target = new TargetHandoffs(cloudlet);
-  const incoming = await target.recover().catch((err: Error) => {
-    log.error({ err: err.message }, 'incoming handoffs could not be taken up');
-    return { recovered: [] as string[], discarded: [] as string[] };
-  });
+  const incoming = await target
+    .recover()
+    .catch((err: Error) => {
+      log.error({ err: err.message }, 'incoming handoffs could not be taken up');
+      return { recovered: [] as string[], discarded: [] as string[] };
+    })
+    .finally(() => incomingTakenUp.resolve());
   const { adopted, lost, swept } = cloudlet.recovery;
   if (adopted.length + lost.length + swept.length + incoming.recovered.length + incoming.discarded.length > 0) {
     log.info(

@@ -153,7 +153,11 @@ export class SourceHandoffs {
         // Before its commit frame left, the source may put its copy back on its own; a phase it
         // cannot read is not proof of that, so the copy then stays as it is.
         const now = await record.read().catch(() => undefined);
-        if (now !== undefined && now.phase !== 'commit-sent' && (await vm.host.runState().catch(() => 'unknown')) === 'paused') await vm.host.cont().catch(() => undefined);
+        const resumes = now !== undefined && now.phase !== 'commit-sent' && (await vm.host.runState().catch(() => 'unknown')) === 'paused';
+        if (resumes) await vm.host.cont().catch(() => undefined);
+        this.cloudlet.config.log?.(
+          `handoff ${handoffId} attempt ${attempt} of ${vm.vmId} ended at phase ${now?.phase ?? 'unknown'}: ${(err as Error).message}${resumes ? '; the copy here runs again' : ''}`,
+        );
         throw err;
       }
     })();

@@ -81,6 +81,7 @@ export class DataPlaneServer {
   private readonly handshakes = new HandshakeLimiter(MAX_PENDING_HANDSHAKES_PER_ADDRESS, MAX_PENDING_HANDSHAKES);
   /** Serves a part of a base image to a peer cloudlet (see base-transfer.ts); none: base requests are refused. */
   private baseParts?: (request: BaseRequest, send: (f: Frame) => Promise<void>) => Promise<void>;
+  private handoffsKnown: Promise<void> = Promise.resolve();
   /** Why connections were turned away, by reason: for the worker's log and the security tests. */
   readonly refused = new Map<string, number>();
 
@@ -130,6 +131,19 @@ export class DataPlaneServer {
   /** Base images travel over this listener too: any cloudlet of the site may fetch one this one holds. */
   serveBaseImages(serve: (request: BaseRequest, send: (f: Frame) => Promise<void>) => Promise<void>): void {
     this.baseParts = serve;
+  }
+
+  /**
+   * Hellos wait for `known` before they are matched against the handoffs expected here. A
+   * restarted worker listens before it has taken up the incoming handoffs its predecessor left;
+   * a source's retried attempt arriving in between is served once they are known, not refused
+   * as unknown (a refusal is final for the handoff). Call before `start`.
+   */
+  holdHellosUntil(known: Promise<unknown>): void {
+    this.handoffsKnown = known.then(
+      () => undefined,
+      () => undefined,
+    );
   }
 
   expect(handoffId: string, sink: OverlaySink): void {
@@ -193,6 +207,7 @@ export class DataPlaneServer {
         }
         if (!sink) {
           if (f.type !== FrameType.Hello) throw new HandoffError('PROTOCOL', `first frame must be hello, got type ${f.type}`);
+          await this.handoffsKnown;
           const expected = this.sinks.get(f.hello.handoffId);
           const peer = socket.getPeerX509Certificate();
           if (!expected || !peer || !namesCloudlet(peer, expected.source)) {

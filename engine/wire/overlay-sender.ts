@@ -8,6 +8,7 @@ import { HandoffError, knownCode } from '../errors.js';
 import { stopTrace } from '../stop-trace.js';
 import { deferred } from '../deferred.js';
 import { Throttle } from './throttle.js';
+import { AnswerWatch } from './answer-watch.js';
 import type { EncodedBatch } from '../pipeline/overlay-encoder.js';
 import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type Ack, type BatchAck, type Frame } from './frames.js';
 import type { Holdings } from './holdings.js';
@@ -100,7 +101,10 @@ async function* overlayFrames(
   /** `p`, or the target's refusal or the connection's end, whichever comes first. */
   untilReplyFails: <T>(p: Promise<T>) => Promise<T>,
   progress: { commitLeft: boolean },
+  /** Counts what the target owes an answer to: every batch, a resumed attempt's hello, the end and the commit. */
+  owed: AnswerWatch,
 ): AsyncGenerator<Buffer> {
+  if (o.attempt > 1) owed.expect();
   yield encodeFrame({ type: FrameType.Hello, hello: { protocol: WIRE_PROTOCOL, version: WIRE_VERSION, handoffId: o.handoffId, attempt: o.attempt } });
   // A resumed attempt goes on from what the target holds: nothing is sent before it is known.
   if (o.attempt > 1) await o.reconcile!(await untilReplyFails(holdings));
@@ -118,6 +122,7 @@ async function* overlayFrames(
     batches++;
     chunks += b.stages.chunks;
     observer.sent?.(b, frame.length);
+    owed.expect();
     yield frame;
   }
   stopTrace('src batches done');
@@ -150,6 +155,7 @@ async function* overlayFrames(
   // waiting for the ack would add a round trip to the downtime. The target still runs the VM
   // only on a complete, verified end of the current attempt followed by its commit.
   progress.commitLeft = true;
+  owed.expect(2);
   stopTrace('src end frame yielded');
   yield Buffer.concat([end, encodeFrame({ type: FrameType.Commit, commit: { attempt: o.attempt } })]);
 }
@@ -185,7 +191,8 @@ export async function sendOverlay(endpoint: DataEndpoint, tls: CloudletTls, over
     decoder.destroy(failure);
   };
   socket.on('error', (e) => fail(new HandoffError('PROTOCOL', `data connection to ${endpoint.host}:${endpoint.port} failed: ${e.message}`)));
-  // A target that goes silent (no RST: a cut link, a frozen host) is noticed, not waited on forever.
+  // A target that goes silent (no RST: a cut link, a frozen host) is noticed, not waited on
+  // forever: silent both ways (the handshake, a long scan here), or owing answers it does not give.
   socket.setTimeout(DATA_IDLE_TIMEOUT_MS, () => fail(new HandoffError('PROTOCOL', `the target's data plane at ${endpoint.host}:${endpoint.port} was silent for ${DATA_IDLE_TIMEOUT_MS / 1000} s`)));
   const onAbort = () => fail(new HandoffError('PROTOCOL', `stream cancelled: ${String(overlay.signal?.reason ?? 'aborted')}`));
   overlay.signal?.addEventListener('abort', onAbort, { once: true });
@@ -194,6 +201,9 @@ export async function sendOverlay(endpoint: DataEndpoint, tls: CloudletTls, over
     socket.once('close', () => reject(failure ?? new Error(`cannot reach the target's data plane at ${endpoint.host}:${endpoint.port}`)));
   });
   socket.setNoDelay(true);
+  const owed = new AnswerWatch(DATA_IDLE_TIMEOUT_MS, (ms) =>
+    fail(new HandoffError('PROTOCOL', `the target's data plane at ${endpoint.host}:${endpoint.port} owed an answer and was silent for ${(ms / 1000).toFixed(1)} s`)),
+  );
   const replies = socket.pipe(decoder);
   const holdings = deferred<Holdings>();
   const acked = deferred<Ack>();
@@ -205,6 +215,7 @@ export async function sendOverlay(endpoint: DataEndpoint, tls: CloudletTls, over
   // the commit.
   const reply = (async () => {
     for await (const f of replies as AsyncIterable<Frame>) {
+      owed.heard();
       if (f.type === FrameType.BatchAck) observer.acked?.(f.batchAck);
       else if (f.type === FrameType.Holdings && overlay.attempt > 1) holdings.resolve(f.holdings);
       else if (f.type === FrameType.Ack && !gotAck) ((gotAck = true), acked.resolve(f.ack));
@@ -225,7 +236,7 @@ export async function sendOverlay(endpoint: DataEndpoint, tls: CloudletTls, over
       // One frame queued ahead of the socket, not Readable.from's default sixteen: every frame
       // queued here is link time the source runs ahead of the target, and a live handoff pays
       // for it at the stop (the final epoch waits behind it, the target drains it).
-      await pipeline(Readable.from(overlayFrames(overlay, observer, holdings.promise, untilReplyFails, progress), { highWaterMark: 1 }), new Throttle(overlay.capMbps ?? (() => null)), socket, { end: false });
+      await pipeline(Readable.from(overlayFrames(overlay, observer, holdings.promise, untilReplyFails, progress, owed), { highWaterMark: 1 }), new Throttle(overlay.capMbps ?? (() => null)), socket, { end: false });
     } catch (err) {
       // A target that refuses the stream says why before it closes; that beats "EPIPE".
       const why = await Promise.race([reply.then(() => undefined, (e: unknown) => e), sleep(1_000)]);
@@ -246,6 +257,7 @@ export async function sendOverlay(endpoint: DataEndpoint, tls: CloudletTls, over
     }
     throw failure ?? err;
   } finally {
+    owed.stop();
     overlay.signal?.removeEventListener('abort', onAbort);
     socket.destroy();
   }

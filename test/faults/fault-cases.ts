@@ -87,6 +87,7 @@ export const FAULT_CASES: FaultCase[] = [
     expected: ['stayed-at-source', 'moved'],
     check: async (ctx) => {
       const silent = ctx.monitor.longestSilenceMs('A');
+      ctx.log(`    the guest at A was silent at most ${(silent / 1000).toFixed(1)} s (bound ${(DATA_IDLE_TIMEOUT_MS + 5_000) / 1000} s)`);
       return silent <= DATA_IDLE_TIMEOUT_MS + 5_000 ? [] : [`the guest at A was silent ${(silent / 1000).toFixed(1)} s, over the ${DATA_IDLE_TIMEOUT_MS / 1000} s bound + 5 s`];
     },
     inject: async (ctx) => {
