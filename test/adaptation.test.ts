@@ -97,3 +97,25 @@ test('the profiler measures R only while the link was kept busy', () => {
   assert.ok(Math.abs(m.modes[0]!.P_MBps - 2 * 104.86) < 1, `P is per-thread rate × threads: ${m.modes[0]!.P_MBps}`);
   assert.ok(Math.abs(m.modes[0]!.ratio - 1_000_000 / (1 << 20)) < 0.001);
 });
+
+test('the stop is planned at a rate the link kept, not at its last three seconds', () => {
+  let now = 0;
+  const p = new StreamProfiler(2, () => now, 0);
+  const batch = (bytes: number) => ({ seq: 0, modeId: 'xor/zstd-3', payload: new Uint8Array(bytes), rawBytes: 0, rawXxh64: '', payloadXxh64: '', busyMs: 10, classifyMs: 1, inputBytes: 1 << 20, stages: { chunks: 256, zero: 0, baseRefs: 0, selfRefs: 0, data: 256, againstPrevious: 0 } });
+  for (let i = 0; i < 40; i++) p.recordBatch(batch(1_000_000), 1_000_000);
+  // A link that goes 20 ↔ 8 Mbit/s every 4 s; an ack every 200 ms with the window kept full.
+  let received = 0;
+  assert.equal(p.stopR_Mbps(), null, 'not measured before an ack');
+  for (let t = 200; t <= 10_000; t += 200) {
+    const mbps = Math.floor((t - 1) / 4_000) % 2 === 0 ? 20 : 8;
+    received += (mbps * 1e6 * 0.2) / 8;
+    now = t;
+    p.recordAck({ seq: t / 200, bytesReceived: Math.round(received) });
+  }
+  // At 10 s the link is in a fast phase since 8 s: the last three seconds hold 1 s at 8, 2 s at 20.
+  const R = p.R_Mbps()!;
+  const stopR = p.stopR_Mbps()!;
+  assert.ok(R > 14, `R over the last 3 s is mostly the fast phase: ${R}`);
+  assert.ok(Math.abs(stopR - 8) < 0.5, `the stop is planned at the slow phase's 8 Mbit/s: ${stopR}`);
+  assert.ok(stopR <= R);
+});

@@ -15,6 +15,16 @@ const NEW_WEIGHT = 0.5;
 /** Bytes in flight above which the link counts as busy, so acks measure its capacity. */
 const BUSY_INFLIGHT_BYTES = 128 * 1024;
 const R_WINDOW_MS = 3_000;
+/**
+ * The rate the stop is planned at is one the link kept over this long: a pre-copy that stops on
+ * the last three seconds' rate breaks its downtime budget when the link falls during the stop.
+ */
+const STOP_R_WINDOW_MS = 15_000;
+/** …in slots of this length, of which the low quantile counts… */
+const STOP_R_SLOT_MS = 1_000;
+const STOP_R_QUANTILE = 0.2;
+/** …once this many slots saw the link busy (before that, the last window's R). */
+const STOP_R_MIN_SLOTS = 3;
 /** The first batches of a stream pay for thread and JIT warm-up: their P is not a measurement. */
 const WARMUP_BATCHES = 2;
 
@@ -60,14 +70,35 @@ export class StreamProfiler {
       if (inflight > BUSY_INFLIGHT_BYTES && dt > 0) this.busyIntervals.push({ t, dt, bytes: ack.bytesReceived - this.lastAck.bytes });
     }
     this.lastAck = { t, bytes: ack.bytesReceived };
-    while (this.busyIntervals.length && this.busyIntervals[0]!.t < t - R_WINDOW_MS) this.busyIntervals.shift();
-    const dt = this.busyIntervals.reduce((s, x) => s + x.dt, 0);
-    if (dt >= 200) this.lastR = (this.busyIntervals.reduce((s, x) => s + x.bytes, 0) * 8) / 1e6 / (dt / 1000);
+    while (this.busyIntervals.length && this.busyIntervals[0]!.t < t - STOP_R_WINDOW_MS) this.busyIntervals.shift();
+    const recent = this.busyIntervals.filter((x) => x.t >= t - R_WINDOW_MS);
+    const dt = recent.reduce((s, x) => s + x.dt, 0);
+    if (dt >= 200) this.lastR = (recent.reduce((s, x) => s + x.bytes, 0) * 8) / 1e6 / (dt / 1000);
   }
 
   /** Mbit/s, or null before the link has been seen busy. */
   R_Mbps(): number | null {
     return this.lastR;
+  }
+
+  /**
+   * The link rate to plan the stop at, Mbit/s: the low quantile of what the link carried per
+   * second while busy over the last STOP_R_WINDOW_MS, and never above the current R. Null before
+   * the link has been seen busy.
+   */
+  stopR_Mbps(): number | null {
+    if (this.lastR === null) return null;
+    const slots = new Map<number, { bytes: number; dt: number }>();
+    for (const x of this.busyIntervals) {
+      const slot = Math.floor(x.t / STOP_R_SLOT_MS);
+      const s = slots.get(slot) ?? { bytes: 0, dt: 0 };
+      s.bytes += x.bytes;
+      s.dt += x.dt;
+      slots.set(slot, s);
+    }
+    const rates = [...slots.values()].filter((s) => s.dt >= STOP_R_SLOT_MS / 5).map((s) => (s.bytes * 8) / 1e6 / (s.dt / 1000)).sort((a, b) => a - b);
+    if (rates.length < STOP_R_MIN_SLOTS) return this.lastR;
+    return Math.min(this.lastR, rates[Math.floor(STOP_R_QUANTILE * (rates.length - 1))]!);
   }
 
   measurements(current: ModeId): StreamMeasurements {

@@ -2,7 +2,8 @@ import { open, readFile } from 'node:fs/promises';
 import { ALL_MODES, modeId, stopMode, type ModeId } from '../adaptation/mode.js';
 import { StreamProfiler } from '../adaptation/stream-profiler.js';
 import type { PrecopyProgress } from '../adaptation/measurements.js';
-import { DEFAULT_PRECOPY, SHRINK, type PrecopyAction, type PrecopyPolicy } from './precopy-policy.js';
+import { DEFAULT_PRECOPY, type PrecopyAction, type PrecopyPolicy } from './precopy-policy.js';
+import { MAX_CATCH_UP_EPOCHS, afterDrain, afterLiveEpoch } from './precopy-rule.js';
 import type { CodecPool } from '../pipeline/codec-pool.js';
 import { Space, type ChunkRecord } from '../pipeline/chunk-records.js';
 import { baseChunkReader, vmChunkReader } from '../pipeline/chunk-source.js';
@@ -72,11 +73,6 @@ const REPORT_EVERY_MS = 1_000;
 const SAMPLE_EVERY_MS = 1_500;
 const MODES_PER_SAMPLE = 4;
 const SAMPLE_CHUNKS = 64;
-/** Each non-shrinking epoch pauses the guest this much more of the time, up to the maximum. */
-const THROTTLE_STEP = 0.25;
-const MAX_THROTTLE = 0.75;
-/** Live epochs at most between the convergence decision and the pause (see the stop). */
-const MAX_CATCH_UP_EPOCHS = 3;
 /** A re-sending epoch's compression ratio is trusted from this much input on (64 chunks). */
 const MIN_RATIO_INPUT_BYTES = 64 * 4096;
 /** The longest the live side waits for the link to drain before the pause. */
@@ -294,12 +290,13 @@ export async function streamOverlay(opts: {
      * How long `pending` chunks would take to send: at the compression of the last re-sending
      * epoch (its chunks are like the final epoch's: pages dirtied again, most sent as XORs with
      * their previous send — the first epoch's ratio says little about them), else of all so far,
-     * over the link rate measured from acks; where no rate is measured (a fast link never fills
+     * over the rate the link kept lately (StreamProfiler.stopR_Mbps, its low quantile over 15 s:
+     * a rate that drops during the stop must not break the budget); where no rate is measured (a fast link never fills
      * the window), at the last epoch's pace, which then is the pipeline's.
      */
     const ratioNow = () => recentRatio ?? (stages.inputBytes > 0 ? stages.payloadBytes / stages.inputBytes : 1);
     const finalEpochEstimateMs = (pending: number): number => {
-      const R = profiler.R_Mbps();
+      const R = profiler.stopR_Mbps();
       const ratio = ratioNow();
       if (R !== null && R > 0) return (pending * 4096 * ratio * 8) / (R * 1e3);
       const last = epochs.at(-1)!;
@@ -310,7 +307,7 @@ export async function streamOverlay(opts: {
     const decided = (epoch: number, action: PrecopyAction, reason: string, pending: number, dirtyBytesPerS: number | null) =>
       control.decided?.({
         epoch, action, reason, pendingChunks: pending, estimateMs: Math.round(finalEpochEstimateMs(pending)), budgetMs: policy.downtimeBudgetMs,
-        R_Mbps: profiler.R_Mbps(), ratio: ratioNow(), dirtyBytesPerS, guestPausedShare: throttle.pausedShare, atMs: Date.now() - started,
+        R_Mbps: profiler.stopR_Mbps(), ratio: ratioNow(), dirtyBytesPerS, guestPausedShare: throttle.pausedShare, atMs: Date.now() - started,
       });
     const batches = async function* (): AsyncGenerator<EncodedBatch> {
       // Epoch 0: everything that differs from the base; the disk's dirty set is all of it so far.
@@ -327,33 +324,16 @@ export async function streamOverlay(opts: {
       for (let n = 0; ; n++) {
         const pending = memoryPages.length + diskBlocks.length;
         if (n > 0) {
-          const estimateMs = finalEpochEstimateMs(pending);
-          const shrinking = pending <= previous * SHRINK;
-          const decide = (action: PrecopyAction, reason: string) =>
-            decided(n - 1, action, reason, pending, (pending * 4096) / Math.max(0.001, epochs.at(-1)!.ms / 1000));
-          if (estimateMs <= policy.downtimeBudgetMs) {
-            stop.converged = true;
-            stop.stopReason = `converged after ${n} live epochs${throttle.pausedShare > 0 ? ` (guest slowed to ${Math.round((1 - throttle.pausedShare) * 100)}% of its time)` : ''}: ${pending} chunks left, ~${Math.round(estimateMs)} ms to send`;
-            decide('stop', stop.stopReason);
-            break;
-          }
-          if (n >= policy.maxLiveEpochs) {
-            stop.stopReason = `stopped after ${n} live epochs (the most allowed), ${pending} chunks left`;
-            decide('stop', stop.stopReason);
-            break;
-          }
-          if (!shrinking) {
-            // The guest dirties as fast as the link drains: slow it, step by step, before giving up.
-            if (throttle.pausedShare >= MAX_THROTTLE) {
-              stop.stopReason = `not converging even with the guest paused ${Math.round(throttle.pausedShare * 100)}% of the time: ${pending} chunks left after ${n} epochs; ended the iterations`;
-              decide('stop', stop.stopReason);
-              break;
-            }
-            throttle.set(throttle.pausedShare + THROTTLE_STEP);
+          const verdict = afterLiveEpoch({ liveEpochs: n, pendingChunks: pending, previousChunks: previous, estimateMs: finalEpochEstimateMs(pending), guestPausedShare: throttle.pausedShare }, policy);
+          if (verdict.action === 'slow-guest') {
+            throttle.set(verdict.guestPausedShare);
             slowedAt.push({ epoch: n, share: throttle.pausedShare });
-            decide('slow-guest', `the dirty set did not shrink (${pending} chunks after ${previous}): the guest is paused ${Math.round(throttle.pausedShare * 100)}% of its time from here`);
-          } else {
-            decide('continue', `${pending} chunks left, ~${Math.round(estimateMs)} ms to send, over the ${policy.downtimeBudgetMs} ms budget; the dirty set shrank from ${previous}`);
+          }
+          decided(n - 1, verdict.action, verdict.reason, pending, (pending * 4096) / Math.max(0.001, epochs.at(-1)!.ms / 1000));
+          if (verdict.action === 'stop') {
+            stop.converged = verdict.converged;
+            stop.stopReason = verdict.reason;
+            break;
           }
         }
         previous = pending;
@@ -379,8 +359,9 @@ export async function streamOverlay(opts: {
         const catchUpDisk = await withEpochDirty(diskBlocks);
         diskBlocks = catchUpDisk;
         const pending = catchUpMemory.length + catchUpDisk.length;
-        if (finalEpochEstimateMs(pending) <= policy.downtimeBudgetMs / 2 || pending > before * SHRINK) break;
-        decided(epochs.length, 'catch-up', `${pending} chunks dirtied while the link drained, ~${Math.round(finalEpochEstimateMs(pending))} ms to send: one more live epoch for them`, pending, null);
+        const verdict = afterDrain({ pendingChunks: pending, previousChunks: before, estimateMs: finalEpochEstimateMs(pending) }, policy);
+        if (verdict.action === 'pause') break;
+        decided(epochs.length, 'catch-up', verdict.reason, pending, null);
         before = pending;
         yield* epoch(epochs.length, true, [
           { space: Space.Memory, indices: catchUpMemory },

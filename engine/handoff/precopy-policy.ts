@@ -39,7 +39,10 @@ export interface PrecopyDecision {
   /** Their estimated send time, ms, against the budget. */
   estimateMs: number;
   budgetMs: number;
-  /** What the estimate rests on: the link rate from acks (null: not measured), wire bytes per input byte. */
+  /**
+   * What the estimate rests on: the rate the link kept lately, from acks (the low quantile of its
+   * per-second rates over 15 s; null: not measured), and wire bytes per input byte.
+   */
   R_Mbps: number | null;
   ratio: number;
   /** Bytes the guest dirtied per second of the epoch that just ended. */

@@ -1,0 +1,56 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { MAX_THROTTLE, THROTTLE_STEP, afterDrain, afterLiveEpoch, type EpochEnd } from '../engine/handoff/precopy-rule.js';
+
+// The pre-copy's stop rule, apart from the stream that runs it: each verdict and the reason an
+// auditor reads in the handoff's history.
+
+const policy = { downtimeBudgetMs: 300, maxLiveEpochs: 8 };
+const epoch = (o: Partial<EpochEnd>): EpochEnd => ({ liveEpochs: 2, pendingChunks: 5_000, previousChunks: 10_000, estimateMs: 2_000, guestPausedShare: 0, ...o });
+
+test('what is left fits the budget: stop, converged', () => {
+  const v = afterLiveEpoch(epoch({ pendingChunks: 400, estimateMs: 250 }), policy);
+  assert.equal(v.action, 'stop');
+  assert.ok(v.action === 'stop' && v.converged);
+  assert.match(v.reason, /^converged after 2 live epochs: 400 chunks left, ~250 ms to send$/);
+  const slowed = afterLiveEpoch(epoch({ estimateMs: 300, guestPausedShare: 0.5 }), policy);
+  assert.match(slowed.reason, /guest slowed to 50% of its time/, 'at the budget exactly it converges, and says the guest was slowed');
+});
+
+test('convergence wins over the epoch limit; the limit stops an unconverged pre-copy', () => {
+  const fits = afterLiveEpoch(epoch({ liveEpochs: 8, estimateMs: 100 }), policy);
+  assert.ok(fits.action === 'stop' && fits.converged, 'within the budget at the last epoch allowed: converged');
+  const v = afterLiveEpoch(epoch({ liveEpochs: 8 }), policy);
+  assert.deepEqual(v, { action: 'stop', converged: false, reason: 'stopped after 8 live epochs (the most allowed), 5000 chunks left' });
+});
+
+test('a shrinking dirty set over the budget: go on', () => {
+  const v = afterLiveEpoch(epoch({ pendingChunks: 9_000, previousChunks: 10_000 }), policy);
+  assert.equal(v.action, 'continue', '9000 after 10000 shrank by the 10% asked');
+  assert.match(v.reason, /9000 chunks left, ~2000 ms to send, over the 300 ms budget; the dirty set shrank from 10000/);
+});
+
+test('a dirty set that does not shrink slows the guest step by step, then stops the iterations', () => {
+  let share = 0;
+  const steps: number[] = [];
+  for (let n = 1; n < 8; n++) {
+    const v = afterLiveEpoch(epoch({ liveEpochs: n, pendingChunks: 9_500, previousChunks: 10_000, guestPausedShare: share }), policy);
+    if (v.action === 'stop') {
+      assert.equal(v.converged, false);
+      assert.match(v.reason, /not converging even with the guest paused 75% of the time: 9500 chunks left after 4 epochs/);
+      break;
+    }
+    assert.equal(v.action, 'slow-guest', `epoch ${n}`);
+    if (v.action === 'slow-guest') share = v.guestPausedShare;
+    steps.push(share);
+  }
+  assert.deepEqual(steps, [THROTTLE_STEP, 2 * THROTTLE_STEP, MAX_THROTTLE]);
+});
+
+test('after the drain: catch up while it shrinks and is over half the budget, else pause', () => {
+  assert.equal(afterDrain({ pendingChunks: 600, previousChunks: Infinity, estimateMs: 400 }, policy).action, 'catch-up');
+  assert.match(afterDrain({ pendingChunks: 600, previousChunks: Infinity, estimateMs: 400 }, policy).reason, /600 chunks dirtied while the link drained, ~400 ms to send/);
+  assert.deepEqual(afterDrain({ pendingChunks: 200, previousChunks: 600, estimateMs: 150 }, policy), { action: 'pause', reason: '200 chunks left, ~150 ms to send, within half the budget' });
+  assert.equal(afterDrain({ pendingChunks: 580, previousChunks: 600, estimateMs: 390 }, policy).action, 'pause', 'not shrinking by 10%: catching up is no use');
+  assert.equal(afterDrain({ pendingChunks: 500, previousChunks: 600, estimateMs: 330 }, policy).action, 'catch-up');
+});
