@@ -4,6 +4,8 @@ import type { TargetAnswer } from '../engine/handoff/source-phase.js';
 import type { StreamMeasurements } from '../engine/adaptation/measurements.js';
 import { asActivity } from './failures.js';
 import { checked, type ActivityInput } from './inputs.js';
+import { workflowStreamControl } from './workflow-stream-control.js';
+import { tracedControl, writeStreamTrace } from '../engine/adaptation/stream-trace.js';
 
 /**
  * A stream attempt's progress, in its heartbeats: how far it got, at what rate, and the latest
@@ -18,10 +20,14 @@ export interface StreamProgress {
   R_Mbps: number | null;
   measurements: StreamMeasurements | null;
 }
-import { workflowStreamControl } from './workflow-stream-control.js';
+
+export interface SourceActivityOptions {
+  /** Where each stream attempt writes its trace (engine/adaptation/stream-trace.ts); none if absent. */
+  traceDir?: string;
+}
 
 /** The source cloudlet's part of a handoff; thin adapters over the engine. */
-export function createSourceActivities(source: SourceHandoffs) {
+export function createSourceActivities(source: SourceHandoffs, options: SourceActivityOptions = {}) {
   return {
     snapshot: (input: ActivityInput<'snapshot'>): Promise<SnapshotResult> =>
       asActivity(() => {
@@ -35,12 +41,18 @@ export function createSourceActivities(source: SourceHandoffs) {
           const a = checked('streamOverlay', input);
           const ctx = Context.current();
           const control = await workflowStreamControl();
+          const traced = options.traceDir ? tracedControl(control, a.handoffId, ctx.info.attempt) : undefined;
+          const steering = traced?.control ?? control;
           try {
             // The activity's attempt is the stream's: the target serves the newest one only.
-            const reporting = { ...control, report: (m: StreamMeasurements) => ((progress = { ...progress, atMs: m.atMs, inputBytes: m.inputBytes, wireBytes: m.wireBytes, R_Mbps: m.R_Mbps, measurements: m }), control.report(m)) };
+            const reporting = { ...steering, report: (m: StreamMeasurements) => ((progress = { ...progress, atMs: m.atMs, inputBytes: m.inputBytes, wireBytes: m.wireBytes, R_Mbps: m.R_Mbps, measurements: m }), steering.report(m)) };
             return await source.stream(a.handoffId, a.endpoint, reporting, { attempt: ctx.info.attempt, signal: ctx.cancellationSignal });
           } finally {
             control.stop();
+            // A trace is a by-product: one that cannot be written costs the handoff nothing.
+            if (traced && traced.trace().ticks.length > 0) {
+              await writeStreamTrace(options.traceDir!, traced.trace()).catch((err: Error) => ctx.log.warn('stream trace not written', { error: err.message }));
+            }
           }
         },
         () => progress,

@@ -45,6 +45,8 @@ const configSchema = z.object({
   tlsCert: z.string({ error: 'is required (or EHOFF_TLS_CERT): the cloudlet certificate, PEM' }).min(1),
   tlsKey: z.string({ error: 'is required (or EHOFF_TLS_KEY): the cloudlet key, PEM' }).min(1),
   tlsCa: z.string({ error: 'is required (or EHOFF_TLS_CA): the site CA certificate, PEM' }).min(1),
+  /** Where each stream attempt from here writes its per-second trace (or EHOFF_TRACE_DIR); none if unset. */
+  traceDir: z.string().min(1).optional(),
 });
 export type CloudletWorkerConfig = z.infer<typeof configSchema>;
 
@@ -69,6 +71,7 @@ async function main(): Promise<void> {
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'tls-ca': { type: 'string' },
+      'trace-dir': { type: 'string' },
     },
   });
   const fromEnv = tlsFilesFromEnv();
@@ -88,6 +91,7 @@ async function main(): Promise<void> {
     tlsCert: values['tls-cert'] ?? fromEnv.certFile,
     tlsKey: values['tls-key'] ?? fromEnv.keyFile,
     tlsCa: values['tls-ca'] ?? fromEnv.caFile,
+    traceDir: values['trace-dir'] ?? (process.env.EHOFF_TRACE_DIR || undefined),
   });
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -166,7 +170,7 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
     maxHeartbeatThrottleInterval: '1 second',
     activities: {
       ...createCloudletActivities(cloudlet),
-      ...createSourceActivities(new SourceHandoffs(cloudlet)),
+      ...createSourceActivities(new SourceHandoffs(cloudlet), { traceDir: config.traceDir }),
       ...createTargetActivities(target),
     },
   });
