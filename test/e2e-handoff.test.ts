@@ -231,9 +231,11 @@ test('the operator CLI: launch a VM, see where it runs, move it, see it moved; s
   const before = await ehoff(['status', '--vm', 'cli-vm', '--cloudlets', 'A,B,C', '--json'], env);
   assert.equal(before.code, EXIT.OK, before.stderr);
   assert.deepEqual(JSON.parse(before.stdout), { vmId: 'cli-vm', cloudlet: 'A', runState: 'running', copies: [{ cloudlet: 'A', runState: 'running' }] });
-  // Followed by `watch` as it runs: one JSON object a second, then its end.
+  // Followed by `watch` as it runs: one JSON object a second, then its end. Capped so that the
+  // stream outlasts a sample or two: on loopback an idle VM's stream can end within the second
+  // between two of them.
   const [moved, watched] = await Promise.all([
-    ehoff(['trigger', '--vm', 'cli-vm', '--from', 'A', '--to', 'B', '--json'], env),
+    ehoff(['trigger', '--vm', 'cli-vm', '--from', 'A', '--to', 'B', '--cap', '8', '--json'], env),
     ehoff(['watch', '--vm', 'cli-vm', '--json'], env),
   ]);
   assert.equal(watched.code, EXIT.OK, watched.stderr);
