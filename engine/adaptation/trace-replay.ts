@@ -21,21 +21,32 @@ export interface RegretReport {
 }
 
 /**
+ * What `read` finds in the trace at `atMs`: from the latest tick at or before then where it finds
+ * something, else from the first one after; null if no tick has it.
+ */
+function figureAt<T>(trace: StreamTrace, atMs: number, read: (tick: StreamMeasurements) => T | null): T | null {
+  let found: T | null = null;
+  for (const t of trace.ticks) {
+    const v = read(t);
+    if (v === null) continue;
+    if (t.atMs > atMs && found !== null) break;
+    found = v;
+    if (t.atMs > atMs) break;
+  }
+  return found;
+}
+
+/**
  * What `mode` achieved at `atMs` in the trace: its figures from the latest tick at or before then
  * that measured it (the stream's own or a sample), else from the first one after. Samples measure
  * P from pool busy time; the replay inherits that bias, and pays nothing for a switch (a codec's
  * cold start): it compares policies on the same conditions, it does not predict a handoff's time.
  */
 export function modeAt(trace: StreamTrace, mode: ModeId, atMs: number): { P_MBps: number; ratio: number } | null {
-  let found: { P_MBps: number; ratio: number } | null = null;
-  for (const t of trace.ticks) {
+  return figureAt(trace, atMs, (t) => {
     const m = t.modes.find((x) => x.mode === mode && x.P_MBps > 0 && x.ratio > 0);
-    if (!m) continue;
-    if (t.atMs > atMs && found) break;
-    found = { P_MBps: m.P_MBps, ratio: m.ratio };
-    if (t.atMs > atMs) break;
-  }
-  return found;
+    return m ? { P_MBps: m.P_MBps, ratio: m.ratio } : null;
+  });
 }
 
 /**
@@ -43,14 +54,7 @@ export function modeAt(trace: StreamTrace, mode: ModeId, atMs: number): { P_MBps
  * after; Infinity if the trace never saw the link busy (the pipeline, not the link, was the limit).
  */
 export function linkAt(trace: StreamTrace, atMs: number): number {
-  let found: number | null = null;
-  for (const t of trace.ticks) {
-    if (t.R_Mbps === null || !(t.R_Mbps > 0)) continue;
-    if (t.atMs > atMs && found !== null) break;
-    found = t.R_Mbps;
-    if (t.atMs > atMs) break;
-  }
-  return found ?? Infinity;
+  return figureAt(trace, atMs, (t) => (t.R_Mbps !== null && t.R_Mbps > 0 ? t.R_Mbps : null)) ?? Infinity;
 }
 
 const inputMBOf = (trace: StreamTrace) => trace.ticks.at(-1)!.inputBytes / 1e6;
