@@ -303,10 +303,10 @@ export async function streamOverlay(opts: {
       const pace = ((last.memoryPages + last.diskBlocks) * 4096) / Math.max(1, last.ms); // bytes per ms
       return (pending * 4096) / Math.max(pace, 1);
     };
-    /** A pre-copy decision with the figures it rests on, to whoever steers the stream. */
-    const decided = (epoch: number, action: PrecopyAction, reason: string, pending: number, dirtyBytesPerS: number | null) =>
+    /** A pre-copy decision with the figures it rests on (the estimate it was taken on), to whoever steers the stream. */
+    const decided = (epoch: number, action: PrecopyAction, reason: string, pending: number, estimateMs: number, dirtyBytesPerS: number | null) =>
       control.decided?.({
-        epoch, action, reason, pendingChunks: pending, estimateMs: Math.round(finalEpochEstimateMs(pending)), budgetMs: policy.downtimeBudgetMs,
+        epoch, action, reason, pendingChunks: pending, estimateMs: Math.round(estimateMs), budgetMs: policy.downtimeBudgetMs,
         R_Mbps: profiler.stopR_Mbps(), ratio: ratioNow(), dirtyBytesPerS, guestPausedShare: throttle.pausedShare, atMs: Date.now() - started,
       });
     const batches = async function* (): AsyncGenerator<EncodedBatch> {
@@ -324,12 +324,13 @@ export async function streamOverlay(opts: {
       for (let n = 0; ; n++) {
         const pending = memoryPages.length + diskBlocks.length;
         if (n > 0) {
-          const verdict = afterLiveEpoch({ liveEpochs: n, pendingChunks: pending, previousChunks: previous, estimateMs: finalEpochEstimateMs(pending), guestPausedShare: throttle.pausedShare }, policy);
+          const estimateMs = finalEpochEstimateMs(pending);
+          const verdict = afterLiveEpoch({ liveEpochs: n, pendingChunks: pending, previousChunks: previous, estimateMs, guestPausedShare: throttle.pausedShare }, policy);
           if (verdict.action === 'slow-guest') {
             throttle.set(verdict.guestPausedShare);
             slowedAt.push({ epoch: n, share: throttle.pausedShare });
           }
-          decided(n - 1, verdict.action, verdict.reason, pending, (pending * 4096) / Math.max(0.001, epochs.at(-1)!.ms / 1000));
+          decided(n - 1, verdict.action, verdict.reason, pending, estimateMs, (pending * 4096) / Math.max(0.001, epochs.at(-1)!.ms / 1000));
           if (verdict.action === 'stop') {
             stop.converged = verdict.converged;
             stop.stopReason = verdict.reason;
@@ -359,9 +360,10 @@ export async function streamOverlay(opts: {
         const catchUpDisk = await withEpochDirty(diskBlocks);
         diskBlocks = catchUpDisk;
         const pending = catchUpMemory.length + catchUpDisk.length;
-        const verdict = afterDrain({ pendingChunks: pending, previousChunks: before, estimateMs: finalEpochEstimateMs(pending) }, policy);
+        const estimateMs = finalEpochEstimateMs(pending);
+        const verdict = afterDrain({ pendingChunks: pending, previousChunks: before, estimateMs }, policy);
         if (verdict.action === 'pause') break;
-        decided(epochs.length, 'catch-up', verdict.reason, pending, null);
+        decided(epochs.length, 'catch-up', verdict.reason, pending, estimateMs, null);
         before = pending;
         yield* epoch(epochs.length, true, [
           { space: Space.Memory, indices: catchUpMemory },

@@ -256,7 +256,6 @@ async function runCase(
   return { ...partial, passed: failures.length === 0, failures };
 }
 
-
 /** Writes a file of random bytes in the guest, syncs it, and returns its SHA-256 as the guest computed it. */
 async function seal(cloudlet: string, vmId: string, runDirs: Record<string, string>): Promise<string> {
   await sendConsoleLine(join(runDirs[cloudlet]!, 'vms', vmId, 'serial.sock'), 'seal sealed.bin');
