@@ -37,6 +37,7 @@ export async function workflowStreamControl(): Promise<StreamControl & { stop():
   return {
     mode: () => state.mode,
     bandwidthCapMbps: () => state.bandwidthCapMbps,
+    pinned: () => state.pinnedMode !== null,
     report: (m) => {
       latest = m;
       // The workflow's own rule, run here first: only a sample that would switch is sent, and the

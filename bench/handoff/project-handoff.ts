@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Workload } from '../../engine/names.js';
+import type { ModeId } from '../../engine/adaptation/mode.js';
 import type { EmbeddedCluster } from '../../infra/embedded-cluster.js';
 import { runHandoff } from '../../client/start-handoff.js';
 import { WORKFLOW_TASK_QUEUE, type HandoffResult } from '../../workflows/definitions.js';
@@ -26,6 +27,10 @@ export async function runProjectHandoff(o: {
   warmupSeconds: number;
   vmId: string;
   log: (line: string) => void;
+  /** Hand off in this mode throughout (the workflow's pinnedMode); absent: the adaptive policy. */
+  pinnedMode?: ModeId;
+  /** Wraps the handoff itself (not the launch or warm-up): bench:adaptation plays its link profile there. */
+  around?: <T>(handoff: () => Promise<T>) => Promise<T>;
 }): Promise<ProjectHandoffOutcome> {
   const { cluster } = o;
   const wan = cluster.wan;
@@ -40,7 +45,9 @@ export async function runProjectHandoff(o: {
   let outcome: Omit<ProjectHandoffOutcome, 'cpuSeconds'>;
   let cpuSeconds: number;
   try {
-    const result = await runHandoff(cluster.client, { vmId: o.vmId, source: 'A', target: 'B' });
+    const input = { vmId: o.vmId, source: 'A', target: 'B', ...(o.pinnedMode ? { pinnedMode: o.pinnedMode } : {}) };
+    const handoff = () => runHandoff(cluster.client, input);
+    const result = await (o.around ? o.around(handoff) : handoff());
     outcome = { result, wireBytes: (await wan.uplinkBytes('A')) - bytesBefore };
   } finally {
     cpuSeconds = await cpu.stop();

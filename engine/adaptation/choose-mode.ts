@@ -33,9 +33,7 @@ export const MIN_DWELL_MS = 5_000;
 export function chooseMode(m: StreamMeasurements, policy: StreamPolicy, current: ModeId, heldMs = Infinity): ModeDecision {
   if (policy.pinnedMode) return { mode: policy.pinnedMode, reason: `pinned by operator`, effectiveMBps: null };
   if (heldMs < MIN_DWELL_MS) return { mode: current, reason: `kept: in use ${(heldMs / 1000).toFixed(1)} s, less than the ${MIN_DWELL_MS / 1000} s a mode is given`, effectiveMBps: null };
-  const measuredR = m.R_Mbps;
-  const cap = policy.bandwidthCapMbps;
-  const R_Mbps = measuredR === null ? cap : cap === null ? measuredR : Math.min(measuredR, cap);
+  const R_Mbps = linkRateMbps(m, policy);
   if (R_Mbps === null) return { mode: current, reason: 'network throughput not measured yet', effectiveMBps: null };
   const R_MBps = R_Mbps / 8;
   const effective = (P: number, r: number) => Math.min(P, r > 0 ? R_MBps / r : Infinity);
@@ -58,4 +56,18 @@ export function chooseMode(m: StreamMeasurements, policy: StreamPolicy, current:
     reason: `min(P, R/r) = ${fmt(best.eff)} MB/s (P ${fmt(best.P)} MB/s, r ${best.r.toFixed(3)}, R ${fmt(R_Mbps)} Mbit/s, ${bound}) beats ${current} at ${currentEff === undefined ? 'unmeasured' : fmt(currentEff) + ' MB/s'}`,
     effectiveMBps: best.eff,
   };
+}
+
+/** The link rate a mode is judged at: the measured R, capped by the operator; null if neither is known. */
+export function linkRateMbps(m: StreamMeasurements, policy: Pick<StreamPolicy, 'bandwidthCapMbps'>): number | null {
+  const cap = policy.bandwidthCapMbps;
+  return m.R_Mbps === null ? cap : cap === null ? m.R_Mbps : Math.min(m.R_Mbps, cap);
+}
+
+/** What `mode` moves now by its measurements, min(P, R/r) in input MB/s; null if it or R is not measured. */
+export function effectiveMBps(m: StreamMeasurements, mode: ModeId, policy: Pick<StreamPolicy, 'bandwidthCapMbps'>): number | null {
+  const R_Mbps = linkRateMbps(m, policy);
+  const x = m.modes.find((v) => v.mode === mode);
+  if (R_Mbps === null || !x || !(x.P_MBps > 0) || !(x.ratio > 0)) return null;
+  return Math.min(x.P_MBps, R_Mbps / 8 / x.ratio);
 }

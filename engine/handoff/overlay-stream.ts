@@ -1,6 +1,8 @@
 import { open, readFile } from 'node:fs/promises';
 import { ALL_MODES, modeId, stopMode, type ModeId } from '../adaptation/mode.js';
 import { StreamProfiler } from '../adaptation/stream-profiler.js';
+import { effectiveMBps } from '../adaptation/choose-mode.js';
+import { modesToSample, sampleBudgetAllows } from '../adaptation/sample-plan.js';
 import type { PrecopyProgress } from '../adaptation/measurements.js';
 import { DEFAULT_PRECOPY, type PrecopyAction, type PrecopyPolicy } from './precopy-policy.js';
 import { MAX_CATCH_UP_EPOCHS, afterDrain, afterLiveEpoch } from './precopy-rule.js';
@@ -72,6 +74,7 @@ const REPORT_EVERY_MS = 1_000;
 /** How often a few other modes are tried on a sample of recent chunks. */
 const SAMPLE_EVERY_MS = 1_500;
 const MODES_PER_SAMPLE = 4;
+const SAMPLE_CANDIDATES = ALL_MODES.map(modeId);
 const SAMPLE_CHUNKS = 64;
 /** A re-sending epoch's compression ratio is trusted from this much input on (64 chunks). */
 const MIN_RATIO_INPUT_BYTES = 64 * 4096;
@@ -178,17 +181,24 @@ export async function streamOverlay(opts: {
   let sampleCursor = 0;
   let sampling = false;
   let samplingDone: Promise<unknown> = Promise.resolve();
+  let samplingBusyMs = 0;
   const sampler = setInterval(() => {
-    if (sampling || latest.length === 0) return;
-    sampling = true;
+    if (sampling || latest.length === 0 || control.pinned?.()) return;
+    if (!sampleBudgetAllows(samplingBusyMs, Date.now() - started)) return;
     const records = latest.filter((r) => r.kind === 'data').slice(0, SAMPLE_CHUNKS);
+    if (records.length === 0) return;
+    sampling = true;
     const current = control.mode();
-    const candidates = ALL_MODES.map(modeId).filter((m) => m !== current);
-    const picked = Array.from({ length: MODES_PER_SAMPLE }, () => candidates[sampleCursor++ % candidates.length]!);
+    const m = profiler.measurements(current);
+    const pick = modesToSample({
+      candidates: SAMPLE_CANDIDATES, current, measured: m.modes, count: MODES_PER_SAMPLE, cursor: sampleCursor,
+      currentEffMBps: effectiveMBps(m, current, { bandwidthCapMbps: control.bandwidthCapMbps() }),
+    });
+    sampleCursor = pick.cursor;
     samplingDone = Promise.all(
-      picked.map(async (mode) => {
-        if (records.length === 0) return;
+      pick.modes.map(async (mode) => {
         const r = await pool.encode({ modeId: mode, records });
+        samplingBusyMs += r.busyMs;
         profiler.recordSample(mode, records.length * 4096, r.payload.length, r.busyMs);
       }),
     )

@@ -12,10 +12,12 @@ export interface StreamControl {
   mode(): ModeId;
   bandwidthCapMbps(): number | null;
   report(m: StreamMeasurements): void;
+  /** The operator pinned the mode: nothing decides on other modes' samples, so none are taken. */
+  pinned?(): boolean;
   /** Each pre-copy decision, with its figures, as the stream takes it. */
   decided?(d: PrecopyDecision): void;
 }
 
 export function fixedControl(mode: ModeId, capMbps: number | null = null, onReport: (m: StreamMeasurements) => void = () => undefined): StreamControl {
-  return { mode: () => mode, bandwidthCapMbps: () => capMbps, report: onReport };
+  return { mode: () => mode, bandwidthCapMbps: () => capMbps, report: onReport, pinned: () => true };
 }

@@ -1,0 +1,70 @@
+import type { ModeMeasurement } from './measurements.js';
+import { parseModeId, type ModeId } from './mode.js';
+
+/**
+ * Which other modes the stream tries next on a sample of its recent chunks. Sampling is not
+ * free: on two cores, where the guest's vCPU and QEMU compete with the pipeline, round-robin
+ * over all 39 modes spent a quarter of a core on samples of modes that could never win (xz-9,
+ * zstd-19, fossil at a few MB/s while the stream moved 6 MB/s of input). Two rules, both from
+ * measurements of this stream, none from an offline profile:
+ *
+ * - A mode cannot move input faster than it processes it (its effective rate is min(P, R/r)
+ *   ≤ P). So a mode whose measured P — or the P of a lighter mode of its family, which it does
+ *   not beat: a higher level of the same codec, or the same delta with any codec after no codec —
+ *   is below what the current mode achieves, with room for a sample's noise, is not sampled again.
+ * - Samples get at most a share of one core over the stream (SAMPLE_CPU_SHARE).
+ */
+
+/** A sample's P may be this much too low (a 256 KiB sample pays a codec's cold start). */
+export const SAMPLE_P_DOUBT = 0.5;
+/** Samples may use this share of one core, counted over the stream so far. */
+export const SAMPLE_CPU_SHARE = 0.1;
+
+export interface SamplePick {
+  modes: ModeId[];
+  /** Where the round-robin goes on next time. */
+  cursor: number;
+  /** Modes left out because a measurement shows they cannot beat the current one. */
+  dominated: ModeId[];
+}
+
+/** Is `lighter` a mode that `heavier` cannot process faster than? (Itself included.) */
+export function boundsFromAbove(lighter: ModeId, heavier: ModeId): boolean {
+  const l = parseModeId(lighter);
+  const h = parseModeId(heavier);
+  if (l.delta !== h.delta) return false;
+  if (l.codec === 'none') return true;
+  return l.codec === h.codec && l.level <= h.level;
+}
+
+/**
+ * Up to `count` modes to sample, round-robin over `candidates` from `cursor`, leaving out the
+ * current mode and every mode bounded below the current mode's effective rate.
+ * `currentEffMBps`: what the current mode moves now, input MB/s (null: not known yet, nothing
+ * is left out).
+ */
+export function modesToSample(o: {
+  candidates: readonly ModeId[];
+  current: ModeId;
+  measured: readonly ModeMeasurement[];
+  currentEffMBps: number | null;
+  count: number;
+  cursor: number;
+}): SamplePick {
+  const slow = o.currentEffMBps === null ? [] : o.measured.filter((m) => m.mode !== o.current && m.P_MBps * (1 + SAMPLE_P_DOUBT) < o.currentEffMBps!).map((m) => m.mode);
+  const open: ModeId[] = [];
+  const dominated: ModeId[] = [];
+  for (const mode of o.candidates) {
+    if (mode === o.current) continue;
+    (slow.some((s) => boundsFromAbove(s, mode)) ? dominated : open).push(mode);
+  }
+  const modes: ModeId[] = [];
+  let cursor = o.cursor;
+  for (let i = 0; i < Math.min(o.count, open.length); i++) modes.push(open[cursor++ % open.length]!);
+  return { modes, cursor, dominated };
+}
+
+/** May another sample start, given the pool time samples took so far over the stream's time? */
+export function sampleBudgetAllows(samplingBusyMs: number, streamElapsedMs: number): boolean {
+  return samplingBusyMs <= SAMPLE_CPU_SHARE * streamElapsedMs;
+}

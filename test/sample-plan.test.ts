@@ -1,0 +1,53 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { effectiveMBps } from '../engine/adaptation/choose-mode.js';
+import type { ModeMeasurement, StreamMeasurements } from '../engine/adaptation/measurements.js';
+import { ALL_MODES, modeId } from '../engine/adaptation/mode.js';
+import { SAMPLE_CPU_SHARE, boundsFromAbove, modesToSample, sampleBudgetAllows } from '../engine/adaptation/sample-plan.js';
+
+const ALL = ALL_MODES.map(modeId);
+const m = (mode: string, P_MBps: number, ratio = 0.3): ModeMeasurement => ({ mode, P_MBps, ratio, from: 'sample', bytes: 262_144 });
+
+test('a lighter mode of the same family bounds a heavier one from above', () => {
+  assert.ok(boundsFromAbove('none/xz-1', 'none/xz-9'));
+  assert.ok(boundsFromAbove('none/xz-6', 'none/xz-6'));
+  assert.ok(!boundsFromAbove('none/xz-9', 'none/xz-1'));
+  assert.ok(boundsFromAbove('fossil/none', 'fossil/zstd-19'), 'the delta alone is work every codec adds to');
+  assert.ok(!boundsFromAbove('fossil/none', 'none/zstd-19'), 'another delta');
+  assert.ok(!boundsFromAbove('none/gzip-1', 'none/zstd-1'), 'another codec');
+});
+
+test('before anything is known every other mode is sampled in turn', () => {
+  const first = modesToSample({ candidates: ALL, current: 'none/zstd-3', measured: [], currentEffMBps: null, count: 4, cursor: 0 });
+  assert.equal(first.modes.length, 4);
+  assert.ok(!first.modes.includes('none/zstd-3'));
+  assert.deepEqual(first.dominated, []);
+  const next = modesToSample({ candidates: ALL, current: 'none/zstd-3', measured: [], currentEffMBps: null, count: 4, cursor: first.cursor });
+  assert.equal(new Set([...first.modes, ...next.modes]).size, 8, 'the round-robin goes on where it stopped');
+});
+
+test('a mode measured far slower than the current one moves input is left out, with its heavier siblings', () => {
+  // The stream moves 6 MB/s of input; xz-1 processes 2 MB/s: even with its doubt (×1.5) it cannot
+  // beat 6, and neither can xz-6 or xz-9. fossil/none at 3 MB/s rules out every fossil mode.
+  const measured = [m('none/zstd-3', 40, 0.19), m('none/xz-1', 2), m('fossil/none', 3), m('none/zstd-9', 5)];
+  const pick = modesToSample({ candidates: ALL, current: 'none/zstd-3', measured, currentEffMBps: 6, count: 40, cursor: 0 });
+  for (const gone of ['none/xz-1', 'none/xz-6', 'none/xz-9', 'fossil/none', 'fossil/zstd-1', 'fossil/xz-9']) assert.ok(pick.dominated.includes(gone), gone);
+  // 5 × 1.5 = 7.5 > 6: a noisy sample of zstd-9 does not rule it (or zstd-19) out yet.
+  for (const kept of ['none/zstd-9', 'none/zstd-19', 'xor/xz-1', 'none/gzip-9']) assert.ok(pick.modes.includes(kept), kept);
+  assert.equal(pick.modes.length + pick.dominated.length, ALL.length - 1);
+});
+
+test('samples stay within their share of one core', () => {
+  assert.ok(sampleBudgetAllows(0, 0));
+  assert.ok(sampleBudgetAllows(SAMPLE_CPU_SHARE * 10_000, 10_000));
+  assert.ok(!sampleBudgetAllows(SAMPLE_CPU_SHARE * 10_000 + 1, 10_000));
+});
+
+test('the effective rate of a mode is min(P, R/r), capped by the operator', () => {
+  const s: StreamMeasurements = { atMs: 0, mode: 'none/zstd-3', R_Mbps: 8, threads: 2, inputBytes: 0, wireBytes: 0, modes: [m('none/zstd-3', 40, 0.2), m('none/xz-1', 2, 0.1)] };
+  assert.equal(effectiveMBps(s, 'none/zstd-3', { bandwidthCapMbps: null }), 5); // 1 MB/s / 0.2
+  assert.equal(effectiveMBps(s, 'none/xz-1', { bandwidthCapMbps: null }), 2); // CPU-bound
+  assert.equal(effectiveMBps(s, 'none/zstd-3', { bandwidthCapMbps: 4 }), 2.5);
+  assert.equal(effectiveMBps(s, 'none/gzip-6', { bandwidthCapMbps: null }), null);
+  assert.equal(effectiveMBps({ ...s, R_Mbps: null }, 'none/zstd-3', { bandwidthCapMbps: null }), null);
+});
