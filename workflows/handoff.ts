@@ -169,7 +169,8 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
   setHandler(reportMeasurementsSignal, (m) => {
     latestMeasurements = m;
     deprecatePatch('mode-dwell');
-    const d = chooseMode(m, policy, mode, Date.now() - modeSince);
+    // Runs started before it judged other modes at their estimates, not their low ends.
+    const d = chooseMode(m, policy, mode, Date.now() - modeSince, { confidence: patched('mode-confidence') });
     switchTo(d.mode, d.reason, m);
   });
   setHandler(pinModeSignal, (pinned) => {

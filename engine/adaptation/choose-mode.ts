@@ -30,20 +30,26 @@ export const MIN_DWELL_MS = 5_000;
  * network throughput (capped by the operator). Deterministic, so the workflow can run it.
  * `heldMs`: how long `current` has been in use (see MIN_DWELL_MS).
  */
-export function chooseMode(m: StreamMeasurements, policy: StreamPolicy, current: ModeId, heldMs = Infinity): ModeDecision {
+export function chooseMode(m: StreamMeasurements, policy: StreamPolicy, current: ModeId, heldMs = Infinity, opts: { confidence: boolean } = { confidence: true }): ModeDecision {
   if (policy.pinnedMode) return { mode: policy.pinnedMode, reason: `pinned by operator`, effectiveMBps: null };
   if (heldMs < MIN_DWELL_MS) return { mode: current, reason: `kept: in use ${(heldMs / 1000).toFixed(1)} s, less than the ${MIN_DWELL_MS / 1000} s a mode is given`, effectiveMBps: null };
   const R_Mbps = linkRateMbps(m, policy);
   if (R_Mbps === null) return { mode: current, reason: 'network throughput not measured yet', effectiveMBps: null };
   const R_MBps = R_Mbps / 8;
   const effective = (P: number, r: number) => Math.min(P, r > 0 ? R_MBps / r : Infinity);
-  let best: { mode: ModeId; eff: number; P: number; r: number } | undefined;
+  let best: { mode: ModeId; eff: number; P: number; r: number; bounded: boolean } | undefined;
   let currentEff: number | undefined;
   for (const x of m.modes) {
     if (!(x.P_MBps > 0) || !(x.ratio > 0)) continue;
-    const eff = effective(x.P_MBps, x.ratio);
+    // Another mode is judged at the pessimistic end of its measurement (a sample's P may be far
+    // off), the current one at its estimate: a switch must win by more than the doubt about it.
+    const bounded = opts.confidence && x.mode !== current && x.P_lowMBps !== undefined && x.ratioHigh !== undefined;
+    const P = bounded ? x.P_lowMBps! : x.P_MBps;
+    const r = bounded ? x.ratioHigh! : x.ratio;
+    if (!(P > 0)) continue;
+    const eff = effective(P, r);
     if (x.mode === current) currentEff = eff;
-    if (!best || eff > best.eff) best = { mode: x.mode, eff, P: x.P_MBps, r: x.ratio };
+    if (!best || eff > best.eff) best = { mode: x.mode, eff, P, r, bounded };
   }
   if (!best) return { mode: current, reason: 'no mode measured yet', effectiveMBps: null };
   const fmt = (n: number) => n.toFixed(n < 10 ? 2 : 1);
@@ -53,7 +59,7 @@ export function chooseMode(m: StreamMeasurements, policy: StreamPolicy, current:
   const bound = best.P < R_MBps / best.r ? 'CPU-bound' : 'network-bound';
   return {
     mode: best.mode,
-    reason: `min(P, R/r) = ${fmt(best.eff)} MB/s (P ${fmt(best.P)} MB/s, r ${best.r.toFixed(3)}, R ${fmt(R_Mbps)} Mbit/s, ${bound}) beats ${current} at ${currentEff === undefined ? 'unmeasured' : fmt(currentEff) + ' MB/s'}`,
+    reason: `min(P, R/r) = ${fmt(best.eff)} MB/s (P ${fmt(best.P)} MB/s, r ${best.r.toFixed(3)}${best.bounded ? ', at the low end of its measurement' : ''}, R ${fmt(R_Mbps)} Mbit/s, ${bound}) beats ${current} at ${currentEff === undefined ? 'unmeasured' : fmt(currentEff) + ' MB/s'}`,
     effectiveMBps: best.eff,
   };
 }

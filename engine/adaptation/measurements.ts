@@ -3,7 +3,7 @@ import type { ModeId } from './mode.js';
 /** What the source measured, as it reports it to the workflow. Plain data (it travels in signals). */
 export interface ModeMeasurement {
   mode: ModeId;
-  /** Processing throughput on the pool now: input MB per second. */
+  /** Processing throughput now: input MB per second (see P_from). */
   P_MBps: number;
   /** Output bytes / input bytes. */
   ratio: number;
@@ -11,6 +11,16 @@ export interface ModeMeasurement {
   from: 'stream' | 'sample';
   /** Input bytes behind the figures. */
   bytes: number;
+  /**
+   * Where P comes from: `achieved` — input per wall-clock second while the pipeline, not the
+   * link, held the stream back (the CPU free now, guest and QEMU included); `pool` — the pool's
+   * busy time, scaled by how far achieved fell short of it on the streamed mode. Absent in
+   * reports from before it was added.
+   */
+  P_from?: 'achieved' | 'pool';
+  /** P and r at the pessimistic end of what the measurement allows (see StreamProfiler). */
+  P_lowMBps?: number;
+  ratioHigh?: number;
 }
 
 /** Where the pre-copy stands: the epoch, how far into it, and what the stop rule predicts. */

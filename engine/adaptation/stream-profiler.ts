@@ -8,6 +8,16 @@ interface ModeTotals {
   outBytes: number;
   busyMs: number;
   from: 'stream' | 'sample';
+  /** Measurements taken (batches or samples) and when the last was. */
+  count: number;
+  lastAtMs: number;
+}
+
+/** A batch delivered while the sender waited on the pipeline: the pipeline set the pace. */
+interface Delivery {
+  t: number;
+  inBytes: number;
+  cycleMs: number;
 }
 
 /** Older figures fade: each new measurement of a mode weighs this much against its history. */
@@ -27,6 +37,28 @@ const STOP_R_QUANTILE = 0.2;
 const STOP_R_MIN_SLOTS = 3;
 /** The first batches of a stream pay for thread and JIT warm-up: their P is not a measurement. */
 const WARMUP_BATCHES = 2;
+/**
+ * A batch cycle (the sender asking for a batch to it asking for the next) counts as
+ * pipeline-bound when the sender spent at least this share of it waiting for the batch.
+ */
+const PIPELINE_BOUND_SHARE = 0.5;
+/** Achieved P is taken over the pipeline-bound cycles of this window… */
+const ACHIEVED_WINDOW_MS = 6_000;
+/** …once they add up to this much (fewer: the busy-time figure, scaled, stands). */
+const ACHIEVED_MIN_MS = 1_000;
+/**
+ * Relative uncertainty of P and r by where they come from. Achieved P is what happened; a
+ * busy-time P extrapolates a batch's pool time to every thread; a sample's P also pays a
+ * codec's cold start on 256 KiB and runs beside the stream's own batches. Each further sample
+ * narrows it (÷√n), age widens it again: conditions change.
+ */
+const DOUBT = {
+  achieved: { P: 0.1, r: 0.05 },
+  stream: { P: 0.25, r: 0.05 },
+  sample: { P: 0.15, r: 0.05, perSampleP: 0.45, perSampleR: 0.15, noContentionP: 0.15 },
+  agePerMinute: 0.3,
+  maxP: 0.9,
+};
 
 /**
  * Online measurement of P and r per mode (from the stream's own batches and from background
@@ -42,6 +74,9 @@ export class StreamProfiler {
   /** Reading + zero/dedup on the main thread, input bytes and ms: it bounds every mode's P. */
   private classify = { inBytes: 0, ms: 0 };
   private batchesSeen = 0;
+  private readonly deliveries = new Map<ModeId, Delivery[]>();
+  /** Achieved P over busy-time P, last seen on a streamed mode: how much of the pool's time is the CPU's. */
+  private contention: number | null = null;
 
   constructor(
     readonly threads: number,
@@ -56,6 +91,17 @@ export class StreamProfiler {
     const keep = this.classify.inBytes > 0 ? ((1 - NEW_WEIGHT) / NEW_WEIGHT) * (b.inputBytes / this.classify.inBytes) : 0;
     this.classify = { inBytes: this.classify.inBytes * keep + b.inputBytes, ms: this.classify.ms * keep + b.classifyMs };
     this.record(b.modeId, b.inputBytes, b.payload.length, b.busyMs, 'stream');
+  }
+
+  /**
+   * A batch the pipeline handed to the sender: `cycleMs` from the sender asking for it to asking
+   * for the next, `waitMs` of that spent waiting for it. Only pipeline-bound cycles count.
+   */
+  recordDelivery(mode: ModeId, inBytes: number, cycleMs: number, waitMs: number): void {
+    if (this.batchesSeen <= WARMUP_BATCHES || !(cycleMs > 0) || waitMs < PIPELINE_BOUND_SHARE * cycleMs) return;
+    const list = this.deliveries.get(mode) ?? [];
+    list.push({ t: this.now(), inBytes, cycleMs });
+    this.deliveries.set(mode, list);
   }
 
   recordSample(mode: ModeId, inBytes: number, outBytes: number, busyMs: number): void {
@@ -101,18 +147,40 @@ export class StreamProfiler {
     return Math.min(this.lastR, rates[Math.floor(STOP_R_QUANTILE * (rates.length - 1))]!);
   }
 
+  /** Input MB per second over the recent pipeline-bound cycles of `mode`; null if too few. */
+  private achievedMBps(mode: ModeId): number | null {
+    const list = (this.deliveries.get(mode) ?? []).filter((d) => d.t >= this.now() - ACHIEVED_WINDOW_MS);
+    this.deliveries.set(mode, list);
+    const ms = list.reduce((s, d) => s + d.cycleMs, 0);
+    return ms >= ACHIEVED_MIN_MS ? list.reduce((s, d) => s + d.inBytes, 0) / 1e6 / (ms / 1000) : null;
+  }
+
   measurements(current: ModeId): StreamMeasurements {
     // Classification and the pool run side by side: a mode goes as fast as the slower of the two.
     const classifyMBps = this.classify.ms > 0 ? this.classify.inBytes / 1e6 / (this.classify.ms / 1000) : Infinity;
-    const modes: ModeMeasurement[] = [...this.modes.entries()]
-      .filter(([, m]) => m.busyMs > 0 && m.inBytes > 0)
-      .map(([mode, m]) => ({
+    const measured = [...this.modes.entries()].filter(([, m]) => m.busyMs > 0 && m.inBytes > 0);
+    const poolMBps = (m: ModeTotals) => Math.min(classifyMBps, (m.inBytes / 1e6 / (m.busyMs / 1000)) * this.threads);
+    // The streamed mode's achieved rate against its busy-time figure: the share of the pool's
+    // time the CPU really gives now (the guest's vCPU, QEMU and other handoffs take the rest).
+    const streamed = this.modes.get(current);
+    const achievedNow = this.achievedMBps(current);
+    if (streamed && streamed.busyMs > 0 && achievedNow !== null) this.contention = Math.min(1, Math.max(0.05, achievedNow / poolMBps(streamed)));
+    const modes: ModeMeasurement[] = measured.map(([mode, m]) => {
+      const achieved = mode === current ? achievedNow : this.achievedMBps(mode);
+      const P = achieved ?? poolMBps(m) * (this.contention ?? 1);
+      const ratio = m.outBytes / m.inBytes;
+      const { uP, ur } = this.doubt(m, achieved !== null);
+      return {
         mode,
-        P_MBps: round(Math.min(classifyMBps, (m.inBytes / 1e6 / (m.busyMs / 1000)) * this.threads)),
-        ratio: round(m.outBytes / m.inBytes, 4),
+        P_MBps: round(P),
+        ratio: round(ratio, 4),
         from: m.from,
         bytes: Math.round(m.inBytes),
-      }));
+        P_from: achieved !== null ? ('achieved' as const) : ('pool' as const),
+        P_lowMBps: round(P * (1 - uP)),
+        ratioHigh: round(ratio * (1 + ur), 4),
+      };
+    });
     return {
       atMs: this.now() - this.startedAt,
       mode: current,
@@ -124,12 +192,25 @@ export class StreamProfiler {
     };
   }
 
+  /** Relative uncertainty of a mode's P and r (see DOUBT). */
+  private doubt(m: ModeTotals, achieved: boolean): { uP: number; ur: number } {
+    const age = (DOUBT.agePerMinute * (this.now() - m.lastAtMs)) / 60_000;
+    if (achieved) return { uP: DOUBT.achieved.P + age, ur: DOUBT.achieved.r + age / 2 };
+    if (m.from === 'stream') return { uP: Math.min(DOUBT.maxP, DOUBT.stream.P + age), ur: DOUBT.stream.r + age / 2 };
+    const k = Math.sqrt(m.count);
+    const uP = DOUBT.sample.P + DOUBT.sample.perSampleP / k + (this.contention === null ? DOUBT.sample.noContentionP : 0) + age;
+    return { uP: Math.min(DOUBT.maxP, uP), ur: DOUBT.sample.r + DOUBT.sample.perSampleR / k + age / 2 };
+  }
+
   private record(mode: ModeId, inBytes: number, outBytes: number, busyMs: number, from: 'stream' | 'sample'): void {
     const m = this.modes.get(mode);
+    const at = this.now();
     if (!m) {
-      this.modes.set(mode, { inBytes, outBytes, busyMs, from });
+      this.modes.set(mode, { inBytes, outBytes, busyMs, from, count: 1, lastAtMs: at });
       return;
     }
+    m.count++;
+    m.lastAtMs = at;
     // Scale the history so the new figure carries NEW_WEIGHT of the mode's estimate.
     const keep = (1 - NEW_WEIGHT) / NEW_WEIGHT * (inBytes / m.inBytes);
     m.inBytes = m.inBytes * keep + inBytes;

@@ -26,6 +26,9 @@ const modeMeasurementSchema = z.object({
   ratio: z.number().nonnegative(),
   from: z.enum(['stream', 'sample']),
   bytes: z.number().nonnegative(),
+  P_from: z.enum(['achieved', 'pool']).optional(),
+  P_lowMBps: z.number().nonnegative().optional(),
+  ratioHigh: z.number().nonnegative().optional(),
 });
 
 const tickSchema = z.object({

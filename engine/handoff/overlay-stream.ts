@@ -271,6 +271,8 @@ export async function streamOverlay(opts: {
           yield list;
         }
       };
+      // When the sender asked for the batch now awaited: the wait that follows is the pipeline's.
+      let asked = performance.now();
       for await (const b of encodeOverlay(counted(), {
         pool,
         // While the guest runs, the bytes behind a self-reference could change: none then.
@@ -288,7 +290,11 @@ export async function streamOverlay(opts: {
         previous,
       })) {
         opts.signal?.throwIfAborted();
+        const got = performance.now();
         yield { ...b, seq: seq++ };
+        const again = performance.now();
+        profiler.recordDelivery(b.modeId, b.inputBytes, again - asked, got - asked);
+        asked = again;
       }
       epochs.push({ epoch: n, live, ...sizes, ms: Date.now() - t0 });
       // Every batch of the epoch has been handed to the sender (it counts them before asking for

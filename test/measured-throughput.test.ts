@@ -1,0 +1,84 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { chooseMode, type StreamPolicy } from '../engine/adaptation/choose-mode.js';
+import type { StreamMeasurements } from '../engine/adaptation/measurements.js';
+import { StreamProfiler } from '../engine/adaptation/stream-profiler.js';
+
+const free: StreamPolicy = { pinnedMode: null, bandwidthCapMbps: null };
+const batch = (modeId: string, busyMs: number) => ({
+  seq: 0, modeId, payload: new Uint8Array(200_000), rawBytes: 0, rawXxh64: '', payloadXxh64: '', busyMs, classifyMs: 1, inputBytes: 1 << 20,
+  stages: { chunks: 256, zero: 0, baseRefs: 0, selfRefs: 0, data: 256, againstPrevious: 0 },
+});
+
+/** 30 batches of zstd-3, one per `cycleMs`, of which the sender waited `waitMs` on the pipeline. */
+function streamed(cycleMs: number, waitMs: number): { p: StreamProfiler; advance: (ms: number) => void } {
+  let now = 0;
+  const p = new StreamProfiler(2, () => now, 0);
+  for (let i = 0; i < 30; i++) {
+    now += cycleMs;
+    p.recordBatch(batch('none/zstd-3', 50), 200_000);
+    p.recordDelivery('none/zstd-3', 1 << 20, cycleMs, waitMs);
+  }
+  return { p, advance: (ms) => (now += ms) };
+}
+
+test('P is what the stream achieved while the pipeline set the pace, and the same shortfall scales the samples', () => {
+  // Each 1 MiB batch takes 50 ms of a pool thread: by busy time 2 × 21 = 42 MB/s. But the guest and
+  // QEMU take CPU too: the sender waits on the pipeline for 90 of every 100 ms, 10.5 MB/s in truth.
+  const { p } = streamed(100, 90);
+  p.recordSample('none/xz-1', 256 * 1024, 40_000, 100); // busy time: 2 × 2.6 = 5.2 MB/s
+  const m = p.measurements('none/zstd-3');
+  const zstd = m.modes.find((x) => x.mode === 'none/zstd-3')!;
+  const xz = m.modes.find((x) => x.mode === 'none/xz-1')!;
+  assert.equal(zstd.P_from, 'achieved');
+  assert.ok(Math.abs(zstd.P_MBps - 10.49) < 0.05, `achieved: ${zstd.P_MBps}`);
+  assert.equal(xz.P_from, 'pool');
+  // Scaled by 10.49 / 41.9: the sample's 5.2 MB/s are ≈ 1.3 on the CPU free now.
+  assert.ok(Math.abs(xz.P_MBps - 5.24 * (10.49 / 41.94)) < 0.05, `scaled: ${xz.P_MBps}`);
+  // One sample: its low end is far below its estimate; the streamed mode's is close.
+  assert.ok(xz.P_lowMBps! < 0.5 * xz.P_MBps, `a single sample is doubted: ${xz.P_lowMBps} of ${xz.P_MBps}`);
+  assert.ok(zstd.P_lowMBps! >= 0.85 * zstd.P_MBps);
+  assert.ok(xz.ratioHigh! > xz.ratio);
+});
+
+test('cycles where the link held the sender back are not a measurement of P', () => {
+  const { p } = streamed(400, 20); // waited 5%: the link was the limit
+  const zstd = p.measurements('none/zstd-3').modes[0]!;
+  assert.equal(zstd.P_from, 'pool');
+  assert.ok(Math.abs(zstd.P_MBps - 41.94) < 0.1, `busy time stands: ${zstd.P_MBps}`);
+});
+
+test('an achieved figure goes stale: after the window without pipeline-bound cycles it is dropped', () => {
+  const { p, advance } = streamed(100, 90);
+  assert.equal(p.measurements('none/zstd-3').modes[0]!.P_from, 'achieved');
+  advance(10_000);
+  assert.equal(p.measurements('none/zstd-3').modes[0]!.P_from, 'pool');
+});
+
+function withBounds(R_Mbps: number, modes: Array<{ mode: string; P: number; r: number; Plow: number; rHigh: number }>): StreamMeasurements {
+  return {
+    atMs: 1000, mode: 'none/zstd-3', R_Mbps, threads: 2, inputBytes: 1, wireBytes: 1,
+    modes: modes.map((x) => ({ mode: x.mode, P_MBps: x.P, ratio: x.r, from: 'sample' as const, bytes: 1 << 18, P_lowMBps: x.Plow, ratioHigh: x.rHigh })),
+  };
+}
+
+test('a mode known only from samples must win at the low end of its measurement', () => {
+  // 10 Mbit/s: zstd-3 moves 1.25/0.2 = 6.25 MB/s. xz-1's estimate (P 9, r 0.12) would move
+  // 1.25/0.12 = 10.4 — but its single sample allows P as low as 3: it may move only 3.
+  const m = withBounds(10, [
+    { mode: 'none/zstd-3', P: 40, r: 0.2, Plow: 36, rHigh: 0.21 },
+    { mode: 'none/xz-1', P: 9, r: 0.12, Plow: 3, rHigh: 0.14 },
+  ]);
+  const d = chooseMode(m, free, 'none/zstd-3');
+  assert.equal(d.mode, 'none/zstd-3');
+  // The rule before it (estimates only) switches — the issue's heavy-codec flips.
+  assert.equal(chooseMode(m, free, 'none/zstd-3', Infinity, { confidence: false }).mode, 'none/xz-1');
+  // Measured enough to be sure of P ≥ 8: now it wins at its pessimistic end, 1.25/0.14 = 8.9.
+  const sure = withBounds(10, [
+    { mode: 'none/zstd-3', P: 40, r: 0.2, Plow: 36, rHigh: 0.21 },
+    { mode: 'none/xz-1', P: 9, r: 0.12, Plow: 8, rHigh: 0.14 },
+  ]);
+  const s = chooseMode(sure, free, 'none/zstd-3');
+  assert.equal(s.mode, 'none/xz-1');
+  assert.match(s.reason, /at the low end of its measurement/);
+});
