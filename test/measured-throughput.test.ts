@@ -82,3 +82,19 @@ test('a mode known only from samples must win at the low end of its measurement'
   assert.equal(s.mode, 'none/xz-1');
   assert.match(s.reason, /at the low end of its measurement/);
 });
+
+test('a sample beside the streamed mode is read relative to it: the chunks it caught do not set its ratio', () => {
+  const { p } = streamed(100, 90); // none/zstd-3 streams at r 0.19, 10.5 MB/s achieved
+  // The sample caught 64 very compressible chunks: xz-1 made 4 KB of them, but zstd-3 on the same
+  // chunks made 5 KB — xz-1 is 0.8 of zstd-3 there, taking 4× its pool time.
+  for (let i = 0; i < 4; i++) p.recordSample('none/xz-1', 256 * 1024, 4_000, 80, { mode: 'none/zstd-3', outBytes: 5_000, busyMs: 20 });
+  const xz = p.measurements('none/zstd-3').modes.find((x) => x.mode === 'none/xz-1')!;
+  assert.equal(xz.P_from, 'relative');
+  const zstdRatio = 200_000 / (1 << 20);
+  assert.ok(Math.abs(xz.ratio - 0.8 * zstdRatio) < 0.001, `r is zstd-3's stream ratio × 0.8: ${xz.ratio}`);
+  assert.ok(Math.abs(xz.P_MBps - 10.49 / 4) < 0.05, `P is zstd-3's achieved P ÷ 4: ${xz.P_MBps}`);
+  // Without the reference its own absolute figures would have stood: r 0.015, ten times too good.
+  const { p: bare } = streamed(100, 90);
+  bare.recordSample('none/xz-1', 256 * 1024, 4_000, 80);
+  assert.ok(bare.measurements('none/zstd-3').modes.find((x) => x.mode === 'none/xz-1')!.ratio < 0.02);
+});

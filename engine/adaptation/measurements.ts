@@ -14,10 +14,11 @@ export interface ModeMeasurement {
   /**
    * Where P comes from: `achieved` — input per wall-clock second while the pipeline, not the
    * link, held the stream back (the CPU free now, guest and QEMU included); `pool` — the pool's
-   * busy time, scaled by how far achieved fell short of it on the streamed mode. Absent in
-   * reports from before it was added.
+   * busy time, scaled by how far achieved fell short of it on the streamed mode; `relative` — P
+   * and r of the streamed mode, scaled by how this mode compared with it on the same sampled
+   * chunks. Absent in reports from before it was added.
    */
-  P_from?: 'achieved' | 'pool';
+  P_from?: 'achieved' | 'pool' | 'relative';
   /** P and r at the pessimistic end of what the measurement allows (see StreamProfiler). */
   P_lowMBps?: number;
   ratioHigh?: number;

@@ -11,6 +11,18 @@ interface ModeTotals {
   /** Measurements taken (batches or samples) and when the last was. */
   count: number;
   lastAtMs: number;
+  /**
+   * Samples against the mode streamed when they were taken (`ref`), encoded on the same chunks at
+   * the same time: output and pool time of this mode and of the reference, faded like the totals.
+   */
+  relative?: { ref: ModeId; out: number; refOut: number; busyMs: number; refBusyMs: number; count: number };
+}
+
+/** The streamed mode encoded on a sample's chunks beside the sampled one. */
+export interface SampleReference {
+  mode: ModeId;
+  outBytes: number;
+  busyMs: number;
 }
 
 /** A batch delivered while the sender waited on the pipeline: the pipeline set the pace. */
@@ -56,6 +68,8 @@ const DOUBT = {
   achieved: { P: 0.1, r: 0.05 },
   stream: { P: 0.25, r: 0.05 },
   sample: { P: 0.15, r: 0.05, perSampleP: 0.45, perSampleR: 0.15, noContentionP: 0.15 },
+  /** Against the streamed mode on the same chunks: what differs is the data the sample saw. */
+  relative: { P: 0.15, r: 0.05, perSampleP: 0.3, perSampleR: 0.1 },
   agePerMinute: 0.3,
   maxP: 0.9,
 };
@@ -104,8 +118,26 @@ export class StreamProfiler {
     this.deliveries.set(mode, list);
   }
 
-  recordSample(mode: ModeId, inBytes: number, outBytes: number, busyMs: number): void {
+  /**
+   * A background sample of `mode`. With `reference` (the streamed mode on the same chunks), the
+   * mode is also known relative to it: a 64-chunk sample's absolute ratio says more about which
+   * chunks it caught than about the mode (one run's samples gave xor/gzip-9 r 0.017 while the
+   * stream's none/zstd-3 sent at 0.157), its ratio to the reference on the same chunks less so.
+   */
+  recordSample(mode: ModeId, inBytes: number, outBytes: number, busyMs: number, reference?: SampleReference): void {
     this.record(mode, inBytes, outBytes, busyMs, 'sample');
+    if (!reference || reference.mode === mode || !(reference.outBytes > 0) || !(reference.busyMs > 0)) return;
+    const m = this.modes.get(mode)!;
+    const r = m.relative?.ref === reference.mode ? m.relative : undefined;
+    const keep = r ? 1 - NEW_WEIGHT : 0;
+    m.relative = {
+      ref: reference.mode,
+      out: (r?.out ?? 0) * keep + outBytes,
+      refOut: (r?.refOut ?? 0) * keep + reference.outBytes,
+      busyMs: (r?.busyMs ?? 0) * keep + busyMs,
+      refBusyMs: (r?.refBusyMs ?? 0) * keep + reference.busyMs,
+      count: (r?.count ?? 0) + 1,
+    };
   }
 
   recordAck(ack: BatchAck): void {
@@ -165,20 +197,30 @@ export class StreamProfiler {
     const streamed = this.modes.get(current);
     const achievedNow = this.achievedMBps(current);
     if (streamed && streamed.busyMs > 0 && achievedNow !== null) this.contention = Math.min(1, Math.max(0.05, achievedNow / poolMBps(streamed)));
+    // Own figures first: what the stream achieved, else pool time scaled by that shortfall.
+    const own = new Map(
+      measured.map(([mode, m]) => {
+        const achieved = mode === current ? achievedNow : this.achievedMBps(mode);
+        const P = achieved ?? poolMBps(m) * (this.contention ?? 1);
+        return [mode, { P, ratio: m.outBytes / m.inBytes, from: achieved !== null ? ('achieved' as const) : ('pool' as const), doubt: this.doubt(m, achieved !== null) }];
+      }),
+    );
     const modes: ModeMeasurement[] = measured.map(([mode, m]) => {
-      const achieved = mode === current ? achievedNow : this.achievedMBps(mode);
-      const P = achieved ?? poolMBps(m) * (this.contention ?? 1);
-      const ratio = m.outBytes / m.inBytes;
-      const { uP, ur } = this.doubt(m, achieved !== null);
+      // A mode known from samples beside a streamed reference: the reference's figures, scaled.
+      const rel = m.from === 'sample' ? m.relative : undefined;
+      const ref = rel && this.modes.get(rel.ref)?.from === 'stream' ? own.get(rel.ref) : undefined;
+      const f = rel && ref
+        ? { P: (ref.P * rel.refBusyMs) / rel.busyMs, ratio: (ref.ratio * rel.out) / rel.refOut, from: 'relative' as const, doubt: this.relativeDoubt(m, rel.count) }
+        : own.get(mode)!;
       return {
         mode,
-        P_MBps: round(P),
-        ratio: round(ratio, 4),
+        P_MBps: round(f.P),
+        ratio: round(f.ratio, 4),
         from: m.from,
         bytes: Math.round(m.inBytes),
-        P_from: achieved !== null ? ('achieved' as const) : ('pool' as const),
-        P_lowMBps: round(P * (1 - uP)),
-        ratioHigh: round(ratio * (1 + ur), 4),
+        P_from: f.from,
+        P_lowMBps: round(f.P * (1 - f.doubt.uP)),
+        ratioHigh: round(f.ratio * (1 + f.doubt.ur), 4),
       };
     });
     return {
@@ -200,6 +242,12 @@ export class StreamProfiler {
     const k = Math.sqrt(m.count);
     const uP = DOUBT.sample.P + DOUBT.sample.perSampleP / k + (this.contention === null ? DOUBT.sample.noContentionP : 0) + age;
     return { uP: Math.min(DOUBT.maxP, uP), ur: DOUBT.sample.r + DOUBT.sample.perSampleR / k + age / 2 };
+  }
+
+  private relativeDoubt(m: ModeTotals, count: number): { uP: number; ur: number } {
+    const age = (DOUBT.agePerMinute * (this.now() - m.lastAtMs)) / 60_000;
+    const k = Math.sqrt(count);
+    return { uP: Math.min(DOUBT.maxP, DOUBT.relative.P + DOUBT.relative.perSampleP / k + age), ur: DOUBT.relative.r + DOUBT.relative.perSampleR / k + age / 2 };
   }
 
   private record(mode: ModeId, inBytes: number, outBytes: number, busyMs: number, from: 'stream' | 'sample'): void {

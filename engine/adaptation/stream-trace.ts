@@ -26,7 +26,7 @@ const modeMeasurementSchema = z.object({
   ratio: z.number().nonnegative(),
   from: z.enum(['stream', 'sample']),
   bytes: z.number().nonnegative(),
-  P_from: z.enum(['achieved', 'pool']).optional(),
+  P_from: z.enum(['achieved', 'pool', 'relative']).optional(),
   P_lowMBps: z.number().nonnegative().optional(),
   ratioHigh: z.number().nonnegative().optional(),
 });

@@ -195,11 +195,17 @@ export async function streamOverlay(opts: {
       currentEffMBps: effectiveMBps(m, current, { bandwidthCapMbps: control.bandwidthCapMbps() }),
     });
     sampleCursor = pick.cursor;
+    // The streamed mode on the same chunks, beside them: the others are judged against it.
+    const encoded = async (mode: ModeId) => {
+      const r = await pool.encode({ modeId: mode, records });
+      samplingBusyMs += r.busyMs;
+      return { mode, outBytes: r.payload.length, busyMs: r.busyMs };
+    };
+    const reference = pick.modes.length ? encoded(current) : undefined;
     samplingDone = Promise.all(
       pick.modes.map(async (mode) => {
-        const r = await pool.encode({ modeId: mode, records });
-        samplingBusyMs += r.busyMs;
-        profiler.recordSample(mode, records.length * 4096, r.payload.length, r.busyMs);
+        const [r, ref] = await Promise.all([encoded(mode), reference!]);
+        profiler.recordSample(mode, records.length * 4096, r.outBytes, r.busyMs, ref);
       }),
     )
       // A failed sample only costs a measurement; the stream goes on.
