@@ -106,8 +106,8 @@ async function main(): Promise<void> {
     };
     await mkdir(BENCH_DIR, { recursive: true });
     await writeFile(join(BENCH_DIR, `${name}.json`), JSON.stringify(report, null, 2) + '\n');
-    const title = `Adaptive vs static modes under changing conditions (kvstore, ${MEMORY_MIB / 1024} GiB guest, ${rttMs} ms RTT, ${runs} run${runs > 1 ? 's' : ''} each)`;
-    await writeFile(join(BENCH_DIR, `${name}.svg`), adaptationChart(title, report.cells, describe));
+    const subtitle = `kvstore in a ${MEMORY_MIB / 1024} GiB guest handed off A → B over the tc-shaped WAN, ${rttMs} ms RTT; ${runs} run${runs > 1 ? 's' : ''} per policy and profile`;
+    await writeFile(join(BENCH_DIR, `${name}.svg`), adaptationChart('Adaptive vs static modes under changing conditions', subtitle, report.cells, describe));
   };
   try {
     for (let run = 1; run <= runs; run++) {

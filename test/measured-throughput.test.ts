@@ -98,3 +98,19 @@ test('a sample beside the streamed mode is read relative to it: the chunks it ca
   bare.recordSample('none/xz-1', 256 * 1024, 4_000, 80);
   assert.ok(bare.measurements('none/zstd-3').modes.find((x) => x.mode === 'none/xz-1')!.ratio < 0.02);
 });
+
+test('a lighter codec is not credited with more than the main thread reads and classifies', () => {
+  let now = 0;
+  const p = new StreamProfiler(2, () => now, 0);
+  // Reading and classifying scattered pages takes 80 ms per MiB: 13 MB/s whatever the codec.
+  for (let i = 0; i < 30; i++) {
+    now += 100;
+    p.recordBatch({ ...batch('none/zstd-3', 50), classifyMs: 80 }, 200_000);
+    p.recordDelivery('none/zstd-3', 1 << 20, 100, 90);
+  }
+  // On the same chunks xor/zstd-1 takes a quarter of zstd-3's pool time: 4 × 10.5 would be 42.
+  for (let i = 0; i < 4; i++) p.recordSample('xor/zstd-1', 256 * 1024, 5_000, 5, { mode: 'none/zstd-3', outBytes: 5_000, busyMs: 20 });
+  const x = p.measurements('none/zstd-3').modes.find((m) => m.mode === 'xor/zstd-1')!;
+  assert.equal(x.P_from, 'relative');
+  assert.ok(Math.abs(x.P_MBps - 13.11) < 0.1, `capped at the classification rate: ${x.P_MBps}`);
+});

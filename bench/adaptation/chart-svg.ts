@@ -9,14 +9,14 @@ const STATIC_FILLS = ['#7f8c99', '#9aa6b2', '#b5bfc9', '#c9a26b', '#a3b18a', '#8
  * the slowest run. The adaptive policy is green; a dashed line in each group marks the best
  * static median. Plain SVG, like the handoff chart.
  */
-export function adaptationChart(title: string, cells: PolicyCell[], describe: (profile: string) => string): string {
+export function adaptationChart(title: string, subtitle: string, cells: PolicyCell[], describe: (profile: string) => string): string {
   const profiles = [...new Set(cells.map((c) => c.profile))];
   const policies = [ADAPTIVE, ...[...new Set(cells.map((c) => c.policy))].filter((p) => p !== ADAPTIVE)];
   const fill = (p: string) => (p === ADAPTIVE ? '#1b7f5b' : STATIC_FILLS[(policies.indexOf(p) - 1) % STATIC_FILLS.length]!);
   const bar = 13;
   const left = 120;
   const plotWidth = 600;
-  const top = 60;
+  const top = 84;
   const groupHeight = policies.length * bar + 34;
   const height = top + profiles.length * groupHeight + 36;
   const width = left + plotWidth + 150;
@@ -27,9 +27,10 @@ export function adaptationChart(title: string, cells: PolicyCell[], describe: (p
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`);
   out.push(`<rect width="${width}" height="${height}" fill="white"/>`);
   out.push(`<text x="${left}" y="22" font-size="15" font-weight="bold">${escape(title)}</text>`);
+  out.push(`<text x="${left}" y="40" font-size="11" fill="#555">${escape(subtitle)}</text>`);
   policies.forEach((p, i) => {
     const lx = left + (i % 4) * 150;
-    const ly = 32 + Math.floor(i / 4) * 14;
+    const ly = 52 + Math.floor(i / 4) * 14;
     out.push(`<rect x="${lx}" y="${ly}" width="11" height="11" fill="${fill(p)}"/><text x="${lx + 15}" y="${ly + 10}" font-size="11">${escape(p)}</text>`);
   });
   for (let s = 0; s <= hi; s += step) {
