@@ -15,8 +15,13 @@ export interface ModeDecision {
   effectiveMBps: number | null;
 }
 
-/** A new mode must beat the current one by this much: measurements are noisy. */
+/**
+ * A new mode must beat the current one by this much: measurements are noisy. Where the
+ * candidate is judged at the low end of its measurement, its doubt is already counted, and
+ * the margin only keeps two modes at a tie from alternating.
+ */
 export const SWITCH_MARGIN = 0.1;
+export const BOUNDED_SWITCH_MARGIN = 0.02;
 
 /**
  * A mode is kept at least this long once chosen. Sampled P and r of modes close in min(P, R/r)
@@ -53,8 +58,9 @@ export function chooseMode(m: StreamMeasurements, policy: StreamPolicy, current:
   }
   if (!best) return { mode: current, reason: 'no mode measured yet', effectiveMBps: null };
   const fmt = (n: number) => n.toFixed(n < 10 ? 2 : 1);
-  if (best.mode === current || (currentEff !== undefined && best.eff <= currentEff * (1 + SWITCH_MARGIN))) {
-    return { mode: current, reason: `kept: within ${SWITCH_MARGIN * 100}% of the best`, effectiveMBps: currentEff ?? null };
+  const margin = best.bounded ? BOUNDED_SWITCH_MARGIN : SWITCH_MARGIN;
+  if (best.mode === current || (currentEff !== undefined && best.eff <= currentEff * (1 + margin))) {
+    return { mode: current, reason: `kept: within ${margin * 100}% of the best`, effectiveMBps: currentEff ?? null };
   }
   const bound = best.P < R_MBps / best.r ? 'CPU-bound' : 'network-bound';
   return {
