@@ -93,7 +93,8 @@ async function main(): Promise<void> {
     wan: { mbps: 10, rttMs },
     log,
   });
-  process.once('SIGINT', () => void cluster.stop().then(() => process.exit(130)));
+  // Ctrl-C: the cluster stops its workers and VMs, the testbed goes (a hog ends with its parent).
+  process.once('SIGINT', () => void cluster.stop().then(() => rm(workDir, { recursive: true, force: true })).then(() => process.exit(130)));
   const done: AdaptationRun[] = [];
   const details: Record<string, unknown>[] = [];
   const describe = (p: string) => linkProfile(p as never, timing).description;

@@ -114,16 +114,3 @@ test('a lighter codec is not credited with more than the main thread reads and c
   assert.equal(x.P_from, 'relative');
   assert.ok(Math.abs(x.P_MBps - 13.11) < 0.1, `capped at the classification rate: ${x.P_MBps}`);
 });
-
-test('judged at its low end, a candidate needs no fixed 10% on top: a tie margin is enough', () => {
-  // 5 Mbit/s, link-bound: zstd-3 moves 0.625/0.183 = 3.42 MB/s; zstd-9 on the same chunks sent
-  // 7% less — even at its pessimistic 0.176 it moves 3.55, 4% more, and its P allows it.
-  const m = withBounds(5, [
-    { mode: 'none/zstd-3', P: 40, r: 0.183, Plow: 36, rHigh: 0.19 },
-    { mode: 'none/zstd-9', P: 11, r: 0.17, Plow: 7.7, rHigh: 0.176 },
-  ]);
-  assert.equal(chooseMode(m, free, 'none/zstd-3').mode, 'none/zstd-9');
-  // The same figures without their doubt (a report from before it): the fixed 10% keeps zstd-3.
-  const bare: StreamMeasurements = { ...m, modes: m.modes.map(({ P_lowMBps: _p, ratioHigh: _r, ...x }) => x) };
-  assert.equal(chooseMode(bare, free, 'none/zstd-3').mode, 'none/zstd-3');
-});

@@ -69,7 +69,7 @@ const DOUBT = {
   stream: { P: 0.25, r: 0.05 },
   sample: { P: 0.15, r: 0.05, perSampleP: 0.45, perSampleR: 0.15, noContentionP: 0.15 },
   /** Against the streamed mode on the same chunks: what differs is the data the sample saw. */
-  relative: { P: 0.15, r: 0.02, perSampleP: 0.3, perSampleR: 0.06 },
+  relative: { P: 0.15, r: 0.05, perSampleP: 0.3, perSampleR: 0.1 },
   agePerMinute: 0.3,
   maxP: 0.9,
 };
