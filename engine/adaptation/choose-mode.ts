@@ -43,7 +43,7 @@ export function chooseMode(m: StreamMeasurements, policy: StreamPolicy, current:
   const R_Mbps = linkRateMbps(m, policy);
   if (R_Mbps === null) return { mode: current, reason: 'network throughput not measured yet', effectiveMBps: null };
   const R_MBps = R_Mbps / 8;
-  const effective = (P: number, r: number) => Math.min(P, r > 0 ? R_MBps / r : Infinity);
+  const effective = (P: number, r: number) => movesMBps(P, r, R_Mbps);
   let best: { mode: ModeId; eff: number; P: number; r: number; bounded: boolean } | undefined;
   let currentEff: number | undefined;
   for (const x of m.modes) {
@@ -82,5 +82,10 @@ export function effectiveMBps(m: StreamMeasurements, mode: ModeId, policy: Pick<
   const R_Mbps = linkRateMbps(m, policy);
   const x = m.modes.find((v) => v.mode === mode);
   if (R_Mbps === null || !x || !(x.P_MBps > 0) || !(x.ratio > 0)) return null;
-  return Math.min(x.P_MBps, R_Mbps / 8 / x.ratio);
+  return movesMBps(x.P_MBps, x.ratio, R_Mbps);
+}
+
+/** Input MB/s a mode of processing rate P and ratio r moves over a link of R Mbit/s: min(P, R/r). */
+function movesMBps(P_MBps: number, ratio: number, R_Mbps: number): number {
+  return Math.min(P_MBps, ratio > 0 ? R_Mbps / 8 / ratio : Infinity);
 }

@@ -202,7 +202,7 @@ export class StreamProfiler {
       measured.map(([mode, m]) => {
         const achieved = mode === current ? achievedNow : this.achievedMBps(mode);
         const P = achieved ?? poolMBps(m) * (this.contention ?? 1);
-        return [mode, { P, ratio: m.outBytes / m.inBytes, from: achieved !== null ? ('achieved' as const) : ('pool' as const), doubt: this.doubt(m, achieved !== null) }];
+        return [mode, { P, ratio: m.outBytes / m.inBytes, from: achieved !== null ? ('achieved' as const) : ('pool' as const), doubt: this.doubt(m, { achieved: achieved !== null }) }];
       }),
     );
     const modes: ModeMeasurement[] = measured.map(([mode, m]) => {
@@ -212,7 +212,7 @@ export class StreamProfiler {
       const f = rel && ref
         ? // A lighter codec speeds the pool, not the main thread's reading and classification:
           // one run switched to xor/zstd-1 on a relative P of 52 MB/s and achieved 16.
-          { P: Math.min(classifyMBps, (ref.P * rel.refBusyMs) / rel.busyMs), ratio: (ref.ratio * rel.out) / rel.refOut, from: 'relative' as const, doubt: this.relativeDoubt(m, rel.count) }
+          { P: Math.min(classifyMBps, (ref.P * rel.refBusyMs) / rel.busyMs), ratio: (ref.ratio * rel.out) / rel.refOut, from: 'relative' as const, doubt: this.doubt(m, { achieved: false, relativeSamples: rel.count }) }
         : own.get(mode)!;
       return {
         mode,
@@ -236,20 +236,21 @@ export class StreamProfiler {
     };
   }
 
-  /** Relative uncertainty of a mode's P and r (see DOUBT). */
-  private doubt(m: ModeTotals, achieved: boolean): { uP: number; ur: number } {
+  /**
+   * Relative uncertainty of a mode's P and r (see DOUBT): `achieved` for the stream's own rate,
+   * `relative` with the count of samples taken beside a streamed reference.
+   */
+  private doubt(m: ModeTotals, basis: { achieved: true } | { achieved: false; relativeSamples?: number }): { uP: number; ur: number } {
     const age = (DOUBT.agePerMinute * (this.now() - m.lastAtMs)) / 60_000;
-    if (achieved) return { uP: DOUBT.achieved.P + age, ur: DOUBT.achieved.r + age / 2 };
-    if (m.from === 'stream') return { uP: Math.min(DOUBT.maxP, DOUBT.stream.P + age), ur: DOUBT.stream.r + age / 2 };
+    const aged = (P: number, r: number) => ({ uP: Math.min(DOUBT.maxP, P + age), ur: r + age / 2 });
+    if (basis.achieved) return aged(DOUBT.achieved.P, DOUBT.achieved.r);
+    if (basis.relativeSamples !== undefined) {
+      const k = Math.sqrt(basis.relativeSamples);
+      return aged(DOUBT.relative.P + DOUBT.relative.perSampleP / k, DOUBT.relative.r + DOUBT.relative.perSampleR / k);
+    }
+    if (m.from === 'stream') return aged(DOUBT.stream.P, DOUBT.stream.r);
     const k = Math.sqrt(m.count);
-    const uP = DOUBT.sample.P + DOUBT.sample.perSampleP / k + (this.contention === null ? DOUBT.sample.noContentionP : 0) + age;
-    return { uP: Math.min(DOUBT.maxP, uP), ur: DOUBT.sample.r + DOUBT.sample.perSampleR / k + age / 2 };
-  }
-
-  private relativeDoubt(m: ModeTotals, count: number): { uP: number; ur: number } {
-    const age = (DOUBT.agePerMinute * (this.now() - m.lastAtMs)) / 60_000;
-    const k = Math.sqrt(count);
-    return { uP: Math.min(DOUBT.maxP, DOUBT.relative.P + DOUBT.relative.perSampleP / k + age), ur: DOUBT.relative.r + DOUBT.relative.perSampleR / k + age / 2 };
+    return aged(DOUBT.sample.P + DOUBT.sample.perSampleP / k + (this.contention === null ? DOUBT.sample.noContentionP : 0), DOUBT.sample.r + DOUBT.sample.perSampleR / k);
   }
 
   private record(mode: ModeId, inBytes: number, outBytes: number, busyMs: number, from: 'stream' | 'sample'): void {

@@ -187,7 +187,6 @@ export async function streamOverlay(opts: {
     if (!sampleBudgetAllows(samplingBusyMs, Date.now() - started)) return;
     const records = latest.filter((r) => r.kind === 'data').slice(0, SAMPLE_CHUNKS);
     if (records.length === 0) return;
-    sampling = true;
     const current = control.mode();
     const m = profiler.measurements(current);
     const pick = modesToSample({
@@ -195,16 +194,18 @@ export async function streamOverlay(opts: {
       currentEffMBps: effectiveMBps(m, current, { bandwidthCapMbps: control.bandwidthCapMbps() }),
     });
     sampleCursor = pick.cursor;
+    if (pick.modes.length === 0) return;
+    sampling = true;
     // The streamed mode on the same chunks, beside them: the others are judged against it.
     const encoded = async (mode: ModeId) => {
       const r = await pool.encode({ modeId: mode, records });
       samplingBusyMs += r.busyMs;
       return { mode, outBytes: r.payload.length, busyMs: r.busyMs };
     };
-    const reference = pick.modes.length ? encoded(current) : undefined;
+    const reference = encoded(current);
     samplingDone = Promise.all(
       pick.modes.map(async (mode) => {
-        const [r, ref] = await Promise.all([encoded(mode), reference!]);
+        const [r, ref] = await Promise.all([encoded(mode), reference]);
         profiler.recordSample(mode, records.length * 4096, r.outBytes, r.busyMs, ref);
       }),
     )
