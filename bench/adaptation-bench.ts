@@ -13,7 +13,7 @@ import { runProjectHandoff } from './handoff/project-handoff.js';
 import { BENCH_DIR } from './handoff/report.js';
 
 /**
- * npm run bench:adaptation [-- --quick] [-- --json] [-- --profiles step,square,hog,constant]
+ * npm run bench:adaptation [-- --quick] [-- --json] [-- --profiles step,square,hog,constant[,slow]]
  *   [-- --modes none/zstd-1,...] [-- --runs 3] [-- --label NAME]
  *
  * The adaptive policy against static modes on the WAN testbed, under links and CPU that change

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { linkProfile, parseProfileNames } from '../bench/adaptation/link-profiles.js';
 import { ADAPTIVE, markdownTable, median, policyCells, summarize, type AdaptationRun } from '../bench/adaptation/summary.js';
 
-test('the profiles: step falls once, square alternates, hog arrives once, constant never changes', () => {
+test('the profiles: step falls once, square alternates, hog arrives once, constant and slow never change', () => {
   const timing = { stepAtSeconds: 10, hogAtSeconds: 20, squarePeriodSeconds: 15 };
   const step = linkProfile('step', timing);
   assert.deepEqual([step.at(0), step.at(9.9), step.at(10), step.at(500)], [{ mbps: 25, hog: false }, { mbps: 25, hog: false }, { mbps: 5, hog: false }, { mbps: 5, hog: false }]);
@@ -15,6 +15,7 @@ test('the profiles: step falls once, square alternates, hog arrives once, consta
   const hog = linkProfile('hog', timing);
   assert.deepEqual([hog.at(19), hog.at(20)], [{ mbps: 10, hog: false }, { mbps: 10, hog: true }]);
   assert.deepEqual(linkProfile('constant', timing).changes(900), []);
+  assert.deepEqual([linkProfile('slow', timing).at(0), linkProfile('slow', timing).changes(900)], [{ mbps: 5, hog: false }, []]);
   assert.throws(() => parseProfileNames('step,ramp'), /unknown profile 'ramp'/);
   assert.throws(() => parseProfileNames(' , '), /empty/);
 });

@@ -74,7 +74,7 @@ test('without a measured R (or a cap) the mode stays', () => {
 
 test('mode ids round-trip and unknown ones are refused', () => {
   for (const m of ALL_MODES) assert.deepEqual(parseModeId(modeId(m)), m);
-  assert.equal(ALL_MODES.length, 33);
+  assert.equal(ALL_MODES.length, 39);
   assert.throws(() => parseModeId('xor/zstd-4'), /unknown mode 'xor\/zstd-4'/);
   assert.throws(() => parseModeId('bsdiff/none'), /unknown mode/);
 });

@@ -5,7 +5,8 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BLOCK_SIZE } from '../engine/blocks.js';
 import { CODECS, LEVELS } from '../engine/adaptation/mode.js';
-import { compressBatch, decompressBatch } from '../engine/pipeline/codecs.js';
+import { compress as zstdCompress } from 'zstd-napi';
+import { ZSTD_SEARCH, compressBatch, decompressBatch } from '../engine/pipeline/codecs.js';
 import { RecordKind, Space, encodeRecords, parseRecords, undelta, type ChunkRecord } from '../engine/pipeline/chunk-records.js';
 import type { ChunkReader } from '../engine/pipeline/chunk-source.js';
 import { DedupIndex } from '../engine/pipeline/dedup-index.js';
@@ -109,4 +110,30 @@ test('the sent-chunk cache forgets the least recently sent first, and what it is
   off.put(Space.Memory, 1, page(1));
   assert.equal(off.get(Space.Memory, 1), undefined, 'capacity 0 keeps nothing');
   assert.throws(() => new SentChunkCache(-1), /capacity must be a whole number/);
+});
+
+test('zstd: a full batch comes out byte for byte as libzstd\'s own choice at every level; a sample gets the same search', async () => {
+  // Text-like records from a small vocabulary (kvstore's kind), deterministic.
+  const words = ['edge', 'cloudlet', 'drone', 'beacon', 'Oslo', 'Lima', 'frame', 'tower', 'amber', 'jade', 'queue', 'radio'];
+  let x = 2463534242;
+  const next = () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return x >>> 0;
+  };
+  const lines: string[] = [];
+  for (let i = 0; lines.join('').length < 1 << 20; i++) lines.push(`key:${String(i).padStart(8, '0')} name=${words[next() % 12]}-${words[next() % 12]} score=${next() % 100000} note=${words[next() % 12]} ${words[next() % 12]}\n`);
+  const batch = Buffer.from(lines.join('')).subarray(0, 1 << 20);
+  for (const level of LEVELS.zstd) {
+    assert.ok(ZSTD_SEARCH[level], `zstd-${level} has its search set`);
+    assert.deepEqual(await compressBatch('zstd', level, batch), zstdCompress(batch, { compressionLevel: level }), `zstd-${level} on 1 MiB`);
+  }
+  // 64 chunks: zstd alone would pick btopt for 15 and btultra for 16 here; ours keep the batch's.
+  const sample = batch.subarray(0, 64 * BLOCK_SIZE);
+  for (const level of [15, 16]) {
+    const ours = await compressBatch('zstd', level, sample);
+    assert.notDeepEqual(ours, zstdCompress(sample, { compressionLevel: level }), `zstd-${level} on a sample differs from zstd's small-input choice`);
+    assert.deepEqual(await decompressBatch('zstd', ours, sample.length), sample);
+  }
 });

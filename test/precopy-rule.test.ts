@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MAX_THROTTLE, THROTTLE_STEP, afterDrain, afterLiveEpoch, type EpochEnd } from '../engine/handoff/precopy-rule.js';
+import { MAX_THROTTLE, THROTTLE_STEP, afterDrain, afterLiveEpoch, finalEpochEstimateMs, type EpochEnd } from '../engine/handoff/precopy-rule.js';
 
 // The pre-copy's stop rule, apart from the stream that runs it: each verdict and the reason an
 // auditor reads in the handoff's history.
@@ -53,4 +53,15 @@ test('after the drain: catch up while it shrinks and is over half the budget, el
   assert.deepEqual(afterDrain({ pendingChunks: 200, previousChunks: 600, estimateMs: 150 }, policy), { action: 'pause', reason: '200 chunks left, ~150 ms to send, within half the budget' });
   assert.equal(afterDrain({ pendingChunks: 580, previousChunks: 600, estimateMs: 390 }, policy).action, 'pause', 'not shrinking by 10%: catching up is no use');
   assert.equal(afterDrain({ pendingChunks: 500, previousChunks: 600, estimateMs: 330 }, policy).action, 'catch-up');
+});
+
+test('the final epoch estimate: its bytes at the expected ratio over the kept link rate, else at the last epoch\'s pace', () => {
+  // 1000 chunks × 4096 B × 0.1 = 409.6 kB = 3.2768 Mbit over 8 Mbit/s: 409.6 ms.
+  assert.equal(finalEpochEstimateMs(1000, { stopR_Mbps: 8, ratio: 0.1, lastEpoch: { chunks: 10, ms: 1 } }), 409.6);
+  assert.equal(finalEpochEstimateMs(1000, { stopR_Mbps: 4, ratio: 0.1, lastEpoch: undefined }), 819.2, 'half the rate, twice the time');
+  // No rate: 2000 chunks went in 500 ms, so 1000 take 250 ms whatever the ratio.
+  assert.equal(finalEpochEstimateMs(1000, { stopR_Mbps: null, ratio: 0.1, lastEpoch: { chunks: 2000, ms: 500 } }), 250);
+  assert.equal(finalEpochEstimateMs(1000, { stopR_Mbps: 0, ratio: 0.1, lastEpoch: { chunks: 2000, ms: 500 } }), 250, 'a zero rate is no rate');
+  assert.equal(finalEpochEstimateMs(1000, { stopR_Mbps: null, ratio: 0.1, lastEpoch: undefined }), Infinity, 'nothing to go on: never within a budget');
+  assert.equal(finalEpochEstimateMs(0, { stopR_Mbps: 8, ratio: 0.1, lastEpoch: undefined }), 0);
 });

@@ -3,7 +3,8 @@
  * runs on the source cloudlet, as a function of seconds since the handoff started. Pure data and
  * one lookup, so the schedule a run plays is the one its report names.
  */
-export const PROFILE_NAMES = ['step', 'square', 'hog', 'constant'] as const;
+/** The issue's four run by default; `slow` (5 Mbit/s throughout) on request, for the wire bytes at 5 Mbit/s. */
+export const PROFILE_NAMES = ['step', 'square', 'hog', 'constant', 'slow'] as const;
 export type ProfileName = (typeof PROFILE_NAMES)[number];
 
 export interface Conditions {
@@ -65,6 +66,8 @@ export function linkProfile(name: ProfileName, timing: ProfileTiming = DEFAULT_T
       };
     case 'constant':
       return { name, description: '10 Mbit/s throughout', at: () => ({ mbps: 10, hog: false }), changes: () => [] };
+    case 'slow':
+      return { name, description: '5 Mbit/s throughout', at: () => ({ mbps: 5, hog: false }), changes: () => [] };
   }
 }
 

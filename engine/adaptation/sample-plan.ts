@@ -4,7 +4,7 @@ import { parseModeId, type ModeId } from './mode.js';
 /**
  * Which other modes the stream tries next on a sample of its recent chunks. Sampling is not
  * free: on two cores, where the guest's vCPU and QEMU compete with the pipeline, round-robin
- * over all 39 modes spent a quarter of a core on samples of modes that could never win (xz-9,
+ * over every mode spent a quarter of a core on samples of modes that could never win (xz-9,
  * zstd-19, fossil at a few MB/s while the stream moved 6 MB/s of input). Two rules, both from
  * measurements of this stream, none from an offline profile:
  *

@@ -83,3 +83,27 @@ export function afterDrain(s: DrainEnd, policy: Pick<PrecopyPolicy, 'downtimeBud
   if (s.pendingChunks > s.previousChunks * SHRINK) return { action: 'pause', reason: `${s.pendingChunks} chunks left after ${s.previousChunks}: catching up does not shrink them` };
   return { action: 'catch-up', reason: `${s.pendingChunks} chunks dirtied while the link drained, ~${Math.round(s.estimateMs)} ms to send: one more live epoch for them` };
 }
+
+/** What the final epoch's send time is estimated from. */
+export interface StopRateBasis {
+  /** The rate the link kept lately (StreamProfiler.stopR_Mbps: its low quantile over 15 s); null where none was measured. */
+  stopR_Mbps: number | null;
+  /** Compressed / input bytes the final epoch is expected to reach (StreamTally.ratioNow). */
+  ratio: number;
+  /** The last epoch's chunks and duration: its pace stands in where no link rate is known. */
+  lastEpoch: { chunks: number; ms: number } | undefined;
+}
+
+/**
+ * How long `pendingChunks` would take to send with the VM stopped: their bytes at the expected
+ * compression over the rate the link kept lately — a rate that drops during the stop must not
+ * break the budget, so not the latest one. Where no rate is measured (a fast link never fills
+ * the window), at the last epoch's pace, which then is the pipeline's; with no epoch yet, not
+ * estimable (Infinity: nothing stops on it).
+ */
+export function finalEpochEstimateMs(pendingChunks: number, b: StopRateBasis): number {
+  if (b.stopR_Mbps !== null && b.stopR_Mbps > 0) return (pendingChunks * 4096 * b.ratio * 8) / (b.stopR_Mbps * 1e3);
+  if (!b.lastEpoch) return Infinity;
+  const bytesPerMs = (b.lastEpoch.chunks * 4096) / Math.max(1, b.lastEpoch.ms);
+  return (pendingChunks * 4096) / Math.max(bytesPerMs, 1);
+}

@@ -11,6 +11,7 @@ import { digestFromBlockHashes, encodeBlockHashes, scanImage, sha256OfFile } fro
 import type { MachineSpec } from '../../engine/vm/machine.js';
 import { QemuVm } from '../../engine/vm/qemu-vm.js';
 import { SerialLog } from '../../engine/vm/serial-log.js';
+import { sweepDeadBuilds } from './build-leftovers.js';
 import { cpioNewc, type CpioEntry } from './cpio-newc.js';
 import { ensureGuestKernel, findModule } from './guest-kernel.js';
 import { BASE_IMAGE_BUILD_DIR, GUEST_KERNEL_DIR, GUEST_SOURCES_DIR, PREFIX } from '../paths.js';
@@ -43,6 +44,7 @@ export interface BuiltBaseImage {
 /** Returns the base image for these options, building it only if its recipe changed. */
 export async function ensureBaseImage(opts: BaseImageOptions): Promise<BuiltBaseImage> {
   const log = opts.log ?? (() => undefined);
+  for (const path of await sweepDeadBuilds(PREFIX, { buildDir: BASE_IMAGE_BUILD_DIR, shmDir: '/dev/shm', tmpDir: '/tmp' })) log(`swept from a build that died: ${path}`);
   const kernel = await ensureGuestKernel(GUEST_KERNEL_DIR, log);
   const machine: MachineSpec = {
     memoryMiB: opts.memoryMiB,

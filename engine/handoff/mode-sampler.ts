@@ -1,0 +1,80 @@
+import { ALL_MODES, modeId, type ModeId } from '../adaptation/mode.js';
+import { effectiveMBps } from '../adaptation/choose-mode.js';
+import { modesToSample, sampleBudgetAllows } from '../adaptation/sample-plan.js';
+import type { StreamProfiler } from '../adaptation/stream-profiler.js';
+import type { CodecPool } from '../pipeline/codec-pool.js';
+import type { ChunkRecord } from '../pipeline/chunk-records.js';
+import type { StreamControl } from './stream-control.js';
+
+/** How often a few other modes are tried on a sample of recent chunks. */
+const SAMPLE_EVERY_MS = 1_500;
+const MODES_PER_SAMPLE = 4;
+const SAMPLE_CANDIDATES = ALL_MODES.map(modeId);
+const SAMPLE_CHUNKS = 64;
+
+/**
+ * The stream's background samples: every SAMPLE_EVERY_MS, a few modes the sample plan leaves
+ * open are encoded on the data chunks of the batch classified last, beside the streamed mode on
+ * the same chunks (the others are judged against it: StreamProfiler.recordSample). Within the
+ * sampling budget, never while the operator pins the mode, one round at a time.
+ */
+export class ModeSampler {
+  private latest: ChunkRecord[] = [];
+  private cursor = 0;
+  private running = false;
+  private round: Promise<unknown> = Promise.resolve();
+  private busyMs = 0;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly o: { pool: CodecPool; profiler: StreamProfiler; control: StreamControl; startedAtMs: number }) {
+    this.timer = setInterval(() => this.tick(), SAMPLE_EVERY_MS);
+  }
+
+  /** The records of the batch just classified: the next round's material. */
+  offer(records: ChunkRecord[]): void {
+    this.latest = records;
+  }
+
+  /** No further rounds; resolves once the running one ended (the stop-time scan wants every pool thread). */
+  async stop(): Promise<void> {
+    this.cancel();
+    await this.round.catch(() => undefined);
+  }
+
+  /** No further rounds (the running one may still finish). */
+  cancel(): void {
+    clearInterval(this.timer);
+  }
+
+  private tick(): void {
+    const { pool, profiler, control } = this.o;
+    if (this.running || this.latest.length === 0 || control.pinned?.()) return;
+    if (!sampleBudgetAllows(this.busyMs, Date.now() - this.o.startedAtMs)) return;
+    const records = this.latest.filter((r) => r.kind === 'data').slice(0, SAMPLE_CHUNKS);
+    if (records.length === 0) return;
+    const current = control.mode();
+    const m = profiler.measurements(current);
+    const pick = modesToSample({
+      candidates: SAMPLE_CANDIDATES, current, measured: m.modes, count: MODES_PER_SAMPLE, cursor: this.cursor,
+      currentEffMBps: effectiveMBps(m, current, { bandwidthCapMbps: control.bandwidthCapMbps() }),
+    });
+    this.cursor = pick.cursor;
+    if (pick.modes.length === 0) return;
+    this.running = true;
+    const encoded = async (mode: ModeId) => {
+      const r = await pool.encode({ modeId: mode, records });
+      this.busyMs += r.busyMs;
+      return { mode, outBytes: r.payload.length, busyMs: r.busyMs };
+    };
+    const reference = encoded(current);
+    this.round = Promise.all(
+      pick.modes.map(async (mode) => {
+        const [r, ref] = await Promise.all([encoded(mode), reference]);
+        profiler.recordSample(mode, records.length * 4096, r.outBytes, r.busyMs, ref);
+      }),
+    )
+      // A failed sample only costs a measurement; the stream goes on.
+      .catch(() => undefined)
+      .finally(() => (this.running = false));
+  }
+}
