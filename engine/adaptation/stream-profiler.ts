@@ -191,7 +191,8 @@ export class StreamProfiler {
     // Classification and the pool run side by side: a mode goes as fast as the slower of the two.
     const classifyMBps = this.classify.ms > 0 ? this.classify.inBytes / 1e6 / (this.classify.ms / 1000) : Infinity;
     const measured = [...this.modes.entries()].filter(([, m]) => m.busyMs > 0 && m.inBytes > 0);
-    const poolMBps = (m: ModeTotals) => Math.min(classifyMBps, (m.inBytes / 1e6 / (m.busyMs / 1000)) * this.threads);
+    const poolOnlyMBps = (m: ModeTotals) => (m.inBytes / 1e6 / (m.busyMs / 1000)) * this.threads;
+    const poolMBps = (m: ModeTotals) => Math.min(classifyMBps, poolOnlyMBps(m));
     // The streamed mode's achieved rate against its busy-time figure: the share of the pool's
     // time the CPU really gives now (the guest's vCPU, QEMU and other handoffs take the rest).
     const streamed = this.modes.get(current);
@@ -208,11 +209,21 @@ export class StreamProfiler {
     const modes: ModeMeasurement[] = measured.map(([mode, m]) => {
       // A mode known from samples beside a streamed reference: the reference's figures, scaled.
       const rel = m.from === 'sample' ? m.relative : undefined;
-      const ref = rel && this.modes.get(rel.ref)?.from === 'stream' ? own.get(rel.ref) : undefined;
-      const f = rel && ref
-        ? // A lighter codec speeds the pool, not the main thread's reading and classification:
-          // one run switched to xor/zstd-1 on a relative P of 52 MB/s and achieved 16.
-          { P: Math.min(classifyMBps, (ref.P * rel.refBusyMs) / rel.busyMs), ratio: (ref.ratio * rel.out) / rel.refOut, from: 'relative' as const, doubt: this.doubt(m, { achieved: false, relativeSamples: rel.count }) }
+      const refTotals = rel ? this.modes.get(rel.ref) : undefined;
+      const ref = rel && refTotals?.from === 'stream' ? own.get(rel.ref) : undefined;
+      const f = rel && ref && refTotals
+        ? // The pool's rate for the reference, scaled by the two codecs' cost on the same chunks;
+          // then the main thread's reading and classification bound it: a lighter codec speeds
+          // the pool, not the reading (one run switched to xor/zstd-1 on a relative P of 52 MB/s
+          // and achieved 16). Scaling the reference's figure *after* that bound undervalued every
+          // heavier codec by the bound's factor: zstd-16 read 1.4–2.7 MB/s beside a link-bound
+          // zstd-3 and achieved 7–9 once streamed.
+          {
+            P: Math.min(classifyMBps, (poolOnlyMBps(refTotals) * (this.contention ?? 1) * rel.refBusyMs) / rel.busyMs),
+            ratio: (ref.ratio * rel.out) / rel.refOut,
+            from: 'relative' as const,
+            doubt: this.doubt(m, { achieved: false, relativeSamples: rel.count }),
+          }
         : own.get(mode)!;
       return {
         mode,

@@ -28,7 +28,7 @@ type ZstdSearch = { searchLog: number; minMatch: number; targetLength: number; s
  * The search libzstd runs at our levels on inputs over 256 KB: the rows of its default table
  * (lib/compress/clevels.h, 1.5), set explicitly so an input of any size is compressed as a full
  * 1 MiB batch is. Left to itself, zstd picks another strategy for inputs of 256 KB or less (15:
- * btopt for btlazy2; 16: btultra for btopt): the stream's 64-chunk samples of zstd-16 then ran
+ * btopt for btlazy2; 16: btultra for btopt): the stream's 64-chunk samples (as they were) of zstd-16 ran
  * at a quarter of its batches' speed and a handoff at 5 Mbit/s never chose it, though pinned it
  * sent 18% fewer bytes than zstd-9 (issue 14's note). Window, hash and chain sizes still follow
  * the input's size. A test checks a 1 MiB batch comes out byte for byte as zstd's own choice.
