@@ -119,3 +119,34 @@ test('the stop is planned at a rate the link kept, not at its last three seconds
   assert.ok(Math.abs(stopR - 8) < 0.5, `the stop is planned at the slow phase's 8 Mbit/s: ${stopR}`);
   assert.ok(stopR <= R);
 });
+
+test('a pipeline slower than the link leaves R where the busy link put it: its gaps are not link time', () => {
+  let now = 0;
+  const p = new StreamProfiler(2, () => now, 0);
+  const batch = (bytes: number) => ({ seq: 0, modeId: 'none/zstd-19', payload: new Uint8Array(bytes), rawBytes: 0, rawXxh64: '', payloadXxh64: '', busyMs: 10, classifyMs: 1, inputBytes: 1 << 20, stages: { chunks: 256, zero: 0, baseRefs: 0, selfRefs: 0, data: 256, againstPrevious: 0 } });
+  // Busy: 12 frames of 1 MB queued at once, acked at 10 Mbit/s.
+  for (let i = 0; i < 12; i++) p.recordBatch(batch(1_000_000), 1_000_000);
+  let received = 0;
+  let seq = 0;
+  for (let i = 1; i <= 12; i++) {
+    now = i * 800;
+    received += 1_000_000;
+    p.recordAck({ seq: ++seq, bytesReceived: received });
+  }
+  assert.ok(Math.abs(p.R_Mbps()! - 10) < 0.5);
+  // Then a heavy codec: two 150 kB frames finish together once a second; the link (10 Mbit/s,
+  // 120 ms each) idles the rest. Measured from ack to ack, that read 150 kB per ~1 s: 1.2 Mbit/s.
+  for (let k = 0; k < 10; k++) {
+    const t0 = now + 1_000;
+    now = t0;
+    p.recordBatch(batch(150_000), 150_000);
+    p.recordBatch(batch(150_000), 150_000);
+    for (const done of [120, 240]) {
+      now = t0 + done;
+      received += 150_000;
+      p.recordAck({ seq: ++seq, bytesReceived: received });
+    }
+  }
+  const R = p.R_Mbps()!;
+  assert.ok(R > 8, `R is still the link's, not the pipeline's pace: ${R}`);
+});

@@ -15,14 +15,13 @@ interface ModeTotals {
    * Samples against the mode streamed when they were taken (`ref`), encoded on the same chunks at
    * the same time: output and pool time of this mode and of the reference, faded like the totals.
    */
-  relative?: { ref: ModeId; out: number; refOut: number; busyMs: number; refBusyMs: number; count: number };
+  relative?: { ref: ModeId; out: number; refOut: number; count: number };
 }
 
 /** The streamed mode encoded on a sample's chunks beside the sampled one. */
 export interface SampleReference {
   mode: ModeId;
   outBytes: number;
-  busyMs: number;
 }
 
 /** A batch delivered while the sender waited on the pipeline: the pipeline set the pace. */
@@ -60,16 +59,16 @@ const ACHIEVED_WINDOW_MS = 6_000;
 const ACHIEVED_MIN_MS = 1_000;
 /**
  * Relative uncertainty of P and r by where they come from. Achieved P is what happened; a
- * busy-time P extrapolates a batch's pool time to every thread; a sample's P also pays a
- * codec's cold start on 256 KiB and runs beside the stream's own batches. Each further sample
+ * busy-time P extrapolates a batch's pool time to every thread; a sample's P is one batch's
+ * and runs beside the stream's own batches. Each further sample
  * narrows it (÷√n), age widens it again: conditions change.
  */
 const DOUBT = {
   achieved: { P: 0.1, r: 0.05 },
   stream: { P: 0.25, r: 0.05 },
   sample: { P: 0.15, r: 0.05, perSampleP: 0.45, perSampleR: 0.15, noContentionP: 0.15 },
-  /** Against the streamed mode on the same chunks: what differs is the data the sample saw. */
-  relative: { P: 0.15, r: 0.05, perSampleP: 0.3, perSampleR: 0.1 },
+  /** r against the streamed mode on the same chunks: what differs is the data the sample saw. */
+  relative: { r: 0.05, perSampleR: 0.1 },
   agePerMinute: 0.3,
   maxP: 0.9,
 };
@@ -82,7 +81,8 @@ export class StreamProfiler {
   private readonly modes = new Map<ModeId, ModeTotals>();
   private sentBytes = 0;
   private inputBytes = 0;
-  private lastAck: { t: number; bytes: number } | undefined;
+  /** The last ack: when, the bytes received by then, and the bytes handed to the link by then. */
+  private lastAck: { t: number; bytes: number; sent: number } | undefined;
   private readonly busyIntervals: Array<{ t: number; dt: number; bytes: number }> = [];
   private lastR: number | null = null;
   /** Reading + zero/dedup on the main thread, input bytes and ms: it bounds every mode's P. */
@@ -120,13 +120,13 @@ export class StreamProfiler {
 
   /**
    * A background sample of `mode`. With `reference` (the streamed mode on the same chunks), the
-   * mode is also known relative to it: a 64-chunk sample's absolute ratio says more about which
-   * chunks it caught than about the mode (one run's samples gave xor/gzip-9 r 0.017 while the
-   * stream's none/zstd-3 sent at 0.157), its ratio to the reference on the same chunks less so.
+   * mode's ratio is known relative to it: a sample's absolute ratio says more about which chunks
+   * it caught than about the mode (one run's samples gave xor/gzip-9 r 0.017 while the stream's
+   * none/zstd-3 sent at 0.157), its ratio to the reference on the same chunks less so.
    */
   recordSample(mode: ModeId, inBytes: number, outBytes: number, busyMs: number, reference?: SampleReference): void {
     this.record(mode, inBytes, outBytes, busyMs, 'sample');
-    if (!reference || reference.mode === mode || !(reference.outBytes > 0) || !(reference.busyMs > 0)) return;
+    if (!reference || reference.mode === mode || !(reference.outBytes > 0)) return;
     const m = this.modes.get(mode)!;
     const r = m.relative?.ref === reference.mode ? m.relative : undefined;
     const keep = r ? 1 - NEW_WEIGHT : 0;
@@ -134,8 +134,6 @@ export class StreamProfiler {
       ref: reference.mode,
       out: (r?.out ?? 0) * keep + outBytes,
       refOut: (r?.refOut ?? 0) * keep + reference.outBytes,
-      busyMs: (r?.busyMs ?? 0) * keep + busyMs,
-      refBusyMs: (r?.refBusyMs ?? 0) * keep + reference.busyMs,
       count: (r?.count ?? 0) + 1,
     };
   }
@@ -143,11 +141,17 @@ export class StreamProfiler {
   recordAck(ack: BatchAck): void {
     const t = this.now();
     if (this.lastAck) {
-      const inflight = this.sentBytes - ack.bytesReceived;
+      const bytes = ack.bytesReceived - this.lastAck.bytes;
       const dt = t - this.lastAck.t;
-      if (inflight > BUSY_INFLIGHT_BYTES && dt > 0) this.busyIntervals.push({ t, dt, bytes: ack.bytesReceived - this.lastAck.bytes });
+      // The link was busy from the last ack to this one only if what it delivered meanwhile was
+      // already handed to it then, and more still is now. Without the first condition a slow
+      // pipeline's gaps counted as link time: streaming zstd-19 at 2 MB/s over 5 Mbit/s, two
+      // frames finished together, the second kept > 128 KB in flight, and R read 1.1–1.8.
+      const queuedAtStart = this.lastAck.sent - this.lastAck.bytes;
+      const inflight = this.sentBytes - ack.bytesReceived;
+      if (queuedAtStart >= bytes && inflight > BUSY_INFLIGHT_BYTES && dt > 0) this.busyIntervals.push({ t, dt, bytes });
     }
-    this.lastAck = { t, bytes: ack.bytesReceived };
+    this.lastAck = { t, bytes: ack.bytesReceived, sent: this.sentBytes };
     while (this.busyIntervals.length && this.busyIntervals[0]!.t < t - STOP_R_WINDOW_MS) this.busyIntervals.shift();
     const recent = this.busyIntervals.filter((x) => x.t >= t - R_WINDOW_MS);
     const dt = recent.reduce((s, x) => s + x.dt, 0);
@@ -191,8 +195,7 @@ export class StreamProfiler {
     // Classification and the pool run side by side: a mode goes as fast as the slower of the two.
     const classifyMBps = this.classify.ms > 0 ? this.classify.inBytes / 1e6 / (this.classify.ms / 1000) : Infinity;
     const measured = [...this.modes.entries()].filter(([, m]) => m.busyMs > 0 && m.inBytes > 0);
-    const poolOnlyMBps = (m: ModeTotals) => (m.inBytes / 1e6 / (m.busyMs / 1000)) * this.threads;
-    const poolMBps = (m: ModeTotals) => Math.min(classifyMBps, poolOnlyMBps(m));
+    const poolMBps = (m: ModeTotals) => Math.min(classifyMBps, (m.inBytes / 1e6 / (m.busyMs / 1000)) * this.threads);
     // The streamed mode's achieved rate against its busy-time figure: the share of the pool's
     // time the CPU really gives now (the guest's vCPU, QEMU and other handoffs take the rest).
     const streamed = this.modes.get(current);
@@ -207,24 +210,19 @@ export class StreamProfiler {
       }),
     );
     const modes: ModeMeasurement[] = measured.map(([mode, m]) => {
-      // A mode known from samples beside a streamed reference: the reference's figures, scaled.
+      // A mode known from samples beside a streamed reference: its ratio is the reference's,
+      // scaled by the two on the same chunks (which chunks a sample caught says little about a
+      // mode). Its P stays its own pool time: a sample is a whole batch, encoded while the
+      // round fills the pool, so its busy time holds what a saturated pool gets of the CPU —
+      // which a link-bound reference's does not. Scaling the reference's P by the two codecs'
+      // cost read zstd-16 at 1.4–2.7 MB/s beside a link-bound zstd-3 (its P capped at the
+      // reading rate; 7–9 achieved streamed), and uncapped read zstd-19 at 7 (2 achieved).
       const rel = m.from === 'sample' ? m.relative : undefined;
-      const refTotals = rel ? this.modes.get(rel.ref) : undefined;
-      const ref = rel && refTotals?.from === 'stream' ? own.get(rel.ref) : undefined;
-      const f = rel && ref && refTotals
-        ? // The pool's rate for the reference, scaled by the two codecs' cost on the same chunks;
-          // then the main thread's reading and classification bound it: a lighter codec speeds
-          // the pool, not the reading (one run switched to xor/zstd-1 on a relative P of 52 MB/s
-          // and achieved 16). Scaling the reference's figure *after* that bound undervalued every
-          // heavier codec by the bound's factor: zstd-16 read 1.4–2.7 MB/s beside a link-bound
-          // zstd-3 and achieved 7–9 once streamed.
-          {
-            P: Math.min(classifyMBps, (poolOnlyMBps(refTotals) * (this.contention ?? 1) * rel.refBusyMs) / rel.busyMs),
-            ratio: (ref.ratio * rel.out) / rel.refOut,
-            from: 'relative' as const,
-            doubt: this.doubt(m, { achieved: false, relativeSamples: rel.count }),
-          }
-        : own.get(mode)!;
+      const ref = rel && this.modes.get(rel.ref)?.from === 'stream' ? own.get(rel.ref) : undefined;
+      const mine = own.get(mode)!;
+      const f = rel && ref
+        ? { ...mine, ratio: (ref.ratio * rel.out) / rel.refOut, doubt: this.doubt(m, { achieved: false, relativeSamples: rel.count }) }
+        : mine;
       return {
         mode,
         P_MBps: round(f.P),
@@ -255,13 +253,11 @@ export class StreamProfiler {
     const age = (DOUBT.agePerMinute * (this.now() - m.lastAtMs)) / 60_000;
     const aged = (P: number, r: number) => ({ uP: Math.min(DOUBT.maxP, P + age), ur: r + age / 2 });
     if (basis.achieved) return aged(DOUBT.achieved.P, DOUBT.achieved.r);
-    if (basis.relativeSamples !== undefined) {
-      const k = Math.sqrt(basis.relativeSamples);
-      return aged(DOUBT.relative.P + DOUBT.relative.perSampleP / k, DOUBT.relative.r + DOUBT.relative.perSampleR / k);
-    }
     if (m.from === 'stream') return aged(DOUBT.stream.P, DOUBT.stream.r);
     const k = Math.sqrt(m.count);
-    return aged(DOUBT.sample.P + DOUBT.sample.perSampleP / k + (this.contention === null ? DOUBT.sample.noContentionP : 0), DOUBT.sample.r + DOUBT.sample.perSampleR / k);
+    const uP = DOUBT.sample.P + DOUBT.sample.perSampleP / k + (this.contention === null ? DOUBT.sample.noContentionP : 0);
+    if (basis.relativeSamples !== undefined) return aged(uP, DOUBT.relative.r + DOUBT.relative.perSampleR / Math.sqrt(basis.relativeSamples));
+    return aged(uP, DOUBT.sample.r + DOUBT.sample.perSampleR / k);
   }
 
   private record(mode: ModeId, inBytes: number, outBytes: number, busyMs: number, from: 'stream' | 'sample'): void {
