@@ -9,7 +9,8 @@ import type { StreamControl } from './stream-control.js';
 
 /** How often a few other modes are tried on a sample of recent chunks. */
 const SAMPLE_EVERY_MS = 1_500;
-const MODES_PER_SAMPLE = 4;
+/** Per round, beside the reference: three whole batches on a two-thread pool. */
+const MODES_PER_SAMPLE = 2;
 const SAMPLE_CANDIDATES = ALL_MODES.map(modeId);
 /**
  * A whole batch, not a slice of one: per byte, a codec's cost depends on how much it is given.
@@ -23,7 +24,8 @@ const SAMPLE_CHUNKS = CHUNKS_PER_BATCH;
  * The stream's background samples: every SAMPLE_EVERY_MS, a few modes the sample plan leaves
  * open are encoded on the data chunks of the batch classified last, beside the streamed mode on
  * the same chunks (the others are judged against it: StreamProfiler.recordSample). Within the
- * sampling budget, never while the operator pins the mode, one round at a time.
+ * sampling budget, never while the operator pins the mode, one round at a time, and only onto
+ * an idle pool.
  */
 export class ModeSampler {
   private latest: ChunkRecord[] = [];
@@ -32,6 +34,8 @@ export class ModeSampler {
   private round: Promise<unknown> = Promise.resolve();
   private busyMs = 0;
   private readonly timer: NodeJS.Timeout;
+  /** Rounds started so far: a batch cycle that saw one start was slowed by it. */
+  roundsStarted = 0;
 
   constructor(private readonly o: { pool: CodecPool; profiler: StreamProfiler; control: StreamControl; startedAtMs: number }) {
     this.timer = setInterval(() => this.tick(), SAMPLE_EVERY_MS);
@@ -48,6 +52,11 @@ export class ModeSampler {
     await this.round.catch(() => undefined);
   }
 
+  /** A round is on the pool now. */
+  get busy(): boolean {
+    return this.running;
+  }
+
   /** No further rounds (the running one may still finish). */
   cancel(): void {
     clearInterval(this.timer);
@@ -55,7 +64,9 @@ export class ModeSampler {
 
   private tick(): void {
     const { pool, profiler, control } = this.o;
-    if (this.running || this.latest.length === 0 || control.pinned?.()) return;
+    // Only onto an idle pool: a round queued ahead of the stream's batches delays them, and
+    // those delays would read as the pipeline's pace (StreamProfiler.recordDelivery).
+    if (this.running || this.latest.length === 0 || control.pinned?.() || pool.queued > 0) return;
     if (!sampleBudgetAllows(this.busyMs, Date.now() - this.o.startedAtMs)) return;
     const records = this.latest.filter((r) => r.kind === 'data').slice(0, SAMPLE_CHUNKS);
     if (records.length === 0) return;
@@ -68,6 +79,7 @@ export class ModeSampler {
     this.cursor = pick.cursor;
     if (pick.modes.length === 0) return;
     this.running = true;
+    this.roundsStarted++;
     const encoded = async (mode: ModeId) => {
       const r = await pool.encode({ modeId: mode, records });
       this.busyMs += r.busyMs;

@@ -201,8 +201,10 @@ export async function streamOverlay(opts: {
           yield list;
         }
       };
-      // When the sender asked for the batch now awaited: the wait that follows is the pipeline's.
+      // When the sender asked for the batch now awaited: the wait that follows is the pipeline's
+      // — unless a sample round shared the pool meanwhile (the stream's own pace is wanted).
       let asked = performance.now();
+      let roundsAtAsk = sampler.roundsStarted;
       for await (const b of encodeOverlay(counted(), {
         pool,
         // While the guest runs, the bytes behind a self-reference could change: none then.
@@ -223,8 +225,9 @@ export async function streamOverlay(opts: {
         const got = performance.now();
         yield { ...b, seq: seq++ };
         const again = performance.now();
-        profiler.recordDelivery(b.modeId, b.inputBytes, again - asked, got - asked);
+        if (!sampler.busy && sampler.roundsStarted === roundsAtAsk) profiler.recordDelivery(b.modeId, b.inputBytes, again - asked, got - asked);
         asked = again;
+        roundsAtAsk = sampler.roundsStarted;
       }
       epochs.push({ epoch: n, live, ...sizes, ms: Date.now() - t0 });
       // Every batch of the epoch has been handed to the sender (it counts them before asking for
