@@ -51,3 +51,20 @@ test('the effective rate of a mode is min(P, R/r), capped by the operator', () =
   assert.equal(effectiveMBps(s, 'none/gzip-6', { bandwidthCapMbps: null }), null);
   assert.equal(effectiveMBps({ ...s, R_Mbps: null }, 'none/zstd-3', { bandwidthCapMbps: null }), null);
 });
+
+test('a mode that would win at its estimate is sampled again first; the rest of the round goes round-robin', () => {
+  const measured = [
+    { mode: 'none/zstd-16', P_MBps: 7.8, ratio: 0.142, from: 'sample' as const, bytes: 1 << 20 },
+    { mode: 'none/zstd-15', P_MBps: 5.8, ratio: 0.147, from: 'sample' as const, bytes: 1 << 20 },
+    { mode: 'none/gzip-1', P_MBps: 90, ratio: 0.2, from: 'sample' as const, bytes: 1 << 20 },
+  ];
+  // At 5 Mbit/s zstd-3 (r 0.183) moves 3.4 MB/s; zstd-16 would move 4.4, zstd-15 4.25, gzip-1 3.1.
+  const estimatedEffMBps = new Map<string, number | null>([['none/zstd-16', 4.4], ['none/zstd-15', 4.25], ['none/gzip-1', 3.1]]);
+  const pick = modesToSample({ candidates: ALL, current: 'none/zstd-3', measured, currentEffMBps: 3.4, count: 4, cursor: 0, estimatedEffMBps });
+  assert.deepEqual(pick.modes.slice(0, 2), ['none/zstd-16', 'none/zstd-15'], 'contenders, best first, half the round');
+  assert.equal(pick.modes.length, 4);
+  assert.deepEqual(pick.modes.slice(2), ['none/none', 'none/gzip-1'], 'the rest from the round-robin, contenders left out of it');
+  // Nothing beats the current mode at its estimate: all round-robin, as before.
+  const plain = modesToSample({ candidates: ALL, current: 'none/zstd-3', measured, currentEffMBps: 5, count: 2, cursor: 0, estimatedEffMBps });
+  assert.deepEqual(plain.modes, ALL.filter((m) => m !== 'none/zstd-3').slice(0, 2));
+});

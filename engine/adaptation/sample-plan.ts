@@ -13,6 +13,7 @@ import { parseModeId, type ModeId } from './mode.js';
  *   not beat: a higher level of the same codec, or the same delta with any codec after no codec —
  *   is below what the current mode achieves, with room for a sample's noise, is not sampled again.
  * - Samples get at most a share of one core over the stream (SAMPLE_CPU_SHARE).
+ * - A mode that would win at its estimate but not yet at its low end is sampled again first.
  */
 
 /** A sample's P may be this much too low (a 256 KiB sample pays a codec's cold start). */
@@ -50,6 +51,12 @@ export function modesToSample(o: {
   currentEffMBps: number | null;
   count: number;
   cursor: number;
+  /**
+   * Other modes' effective rates at their estimates (input MB/s; null where not known): a mode
+   * that would beat the current one at its estimate but not yet at its low end is sampled again
+   * first — only more samples can narrow its doubt to a decision.
+   */
+  estimatedEffMBps?: ReadonlyMap<ModeId, number | null>;
 }): SamplePick {
   const slow = o.currentEffMBps === null ? [] : o.measured.filter((m) => m.mode !== o.current && m.P_MBps * (1 + SAMPLE_P_DOUBT) < o.currentEffMBps!).map((m) => m.mode);
   const open: ModeId[] = [];
@@ -59,8 +66,19 @@ export function modesToSample(o: {
     (slow.some((s) => boundsFromAbove(s, mode)) ? dominated : open).push(mode);
   }
   const modes: ModeId[] = [];
+  // Up to half the round for contenders, best first; the rest goes round-robin, so every mode
+  // keeps being tried as conditions change.
+  const current = o.currentEffMBps;
+  const contenders = current === null ? [] : open
+    .map((mode) => ({ mode, eff: o.estimatedEffMBps?.get(mode) ?? null }))
+    .filter((c): c is { mode: ModeId; eff: number } => c.eff !== null && c.eff > current)
+    .sort((a, b) => b.eff - a.eff)
+    .slice(0, Math.floor(o.count / 2))
+    .map((c) => c.mode);
+  modes.push(...contenders);
+  const rest = open.filter((m) => !contenders.includes(m));
   let cursor = o.cursor;
-  for (let i = 0; i < Math.min(o.count, open.length); i++) modes.push(open[cursor++ % open.length]!);
+  for (let i = 0; modes.length < o.count && i < rest.length; i++) modes.push(rest[cursor++ % rest.length]!);
   return { modes, cursor, dominated };
 }
 

@@ -72,9 +72,11 @@ export class ModeSampler {
     if (records.length === 0) return;
     const current = control.mode();
     const m = profiler.measurements(current);
+    const policy = { bandwidthCapMbps: control.bandwidthCapMbps() };
     const pick = modesToSample({
       candidates: SAMPLE_CANDIDATES, current, measured: m.modes, count: MODES_PER_SAMPLE, cursor: this.cursor,
-      currentEffMBps: effectiveMBps(m, current, { bandwidthCapMbps: control.bandwidthCapMbps() }),
+      currentEffMBps: effectiveMBps(m, current, policy),
+      estimatedEffMBps: new Map(m.modes.map((x) => [x.mode, effectiveMBps(m, x.mode, policy)])),
     });
     this.cursor = pick.cursor;
     if (pick.modes.length === 0) return;
