@@ -36,7 +36,7 @@ test('P is what the stream achieved while the pipeline set the pace, and the sam
   // Scaled by 10.49 / 41.9: the sample's 5.2 MB/s are ≈ 1.3 on the CPU free now.
   assert.ok(Math.abs(xz.P_MBps - 5.24 * (10.49 / 41.94)) < 0.05, `scaled: ${xz.P_MBps}`);
   // One sample: its low end is far below its estimate; the streamed mode's is close.
-  assert.ok(xz.P_lowMBps! < 0.5 * xz.P_MBps, `a single sample is doubted: ${xz.P_lowMBps} of ${xz.P_MBps}`);
+  assert.ok(xz.P_lowMBps! < 0.6 * xz.P_MBps, `a single sample is doubted: ${xz.P_lowMBps} of ${xz.P_MBps}`);
   assert.ok(zstd.P_lowMBps! >= 0.85 * zstd.P_MBps);
   assert.ok(xz.ratioHigh! > xz.ratio);
 });

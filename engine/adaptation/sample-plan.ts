@@ -18,8 +18,12 @@ import { parseModeId, type ModeId } from './mode.js';
 
 /** A sample's P may be this much too low (a 256 KiB sample pays a codec's cold start). */
 export const SAMPLE_P_DOUBT = 0.5;
-/** Samples may use this share of one core, counted over the stream so far. */
-export const SAMPLE_CPU_SHARE = 0.1;
+/**
+ * Samples may use this share of one core, counted over the stream so far. Samples are whole
+ * batches: at a tenth of a core, a 90 s handoff at 5 Mbit/s sampled zstd-15 and zstd-16 twice
+ * each, too few to trust either.
+ */
+export const SAMPLE_CPU_SHARE = 0.2;
 
 export interface SamplePick {
   modes: ModeId[];
@@ -66,14 +70,14 @@ export function modesToSample(o: {
     (slow.some((s) => boundsFromAbove(s, mode)) ? dominated : open).push(mode);
   }
   const modes: ModeId[] = [];
-  // Up to half the round for contenders, best first; the rest goes round-robin, so every mode
-  // keeps being tried as conditions change.
+  // Contenders first, best first, leaving a slot of a round of more than one for the
+  // round-robin, so every mode keeps being tried as conditions change.
   const current = o.currentEffMBps;
   const contenders = current === null ? [] : open
     .map((mode) => ({ mode, eff: o.estimatedEffMBps?.get(mode) ?? null }))
     .filter((c): c is { mode: ModeId; eff: number } => c.eff !== null && c.eff > current)
     .sort((a, b) => b.eff - a.eff)
-    .slice(0, Math.floor(o.count / 2))
+    .slice(0, o.count > 1 ? o.count - 1 : o.count)
     .map((c) => c.mode);
   modes.push(...contenders);
   const rest = open.filter((m) => !contenders.includes(m));

@@ -66,7 +66,7 @@ const ACHIEVED_MIN_MS = 1_000;
 const DOUBT = {
   achieved: { P: 0.1, r: 0.05 },
   stream: { P: 0.25, r: 0.05 },
-  sample: { P: 0.15, r: 0.05, perSampleP: 0.45, perSampleR: 0.15, noContentionP: 0.15 },
+  sample: { P: 0.15, r: 0.05, perSampleP: 0.3, perSampleR: 0.15, noContentionP: 0.15 },
   /** r against the streamed mode on the same chunks: what differs is the data the sample saw. */
   relative: { r: 0.05, perSampleR: 0.1 },
   agePerMinute: 0.3,
