@@ -1,5 +1,6 @@
 import type { ModeMeasurement } from './measurements.js';
 import { parseModeId, type ModeId } from './mode.js';
+import { SWITCH_MARGIN } from './choose-mode.js';
 
 /**
  * Which other modes the stream tries next on a sample of its recent chunks. Sampling is not
@@ -13,7 +14,8 @@ import { parseModeId, type ModeId } from './mode.js';
  *   not beat: a higher level of the same codec, or the same delta with any codec after no codec —
  *   is below what the current mode achieves, with room for a sample's noise, is not sampled again.
  * - Samples get at most a share of one core over the stream (SAMPLE_CPU_SHARE).
- * - A mode that would win at its estimate but not yet at its low end is sampled again first.
+ * - A mode that would win at its estimate (by the switch margin) is sampled again first: only
+ *   more samples narrow its doubt to a decision.
  */
 
 /** A sample's P may be this much too low (a 256 KiB sample pays a codec's cold start). */
@@ -75,7 +77,7 @@ export function modesToSample(o: {
   const current = o.currentEffMBps;
   const contenders = current === null ? [] : open
     .map((mode) => ({ mode, eff: o.estimatedEffMBps?.get(mode) ?? null }))
-    .filter((c): c is { mode: ModeId; eff: number } => c.eff !== null && c.eff > current)
+    .filter((c): c is { mode: ModeId; eff: number } => c.eff !== null && c.eff > current * (1 + SWITCH_MARGIN))
     .sort((a, b) => b.eff - a.eff)
     .slice(0, o.count > 1 ? o.count - 1 : o.count)
     .map((c) => c.mode);

@@ -68,8 +68,10 @@ export class ModeSampler {
     // those delays would read as the pipeline's pace (StreamProfiler.recordDelivery).
     if (this.running || this.latest.length === 0 || control.pinned?.() || pool.queued > 0) return;
     if (!sampleBudgetAllows(this.busyMs, Date.now() - this.o.startedAtMs)) return;
-    const records = this.latest.filter((r) => r.kind === 'data').slice(0, SAMPLE_CHUNKS);
-    if (records.length === 0) return;
+    // The batch as it went, zero and reference records included: the stream's P counts every
+    // chunk, so a sample's must too, or a mode's P reads low by the batch's share of them.
+    const records = this.latest.slice(0, SAMPLE_CHUNKS);
+    if (!records.some((r) => r.kind === 'data')) return;
     const current = control.mode();
     const m = profiler.measurements(current);
     const policy = { bandwidthCapMbps: control.bandwidthCapMbps() };
@@ -88,14 +90,15 @@ export class ModeSampler {
       return { mode, outBytes: r.payload.length, busyMs: r.busyMs };
     };
     const reference = encoded(current);
-    this.round = Promise.all(
+    // Settled, not all: the round is over only when every encode of it has left the pool. A
+    // failed sample only costs a measurement; the stream goes on.
+    this.round = Promise.allSettled(
       pick.modes.map(async (mode) => {
         const [r, ref] = await Promise.all([encoded(mode), reference]);
         profiler.recordSample(mode, records.length * 4096, r.outBytes, r.busyMs, ref);
       }),
     )
-      // A failed sample only costs a measurement; the stream goes on.
-      .catch(() => undefined)
+      .then(() => reference.catch(() => undefined))
       .finally(() => (this.running = false));
   }
 }

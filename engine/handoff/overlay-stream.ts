@@ -205,6 +205,7 @@ export async function streamOverlay(opts: {
       // — unless a sample round shared the pool meanwhile (the stream's own pace is wanted).
       let asked = performance.now();
       let roundsAtAsk = sampler.roundsStarted;
+      let sampledAtAsk = sampler.busy;
       for await (const b of encodeOverlay(counted(), {
         pool,
         // While the guest runs, the bytes behind a self-reference could change: none then.
@@ -225,9 +226,10 @@ export async function streamOverlay(opts: {
         const got = performance.now();
         yield { ...b, seq: seq++ };
         const again = performance.now();
-        if (!sampler.busy && sampler.roundsStarted === roundsAtAsk) profiler.recordDelivery(b.modeId, b.inputBytes, again - asked, got - asked);
+        if (!sampledAtAsk && !sampler.busy && sampler.roundsStarted === roundsAtAsk) profiler.recordDelivery(b.modeId, b.inputBytes, again - asked, got - asked);
         asked = again;
         roundsAtAsk = sampler.roundsStarted;
+        sampledAtAsk = sampler.busy;
       }
       epochs.push({ epoch: n, live, ...sizes, ms: Date.now() - t0 });
       // Every batch of the epoch has been handed to the sender (it counts them before asking for

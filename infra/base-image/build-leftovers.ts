@@ -48,12 +48,15 @@ export function processRuns(pid: number): boolean {
 
 /**
  * Removes the leftovers of builds whose process no longer runs; a running build's files (this
- * one's, or another process's building now) are kept. Returns what it removed.
+ * one's, or another process's building now) are kept. Returns what it removed. PIDs are this
+ * PID namespace's: folders shared with another container's builds are not this sweep's to judge.
  */
 export async function sweepDeadBuilds(prefix: string, folders: BuildFolders, runs: (pid: number) => boolean = processRuns): Promise<string[]> {
   const list = (dir: string) => readdir(dir).catch(() => [] as string[]);
   const [build, shm, tmp] = await Promise.all([list(folders.buildDir), list(folders.shmDir), list(folders.tmpDir)]);
   const dead = buildLeftoversIn(prefix, folders, { build, shm, tmp }).filter((l) => l.pid !== process.pid && !runs(l.pid));
-  for (const l of dead) await rm(l.path, { recursive: true, force: true });
-  return dead.map((l) => l.path);
+  const removed: string[] = [];
+  // One that cannot be removed (another user's, in sticky /tmp) must not stop the build.
+  for (const l of dead) if (await rm(l.path, { recursive: true, force: true }).then(() => true, () => false)) removed.push(l.path);
+  return removed;
 }
