@@ -16,7 +16,8 @@ export interface ModeMeasurement {
    * link, held the stream back (the CPU free now, guest and QEMU included); `pool` — the pool's
    * busy time, scaled by how far achieved fell short of it on the streamed mode; `relative` — P
    * and r of the streamed mode, scaled by how this mode compared with it on the same sampled
-   * chunks. Absent in reports from before it was added.
+   * chunks (reports until issue 14's sixth session; a sampled mode's P is its own pool time
+   * since, only its r relative). Absent in reports from before it was added.
    */
   P_from?: 'achieved' | 'pool' | 'relative';
   /** P and r at the pessimistic end of what the measurement allows (see StreamProfiler). */

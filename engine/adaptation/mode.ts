@@ -14,7 +14,7 @@ export const LEVELS: Record<CodecName, readonly number[]> = {
   gzip: [1, 6, 9],
   // 15 and 16 fill the gap between 9 (fast, greedy-lazy) and 19 (optimal parser at ~2 MB/s a
   // core): on kvstore's 1 MiB batches zstd-15 sends 14% fewer bytes than zstd-9 at 15 MB/s a
-  // core, zstd-16 (the first btultra level) 17% fewer at 6.6 MB/s; 19 gains only 2% more for
+  // core, zstd-16 (btopt, the first optimal-parser level) 17% fewer at 6.6 MB/s; 19 gains only 2% more for
   // 3× the CPU. Measured with `zstd -b` on batches of a captured overlay (issue 14's note).
   zstd: [1, 3, 9, 15, 16, 19],
   xz: [1, 6, 9],

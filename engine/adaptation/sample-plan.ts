@@ -18,7 +18,7 @@ import { SWITCH_MARGIN } from './choose-mode.js';
  *   more samples narrow its doubt to a decision.
  */
 
-/** A sample's P may be this much too low (a 256 KiB sample pays a codec's cold start). */
+/** A sample's P may be this much too low (one batch, encoded beside others on a shared pool). */
 export const SAMPLE_P_DOUBT = 0.5;
 /**
  * Samples may use this share of one core, counted over the stream so far. Samples are whole
@@ -59,8 +59,8 @@ export function modesToSample(o: {
   cursor: number;
   /**
    * Other modes' effective rates at their estimates (input MB/s; null where not known): a mode
-   * that would beat the current one at its estimate but not yet at its low end is sampled again
-   * first — only more samples can narrow its doubt to a decision.
+   * that would beat the current one at its estimate by the switch margin is sampled again first
+   * — only more samples can narrow its doubt to a decision.
    */
   estimatedEffMBps?: ReadonlyMap<ModeId, number | null>;
 }): SamplePick {

@@ -13,7 +13,7 @@ interface ModeTotals {
   lastAtMs: number;
   /**
    * Samples against the mode streamed when they were taken (`ref`), encoded on the same chunks at
-   * the same time: output and pool time of this mode and of the reference, faded like the totals.
+   * the same time: output of this mode and of the reference, faded like the totals.
    */
   relative?: { ref: ModeId; out: number; refOut: number; count: number };
 }
@@ -215,9 +215,10 @@ export class StreamProfiler {
       // scaled by the two on the same chunks (which chunks a sample caught says little about a
       // mode). Its P stays its own pool time (a whole batch, encoded while the round fills the
       // pool, so its busy time holds what a saturated pool gets of the CPU, which a link-bound
-      // reference's does not), with the streamed mode's shortfall like every pool-time figure. Scaling the reference's P by the two codecs'
-      // cost read zstd-16 at 1.4–2.7 MB/s beside a link-bound zstd-3 (its P capped at the
-      // reading rate; 7–9 achieved streamed), and uncapped read zstd-19 at 7 (2 achieved).
+      // reference's does not), with the streamed mode's shortfall like every pool-time figure.
+      // Scaling the reference's P by the two codecs' cost read zstd-16 at 1.4–2.7 MB/s beside a
+      // link-bound zstd-3 (its P capped at the reading rate; 7–9 achieved streamed), and
+      // uncapped read zstd-19 at 7 (2 achieved).
       const rel = m.from === 'sample' ? m.relative : undefined;
       const ref = rel && this.modes.get(rel.ref)?.from === 'stream' ? own.get(rel.ref) : undefined;
       const mine = own.get(mode)!;

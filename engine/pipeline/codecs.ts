@@ -16,7 +16,7 @@ export async function compressBatch(codec: CodecName, level: number, raw: Uint8A
     case 'gzip':
       return gzipSync(raw, { level });
     case 'zstd':
-      return zstdCompress(raw, { compressionLevel: level, ...zstdSearchFor(level) });
+      return zstdCompress(raw, { compressionLevel: level, ...ZSTD_SEARCH[level] });
     case 'xz':
       return xzCompress(Buffer.from(raw), level as lzma.Preset);
   }
@@ -28,9 +28,9 @@ type ZstdSearch = { searchLog: number; minMatch: number; targetLength: number; s
  * The search libzstd runs at our levels on inputs over 256 KB: the rows of its default table
  * (lib/compress/clevels.h, 1.5), set explicitly so an input of any size is compressed as a full
  * 1 MiB batch is. Left to itself, zstd picks another strategy for inputs of 256 KB or less (15:
- * btopt for btlazy2; 16: btultra for btopt): the stream's 64-chunk samples (as they were) of zstd-16 ran
- * at a quarter of its batches' speed and a handoff at 5 Mbit/s never chose it, though pinned it
- * sent 18% fewer bytes than zstd-9 (issue 14's note). Window, hash and chain sizes still follow
+ * btopt for btlazy2; 16: btultra for btopt): on 64-chunk inputs, as samples were then, zstd-16
+ * ran at a quarter of its batches' speed (issue 14's note). The stream's final batches of an
+ * epoch are often that small. Window, hash and chain sizes still follow
  * the input's size. A test checks a 1 MiB batch comes out byte for byte as zstd's own choice.
  */
 export const ZSTD_SEARCH: Readonly<Record<number, ZstdSearch>> = {
@@ -41,10 +41,6 @@ export const ZSTD_SEARCH: Readonly<Record<number, ZstdSearch>> = {
   16: { searchLog: 5, minMatch: 5, targetLength: 48, strategy: 'btopt' },
   19: { searchLog: 7, minMatch: 3, targetLength: 256, strategy: 'btultra2' },
 };
-
-function zstdSearchFor(level: number): ZstdSearch | undefined {
-  return ZSTD_SEARCH[level];
-}
 
 /**
  * The largest window a batch's zstd frame may ask the decoder for: a batch is at most 16 MiB, so
