@@ -232,10 +232,10 @@ test('the operator CLI: launch a VM, see where it runs, move it, see it moved; s
   assert.equal(before.code, EXIT.OK, before.stderr);
   assert.deepEqual(JSON.parse(before.stdout), { vmId: 'cli-vm', cloudlet: 'A', runState: 'running', copies: [{ cloudlet: 'A', runState: 'running' }] });
   // Followed by `watch` as it runs: one JSON object a second, then its end. Capped so that the
-  // stream outlasts a sample or two: on loopback an idle VM's stream can end within the second
-  // between two of them (at 8 Mbit/s it did, once in three runs).
+  // stream outlasts a sample or two: this guest's handoff sends ~130 kB, 0.13 s at 8 Mbit/s and
+  // 0.27 s at 4 — at either, `watch` missed the stream in some runs; at 0.5 it takes ~2 s.
   const [moved, watched] = await Promise.all([
-    ehoff(['trigger', '--vm', 'cli-vm', '--from', 'A', '--to', 'B', '--cap', '4', '--json'], env),
+    ehoff(['trigger', '--vm', 'cli-vm', '--from', 'A', '--to', 'B', '--cap', '0.5', '--json'], env),
     ehoff(['watch', '--vm', 'cli-vm', '--json'], env),
   ]);
   assert.equal(watched.code, EXIT.OK, watched.stderr);
