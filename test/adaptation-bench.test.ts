@@ -1,6 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { linkProfile, parseProfileNames } from '../bench/adaptation/link-profiles.js';
+import { mergeReports } from '../bench/adaptation/merge-reports.js';
+import { adaptationReportSchema, type AdaptationReport } from '../bench/adaptation/report.js';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../infra/paths.js';
 import { ADAPTIVE, markdownTable, median, policyCells, summarize, type AdaptationRun } from '../bench/adaptation/summary.js';
 
 test('the profiles: step falls once, square alternates, hog arrives once, constant and slow never change', () => {
@@ -53,4 +58,30 @@ test('the summary: medians of completed runs, the best static in hindsight, the 
 test('a profile whose adaptive runs all failed has no adaptive figures', () => {
   const [s] = summarize([run(ADAPTIVE, 1, 30, { completed: false }), run('none/zstd-3', 1, 40)]);
   assert.deepEqual([s!.adaptiveSeconds, s!.adaptiveOverBest, s!.adaptiveBelowAverage, s!.bestStaticSeconds], [null, null, null, 40]);
+});
+
+test('reports merge by cell: a (profile, policy) run again replaces its earlier runs; another testbed or an unfinished run is refused', () => {
+  const testbed = { guest: { memoryMiB: 1024, workload: { name: 'kvstore', args: ['256', '200', '50'] } }, rttMs: 50, warmupSeconds: 20, timing: { stepAtSeconds: 10, hogAtSeconds: 20, squarePeriodSeconds: 15 } };
+  const report = (commit: string, runs: AdaptationRun[]): AdaptationReport => ({
+    ...testbed, generatedAt: commit, commit, finished: true, staticModes: [], runs,
+    profiles: [...new Set(runs.map((r) => r.profile))].map((name) => ({ name, description: name })),
+    details: runs.map((r) => ({ profile: r.profile, policy: r.policy, run: r.run, from: commit })),
+  });
+  const a = report('a', [run(ADAPTIVE, 1, 50), run('none/zstd-9', 1, 48), { ...run(ADAPTIVE, 1, 40), profile: 'square' }]);
+  const b = report('b', [run(ADAPTIVE, 1, 45)]); // the adaptive policy alone, under step, again
+  const m = mergeReports([{ file: 'a.json', report: a }, { file: 'b.json', report: b }]);
+  assert.deepEqual(m.runs.map((r) => [r.profile, r.policy, r.totalSeconds]), [['step', 'none/zstd-9', 48], ['square', ADAPTIVE, 40], ['step', ADAPTIVE, 45]]);
+  assert.deepEqual(m.details.map((d) => [d.profile, d.policy, d.from]), [['step', 'none/zstd-9', 'a'], ['square', ADAPTIVE, 'a'], ['step', ADAPTIVE, 'b']]);
+  assert.deepEqual(m.staticModes, ['none/zstd-9']);
+  assert.deepEqual(m.profiles.map((p) => p.name).sort(), ['square', 'step']);
+  assert.deepEqual(m.sources.map((s) => [s.commit, s.profiles]), [['a', ['step', 'square']], ['b', ['step']]]);
+  assert.throws(() => mergeReports([{ file: 'a.json', report: a }, { file: 'c.json', report: { ...b, rttMs: 100 } }]), /c\.json ran on another testbed than a\.json/);
+  assert.throws(() => mergeReports([{ file: 'a.json', report: a }, { file: 'd.json', report: { ...b, finished: false } }]), /d\.json is from a benchmark that had not finished/);
+});
+
+test('a report the benchmark wrote reads back through the merge\'s schema', async () => {
+  const path = join(REPO_ROOT, 'docs', 'bench', 'adaptation-bench-check.json');
+  const parsed = adaptationReportSchema.parse(JSON.parse(await readFile(path, 'utf8')));
+  assert.ok(parsed.runs.length >= 8 && parsed.runs.every((r) => r.totalSeconds > 0), `${parsed.runs.length} runs`);
+  assert.deepEqual([...new Set(parsed.runs.map((r) => r.profile))], ['step', 'square', 'hog', 'constant']);
 });

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chooseMode, type StreamPolicy } from '../engine/adaptation/choose-mode.js';
 import type { StreamMeasurements } from '../engine/adaptation/measurements.js';
-import { StreamProfiler } from '../engine/adaptation/stream-profiler.js';
+import { spreadDoubt, StreamProfiler } from '../engine/adaptation/stream-profiler.js';
 
 const free: StreamPolicy = { pinnedMode: null, bandwidthCapMbps: null };
 const batch = (modeId: string, busyMs: number) => ({
@@ -133,4 +133,45 @@ test('a heavier codec beside a reference held back by reading is judged by its o
   assert.equal(x.P_from, 'pool');
   assert.ok(Math.abs(x.P_MBps - 6.99) < 0.05, `its own pool rate: ${x.P_MBps} (13.1 × 5/300 = 0.22 scaled from the bound)`);
   assert.ok(Math.abs(x.ratio - (200_000 / (1 << 20)) * (150_000 / 190_000)) < 0.001, `zstd-3's stream ratio × 150/190: ${x.ratio}`);
+});
+
+test('the doubt about a sampled mode is its samples\' own spread once there are enough of them', () => {
+  // Fewer than three: the prior stands, whatever two figures say.
+  assert.equal(spreadDoubt([5, 5], 0.2), 0.2);
+  // Three samples agreeing to 1%: two standard errors of their mean, 1.15%.
+  assert.ok(Math.abs(spreadDoubt([0.93, 0.94, 0.95], 0.1) - (2 * 0.01) / 0.94 / Math.sqrt(3)) < 1e-9);
+  // Scattered samples are doubted more than the prior would have.
+  assert.ok(spreadDoubt([2, 6, 10], 0.2) > 0.7); // 2 × 4 / 6 / √3
+});
+
+test('a mode whose whole-batch samples agree is trusted near its estimate; one whose samples scatter is not', () => {
+  const { p } = streamed(400, 20); // link-bound zstd-3, r 0.19
+  // zstd-9 beside it on five batches: 0.94 of zstd-3's output each time, to within a percent.
+  for (const out of [187_000, 188_000, 189_000, 187_500, 188_500]) p.recordSample('none/zstd-9', 1 << 20, out, 40, { mode: 'none/zstd-3', outBytes: 200_000 });
+  // gzip-9 on the same batches: 0.88 of it on average, but anywhere from 0.70 to 1.06.
+  for (const out of [140_000, 212_000, 160_000, 200_000, 168_000]) p.recordSample('none/gzip-9', 1 << 20, out, 40, { mode: 'none/zstd-3', outBytes: 200_000 });
+  const m = p.measurements('none/zstd-3');
+  const z9 = m.modes.find((x) => x.mode === 'none/zstd-9')!;
+  const g9 = m.modes.find((x) => x.mode === 'none/gzip-9')!;
+  assert.ok(z9.ratioHigh! / z9.ratio < 1.02, `agreeing samples: r high ${z9.ratioHigh} of ${z9.ratio}`);
+  assert.ok(g9.ratioHigh! / g9.ratio > 1.15, `scattered samples: r high ${g9.ratioHigh} of ${g9.ratio}`);
+  // At 10 Mbit/s the stream moves to zstd-9 (its worst case still 4% fewer bytes) and not to
+  // gzip-9, better on average but not beyond its scatter.
+  const d = chooseMode({ ...m, R_Mbps: 10 }, free, 'none/zstd-3');
+  assert.equal(d.mode, 'none/zstd-9', d.reason);
+});
+
+test('the shortfall scales samples only while the stream measures it: an old one does not hold back every other mode', () => {
+  const { p, advance } = streamed(100, 90); // 10.5 of 41.9 MB/s achieved: a quarter
+  p.recordSample('none/zstd-9', 1 << 20, 180_000, 60); // 2 × 1 MiB / 60 ms = 35 MB/s of pool time
+  const early = p.measurements('none/zstd-3').modes.find((x) => x.mode === 'none/zstd-9')!;
+  assert.ok(Math.abs(early.P_MBps - 34.95 * (10.49 / 41.94)) < 0.05, `scaled while it holds: ${early.P_MBps}`);
+  // Ten seconds on, the stream is link-bound: no achieved figure, so no shortfall to apply, and
+  // the sample is judged at its own pool rate with the doubt for not knowing it.
+  advance(10_000);
+  p.recordSample('none/zstd-9', 1 << 20, 180_000, 60);
+  const later = p.measurements('none/zstd-3').modes.find((x) => x.mode === 'none/zstd-9')!;
+  assert.ok(Math.abs(later.P_MBps - 34.95) < 0.05, `its own pool rate: ${later.P_MBps}`);
+  // Two samples: 15% floor + 30%/√2 + 15% for the shortfall not measured = 51% doubt.
+  assert.ok(Math.abs(later.P_lowMBps! - 34.95 * (1 - 0.15 - 0.3 / Math.SQRT2 - 0.15)) < 0.05, `doubted for the unknown shortfall: ${later.P_lowMBps}`);
 });

@@ -68,3 +68,18 @@ test('a mode that would win at its estimate is sampled again first; the rest of 
   const plain = modesToSample({ candidates: ALL, current: 'none/zstd-3', measured, currentEffMBps: 5, count: 2, cursor: 0, estimatedEffMBps });
   assert.deepEqual(plain.modes, ALL.filter((m) => m !== 'none/zstd-3').slice(0, 2));
 });
+
+test('contenders take turns: the one sampled longest ago first, not always the best estimate', () => {
+  // At 10 Mbit/s zstd-3 (r 0.183) moves 6.5 MB/s; zstd-15 would move 7.5 (CPU-bound), zstd-9
+  // 6.9, gzip-9 6.9. By estimate alone zstd-15 took every contender's slot of a constant-10
+  // Mbit/s run, and its 300 ms samples the whole budget: zstd-9 was sampled once.
+  const measured = [m('none/zstd-15', 7.5, 0.147), m('none/zstd-9', 43, 0.1716), m('none/gzip-9', 26, 0.1711)];
+  const estimatedEffMBps = new Map<string, number | null>([['none/zstd-15', 7.5], ['none/zstd-9', 6.88], ['none/gzip-9', 6.9]]);
+  const pick = (lastSampledRound: Map<string, number>) =>
+    modesToSample({ candidates: ALL, current: 'none/zstd-3', measured, currentEffMBps: 6.46, count: 2, cursor: 0, estimatedEffMBps, lastSampledRound }).modes[0];
+  assert.equal(pick(new Map()), 'none/zstd-15', 'none sampled yet: the best estimate first');
+  assert.equal(pick(new Map([['none/zstd-15', 3], ['none/gzip-9', 2], ['none/zstd-9', 1]])), 'none/zstd-9');
+  assert.equal(pick(new Map([['none/zstd-15', 3], ['none/gzip-9', 2], ['none/zstd-9', 4]])), 'none/gzip-9');
+  // Without the record (older callers): best estimate first, as before.
+  assert.equal(modesToSample({ candidates: ALL, current: 'none/zstd-3', measured, currentEffMBps: 6.46, count: 2, cursor: 0, estimatedEffMBps }).modes[0], 'none/zstd-15');
+});

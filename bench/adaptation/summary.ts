@@ -1,24 +1,27 @@
-import type { ProfileName } from './link-profiles.js';
+import { z } from 'zod';
+import { PROFILE_NAMES, type ProfileName } from './link-profiles.js';
 
 /** The policy that adapts; every other policy is a static mode id ("none/zstd-3"). */
 export const ADAPTIVE = 'adaptive';
 
-/** One handoff of the benchmark. */
-export interface AdaptationRun {
-  profile: ProfileName;
-  policy: string;
+/** One handoff of the benchmark, as the report holds it (read back by the merge). */
+export const adaptationRunSchema = z.object({
+  profile: z.enum(PROFILE_NAMES),
+  /** ADAPTIVE or a static mode id. */
+  policy: z.string(),
   /** 1, 2, 3: the repetition. */
-  run: number;
-  totalSeconds: number;
-  downtimeSeconds: number;
-  wireBytes: number;
-  cpuSeconds: number;
+  run: z.number().int().positive(),
+  totalSeconds: z.number(),
+  downtimeSeconds: z.number(),
+  wireBytes: z.number(),
+  cpuSeconds: z.number(),
   /** Verified at the target and the guest went on: only these count in the medians. */
-  completed: boolean;
-  converged: boolean;
-  modeSwitches: string[];
-  note?: string;
-}
+  completed: z.boolean(),
+  converged: z.boolean(),
+  modeSwitches: z.array(z.string()),
+  note: z.string().optional(),
+});
+export type AdaptationRun = z.infer<typeof adaptationRunSchema>;
 
 /** One policy under one profile, over its repetitions. */
 export interface PolicyCell {

@@ -16,14 +16,15 @@ export interface ModeDecision {
 }
 
 /**
- * A new mode must beat the current one by this much: measurements are noisy. It stays on top of
- * a candidate's own doubt: with a 2% tie margin and a relative ratio trusted to 2% + 6%/√n,
- * bench:adaptation's adaptive runs switched 2–3 times (to gzip-9, xor/zstd-9, xor/gzip-1) on
- * ratios a few percent better on the samples, sent more bytes than none/zstd-9 and lost to it by
- * 15% under step and 7% under square: the samples' chunks differ from the stream's by more than
- * their count says.
+ * A new mode must beat the current one by this much beyond the doubt about it: a hysteresis so
+ * two modes within noise of each other do not trade places every dwell. The doubt itself is
+ * measured (StreamProfiler: a sampled mode's spread over its samples). It was 10% when the
+ * doubt was a guess; with 64-chunk samples and a 2% margin, bench:adaptation's runs switched to
+ * modes a few percent better on samples and worse streamed, and the 10% that cured it kept the
+ * stream off zstd-9 (6.5% fewer bytes than zstd-3 on kvstore) under hog and constant, 15% and 6%
+ * slower than pinned zstd-9.
  */
-export const SWITCH_MARGIN = 0.1;
+export const SWITCH_MARGIN = 0.03;
 
 /**
  * A mode is kept at least this long once chosen. Sampled P and r of modes close in min(P, R/r)

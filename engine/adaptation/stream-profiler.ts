@@ -16,6 +16,10 @@ interface ModeTotals {
    * the same time: output of this mode and of the reference, faded like the totals.
    */
   relative?: { ref: ModeId; out: number; refOut: number; count: number };
+  /** The last few samples' pool rates (MB/s over every thread): their spread is the doubt about P. */
+  poolRates: number[];
+  /** The last few samples' output over the reference's on the same chunks (of `relative.ref`): the doubt about r. */
+  outOverReference: number[];
 }
 
 /** The streamed mode encoded on a sample's chunks beside the sampled one. */
@@ -60,18 +64,37 @@ const ACHIEVED_MIN_MS = 1_000;
 /**
  * Relative uncertainty of P and r by where they come from. Achieved P is what happened; a
  * busy-time P extrapolates a batch's pool time to every thread; a sample's P is one batch's
- * and runs beside the stream's own batches. Each further sample
- * narrows it (÷√n), age widens it again: conditions change.
+ * and runs beside the stream's own batches. Further samples narrow a sampled mode's doubt (÷√n
+ * for the first two, then their own spread: spreadDoubt), age widens it again: conditions change.
  */
 const DOUBT = {
   achieved: { P: 0.1, r: 0.05 },
   stream: { P: 0.25, r: 0.05 },
+  /** A sample's P: the floor is what a sample's pool time cannot see of the stream's (its reading, its sender). */
   sample: { P: 0.15, r: 0.05, perSampleP: 0.3, perSampleR: 0.15, noContentionP: 0.15 },
-  /** r against the streamed mode on the same chunks: what differs is the data the sample saw. */
-  relative: { r: 0.05, perSampleR: 0.1 },
+  /**
+   * r against the streamed mode on the same chunks: the floor is the data still to come, which no
+   * sample saw. Two codecs' output on the same whole batch keeps its proportion across kvstore's
+   * batches to a percent or two; a floor of 5% (with the margin's 10%) kept the stream off
+   * zstd-9 — 6.5% fewer bytes than zstd-3 there — through whole handoffs it would have shortened.
+   */
+  relative: { r: 0.01, perSampleR: 0.1 },
   agePerMinute: 0.3,
   maxP: 0.9,
 };
+/**
+ * From this many samples on, a mode's doubt is their own spread (SPREAD_T standard errors), not
+ * the prior per-sample figure: a codec whose samples agree is trusted sooner, one whose samples
+ * scatter later. The last SAMPLES_KEPT count: older ones describe other conditions.
+ */
+const SPREAD_MIN_SAMPLES = 3;
+const SPREAD_T = 2;
+const SAMPLES_KEPT = 8;
+/**
+ * The estimates are faded averages (NEW_WEIGHT): their variance is that of a mean of this many
+ * samples however many are kept, so the standard error is taken over at most this many.
+ */
+const FADED_SAMPLE_COUNT = (2 - NEW_WEIGHT) / NEW_WEIGHT;
 
 /**
  * Online measurement of P and r per mode (from the stream's own batches and from background
@@ -89,8 +112,6 @@ export class StreamProfiler {
   private classify = { inBytes: 0, ms: 0 };
   private batchesSeen = 0;
   private readonly deliveries = new Map<ModeId, Delivery[]>();
-  /** Achieved P over busy-time P, last seen on a streamed mode: how much of the pool's time is the CPU's. */
-  private contention: number | null = null;
 
   constructor(
     readonly threads: number,
@@ -126,8 +147,9 @@ export class StreamProfiler {
    */
   recordSample(mode: ModeId, inBytes: number, outBytes: number, busyMs: number, reference?: SampleReference): void {
     this.record(mode, inBytes, outBytes, busyMs, 'sample');
-    if (!reference || reference.mode === mode || !(reference.outBytes > 0)) return;
     const m = this.modes.get(mode)!;
+    if (busyMs > 0) keepLast(m.poolRates, (inBytes / 1e6 / (busyMs / 1000)) * this.threads);
+    if (!reference || reference.mode === mode || !(reference.outBytes > 0)) return;
     const r = m.relative?.ref === reference.mode ? m.relative : undefined;
     const keep = r ? 1 - NEW_WEIGHT : 0;
     m.relative = {
@@ -136,6 +158,9 @@ export class StreamProfiler {
       refOut: (r?.refOut ?? 0) * keep + reference.outBytes,
       count: (r?.count ?? 0) + 1,
     };
+    // Against another reference the earlier proportions do not compare.
+    if (!r) m.outOverReference = [];
+    keepLast(m.outOverReference, outBytes / reference.outBytes);
   }
 
   recordAck(ack: BatchAck): void {
@@ -201,13 +226,16 @@ export class StreamProfiler {
     // time the CPU really gives now (the guest's vCPU, QEMU and other handoffs take the rest).
     const streamed = this.modes.get(current);
     const achievedNow = this.achievedMBps(current);
-    if (streamed && streamed.busyMs > 0 && achievedNow !== null) this.contention = Math.min(1, Math.max(0.05, achievedNow / poolMBps(streamed)));
+    // Only while it holds: a figure from the first seconds (zero and base pages read from a cold
+    // file, the pipeline behind) scaled a hog run's samples to a quarter of their rate for the
+    // whole handoff, and kept it on zstd-3 where zstd-9 would have sent 6% less.
+    const contention = streamed && streamed.busyMs > 0 && achievedNow !== null ? Math.min(1, Math.max(0.05, achievedNow / poolMBps(streamed))) : null;
     // Own figures first: what the stream achieved, else pool time scaled by that shortfall.
     const own = new Map(
       measured.map(([mode, m]) => {
         const achieved = mode === current ? achievedNow : this.achievedMBps(mode);
-        const P = achieved ?? poolMBps(m) * (this.contention ?? 1);
-        return [mode, { P, ratio: m.outBytes / m.inBytes, from: achieved !== null ? ('achieved' as const) : ('pool' as const), doubt: this.doubt(m, { achieved: achieved !== null }) }];
+        const P = achieved ?? poolMBps(m) * (contention ?? 1);
+        return [mode, { P, ratio: m.outBytes / m.inBytes, from: achieved !== null ? ('achieved' as const) : ('pool' as const), doubt: this.doubt(m, contention, { achieved: achieved !== null }) }];
       }),
     );
     const modes: ModeMeasurement[] = measured.map(([mode, m]) => {
@@ -223,7 +251,7 @@ export class StreamProfiler {
       const ref = rel && this.modes.get(rel.ref)?.from === 'stream' ? own.get(rel.ref) : undefined;
       const mine = own.get(mode)!;
       const f = rel && ref
-        ? { ...mine, ratio: (ref.ratio * rel.out) / rel.refOut, doubt: this.doubt(m, { achieved: false, relativeSamples: rel.count }) }
+        ? { ...mine, ratio: (ref.ratio * rel.out) / rel.refOut, doubt: this.doubt(m, contention, { achieved: false, relativeSamples: rel.count }) }
         : mine;
       return {
         mode,
@@ -249,16 +277,19 @@ export class StreamProfiler {
 
   /**
    * Relative uncertainty of a mode's P and r (see DOUBT): `achieved` for the stream's own rate,
-   * `relative` with the count of samples taken beside a streamed reference.
+   * `relative` with the count of samples taken beside a streamed reference. `contention`: the
+   * streamed mode's achieved over pool-time P now, null while the stream is not pipeline-bound.
    */
-  private doubt(m: ModeTotals, basis: { achieved: true } | { achieved: false; relativeSamples?: number }): { uP: number; ur: number } {
+  private doubt(m: ModeTotals, contention: number | null, basis: { achieved: true } | { achieved: false; relativeSamples?: number }): { uP: number; ur: number } {
     const age = (DOUBT.agePerMinute * (this.now() - m.lastAtMs)) / 60_000;
     const aged = (P: number, r: number) => ({ uP: Math.min(DOUBT.maxP, P + age), ur: r + age / 2 });
     if (basis.achieved) return aged(DOUBT.achieved.P, DOUBT.achieved.r);
     if (m.from === 'stream') return aged(DOUBT.stream.P, DOUBT.stream.r);
     const k = Math.sqrt(m.count);
-    const uP = DOUBT.sample.P + DOUBT.sample.perSampleP / k + (this.contention === null ? DOUBT.sample.noContentionP : 0);
-    if (basis.relativeSamples !== undefined) return aged(uP, DOUBT.relative.r + DOUBT.relative.perSampleR / Math.sqrt(basis.relativeSamples));
+    const uP = DOUBT.sample.P + spreadDoubt(m.poolRates, DOUBT.sample.perSampleP / k) + (contention === null ? DOUBT.sample.noContentionP : 0);
+    if (basis.relativeSamples !== undefined) {
+      return aged(uP, DOUBT.relative.r + spreadDoubt(m.outOverReference, DOUBT.relative.perSampleR / Math.sqrt(basis.relativeSamples)));
+    }
     return aged(uP, DOUBT.sample.r + DOUBT.sample.perSampleR / k);
   }
 
@@ -266,7 +297,7 @@ export class StreamProfiler {
     const m = this.modes.get(mode);
     const at = this.now();
     if (!m) {
-      this.modes.set(mode, { inBytes, outBytes, busyMs, from, count: 1, lastAtMs: at });
+      this.modes.set(mode, { inBytes, outBytes, busyMs, from, count: 1, lastAtMs: at, poolRates: [], outOverReference: [] });
       return;
     }
     m.count++;
@@ -278,6 +309,26 @@ export class StreamProfiler {
     m.busyMs = m.busyMs * keep + busyMs;
     if (from === 'stream') m.from = 'stream';
   }
+}
+
+/**
+ * Relative doubt about a faded average of `xs` from their own scatter: SPREAD_T standard errors
+ * (over at most FADED_SAMPLE_COUNT samples) over their mean. With fewer than SPREAD_MIN_SAMPLES,
+ * `prior` (a spread from two figures says little).
+ */
+export function spreadDoubt(xs: readonly number[], prior: number): number {
+  const n = xs.length;
+  if (n < SPREAD_MIN_SAMPLES) return prior;
+  const mean = xs.reduce((s, x) => s + x, 0) / n;
+  if (!(mean > 0)) return prior;
+  const variance = xs.reduce((s, x) => s + (x - mean) ** 2, 0) / (n - 1);
+  return (SPREAD_T * Math.sqrt(variance)) / mean / Math.sqrt(Math.min(n, FADED_SAMPLE_COUNT));
+}
+
+/** Appends `x`, dropping the oldest beyond SAMPLES_KEPT. */
+function keepLast(xs: number[], x: number): void {
+  xs.push(x);
+  if (xs.length > SAMPLES_KEPT) xs.shift();
 }
 
 function round(n: number, digits = 2): number {

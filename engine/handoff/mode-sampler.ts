@@ -34,6 +34,8 @@ export class ModeSampler {
   private round: Promise<unknown> = Promise.resolve();
   private busyMs = 0;
   private readonly timer: NodeJS.Timeout;
+  private readonly lastSampledRound = new Map<ModeId, number>();
+  private lastRoundBatch: ChunkRecord[] | undefined;
   /** Rounds started so far: a batch cycle that saw one start was slowed by it. */
   roundsStarted = 0;
 
@@ -70,6 +72,9 @@ export class ModeSampler {
     if (!sampleBudgetAllows(this.busyMs, Date.now() - this.o.startedAtMs)) return;
     // The batch as it went, zero and reference records included: the stream's P counts every
     // chunk, so a sample's must too, or a mode's P reads low by the batch's share of them.
+    // Each round on a batch no round had: the same chunks twice would agree with themselves and
+    // read as a certainty (a stream held back by the link can leave one batch the latest for seconds).
+    if (this.latest === this.lastRoundBatch) return;
     const records = this.latest.slice(0, SAMPLE_CHUNKS);
     if (!records.some((r) => r.kind === 'data')) return;
     const current = control.mode();
@@ -79,11 +84,14 @@ export class ModeSampler {
       candidates: SAMPLE_CANDIDATES, current, measured: m.modes, count: MODES_PER_SAMPLE, cursor: this.cursor,
       currentEffMBps: effectiveMBps(m, current, policy),
       estimatedEffMBps: new Map(m.modes.map((x) => [x.mode, effectiveMBps(m, x.mode, policy)])),
+      lastSampledRound: this.lastSampledRound,
     });
     this.cursor = pick.cursor;
     if (pick.modes.length === 0) return;
     this.running = true;
+    this.lastRoundBatch = this.latest;
     this.roundsStarted++;
+    for (const mode of pick.modes) this.lastSampledRound.set(mode, this.roundsStarted);
     const encoded = async (mode: ModeId) => {
       const r = await pool.encode({ modeId: mode, records });
       this.busyMs += r.busyMs;
