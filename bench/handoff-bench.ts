@@ -125,10 +125,10 @@ async function main(): Promise<void> {
     await writeReportFiles(name, { generatedAt: new Date().toISOString(), finished, wallSeconds: (Date.now() - startedAt) / 1000, memoryMiB: MEMORY_MIB, warmupSeconds, rttMs, systems, rows, details, floors: floorsMeasured });
   };
   const background = new AbortController();
-  // Ctrl-C: the cluster stops its workers and VMs, the testbed goes, xz is killed.
+  // Ctrl-C: the cluster stops its workers and VMs, the testbed goes, xz is killed, the work folder goes.
   process.once('SIGINT', () => {
     background.abort();
-    void cluster.stop().then(() => process.exit(130));
+    void cluster.stop().then(() => rm(workDir, { recursive: true, force: true })).then(() => process.exit(130));
   });
   try {
     for (const workload of workloads) {
