@@ -3,9 +3,10 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { connect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
 import { DataPlaneServer, type OverlaySink } from '../engine/wire/data-plane-server.js';
 import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type Frame } from '../engine/wire/frames.js';
-import { sendOverlay, type OutgoingOverlay } from '../engine/wire/overlay-sender.js';
+import { DATA_IDLE_TIMEOUT_MS, sendOverlay, type OutgoingOverlay } from '../engine/wire/overlay-sender.js';
 import { HandoffError } from '../engine/errors.js';
 import type { CloudletTls } from '../engine/wire/cloudlet-tls.js';
 import { devCloudletTls } from '../infra/dev-pki.js';
@@ -186,6 +187,30 @@ test('the end waits for an answer from the target since the pause', async () => 
     assert.deepEqual(heard, ['end']);
   } finally {
     await server.stop();
+  }
+});
+
+test('a target that freezes while the device state is on its way fails the attempt at the silence bound, not when it thaws', { timeout: 60_000 }, async () => {
+  // It takes the connection and then reads nothing: its window closes while the device state is
+  // written, as a SIGSTOPped worker's did in the fault subset (nothing sent after the pause, so
+  // no batch owed an ack). The source's guest is paused all the while: the attempt must end at
+  // the bound, and the source resume it, not wait for the thaw.
+  const frozen: TLSSocket[] = [];
+  const server = createTlsServer({ ...B, requestCert: true }, (s) => {
+    frozen.push(s);
+    s.pause();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as { port: number }).port;
+  try {
+    const deviceState = randomBytes(32 << 20); // more than both ends' socket buffers hold
+    const t0 = Date.now();
+    await assert.rejects(sendOverlay(toB(port), A, { ...overlay(1), deviceState: async () => deviceState }), /owed an answer and was silent/);
+    const seconds = (Date.now() - t0) / 1000;
+    assert.ok(seconds >= DATA_IDLE_TIMEOUT_MS / 1000 - 1 && seconds < DATA_IDLE_TIMEOUT_MS / 1000 + 5, `failed after ${seconds.toFixed(1)} s`);
+  } finally {
+    for (const s of frozen) s.destroy();
+    server.close();
   }
 });
 

@@ -132,6 +132,12 @@ async function* overlayFrames(
     await o.beforeCommit?.();
   })();
   committing.catch(() => undefined);
+  // From here the target owes the end frame's ack: a target frozen now (its last batch acked, or
+  // none sent after the pause) still fails the attempt after the bound. Counted only at the end
+  // frame, nothing was owed while the device state's frames sat in a full window — Node holds
+  // the socket's idle timeout off during a write — and the source waited out the whole freeze
+  // (45.5 s in the fault subset) with its guest paused.
+  owed.expect();
   const deviceState = await o.deviceState();
   stopTrace('src device state in hand');
   // It is sent while the VM is stopped: every byte saved here is downtime saved.
@@ -155,7 +161,8 @@ async function* overlayFrames(
   // waiting for the ack would add a round trip to the downtime. The target still runs the VM
   // only on a complete, verified end of the current attempt followed by its commit.
   progress.commitLeft = true;
-  owed.expect(2);
+  // The end's ack is owed since the device state; the commit's confirmation now too.
+  owed.expect();
   stopTrace('src end frame yielded');
   yield Buffer.concat([end, encodeFrame({ type: FrameType.Commit, commit: { attempt: o.attempt } })]);
 }
