@@ -134,9 +134,9 @@ async function* overlayFrames(
   committing.catch(() => undefined);
   // From here the target owes the end frame's ack: a target frozen now (its last batch acked, or
   // none sent after the pause) still fails the attempt after the bound. Counted only at the end
-  // frame, nothing was owed while the device state's frames sat in a full window — Node holds
-  // the socket's idle timeout off during a write — and the source waited out the whole freeze
-  // (45.5 s in the fault subset) with its guest paused.
+  // frame, nothing was owed while the device state's frames sat in a full window (Node holds the
+  // socket's idle timeout off during a write) or while the commit was declared, and the source
+  // waited out the whole freeze (45.5 s in the fault subset) with its guest paused.
   owed.expect();
   const deviceState = await o.deviceState();
   stopTrace('src device state in hand');
