@@ -17,7 +17,6 @@ const testbedSchema = z.object({
   warmupSeconds: z.number(),
   timing: z.object({ stepAtSeconds: z.number(), hogAtSeconds: z.number(), squarePeriodSeconds: z.number() }),
 });
-export type AdaptationTestbed = z.infer<typeof testbedSchema>;
 
 /** A report as bench:adaptation writes it, read back (by the merge). */
 export const adaptationReportSchema = testbedSchema.extend({

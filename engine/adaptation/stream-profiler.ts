@@ -148,7 +148,7 @@ export class StreamProfiler {
   recordSample(mode: ModeId, inBytes: number, outBytes: number, busyMs: number, reference?: SampleReference): void {
     this.record(mode, inBytes, outBytes, busyMs, 'sample');
     const m = this.modes.get(mode)!;
-    if (busyMs > 0) keepLast(m.poolRates, (inBytes / 1e6 / (busyMs / 1000)) * this.threads);
+    if (busyMs > 0) keepLast(m.poolRates, this.poolRateMBps(inBytes, busyMs));
     if (!reference || reference.mode === mode || !(reference.outBytes > 0)) return;
     const r = m.relative?.ref === reference.mode ? m.relative : undefined;
     const keep = r ? 1 - NEW_WEIGHT : 0;
@@ -221,7 +221,7 @@ export class StreamProfiler {
     // Classification and the pool run side by side: a mode goes as fast as the slower of the two.
     const classifyMBps = this.classify.ms > 0 ? this.classify.inBytes / 1e6 / (this.classify.ms / 1000) : Infinity;
     const measured = [...this.modes.entries()].filter(([, m]) => m.busyMs > 0 && m.inBytes > 0);
-    const poolMBps = (m: ModeTotals) => Math.min(classifyMBps, (m.inBytes / 1e6 / (m.busyMs / 1000)) * this.threads);
+    const poolMBps = (m: ModeTotals) => Math.min(classifyMBps, this.poolRateMBps(m.inBytes, m.busyMs));
     // The streamed mode's achieved rate against its busy-time figure: the share of the pool's
     // time the CPU really gives now (the guest's vCPU, QEMU and other handoffs take the rest).
     const streamed = this.modes.get(current);
@@ -291,6 +291,11 @@ export class StreamProfiler {
       return aged(uP, DOUBT.relative.r + spreadDoubt(m.outOverReference, DOUBT.relative.perSampleR / Math.sqrt(basis.relativeSamples)));
     }
     return aged(uP, DOUBT.sample.r + DOUBT.sample.perSampleR / k);
+  }
+
+  /** Input MB/s of the whole pool, were every thread as busy as this encoding's was for `busyMs`. */
+  private poolRateMBps(inBytes: number, busyMs: number): number {
+    return (inBytes / 1e6 / (busyMs / 1000)) * this.threads;
   }
 
   private record(mode: ModeId, inBytes: number, outBytes: number, busyMs: number, from: 'stream' | 'sample'): void {

@@ -70,11 +70,11 @@ export class ModeSampler {
     // those delays would read as the pipeline's pace (StreamProfiler.recordDelivery).
     if (this.running || this.latest.length === 0 || control.pinned?.() || pool.queued > 0) return;
     if (!sampleBudgetAllows(this.busyMs, Date.now() - this.o.startedAtMs)) return;
-    // The batch as it went, zero and reference records included: the stream's P counts every
-    // chunk, so a sample's must too, or a mode's P reads low by the batch's share of them.
     // Each round on a batch no round had: the same chunks twice would agree with themselves and
     // read as a certainty (a stream held back by the link can leave one batch the latest for seconds).
     if (this.latest === this.lastRoundBatch) return;
+    // The batch as it went, zero and reference records included: the stream's P counts every
+    // chunk, so a sample's must too, or a mode's P reads low by the batch's share of them.
     const records = this.latest.slice(0, SAMPLE_CHUNKS);
     if (!records.some((r) => r.kind === 'data')) return;
     const current = control.mode();
