@@ -1,3 +1,4 @@
+import { describeTracking } from '../engine/contract.js';
 import type { HandoffProgress, HandoffResult } from '../workflows/definitions.js';
 
 /** Prints each step as it starts and ends, with its duration. */
@@ -20,6 +21,7 @@ export function summarize(r: HandoffResult): string[] {
     `handoff ${r.workflowId}: VM ${r.vmId} moved ${r.source} → ${r.target} on base ${r.baseImageId}`,
     `  total ${r.totalMs} ms, downtime ${r.downtimeMs} ms (host), guest silent ${r.guestGapMs ?? '?'} ms at most (${r.guestGapParts.acrossStopMs ?? '?'} across the stop: ${r.guestGapParts.beforePauseMs ?? '?'} before the pause + downtime + ${r.guestGapParts.afterResumeMs ?? '?'} after cont; ${r.guestGapParts.liveMs} while live), ${mb(r.bytesSent)} sent`,
     `  downtime by step: ${r.downtimeBreakdown.map((d) => `${d.step} ${d.ms} ms`).join(' · ')}`,
+    ...(r.memoryTracking ? [`  written pages found by ${describeTracking(r.memoryTracking)}`] : []),
     `  overlay: ${r.memoryPages} memory pages, ${r.diskBlocks} disk blocks, ${r.deviceStateBytes} bytes of device state`,
     `  live pre-copy: ${r.epochs.map((e) => `${e.live ? 'epoch' : 'stop-and-copy'} ${e.epoch}: ${e.memoryPages + e.diskBlocks} chunks in ${e.ms} ms`).join('; ')} (${r.precopy.stopReason})`,
     `  pipeline: ${mb(r.stages.inputBytes)} in → ${mb(r.stages.data * 4096)} after zero/dedup (${r.stages.zero} zero, ${r.stages.baseRefs} base refs, ${r.stages.selfRefs} self refs; ${r.stages.againstPrevious} sent again as an XOR with their previous send) → ${mb(r.stages.payloadBytes)} compressed`,

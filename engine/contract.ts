@@ -137,8 +137,21 @@ export interface HandoffResult extends StateDigests {
    * attempt went through.
    */
   reconciled: ReconcileReport | null;
+  /** How the source found the pages written between epochs; null from a stream before it said. */
+  memoryTracking: MemoryTracking | null;
   modeSwitches: ModeSwitch[];
   stages: StageTotals;
+}
+
+/**
+ * How a source finds the pages its guest wrote between epochs: the kernel's dirty log
+ * (engine/memory/dirty-log.ts), or hashing the whole RAM file each epoch, and why not the log.
+ */
+export type MemoryTracking = { kind: 'dirty-log' } | { kind: 'hash-scan'; why: string };
+
+/** How a tracking reads in a log line or a report. */
+export function describeTracking(t: MemoryTracking): string {
+  return t.kind === 'dirty-log' ? 'the kernel dirty log (userfaultfd async write-protect + PAGEMAP_SCAN)' : `hashing the whole RAM file each epoch (${t.why})`;
 }
 
 /**

@@ -28,9 +28,14 @@ if ! node -e "require('zstd-napi')" 2>/dev/null; then
   npm rebuild zstd-napi --loglevel=error
 fi
 # The changed-pages scan in C (native/page-scan, xxhash.h from libxxhash-dev): npm ci builds it.
-if ! node -e "require('ehoff-page-scan')" 2>/dev/null; then
+if ! node -e "if (typeof require('ehoff-page-scan').changedAmong !== 'function') process.exit(1)" 2>/dev/null; then
   act "building the native page scanner"
   npm rebuild ehoff-page-scan --loglevel=error
+fi
+# The kernel dirty log of a guest's RAM and the library QEMU preloads for it (native/dirty-log).
+if ! node -e "require('ehoff-dirty-log')" 2>/dev/null || [[ ! -f native/dirty-log/build/Release/ehoff_uffd_preload.so ]]; then
+  act "building the native dirty log"
+  npm rebuild ehoff-dirty-log --loglevel=error
 fi
 
 if [[ -n "${TEMPORAL_CLI:-}" ]]; then

@@ -102,6 +102,10 @@ test('a target that lacks the base image fetches it from the source first, and t
   // Back: both hold it now, nothing travels but the overlay.
   const back: HandoffResult = await runHandoff(cluster.client, { vmId: 'e2e-vm', source: 'C', target: 'A' });
   assert.equal(back.baseFetch, null);
+  // Both ways the written pages came from the kernel's dirty log, on the guest's first QEMU and on
+  // the one its target started (with the library preloaded too), and each verified.
+  assert.deepEqual([there.memoryTracking, back.memoryTracking], [{ kind: 'dirty-log' }, { kind: 'dirty-log' }]);
+  assert.equal(back.verified, true);
   await assertRunningAtA();
 });
 

@@ -43,6 +43,13 @@ test('native and wasm xxHash64 agree, and so do their changed-pages scans', asyn
     assert.deepEqual([...(await changedShare(task, hash, null))], touched, 'the fallback finds the same');
     assert.deepEqual([...native.changedPages(task.path, heldView, 1000, 2048)], [1023, 1024, 2047], 'a share');
     assert.throws(() => native.changedPages(task.path, heldView, 0, pages + 1), /from <= to <= held.length/);
+    // Only listed pages (a dirty log's report), in runs across the 1024-page read, alike in the fallback.
+    const among = Uint32Array.from([1, 2, 1022, 1023, 1024, 1025, 2999]);
+    const listed = { ...task, from: 1, to: 3000, among };
+    assert.deepEqual([...(await changedShare(listed, hash, native))], [1, 1023, 1024, 2999]);
+    assert.deepEqual([...(await changedShare(listed, hash, null))], [1, 1023, 1024, 2999], 'the fallback reads the same pages');
+    assert.throws(() => native.changedAmong(task.path, heldView, Uint32Array.from([5, 4])), /ascend/);
+    assert.throws(() => native.changedAmong(task.path, heldView, Uint32Array.from([pages])), /below held.length/);
     assert.throws(() => native.changedPages(join(dir, 'missing'), heldView, 0, 1), /cannot open .*missing/);
   } finally {
     await rm(dir, { recursive: true, force: true });

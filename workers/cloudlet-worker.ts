@@ -16,6 +16,7 @@ import { createLogger } from '../infra/logger.js';
 import { connectTo, temporalTarget } from '../infra/temporal-connection.js';
 import { WORKFLOW_TASK_QUEUE, cloudletTaskQueue } from '../workflows/definitions.js';
 import { EVENTS_TASK_QUEUE } from '../workflows/event-definitions.js';
+import { dirtyLogAvailability } from '../engine/memory/dirty-log.js';
 import { pageScanImplementation } from '../engine/memory/native-page-scan.js';
 import { deferred } from '../engine/deferred.js';
 
@@ -154,7 +155,7 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
       log.error({ vmId: vm.vmId, err: (err as Error).message }, `VM ${vm.vmId}: its handoff could not be recovered`);
     }
   }
-  log.info({ pageScan: pageScanImplementation() }, 'changed-pages scan');
+  log.info({ pageScan: pageScanImplementation(), dirtyLog: dirtyLogAvailability() }, 'changed-pages scan');
   for (const dir of config.installBase) {
     const image = await cloudlet.images.install(dir);
     log.info({ baseImageId: image.manifest.id }, 'base image in cache');

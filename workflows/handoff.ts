@@ -320,6 +320,7 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
         epochs: stream.epochs,
         precopy: { converged: stream.converged, stopReason: stream.stopReason, decisions },
         reconciled: stream.reconciled ?? null,
+        memoryTracking: stream.memoryTracking ?? null,
         steps,
         modesUsed: stream.modesUsed,
         modeSwitches,

@@ -26,7 +26,8 @@ import { ModeSampler } from './mode-sampler.js';
 import { EpochEncoder, NOT_STARTED } from './epoch-encoder.js';
 import { precopyEpochs, type PrecopyOutcome } from './precopy-epochs.js';
 import { StreamTally } from './stream-tally.js';
-import type { EpochReport, ReconcileReport, SourceStopMarks, StageTotals, StateDigests } from '../contract.js';
+import type { EpochReport, MemoryTracking, ReconcileReport, SourceStopMarks, StageTotals, StateDigests } from '../contract.js';
+import { armDirtyLog } from '../memory/dirty-log.js';
 
 export interface OverlayStreamResult extends StateDigests {
   bytesSent: number;
@@ -53,6 +54,7 @@ export interface OverlayStreamResult extends StateDigests {
    */
   reconciled: ReconcileReport | null;
   stopMarks: SourceStopMarks;
+  memoryTracking: MemoryTracking;
 }
 
 
@@ -143,6 +145,9 @@ export async function streamOverlay(opts: {
   try {
     // The pool's threads hash with the same xxHash64 when they scan for changed pages.
     const tracker = MemoryTracker.fromBase(opts.basePageHashes, await loadHash64());
+    // Armed before epoch 0's whole scan, which finds what was written before.
+    const { log, tracking: memoryTracking } = await armDirtyLog((await vm.host.status()).qemuPid, vm.files.ramFile);
+    if (log) tracker.useDirtyLog(log);
     const encoder = new EpochEncoder({
       pool, dedup: opts.dedup, tracker, previous, sampler, profiler, tally, signal: opts.signal,
       source: vmChunkReader(ram, memoryBytes, vm.disk),
@@ -234,6 +239,7 @@ export async function streamOverlay(opts: {
       stopReason: outcome.stopReason, converged: outcome.converged, guestSlowdown: outcome.guestSlowdown, pausedAtMs: marks.pausedAtMs, heartbeatAtStop,
       lastHeartbeatAtMs: stopped.lastHeartbeatAtMs, liveMaxGapMs: stopped.liveMaxGapMs,
       memoryDigest, diskDigest: disk, deviceStateBytes, reconciled: resumed?.reconciled ?? null, stopMarks: marks,
+      memoryTracking: tracker.dirtyLogFailure === null ? memoryTracking : { kind: 'hash-scan', why: `the dirty log failed mid-handoff: ${tracker.dirtyLogFailure}` },
     };
   } finally {
     await throttle.release();

@@ -1,5 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { BLOCK_SIZE } from '../blocks.js';
+import type { DirtyLog } from './dirty-log.js';
 import { PageHashTable, ZERO_PAGE_SHA } from './page-hash-table.js';
 import { nativePageScan } from './native-page-scan.js';
 import { SCAN_PAGES, scanPages } from './scan-pages.js';
@@ -16,13 +17,20 @@ export interface ScanPool {
   threads: number;
 }
 
-/** One thread's share of a changed-pages scan: pages [from, to) of the file against `held`. */
+/**
+ * One thread's share of a changed-pages scan: pages [from, to) of the file against `held`, or
+ * only those of them listed in `among` (ascending: what a dirty log reported).
+ */
 export interface ChangedShareTask {
   path: string;
   held: SharedArrayBuffer;
   from: number;
   to: number;
+  among?: Uint32Array;
 }
+
+/** Pages a dirty log reported, per share of a scan: below this many, a share is not worth a thread. */
+const MIN_LISTED_SHARE = 256;
 
 /**
  * Runs on a pool thread: the pages in the share whose 64-bit hash differs from `held`. In C
@@ -30,13 +38,19 @@ export interface ChangedShareTask {
  */
 export async function changedShare(task: ChangedShareTask, hash: (d: Uint8Array) => bigint, native = nativePageScan()): Promise<Uint32Array> {
   const held = new BigUint64Array(task.held);
-  if (native) return native.changedPages(task.path, held, task.from, task.to);
+  if (native) return task.among ? native.changedAmong(task.path, held, task.among) : native.changedPages(task.path, held, task.from, task.to);
   const file = await open(task.path, 'r');
   const changed: number[] = [];
   try {
-    await scanPages(file, task.from, task.to, (index, page) => {
+    const visit = (index: number, page: Buffer) => {
       if (held[index] !== hash(page)) changed.push(index);
-    });
+    };
+    if (task.among) {
+      const buf = Buffer.alloc(SCAN_PAGES * BLOCK_SIZE);
+      for (const run of consecutiveRuns(task.among)) await scanPages(file, run.from, run.to, visit, buf);
+    } else {
+      await scanPages(file, task.from, task.to, visit);
+    }
   } finally {
     await file.close();
   }
@@ -48,12 +62,24 @@ export async function changedShare(task: ChangedShareTask, hash: (d: Uint8Array)
  * the 64-bit hash of the content the target has — the base page at first, then whatever was last
  * read for sending — and a pre-copy epoch resends the pages whose current hash differs. It keeps
  * the SHA-256 of the same content too, from which the stop-time memory digest is folded.
+ *
+ * With a dirty log, a scan after the first hashes only the pages the log reports written since
+ * the last scan, plus those a scan found differing that were not read for sending since (the
+ * log will not report them again): every page that can differ from what the target holds.
  */
 export class MemoryTracker {
   /** Shared, so that pool threads can compare against it without a copy. */
   private readonly held: BigUint64Array;
   /** SHA-256 of the same content, page by page: the stop-time digest folds these. */
   private readonly sha: PageHashTable;
+  /** The kernel's record of written pages, once attached. */
+  private log: DirtyLog | null = null;
+  /** Whether a scan of every page has finished since the log was attached: the log knows nothing from before. */
+  private wholeScanned = false;
+  /** With a log: pages a scan found differing that were not read for sending since. */
+  private readonly unsent = new Set<number>();
+  /** Why the log failed, if it did: every scan since has read the whole file. */
+  private logFailure: string | null = null;
 
   private constructor(
     readonly pages: number,
@@ -64,6 +90,16 @@ export class MemoryTracker {
     this.held.set(start.held);
     this.sha = new PageHashTable(pages);
     this.sha.copyFrom(start.sha);
+  }
+
+  /**
+   * Scans after the next whole one look only where `log` says the guest wrote: attached at any
+   * point, the next scan reads every page, which finds whatever was written before the log was
+   * armed.
+   */
+  useDirtyLog(log: DirtyLog): void {
+    this.log = log;
+    this.wholeScanned = false;
   }
 
   /**
@@ -83,23 +119,57 @@ export class MemoryTracker {
    * pages sent meanwhile is safe: shares cover disjoint pages.
    */
   async *changedPagesByShare(ramPath: string, pool: ScanPool, sharesPerThread: number): AsyncGenerator<Uint32Array> {
-    const share = Math.ceil(this.pages / (pool.threads * sharesPerThread) / SCAN_PAGES) * SCAN_PAGES;
     const held = this.held.buffer as SharedArrayBuffer;
+    const listed = this.log && this.wholeScanned && this.logFailure === null ? this.takeCandidates() : null;
+    this.unsent.clear();
+    const tasks = listed ? listedShares(listed, pool.threads * sharesPerThread) : wholeShares(this.pages, pool.threads * sharesPerThread);
     let next = 0;
+    let finished = false;
     const dispatch = () => {
-      const from = next;
-      next = Math.min(this.pages, next + share);
-      const part = pool.changedPages({ path: ramPath, held, from, to: next });
+      const part = pool.changedPages({ path: ramPath, held, ...tasks[next++]! });
       part.catch(() => undefined);
       return part;
     };
-    const inFlight: Array<Promise<Uint32Array>> = [];
-    while (next < this.pages && inFlight.length < pool.threads) inFlight.push(dispatch());
-    while (inFlight.length > 0) {
-      const part = await inFlight.shift()!;
-      if (next < this.pages) inFlight.push(dispatch());
-      yield part;
+    try {
+      const inFlight: Array<Promise<Uint32Array>> = [];
+      while (next < tasks.length && inFlight.length < pool.threads) inFlight.push(dispatch());
+      while (inFlight.length > 0) {
+        const part = await inFlight.shift()!;
+        if (next < tasks.length) inFlight.push(dispatch());
+        // Before the caller reads them for sending (sent() then drops them again).
+        if (this.log) for (const i of part) this.unsent.add(i);
+        yield part;
+      }
+      finished = true;
+      if (this.log) this.wholeScanned = true;
+    } finally {
+      // A scan left part-way: what the log reported must not be forgotten with it.
+      if (!finished && listed) for (const i of listed) this.unsent.add(i);
     }
+  }
+
+  /** Why the dirty log failed, if it did (every scan since read the whole file); null if it did not. */
+  get dirtyLogFailure(): string | null {
+    return this.logFailure;
+  }
+
+  /**
+   * What the log reports written, with the pages still unsent, ascending; null once the log
+   * failed — a PAGEMAP_SCAN that fails part-way may have re-protected pages it did not report,
+   * so from then on only a whole scan knows.
+   */
+  private takeCandidates(): Uint32Array | null {
+    let written: Uint32Array;
+    try {
+      written = this.log!.collect();
+    } catch (err) {
+      this.logFailure = (err as Error).message;
+      return null;
+    }
+    if (this.unsent.size === 0) return written;
+    const all = new Set(this.unsent);
+    for (const i of written) all.add(i);
+    return Uint32Array.from(all).sort();
   }
 
   /**
@@ -145,6 +215,7 @@ export class MemoryTracker {
     const hash = this.hash(data);
     if (!same) {
       this.held[index] = hash ^ 1n;
+      this.unsent.add(index);
       return;
     }
     this.held[index] = hash;
@@ -153,7 +224,37 @@ export class MemoryTracker {
 
   /** Records the bytes read for sending as what the target will hold for that page. */
   sent(index: number, data: Uint8Array): void {
+    this.unsent.delete(index);
     this.held[index] = this.hash(data);
     this.sha.setPage(index, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+  }
+}
+
+/** A whole-file scan in `shares` ranges, each a multiple of the 4 MiB read. */
+function wholeShares(pages: number, shares: number): Array<{ from: number; to: number }> {
+  const size = Math.ceil(pages / shares / SCAN_PAGES) * SCAN_PAGES;
+  const out: Array<{ from: number; to: number }> = [];
+  for (let from = 0; from < pages; from += size) out.push({ from, to: Math.min(pages, from + size) });
+  return out;
+}
+
+/** A listed scan in up to `shares` parts of consecutive list entries, none under MIN_LISTED_SHARE. */
+function listedShares(listed: Uint32Array, shares: number): Array<{ from: number; to: number; among: Uint32Array }> {
+  const size = Math.max(MIN_LISTED_SHARE, Math.ceil(listed.length / shares));
+  const out: Array<{ from: number; to: number; among: Uint32Array }> = [];
+  for (let k = 0; k < listed.length; k += size) {
+    const among = listed.slice(k, k + size);
+    out.push({ from: among[0]!, to: among[among.length - 1]! + 1, among });
+  }
+  return out;
+}
+
+/** Ascending page indices as runs of consecutive pages, each at most one 4 MiB read. */
+function* consecutiveRuns(pages: Uint32Array): Generator<{ from: number; to: number }> {
+  for (let k = 0; k < pages.length; ) {
+    let n = 1;
+    while (k + n < pages.length && n < SCAN_PAGES && pages[k + n] === pages[k]! + n) n++;
+    yield { from: pages[k]!, to: pages[k]! + n };
+    k += n;
   }
 }

@@ -4,6 +4,8 @@ import { createRequire } from 'node:module';
 export interface NativePageScan {
   /** Pages in [from, to) of the file whose xxHash64 differs from `held[page]`. */
   changedPages(path: string, held: BigUint64Array, from: number, to: number): Uint32Array;
+  /** The same for the listed pages only (ascending). */
+  changedAmong(path: string, held: BigUint64Array, among: Uint32Array): Uint32Array;
   hash64(data: Uint8Array): bigint;
 }
 

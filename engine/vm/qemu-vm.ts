@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { dirtyLogLaunchPrefix } from '../memory/dirty-log.js';
 import { QmpClient } from './qmp-client.js';
 import { assertSafePath, qemuArgs, type MachineSpec, type VmPaths } from './machine.js';
 
@@ -57,7 +58,8 @@ export class QemuVm {
     opts: { deviceState?: string; awaitIncoming?: boolean; diskFormat?: 'raw' | 'qcow2'; privateRam?: boolean; netns?: string } = {},
   ): Promise<QemuVm> {
     const args = qemuArgs(spec, paths, { incoming: opts.deviceState !== undefined || opts.awaitIncoming === true, diskFormat: opts.diskFormat, privateRam: opts.privateRam });
-    const qemu = canSetParentDeathSignal ? [SETPRIV, '--pdeathsig', 'KILL', '--', QEMU_BINARY, ...args] : [QEMU_BINARY, ...args];
+    const binary = [...dirtyLogLaunchPrefix(), QEMU_BINARY];
+    const qemu = canSetParentDeathSignal ? [SETPRIV, '--pdeathsig', 'KILL', '--', ...binary, ...args] : [...binary, ...args];
     const command = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...qemu] : qemu;
     const child = spawn('/bin/bash', ['-c', CLOSE_INHERITED_FDS_AND_EXEC, 'qemu-launcher', ...command], { stdio: ['ignore', 'ignore', 'pipe'] });
     const stderrTail: string[] = [];

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <node_api.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -118,6 +119,75 @@ static napi_value changed_pages(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * changedAmong(path: string, held: BigUint64Array, among: Uint32Array): Uint32Array — the same
+ * comparison for the listed pages only (ascending: the pages a dirty log reported), read in runs
+ * of consecutive pages.
+ */
+static napi_value changed_among(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char path[4096];
+  size_t path_len;
+  napi_typedarray_type type;
+  size_t held_len, among_len;
+  void *held_data, *among_data;
+  if (argc != 3 || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &path_len) != napi_ok || path_len >= sizeof path - 1 ||
+      napi_get_typedarray_info(env, argv[1], &type, &held_len, &held_data, NULL, NULL) != napi_ok || type != napi_biguint64_array ||
+      napi_get_typedarray_info(env, argv[2], &type, &among_len, &among_data, NULL, NULL) != napi_ok || type != napi_uint32_array) {
+    napi_throw_type_error(env, NULL, "page_scan.changedAmong(path: string, held: BigUint64Array, among: Uint32Array)");
+    return NULL;
+  }
+  const uint64_t *held = held_data;
+  const uint32_t *among = among_data;
+  for (size_t i = 0; i < among_len; i++) {
+    if (among[i] >= held_len || (i > 0 && among[i] <= among[i - 1])) {
+      napi_throw_range_error(env, NULL, "page_scan.changedAmong: among must ascend and stay below held.length");
+      return NULL;
+    }
+  }
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(env, "cannot open", path);
+  unsigned char *buf = malloc((size_t)RUN_PAGES * PAGE);
+  uint32_t *changed = malloc((among_len + 1) * sizeof(uint32_t));
+  if (!buf || !changed) {
+    free(buf);
+    free(changed);
+    close(fd);
+    napi_throw_error(env, NULL, "page_scan: out of memory");
+    return NULL;
+  }
+  size_t count = 0;
+  for (size_t i = 0; i < among_len;) {
+    size_t n = 1;
+    while (i + n < among_len && n < RUN_PAGES && among[i + n] == among[i] + n) n++;
+    if (read_full(fd, buf, n * PAGE, (off_t)among[i] * PAGE) < 0) {
+      free(buf);
+      free(changed);
+      close(fd);
+      return fail(env, "cannot read", path);
+    }
+    for (size_t k = 0; k < n; k++) {
+      if (XXH64(buf + k * PAGE, PAGE, 0) != held[among[i] + k]) changed[count++] = among[i] + (uint32_t)k;
+    }
+    i += n;
+  }
+  free(buf);
+  close(fd);
+  void *out_data;
+  napi_value out_buffer, out;
+  if (napi_create_arraybuffer(env, count * sizeof(uint32_t), &out_data, &out_buffer) != napi_ok) {
+    free(changed);
+    napi_throw_error(env, NULL, "page_scan: cannot allocate the result");
+    return NULL;
+  }
+  memcpy(out_data, changed, count * sizeof(uint32_t));
+  free(changed);
+  CHECK(napi_create_typedarray(env, napi_uint32_array, count, out_buffer, 0, &out));
+  return out;
+}
+
 /* hash64(data: Uint8Array): bigint — the same xxHash64, for checking it against the fallback. */
 static napi_value hash64(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -139,6 +209,8 @@ NAPI_MODULE_INIT() {
   napi_value fn;
   if (napi_create_function(env, "changedPages", NAPI_AUTO_LENGTH, changed_pages, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "changedPages", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "changedAmong", NAPI_AUTO_LENGTH, changed_among, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "changedAmong", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "hash64", NAPI_AUTO_LENGTH, hash64, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "hash64", fn) != napi_ok) return NULL;
   return exports;

@@ -1,0 +1,16 @@
+{
+  "targets": [
+    {
+      "target_name": "dirty_log",
+      "sources": ["dirty_log.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
+    },
+    {
+      "target_name": "ehoff_uffd_preload",
+      "type": "shared_library",
+      "product_prefix": "",
+      "sources": ["uffd_preload.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-fPIC"]
+    }
+  ]
+}
