@@ -32,8 +32,9 @@ if ! node -e "if (typeof require('ehoff-page-scan').changedAmong !== 'function')
   act "building the native page scanner"
   npm rebuild ehoff-page-scan --loglevel=error
 fi
-# The kernel dirty log of a guest's RAM and the library QEMU preloads for it (native/dirty-log).
-if ! node -e "require('ehoff-dirty-log')" 2>/dev/null || [[ ! -f native/dirty-log/build/Release/ehoff_uffd_preload.so ]]; then
+# A guest's RAM through userfaultfd (native/dirty-log): the dirty log, the post-copy fault server
+# and the library QEMU preloads for both.
+if ! node -e "require('ehoff-dirty-log')" 2>/dev/null || [[ ! -f native/dirty-log/build/Release/ehoff_uffd_preload.so || ! -x native/dirty-log/build/Release/ehoff_uffd_serve ]]; then
   act "building the native dirty log"
   npm rebuild ehoff-dirty-log --loglevel=error
 fi

@@ -6,6 +6,12 @@
       "cflags": ["-O2", "-Wall", "-Wextra"]
     },
     {
+      "target_name": "ehoff_uffd_serve",
+      "type": "executable",
+      "sources": ["uffd_serve.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
+    },
+    {
       "target_name": "ehoff_uffd_preload",
       "type": "shared_library",
       "product_prefix": "",

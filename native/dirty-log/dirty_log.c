@@ -102,48 +102,13 @@ static int range_args(napi_env env, napi_callback_info info, const char *name, i
   return 1;
 }
 
-#define PRELOAD_FD_MIN 1000
-#define FEATURE_WP_ASYNC (1ULL << 15)
+#include "find_uffd.h"
 
-/* Whether descriptor `fd` of `pid` is a userfaultfd whose API handshake asked for async
-   write-protection (its fdinfo's "API:\t<api>:<features>:<ioctls>" line). */
-static int is_async_wp(int pid, int fd) {
-  char path[64], text[512];
-  snprintf(path, sizeof path, "/proc/%d/fdinfo/%d", pid, fd);
-  FILE *f = fopen(path, "re");
-  if (!f) return 0;
-  size_t n = fread(text, 1, sizeof text - 1, f);
-  fclose(f);
-  text[n] = 0;
-  const char *api = strstr(text, "API:\t");
-  unsigned long long version, features;
-  return api && sscanf(api + 5, "%llx:%llx", &version, &features) == 2 && (features & FEATURE_WP_ASYNC);
-}
-
-/* The descriptor number of the userfaultfd uffd_preload.c made in QEMU (above 1000, async
-   write-protect: one QEMU created for itself must not be registered for write-protection, a
-   write to it would then wait for an event nobody reads); -1 if there is none. */
-static int find_uffd(int pid) {
-  char dir_path[64], link_path[320], target[64];
-  snprintf(dir_path, sizeof dir_path, "/proc/%d/fd", pid);
-  DIR *dir = opendir(dir_path);
-  if (!dir) return -2;
-  int found = -1;
-  struct dirent *e;
-  while ((e = readdir(dir)) != NULL) {
-    if (e->d_name[0] == '.') continue;
-    snprintf(link_path, sizeof link_path, "%s/%s", dir_path, e->d_name);
-    ssize_t n = readlink(link_path, target, sizeof target - 1);
-    if (n < 0) continue;
-    target[n] = 0;
-    int fd = atoi(e->d_name);
-    if (fd >= PRELOAD_FD_MIN && strcmp(target, "anon_inode:[userfaultfd]") == 0 && is_async_wp(pid, fd)) {
-      found = fd;
-      break;
-    }
-  }
-  closedir(dir);
-  return found;
+/* close() that leaves errno as the failure before it set it, for the message. */
+static void close_keeping_errno(int fd) {
+  int saved = errno;
+  close(fd);
+  errno = saved;
 }
 
 static napi_value arm(napi_env env, napi_callback_info info) {
@@ -159,22 +124,16 @@ static napi_value arm(napi_env env, napi_callback_info info) {
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (pidfd < 0) return fail(env, "pidfd_open", pid);
   int uffd = (int)syscall(SYS_pidfd_getfd, pidfd, remote, 0);
-  int saved = errno;
-  close(pidfd);
-  errno = saved;
+  close_keeping_errno(pidfd);
   if (uffd < 0) return fail(env, "pidfd_getfd of QEMU's userfaultfd", pid);
   struct uffdio_register reg = {.range = {.start = start, .len = length}, .mode = UFFDIO_REGISTER_MODE_WP};
   if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) {
-    saved = errno;
-    close(uffd);
-    errno = saved;
+    close_keeping_errno(uffd);
     return fail(env, "UFFDIO_REGISTER of the guest RAM for write-protection", pid);
   }
   struct uffdio_writeprotect wp = {.range = {.start = start, .len = length}, .mode = UFFDIO_WRITEPROTECT_MODE_WP};
   if (ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) < 0) {
-    saved = errno;
-    close(uffd);
-    errno = saved;
+    close_keeping_errno(uffd);
     return fail(env, "UFFDIO_WRITEPROTECT of the guest RAM", pid);
   }
   /* QEMU's own descriptor keeps the registration alive; this copy is not needed again. */
@@ -215,11 +174,9 @@ static napi_value collect(napi_env env, napi_callback_info info) {
   for (;;) {
     int n = ioctl(fd, PAGEMAP_SCAN, &arg);
     if (n < 0) {
-      int saved = errno;
       free(regions);
       free(pages);
-      close(fd);
-      errno = saved;
+      close_keeping_errno(fd);
       return fail(env, "PAGEMAP_SCAN of the guest RAM", pid);
     }
     for (int i = 0; i < n; i++) {

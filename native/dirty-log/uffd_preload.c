@@ -37,7 +37,8 @@ __attribute__((constructor)) static void ehoff_create_dirty_log_fd(void) {
   int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
   if (fd < 0) return;
-  struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_HUGETLBFS_SHMEM};
+  /* Missing-page faults on shmem too: at a post-copy target, the pages still to come are holes. */
+  struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_MISSING_SHMEM};
   if (ioctl(fd, UFFDIO_API, &api) < 0) {
     close(fd);
     return;

@@ -50,6 +50,21 @@ static int read_full(int fd, unsigned char *buf, size_t len, off_t off) {
   return 0;
 }
 
+/* The `count` page indices in `pages` as a Uint32Array; frees `pages` either way. */
+static napi_value page_list(napi_env env, uint32_t *pages, size_t count) {
+  void *out_data;
+  napi_value out_buffer, out;
+  napi_status made = napi_create_arraybuffer(env, count * sizeof(uint32_t), &out_data, &out_buffer);
+  if (made == napi_ok) memcpy(out_data, pages, count * sizeof(uint32_t));
+  free(pages);
+  if (made != napi_ok) {
+    napi_throw_error(env, NULL, "page_scan: cannot allocate the result");
+    return NULL;
+  }
+  CHECK(napi_create_typedarray(env, napi_uint32_array, count, out_buffer, 0, &out));
+  return out;
+}
+
 /* changedPages(path: string, held: BigUint64Array, from: number, to: number): Uint32Array */
 static napi_value changed_pages(napi_env env, napi_callback_info info) {
   size_t argc = 4;
@@ -106,17 +121,7 @@ static napi_value changed_pages(napi_env env, napi_callback_info info) {
   }
   free(buf);
   close(fd);
-  void *out_data;
-  napi_value out_buffer, out;
-  if (napi_create_arraybuffer(env, count * sizeof(uint32_t), &out_data, &out_buffer) != napi_ok) {
-    free(changed);
-    napi_throw_error(env, NULL, "page_scan: cannot allocate the result");
-    return NULL;
-  }
-  memcpy(out_data, changed, count * sizeof(uint32_t));
-  free(changed);
-  CHECK(napi_create_typedarray(env, napi_uint32_array, count, out_buffer, 0, &out));
-  return out;
+  return page_list(env, changed, count);
 }
 
 /*
@@ -175,17 +180,7 @@ static napi_value changed_among(napi_env env, napi_callback_info info) {
   }
   free(buf);
   close(fd);
-  void *out_data;
-  napi_value out_buffer, out;
-  if (napi_create_arraybuffer(env, count * sizeof(uint32_t), &out_data, &out_buffer) != napi_ok) {
-    free(changed);
-    napi_throw_error(env, NULL, "page_scan: cannot allocate the result");
-    return NULL;
-  }
-  memcpy(out_data, changed, count * sizeof(uint32_t));
-  free(changed);
-  CHECK(napi_create_typedarray(env, napi_uint32_array, count, out_buffer, 0, &out));
-  return out;
+  return page_list(env, changed, count);
 }
 
 /* hash64(data: Uint8Array): bigint — the same xxHash64, for checking it against the fallback. */
