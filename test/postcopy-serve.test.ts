@@ -46,6 +46,13 @@ async function pagesPresent(path: string): Promise<number> {
   return Number(execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', path]).toString().trim()) / BLOCK_SIZE;
 }
 
+/** The VmFlags of QEMU's mapping of `ramFile` (/proc/<pid>/smaps): `um` while registered for missing pages. */
+async function mappingFlags(pid: number, ramFile: string): Promise<string[]> {
+  const blocks = (await readFile(`/proc/${pid}/smaps`, 'utf8')).split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/);
+  const block = blocks.find((b) => b.split('\n')[0]!.endsWith(` ${ramFile}`));
+  return block?.match(/^VmFlags:(.*)$/m)?.[1]!.trim().split(/\s+/) ?? [];
+}
+
 test('a guest resumed with all of its RAM missing runs on: each page it touches served on demand, the rest pushed, then all there', async () => {
   const native = createRequire(import.meta.url)('ehoff-dirty-log') as { faultServer: string };
   const [srcRam, dstRam, deviceState, disk, qmpSocket, serialSocket, serialLog] = files as [string, string, string, string, string, string, string];
@@ -72,6 +79,7 @@ test('a guest resumed with all of its RAM missing runs on: each page it touches 
   const exited = new Promise<number | null>((resolve) => server.once('exit', resolve));
   const lines = createInterface({ input: server.stdout! })[Symbol.asyncIterator]();
   assert.equal((await lines.next()).value, 'serving');
+  assert.ok((await mappingFlags(target.pid!, dstRam)).includes('um'), 'the RAM mapping is registered for missing pages');
 
   // Loading the device state reads guest memory already (virtio rings): served like any fault.
   await target.loadDeviceState(deviceState);
@@ -84,6 +92,7 @@ test('a guest resumed with all of its RAM missing runs on: each page it touches 
   assert.equal(report.pages, sizeBytes / BLOCK_SIZE);
   assert.ok(report.faults > 0, `the guest faulted pages in before the push reached them (${report.faults})`);
   assert.equal(report.faults + report.pushed, report.pages, 'each page went across once: by a fault or by the push');
+  assert.ok(!(await mappingFlags(target.pid!, dstRam)).includes('um'), 'and is no longer, once every page is in');
   assert.equal(await pagesPresent(dstRam), sizeBytes / BLOCK_SIZE, 'no hole is left');
 
   // Unregistered: the guest goes on with no server at all.

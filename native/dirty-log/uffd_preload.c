@@ -17,9 +17,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#ifndef UFFD_USER_MODE_ONLY
-#define UFFD_USER_MODE_ONLY 1
-#endif
 #ifndef UFFD_FEATURE_WP_HUGETLBFS_SHMEM
 #define UFFD_FEATURE_WP_HUGETLBFS_SHMEM (1 << 12)
 #endif
@@ -32,12 +29,14 @@
 __attribute__((constructor)) static void ehoff_create_dirty_log_fd(void) {
   /* Only QEMU itself: whatever it might exec must not create one too. */
   unsetenv("LD_PRELOAD");
-  /* Unprivileged processes may create one for user-mode faults only; async write-protect
-     resolves kernel-mode writes (a disk read into guest RAM) before that distinction applies. */
+  /* Not UFFD_USER_MODE_ONLY, which an unprivileged process could have: post-copy's missing pages
+     fault from kernel mode too (a disk read into a hole, KVM), and such a descriptor answers those
+     with SIGBUS. Without the privilege (root, CAP_SYS_PTRACE, vm.unprivileged_userfaultfd) there
+     is no descriptor: the handoff hashes instead, and says so. */
   int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
   if (fd < 0) return;
-  /* Missing-page faults on shmem too: at a post-copy target, the pages still to come are holes. */
+  /* MISSING_SHMEM: missing-page faults on tmpfs, post-copy's holes (this kernel registers them
+     without it; asked for as the API documents it). */
   struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_MISSING_SHMEM};
   if (ioctl(fd, UFFDIO_API, &api) < 0) {
     close(fd);

@@ -11,6 +11,12 @@
  * line of what it did: faults served, the time from reading a fault to its page in place, pages
  * pushed. Not yet the handoff's: the pages come from a local file, not from the source over the
  * data plane, and nothing checks them on arrival (issue 15).
+ *
+ * If it exits non-zero (or dies) before every page is in, QEMU's own descriptor keeps the range
+ * registered and the next touch of a hole waits for good: whoever started it must then end that
+ * QEMU. (Unregistering on failure would be worse: a hole would read as zeros.) Registering
+ * replaces the range's modes and unregistering clears them: the dirty log's write-protection
+ * must not be armed on this QEMU until the server is done.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -44,15 +50,16 @@ static int cmp_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-/* Copies `n` pages at page `index` from the source into QEMU's mapping; 0 or the pages already there. */
+/* Copies `n` pages at page `index` from the source into QEMU's mapping: 1 if copied, 0 if the
+   push got there first (the fault is woken all the same), -1 on failure. */
 static long fill(int uffd, int src, uint64_t start, uint64_t index, uint64_t n, unsigned char *buf) {
   if (pread(src, buf, n * PAGE, (off_t)(index * PAGE)) != (ssize_t)(n * PAGE)) return -1;
   struct uffdio_copy copy = {.dst = start + index * PAGE, .src = (uint64_t)(uintptr_t)buf, .len = n * PAGE, .mode = 0};
   while (ioctl(uffd, UFFDIO_COPY, &copy) < 0) {
-    if (errno == EEXIST) return 0; /* the push got there first: the fault is woken all the same */
+    if (errno == EEXIST) return 0;
     if (errno != EAGAIN) return -1;
   }
-  return 0;
+  return 1;
 }
 
 int main(int argc, char **argv) {
@@ -86,7 +93,9 @@ int main(int argc, char **argv) {
       if (msg.event != UFFD_EVENT_PAGEFAULT) continue;
       double t0 = now_us();
       uint64_t index = (msg.arg.pagefault.address - start) / PAGE;
-      if (fill(uffd, src, start, index, 1, buf) < 0) return perror("serving a fault"), 1;
+      long copied = fill(uffd, src, start, index, 1, buf);
+      if (copied < 0) return perror("serving a fault"), 1;
+      if (copied == 0) continue;
       if (faults < MAX_FAULTS) service[faults] = now_us() - t0;
       faults++;
     }
