@@ -1,12 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MAX_THROTTLE, THROTTLE_STEP, afterDrain, afterLiveEpoch, finalEpochEstimateMs, type EpochEnd } from '../engine/handoff/precopy-rule.js';
+import { MAX_THROTTLE, THROTTLE_STEP, afterDrain, afterLiveEpoch, epochsToConverge, finalEpochEstimateMs, type EpochEnd } from '../engine/handoff/precopy-rule.js';
 
 // The pre-copy's stop rule, apart from the stream that runs it: each verdict and the reason an
 // auditor reads in the handoff's history.
 
-const policy = { downtimeBudgetMs: 300, maxLiveEpochs: 8 };
-const epoch = (o: Partial<EpochEnd>): EpochEnd => ({ liveEpochs: 2, pendingChunks: 5_000, previousChunks: 10_000, estimateMs: 2_000, guestPausedShare: 0, ...o });
+const policy = { downtimeBudgetMs: 300, maxLiveEpochs: 8, postCopy: 'never' as const };
+const postCopy = { ...policy, postCopy: 'auto' as const };
+const epoch = (o: Partial<EpochEnd>): EpochEnd => ({ liveEpochs: 2, pendingChunks: 5_000, previousChunks: 10_000, estimateMs: 2_000, guestPausedShare: 0, lastEpochMs: 4_000, ...o });
 
 test('what is left fits the budget: stop, converged', () => {
   const v = afterLiveEpoch(epoch({ pendingChunks: 400, estimateMs: 250 }), policy);
@@ -64,4 +65,36 @@ test('the final epoch estimate: its bytes at the expected ratio over the kept li
   assert.equal(finalEpochEstimateMs(1000, { stopR_Mbps: 0, ratio: 0.1, lastEpoch: { chunks: 2000, ms: 500 } }), 250, 'a zero rate is no rate');
   assert.equal(finalEpochEstimateMs(1000, { stopR_Mbps: null, ratio: 0.1, lastEpoch: undefined }), Infinity, 'nothing to go on: never within a budget');
   assert.equal(finalEpochEstimateMs(0, { stopR_Mbps: 8, ratio: 0.1, lastEpoch: undefined }), 0);
+});
+
+test('live epochs to converge: geometric at the last epoch\'s pace, none when it does not shrink', () => {
+  assert.equal(epochsToConverge({ estimateMs: 250, lastEpochMs: 1_000 }, 300), 0, 'already within the budget');
+  // q = 0.5: 2000 → 1000 → 500 → 250 ms: three more epochs.
+  assert.equal(epochsToConverge({ estimateMs: 2_000, lastEpochMs: 4_000 }, 300), 3);
+  assert.equal(epochsToConverge({ estimateMs: 2_000, lastEpochMs: 2_100 }, 300), Infinity, 'q = 0.95 shrinks by less than SHRINK');
+  assert.equal(epochsToConverge({ estimateMs: 2_000, lastEpochMs: 0 }, 300), Infinity, 'an epoch of no time: no pace to go on');
+});
+
+test('post-copy allowed: chosen as soon as the pace says the budget is out of reach, with the rates in its reason', () => {
+  // The guest dirtied in 3 s what takes 3.2 s to send: it outruns the link.
+  const v = afterLiveEpoch(epoch({ liveEpochs: 1, pendingChunks: 80_000, estimateMs: 3_200, lastEpochMs: 3_000 }), postCopy);
+  assert.equal(v.action, 'post-copy');
+  assert.match(v.reason, /^post-copy after 1 live epochs: the guest dirtied 873\.8 Mbit\/s of pages and the link drains 819\.2 Mbit\/s of them, so the pre-copy does not converge; 80000 chunks left, ~3200 ms to send stopped$/);
+  // The same epoch with post-copy not allowed: the guest is slowed instead, as before.
+  assert.equal(afterLiveEpoch(epoch({ liveEpochs: 1, pendingChunks: 80_000, previousChunks: 80_000, estimateMs: 3_200, lastEpochMs: 3_000 }), policy).action, 'slow-guest');
+});
+
+test('post-copy allowed: a pre-copy that converges within the epochs left goes on, one that would not switches now', () => {
+  // q = 0.5 from 2000 ms: three more epochs; after epoch 5 of 8 that fits, after epoch 6 not.
+  const fits = afterLiveEpoch(epoch({ liveEpochs: 5 }), postCopy);
+  assert.equal(fits.action, 'continue');
+  assert.match(fits.reason, /converging in ~3 more live epochs/);
+  const late = afterLiveEpoch(epoch({ liveEpochs: 6 }), postCopy);
+  assert.equal(late.action, 'post-copy');
+  assert.match(late.reason, /converging would take 3 more live epochs, past the 8 allowed/);
+  // Post-copy never slows the guest: a set that does not shrink but whose pace still converges goes on.
+  assert.equal(afterLiveEpoch(epoch({ liveEpochs: 2, pendingChunks: 9_500, previousChunks: 9_000 }), postCopy).action, 'continue');
+  // And convergence still wins: within the budget it stops, converged.
+  const done = afterLiveEpoch(epoch({ liveEpochs: 7, estimateMs: 200, lastEpochMs: 210 }), postCopy);
+  assert.ok(done.action === 'stop' && done.converged);
 });

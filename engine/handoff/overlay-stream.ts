@@ -28,6 +28,7 @@ import { precopyEpochs, type PrecopyOutcome } from './precopy-epochs.js';
 import { StreamTally } from './stream-tally.js';
 import type { EpochReport, MemoryTracking, ReconcileReport, SourceStopMarks, StageTotals, StateDigests } from '../contract.js';
 import { armDirtyLog } from '../memory/dirty-log.js';
+import { HandoffError } from '../errors.js';
 
 export interface OverlayStreamResult extends StateDigests {
   bytesSent: number;
@@ -118,6 +119,7 @@ export async function streamOverlay(opts: {
 }): Promise<OverlayStreamResult> {
   const { vm, pool, control } = opts;
   const policy = opts.precopy ?? DEFAULT_PRECOPY;
+  if (policy.postCopy !== 'never') throw new HandoffError('BAD_INPUT', `post-copy '${policy.postCopy}' is not carried through by the handoff yet (issue 15); use postCopy: 'never'`);
   const started = Date.now();
   const memoryBytes = vm.base.manifest.memory.sizeBytes;
   const [ram, baseMemory, baseDisk] = await Promise.all([open(vm.files.ramFile, 'r'), open(vm.base.path('memory'), 'r'), open(vm.base.path('disk'), 'r')]);

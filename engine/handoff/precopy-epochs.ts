@@ -86,12 +86,15 @@ export async function* precopyEpochs(o: {
     const pending = memoryPages.length + diskBlocks.length;
     if (n > 0) {
       const estimate = encoder.estimateMs(pending);
-      const verdict = afterLiveEpoch({ liveEpochs: n, pendingChunks: pending, previousChunks: previous, estimateMs: estimate, guestPausedShare: throttle.pausedShare }, policy);
+      const lastEpochMs = encoder.epochs.at(-1)!.ms;
+      const verdict = afterLiveEpoch({ liveEpochs: n, pendingChunks: pending, previousChunks: previous, estimateMs: estimate, guestPausedShare: throttle.pausedShare, lastEpochMs }, policy);
+      // Refused before the stream starts (see streamOverlay) until the handoff carries it through.
+      if (verdict.action === 'post-copy') throw new Error(`the stop rule chose post-copy, which this stream cannot carry out: ${verdict.reason}`);
       if (verdict.action === 'slow-guest') {
         throttle.set(verdict.guestPausedShare);
         outcome.guestSlowdown.push({ epoch: n, share: throttle.pausedShare });
       }
-      decided(n - 1, verdict.action, verdict.reason, pending, estimate, (pending * 4096) / Math.max(0.001, encoder.epochs.at(-1)!.ms / 1000));
+      decided(n - 1, verdict.action, verdict.reason, pending, estimate, (pending * 4096) / Math.max(0.001, lastEpochMs / 1000));
       if (verdict.action === 'stop') {
         outcome.converged = verdict.converged;
         outcome.stopReason = verdict.reason;

@@ -12,9 +12,20 @@ export interface PrecopyPolicy {
    * (SentChunkCache). As much as the QEMU-tuned baseline's XBZRLE cache in the benchmark.
    */
   sentChunkCacheMiB: number;
+  /**
+   * Whether a pre-copy that will not converge may switch to post-copy (the target resumes with
+   * the pages still stale missing, and fetches them from the stopped source): `auto` lets the
+   * stop rule choose it, `never` keeps the old ending (slow the guest, then stop and copy the
+   * rest). An operator's choice per handoff, as KubeVirt's allowPostCopy: mid post-copy the VM's
+   * state is split between two hosts, so a source host that dies then loses it.
+   */
+  postCopy: PostCopyPolicy;
 }
 
-export const DEFAULT_PRECOPY: PrecopyPolicy = { downtimeBudgetMs: 300, maxLiveEpochs: 8, sentChunkCacheMiB: 256 };
+export type PostCopyPolicy = 'auto' | 'never';
+
+// `never` until the handoff carries post-copy through (issue 15): the rule already chooses it.
+export const DEFAULT_PRECOPY: PrecopyPolicy = { downtimeBudgetMs: 300, maxLiveEpochs: 8, sentChunkCacheMiB: 256, postCopy: 'never' };
 
 /** An epoch that does not shrink the dirty set by this much counts against convergence. */
 export const SHRINK = 0.9;
@@ -25,9 +36,11 @@ export const SHRINK = 0.9;
  *  - continue: what is left would not go within the budget, and the dirty set shrank;
  *  - slow-guest: it did not shrink, so the guest is paused a larger share of its time;
  *  - catch-up: converged, another short live epoch for what the guest dirtied while the link drained;
- *  - stop: the VM is paused for the last epoch (converged, or why not).
+ *  - stop: the VM is paused for the last epoch (converged, or why not);
+ *  - post-copy: it will not converge in time, so the VM pauses and resumes at the target with
+ *    the pages still stale fetched from here on demand.
  */
-export type PrecopyAction = 'continue' | 'slow-guest' | 'catch-up' | 'stop';
+export type PrecopyAction = 'continue' | 'slow-guest' | 'catch-up' | 'stop' | 'post-copy';
 
 export interface PrecopyDecision {
   /** The live epoch that just ended (for catch-up, the one it opens). */

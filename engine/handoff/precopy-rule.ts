@@ -18,24 +18,39 @@ export interface EpochEnd {
   estimateMs: number;
   /** Share of its time the guest is paused now (0: not slowed). */
   guestPausedShare: number;
+  /** How long the live epoch that just ended took, ms: the time in which the guest dirtied `pendingChunks`. */
+  lastEpochMs: number;
 }
 
 export type EpochVerdict =
   | { action: 'stop'; converged: boolean; reason: string }
+  | { action: 'post-copy'; reason: string }
   | { action: 'slow-guest'; guestPausedShare: number; reason: string }
   | { action: 'continue'; reason: string };
 
 /**
  * What the pre-copy does after a live epoch, and why. Stop once what is left would go within the
- * downtime budget (converged); stop after the most live epochs allowed; a dirty set that did not
- * shrink by SHRINK means the guest dirties as fast as the link drains: slow the guest a step more,
- * or stop once it is slowed as far as it may be; otherwise go on.
+ * downtime budget (converged). Where post-copy is allowed, switch to it as soon as the last
+ * epoch's pace says the budget will not be reached within the live epochs left (see
+ * `epochsToConverge`): resending the working set epoch after epoch only delays a large stop. Else
+ * stop after the most live epochs allowed; a dirty set that did not shrink by SHRINK means the
+ * guest dirties as fast as the link drains: slow the guest a step more, or stop once it is slowed
+ * as far as it may be; otherwise go on.
  */
-export function afterLiveEpoch(s: EpochEnd, policy: Pick<PrecopyPolicy, 'downtimeBudgetMs' | 'maxLiveEpochs'>): EpochVerdict {
+export function afterLiveEpoch(s: EpochEnd, policy: Pick<PrecopyPolicy, 'downtimeBudgetMs' | 'maxLiveEpochs' | 'postCopy'>): EpochVerdict {
   const left = `${s.pendingChunks} chunks left`;
   if (s.estimateMs <= policy.downtimeBudgetMs) {
     const slowed = s.guestPausedShare > 0 ? ` (guest slowed to ${Math.round((1 - s.guestPausedShare) * 100)}% of its time)` : '';
     return { action: 'stop', converged: true, reason: `converged after ${s.liveEpochs} live epochs${slowed}: ${left}, ~${Math.round(s.estimateMs)} ms to send` };
+  }
+  if (policy.postCopy === 'auto') {
+    const needed = epochsToConverge(s, policy.downtimeBudgetMs);
+    if (s.liveEpochs + needed > policy.maxLiveEpochs) {
+      const pace = describePace(s);
+      const why = needed === Infinity ? 'the pre-copy does not converge' : `converging would take ${needed} more live epochs, past the ${policy.maxLiveEpochs} allowed`;
+      return { action: 'post-copy', reason: `post-copy after ${s.liveEpochs} live epochs: ${pace}, so ${why}; ${left}, ~${Math.round(s.estimateMs)} ms to send stopped` };
+    }
+    return { action: 'continue', reason: `${left}, ~${Math.round(s.estimateMs)} ms to send, over the ${policy.downtimeBudgetMs} ms budget; converging in ~${needed} more live epochs (${describePace(s)})` };
   }
   if (s.liveEpochs >= policy.maxLiveEpochs) {
     return { action: 'stop', converged: false, reason: `stopped after ${s.liveEpochs} live epochs (the most allowed), ${left}` };
@@ -59,6 +74,26 @@ export function afterLiveEpoch(s: EpochEnd, policy: Pick<PrecopyPolicy, 'downtim
     action: 'continue',
     reason: `${left}, ~${Math.round(s.estimateMs)} ms to send, over the ${policy.downtimeBudgetMs} ms budget; the dirty set shrank from ${s.previousChunks}`,
   };
+}
+
+/**
+ * Live epochs still needed before what is left fits the budget, at the last epoch's pace. In
+ * `lastEpochMs` the guest dirtied `pendingChunks`, which take `estimateMs` to send: the next
+ * epoch, lasting about that long, leaves q = estimateMs / lastEpochMs of them, and so on
+ * geometrically (Clark et al.'s writable working set is what keeps q from falling). Infinity when
+ * q does not shrink the set by SHRINK: the guest dirties as fast as the link drains.
+ */
+export function epochsToConverge(s: Pick<EpochEnd, 'estimateMs' | 'lastEpochMs'>, budgetMs: number): number {
+  if (s.estimateMs <= budgetMs) return 0;
+  const q = s.estimateMs / Math.max(1, s.lastEpochMs);
+  if (q >= SHRINK) return Infinity;
+  return Math.ceil(Math.log(budgetMs / s.estimateMs) / Math.log(q));
+}
+
+/** The guest's dirty rate against the link's drain rate over the last epoch, for a decision's reason. */
+function describePace(s: Pick<EpochEnd, 'pendingChunks' | 'estimateMs' | 'lastEpochMs'>): string {
+  const mbps = (ms: number) => ((s.pendingChunks * 4096 * 8) / Math.max(1, ms) / 1e3).toFixed(1);
+  return `the guest dirtied ${mbps(s.lastEpochMs)} Mbit/s of pages and the link drains ${mbps(s.estimateMs)} Mbit/s of them`;
 }
 
 /** Where a converged pre-copy stands after the link drained, before the pause. */
