@@ -34,7 +34,7 @@ if ! node -e "if (typeof require('ehoff-page-scan').changedAmong !== 'function')
 fi
 # A guest's RAM through userfaultfd (native/dirty-log): the dirty log, the post-copy fault server
 # and the library QEMU preloads for both.
-if ! node -e "require('ehoff-dirty-log')" 2>/dev/null || [[ ! -f native/dirty-log/build/Release/ehoff_uffd_preload.so || ! -x native/dirty-log/build/Release/ehoff_uffd_serve ]]; then
+if ! node -e "require('ehoff-dirty-log')" 2>/dev/null || [[ ! -f native/dirty-log/build/Release/ehoff_uffd_preload.so || ! -x native/dirty-log/build/Release/ehoff_uffd_serve || ! -x native/dirty-log/build/Release/ehoff_uffd_pipe_serve ]]; then
   act "building the native dirty log"
   npm rebuild ehoff-dirty-log --loglevel=error
 fi

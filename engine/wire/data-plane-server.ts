@@ -4,7 +4,7 @@ import { createServer, type Server, type TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
 import { zstdBounded } from '../pipeline/codecs.js';
 import { HandoffError } from '../errors.js';
-import { FrameDecoder, FrameType, HELLO_MAX_FRAME_BYTES, encodeFrame, type Ack, type BatchHeader, type BaseRequest, type Frame } from './frames.js';
+import { FrameDecoder, FrameType, HELLO_MAX_FRAME_BYTES, encodeFrame, type Ack, type BatchHeader, type BaseRequest, type Frame, type PagesPayload } from './frames.js';
 import { namesCloudlet, type CloudletTls } from './cloudlet-tls.js';
 import { HandshakeLimiter } from './handshake-limiter.js';
 import type { Holdings } from './holdings.js';
@@ -18,11 +18,23 @@ export const MAX_PENDING_HANDSHAKES_PER_ADDRESS = 16;
 export const MAX_PENDING_HANDSHAKES = 1024;
 /** A handshake not done by then is dropped. A WAN handshake takes two round trips. */
 export const HANDSHAKE_TIMEOUT_MS = 5_000;
+/** TCP keepalive on a quiet post-copy page channel: a target gone for good is noticed. */
+const PAGE_CHANNEL_KEEPALIVE_MS = 5_000;
 /**
  * The one answer to a hello this cloudlet does not take — no such handoff, another cloudlet's
  * certificate: the peer learns nothing about which handoffs exist here (the log says which).
  */
 const NOT_EXPECTED = 'no handoff here expects this connection';
+
+/** A stopped VM's pages a post-copy target may fetch here (see engine/postcopy). */
+export interface PageSource {
+  /** The cloudlet the handoff went to: only its certificate opens a page channel. */
+  target: string;
+  /** A fault channel's request, answered at once. */
+  fault(runs: ReadonlyArray<readonly [number, number]>, send: (pages: PagesPayload) => Promise<void>): Promise<void>;
+  /** A push channel: everything in `runs` not sent since, then done. */
+  pushAll(runs: ReadonlyArray<readonly [number, number]>, send: (pages: PagesPayload) => Promise<void>, signal?: AbortSignal): Promise<void>;
+}
 
 /** Where one incoming overlay is written as it arrives. */
 export interface OverlaySink {
@@ -73,6 +85,8 @@ interface CurrentConnection {
  */
 export class DataPlaneServer {
   private readonly sinks = new Map<string, OverlaySink>();
+  /** Stopped VMs' pages served to their post-copy targets, by handoff. */
+  private readonly pageSources = new Map<string, PageSource>();
   private readonly current = new Map<string, CurrentConnection>();
   private server?: Server;
 
@@ -150,6 +164,15 @@ export class DataPlaneServer {
     this.sinks.set(handoffId, sink);
   }
 
+  /** Lets the handoff's target fetch the stopped VM's pages it lacks, until `stopServingPages`. */
+  servePages(handoffId: string, source: PageSource): void {
+    this.pageSources.set(handoffId, source);
+  }
+
+  stopServingPages(handoffId: string): void {
+    this.pageSources.delete(handoffId);
+  }
+
   forget(handoffId: string): void {
     this.sinks.delete(handoffId);
     this.current.get(handoffId)?.socket.destroy();
@@ -161,6 +184,16 @@ export class DataPlaneServer {
     const closed = new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     for (const raw of this.open) raw.destroy();
     await closed;
+  }
+
+  private async servePageChannel(socket: TLSSocket, decoder: FrameDecoder, channel: 'fault' | 'push', handoffId: string, pages: PageSource): Promise<void> {
+    this.log(`data plane: post-copy ${channel} channel of handoff ${handoffId} from ${socket.remoteAddress}`);
+    try {
+      await pageChannel(socket, decoder, channel, pages);
+    } catch (err) {
+      this.log(`data plane: post-copy ${channel} channel of handoff ${handoffId} ended: ${(err as Error).message.slice(0, 300)}`);
+      throw err;
+    }
   }
 
   private count(reason: string): void {
@@ -203,6 +236,19 @@ export class DataPlaneServer {
           this.log(`data plane: base image ${r.baseImageId} part ${r.part} from byte ${r.offset} to ${socket.getPeerX509Certificate()?.subjectAltName ?? '?'} at ${socket.remoteAddress}`);
           await this.baseParts(r, (out) => writeWithBackpressure(socket, encodeFrame(out)));
           socket.end();
+          return;
+        }
+        if (!sink && f.type === FrameType.PageHello) {
+          await this.handoffsKnown;
+          const pages = this.pageSources.get(f.hello.handoffId);
+          const peer = socket.getPeerX509Certificate();
+          if (!pages || !peer || !namesCloudlet(peer, pages.target)) {
+            const why = !pages ? 'no pages served for that handoff' : `not from ${pages.target}`;
+            this.count(why);
+            this.log(`data plane: refused a page channel for handoff ${f.hello.handoffId} from ${peer?.subjectAltName ?? 'no certificate'} at ${socket.remoteAddress}: ${why}`);
+            throw new HandoffError('HANDOFF_NOT_FOUND', NOT_EXPECTED);
+          }
+          await this.servePageChannel(socket, decoder, f.hello.channel, f.hello.handoffId, pages);
           return;
         }
         if (!sink) {
@@ -315,6 +361,30 @@ export class DataPlaneServer {
     } finally {
       if (!superseded()) this.current.delete(handoffId);
     }
+  }
+}
+
+/**
+ * One post-copy page channel, after its hello: on the fault channel every request is answered at
+ * once, for as long as the target keeps it open; on the push channel the first request is what
+ * the target still lacks, pushed to the end. A page channel is quiet while the guest faults
+ * nothing, so the idle timeout gives way to TCP keepalive; the target ends it.
+ */
+async function pageChannel(socket: TLSSocket, decoder: FrameDecoder, channel: 'fault' | 'push', pages: PageSource): Promise<void> {
+  socket.setTimeout(0);
+  socket.setKeepAlive(true, PAGE_CHANNEL_KEEPALIVE_MS);
+  const send = (p: PagesPayload) => writeWithBackpressure(socket, encodeFrame({ type: FrameType.Pages, pages: p }));
+  const stop = new AbortController();
+  socket.once('close', () => stop.abort(new Error('the page channel closed')));
+  for await (const f of decoder as AsyncIterable<Frame>) {
+    if (f.type !== FrameType.PageRequest) throw new HandoffError('PROTOCOL', `unexpected frame type ${f.type} on a post-copy ${channel} channel`);
+    if (channel === 'fault') {
+      await pages.fault(f.request.runs, send);
+      continue;
+    }
+    await pages.pushAll(f.request.runs, send, stop.signal);
+    socket.end();
+    return;
   }
 }
 

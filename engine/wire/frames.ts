@@ -20,15 +20,19 @@ import { decodeHoldings, encodeHoldings, type Holdings } from './holdings.js';
  * until the source sent it, the source may still run its copy on its own. The target
  * confirms the commit (committed frame) once it has recorded it; a source without that
  * confirmation does not know the outcome and asks.
+ * After a post-copy switch the target fetches the pages it lacks from the stopped source over
+ * the source's own listener: a page hello names the handoff and the channel (faults, or the
+ * background push), page requests name runs of pages, and pages frames carry them (see
+ * engine/postcopy).
  * (Version 1 carried raw block frames, version 2 an end frame without the state digests, version 3
  * no records relative to a chunk's previous send (xor-prev) and no heartbeat in the end frame,
  * version 5 no holdings, version 6 a bearer token in the hello instead of the cloudlets'
- * certificates; they are not spoken any more.)
+ * certificates, version 7 no post-copy page frames; they are not spoken any more.)
  * The frames travel over mutual TLS 1.3 (see cloudlet-tls.ts): the hello names the handoff and
  * the attempt, and who sends it is the certificate the connection was authenticated with.
  */
 export const WIRE_PROTOCOL = 'ehoff-wire';
-export const WIRE_VERSION = 7;
+export const WIRE_VERSION = 8;
 export const MAX_FRAME_BYTES = 16 << 20;
 /** The largest frame a receiver takes before a hello was accepted: a hello is a few hundred bytes. */
 export const HELLO_MAX_FRAME_BYTES = 4 << 10;
@@ -50,6 +54,12 @@ export enum FrameType {
   BaseChunk = 14,
   /** The part is all sent: its size (holes up to it are zeros). */
   BaseEnd = 15,
+  /** A post-copy target opens a page channel to the stopped source (see engine/postcopy). */
+  PageHello = 16,
+  /** Runs of pages the target asks for: on the fault channel, now; on the push channel, its order. */
+  PageRequest = 17,
+  /** Pages: u32 count, count × u32 page index, then the pages' bytes zstd-compressed as one. */
+  Pages = 18,
 }
 
 export const helloSchema = z.object({
@@ -116,6 +126,24 @@ export const baseRequestSchema = z.object({
   offset: z.number().int().nonnegative(),
 });
 export const baseEndSchema = z.object({ sizeBytes: z.number().int().nonnegative() });
+/** The two channels of a post-copy: requested pages must not queue behind the background push. */
+export const PAGE_CHANNELS = ['fault', 'push'] as const;
+export type PageChannel = (typeof PAGE_CHANNELS)[number];
+export const pageHelloSchema = z.object({
+  protocol: z.literal(WIRE_PROTOCOL),
+  version: z.number().int(),
+  handoffId: handoffIdSchema,
+  channel: z.enum(PAGE_CHANNELS),
+});
+/** The most pages one pages frame carries (256 KiB raw), so a fault's answer never waits behind a large one. */
+export const MAX_PAGES_PER_FRAME = 64;
+const pageRun = z.tuple([z.number().int().nonnegative().max(2 ** 32 - 1), z.number().int().positive().max(2 ** 32 - 1)]);
+export const pageRequestSchema = z.object({ runs: z.array(pageRun).max(4_000_000) });
+export interface PagesPayload {
+  indices: Uint32Array;
+  /** The pages' bytes, zstd-compressed as one; checked page by page against the stop-time hashes. */
+  packed: Buffer;
+}
 export interface BaseChunk {
   offset: number;
   rawBytes: number;
@@ -142,7 +170,10 @@ export type Frame =
   | { type: FrameType.Committed; commit: z.infer<typeof commitSchema> }
   | { type: FrameType.BaseRequest; request: z.infer<typeof baseRequestSchema> }
   | { type: FrameType.BaseChunk; chunk: BaseChunk }
-  | { type: FrameType.BaseEnd; end: z.infer<typeof baseEndSchema> };
+  | { type: FrameType.BaseEnd; end: z.infer<typeof baseEndSchema> }
+  | { type: FrameType.PageHello; hello: z.infer<typeof pageHelloSchema> }
+  | { type: FrameType.PageRequest; request: z.infer<typeof pageRequestSchema> }
+  | { type: FrameType.Pages; pages: PagesPayload };
 
 function frame(type: FrameType, payload: Buffer): Buffer {
   if (payload.length + 1 > MAX_FRAME_BYTES) throw new Error(`frame of ${payload.length} bytes exceeds ${MAX_FRAME_BYTES}`);
@@ -175,6 +206,16 @@ export function encodeFrame(f: Frame): Buffer {
       return frame(f.type, Buffer.from(JSON.stringify(f.request)));
     case FrameType.BaseEnd:
       return frame(f.type, Buffer.from(JSON.stringify(f.end)));
+    case FrameType.PageHello:
+      return frame(f.type, Buffer.from(JSON.stringify(f.hello)));
+    case FrameType.PageRequest:
+      return frame(f.type, Buffer.from(JSON.stringify(f.request)));
+    case FrameType.Pages: {
+      const head = Buffer.alloc(4 + 4 * f.pages.indices.length);
+      head.writeUInt32LE(f.pages.indices.length, 0);
+      for (const [k, i] of f.pages.indices.entries()) head.writeUInt32LE(i, 4 + 4 * k);
+      return frame(f.type, Buffer.concat([head, f.pages.packed]));
+    }
     case FrameType.BaseChunk: {
       const head = Buffer.alloc(12);
       head.writeBigUInt64LE(BigInt(f.chunk.offset), 0);
@@ -238,6 +279,21 @@ export function decodePayload(type: number, payload: Buffer): Frame {
     }
     case FrameType.BaseEnd:
       return { type, end: parseJson('base end', baseEndSchema, payload) };
+    case FrameType.PageHello: {
+      const hello = parseJson('page hello', pageHelloSchema, payload);
+      if (hello.version !== WIRE_VERSION) throw new HandoffError('PROTOCOL', `page hello speaks version ${hello.version}; this cloudlet speaks ${WIRE_VERSION}`);
+      return { type, hello };
+    }
+    case FrameType.PageRequest:
+      return { type, request: parseJson('page request', pageRequestSchema, payload) };
+    case FrameType.Pages: {
+      if (payload.length < 4) throw new HandoffError('PROTOCOL', 'pages frame is truncated');
+      const count = payload.readUInt32LE(0);
+      if (count < 1 || count > MAX_PAGES_PER_FRAME || payload.length < 4 + 4 * count) throw new HandoffError('PROTOCOL', `pages frame: count ${count} is outside 1..${MAX_PAGES_PER_FRAME} or runs past the frame`);
+      const indices = new Uint32Array(count);
+      for (let k = 0; k < count; k++) indices[k] = payload.readUInt32LE(4 + 4 * k);
+      return { type, pages: { indices, packed: payload.subarray(4 + 4 * count) } };
+    }
     case FrameType.BaseChunk: {
       if (payload.length < 12) throw new HandoffError('PROTOCOL', 'base chunk frame is truncated');
       const offset = Number(payload.readBigUInt64LE(0));

@@ -1,0 +1,258 @@
+import { open } from 'node:fs/promises';
+import { connect, type TLSSocket } from 'node:tls';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BLOCK_SIZE } from '../blocks.js';
+import { HandoffError } from '../errors.js';
+import type { PageHashTable } from '../memory/page-hash-table.js';
+import { loadHash64 } from '../pipeline/checksum.js';
+import { zstdBounded } from '../pipeline/codecs.js';
+import { expectCloudlet, type CloudletTls } from '../wire/cloudlet-tls.js';
+import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type Frame, type PageChannel, type PagesPayload } from '../wire/frames.js';
+import type { DataEndpoint } from '../wire/overlay-sender.js';
+import { FaultServer, nativePostCopy } from './fault-server.js';
+import { pageRuns, planPosition, runPages, type PostCopyPlan } from './plan.js';
+
+/** What a post-copy's target fetched, and how the guest fared meanwhile. */
+export interface PostCopyReport {
+  /** Pages the switch left to fetch. */
+  pages: number;
+  /** Pages a guest fault (or the device state's load) waited on, fetched on demand. */
+  remoteFaults: number;
+  /** From a fault's request to its page checked and handed to the fault server, ms. */
+  faultLatencyMedianMs: number | null;
+  faultLatencyMaxMs: number | null;
+  /** Pages that failed their stop-time hash on arrival, refused and fetched again. */
+  refused: number;
+  /** Times a page channel was opened again after it broke. */
+  reconnects: number;
+  bytesReceived: number;
+  /** From the start of the fetch to the last page in place, ms. */
+  ms: number;
+  /** The whole memory's digest once the last page was in: the stopped state's, confirmed. Null where no table was given. */
+  memoryDigest: string | null;
+}
+
+/** How long a broken page channel waits before it connects again. */
+const RECONNECT_DELAY_MS = 1_000;
+
+/**
+ * The target's side of a post-copy: the pages the switch left stale are holes in the RAM file
+ * (punched here, or already there for a restarted worker), QEMU's faults on them are served by the
+ * fault server, and the pages come from the stopped source over two channels of its data plane:
+ * faults are asked for on one, answered ahead of the background push on the other. Each page is
+ * checked against its stop-time hash before the fault server puts it in; one that does not match
+ * is refused and asked for again. A channel that breaks (a cut link) is opened again, and a guest
+ * that faults meanwhile waits (its vCPU is frozen in the fault) until its page comes.
+ */
+export class PostCopyFetch {
+  private readonly arrived: Uint8Array;
+  private left: number;
+  private readonly asked = new Map<number, number>();
+  private readonly latencies: number[] = [];
+  private refused = 0;
+  private reconnects = 0;
+  private bytesReceived = 0;
+  private readonly started = Date.now();
+  private faultSocket?: TLSSocket;
+  private readonly finished = new AbortController();
+  private allIn!: () => void;
+  private readonly allInPromise = new Promise<void>((resolve) => (this.allIn = resolve));
+  private failed?: (err: Error) => void;
+  /** Resolves with the report once every page is in and the fault server unregistered. */
+  readonly done: Promise<PostCopyReport>;
+
+  private constructor(
+    private readonly o: PostCopyFetchOptions,
+    private readonly server: FaultServer,
+    private readonly hash64: (data: Uint8Array) => bigint,
+    missing: Uint32Array,
+  ) {
+    this.arrived = new Uint8Array(o.plan.pages.length).fill(1);
+    for (const i of missing) this.arrived[planPosition(o.plan, i)] = 0;
+    this.left = missing.length;
+    this.done = this.run();
+    this.done.catch(() => undefined);
+  }
+
+  /**
+   * Makes the plan's pages holes (unless `recovering`: then the holes left are what is still to
+   * come), registers QEMU's RAM with the fault server and starts fetching. Resolves once the fault
+   * server serves: QEMU may then load its device state and run.
+   */
+  static async start(o: PostCopyFetchOptions): Promise<PostCopyFetch> {
+    const { ramHoles } = nativePostCopy();
+    const ram = await open(o.ramFile, 'r+');
+    let missing: Uint32Array;
+    try {
+      if (!o.recovering) ramHoles.punchHoles(ram.fd, Uint32Array.from(pageRuns(o.plan.pages).flat()));
+      const holes = ramHoles.holes(ram.fd, o.memoryPages);
+      const runs: Array<[number, number]> = [];
+      for (let k = 0; k + 1 < holes.length; k += 2) runs.push([holes[k]!, holes[k + 1]!]);
+      missing = runPages(runs, o.plan.pages.length);
+      for (const i of missing) if (planPosition(o.plan, i) < 0) throw new HandoffError('STATE_MISMATCH', `page ${i} of ${o.ramFile} is a hole the post-copy plan does not name`);
+    } finally {
+      await ram.close();
+    }
+    let fetch: PostCopyFetch | undefined;
+    const early: number[] = [];
+    const server = await FaultServer.start(o.qemuPid, o.ramFile, (page) => (fetch ? fetch.faulted(page) : early.push(page)));
+    fetch = new PostCopyFetch(o, server, await loadHash64(), missing);
+    for (const page of early) fetch.faulted(page);
+    return fetch;
+  }
+
+  /** Stops fetching, with QEMU's RAM still registered: whoever started this ends that QEMU or serves it again. */
+  abort(why: Error): void {
+    this.failed?.(why);
+  }
+
+  private async run(): Promise<PostCopyReport> {
+    const failure = new Promise<never>((_, reject) => (this.failed = reject));
+    failure.catch(() => undefined);
+    try {
+      if (this.left > 0) {
+        const channels = Promise.all([this.keepChannel('fault'), this.keepChannel('push')]);
+        channels.catch(() => undefined);
+        await Promise.race([this.allInPromise, failure, channels.then(() => this.allInPromise)]);
+      }
+      this.finished.abort();
+      this.faultSocket?.end();
+      const served = await Promise.race([this.server.finish(), failure]);
+      const memoryDigest = this.o.held ? this.o.held.table.digest() : null;
+      if (this.o.held && memoryDigest !== this.o.held.expectedDigest) {
+        throw new HandoffError('STATE_MISMATCH', `with every page in, the memory's digest is ${memoryDigest}, not the stopped state's ${this.o.held.expectedDigest}`);
+      }
+      const sorted = [...this.latencies].sort((a, b) => a - b);
+      return {
+        pages: this.o.plan.pages.length, remoteFaults: served.faults, refused: this.refused, reconnects: this.reconnects, bytesReceived: this.bytesReceived,
+        faultLatencyMedianMs: sorted.length ? sorted[Math.floor(sorted.length / 2)]! : null, faultLatencyMaxMs: sorted.at(-1) ?? null,
+        ms: Date.now() - this.started, memoryDigest,
+      };
+    } catch (err) {
+      this.finished.abort();
+      this.faultSocket?.destroy();
+      this.server.kill();
+      throw err;
+    }
+  }
+
+  /** A page a fault waits on: asked for at once, unless it is on its way already. */
+  private faulted(page: number): void {
+    const at = planPosition(this.o.plan, page);
+    if (at < 0) return this.failed?.(new HandoffError('STATE_MISMATCH', `the guest faulted on page ${page}, which the post-copy plan does not name`));
+    if (this.arrived[at] || this.asked.has(page)) return;
+    this.asked.set(page, Date.now());
+    this.faultSocket?.write(encodeFrame({ type: FrameType.PageRequest, request: { runs: [[page, 1]] } }));
+  }
+
+  /**
+   * Keeps one channel open until every page is in: the fault channel asks again for what it
+   * asked and did not get; the push channel asks for everything still missing, in order.
+   */
+  private async keepChannel(channel: PageChannel): Promise<void> {
+    for (let first = true; !this.finished.signal.aborted; first = false) {
+      if (!first) {
+        this.reconnects++;
+        await sleep(RECONNECT_DELAY_MS, undefined, { signal: this.finished.signal }).catch(() => undefined);
+        if (this.finished.signal.aborted) return;
+      }
+      /** The source's own answer that it serves no pages for this handoff: final, not a broken link. */
+      let refusal: HandoffError | undefined;
+      try {
+        const socket = await this.connect(channel);
+        const decoder = new FrameDecoder();
+        decoder.on('error', () => undefined);
+        socket.on('error', (err) => decoder.destroy(err));
+        socket.on('close', () => decoder.destroy());
+        socket.pipe(decoder);
+        if (channel === 'fault') {
+          this.faultSocket = socket;
+          if (this.asked.size) socket.write(encodeFrame({ type: FrameType.PageRequest, request: { runs: pageRuns([...this.asked.keys()].sort((a, b) => a - b)) } }));
+        } else {
+          const missing = this.o.plan.pages.filter((_, at) => !this.arrived[at]);
+          socket.write(encodeFrame({ type: FrameType.PageRequest, request: { runs: pageRuns(missing) } }));
+        }
+        for await (const f of decoder as AsyncIterable<Frame>) {
+          if (f.type === FrameType.Error) throw (refusal = new HandoffError('PROTOCOL', `the source refused the post-copy ${channel} channel: ${f.error.message}`));
+          if (f.type !== FrameType.Pages) throw new HandoffError('PROTOCOL', `unexpected frame type ${f.type} on the post-copy ${channel} channel`);
+          await this.take(f.pages, channel);
+        }
+        // The push channel ends once everything asked for was sent: what is left comes by faults.
+        if (channel === 'push' && !socket.destroyed) return;
+      } catch (err) {
+        if (this.finished.signal.aborted) return;
+        if (refusal) throw refusal;
+        this.o.log?.(`post-copy ${channel} channel of ${this.o.handoffId} broke: ${(err as Error).message}; connecting again`);
+      }
+    }
+  }
+
+  private connect(channel: PageChannel): Promise<TLSSocket> {
+    const { source, tls } = this.o;
+    const socket = connect({ host: source.host, port: source.port, cert: tls.cert, key: tls.key, ca: tls.ca, minVersion: 'TLSv1.3', checkServerIdentity: expectCloudlet(source.cloudlet) });
+    return new Promise((resolve, reject) => {
+      socket.once('secureConnect', () => {
+        socket.setNoDelay(true);
+        socket.setKeepAlive(true, 5_000);
+        socket.write(encodeFrame({ type: FrameType.PageHello, hello: { protocol: WIRE_PROTOCOL, version: WIRE_VERSION, handoffId: this.o.handoffId, channel } }));
+        resolve(socket);
+      });
+      socket.once('error', reject);
+    });
+  }
+
+  /** Checks each page of a frame against its stop-time hash and hands the good ones to the fault server. */
+  private async take(p: PagesPayload, channel: PageChannel): Promise<void> {
+    let raw: Buffer;
+    try {
+      raw = zstdBounded(p.packed, p.indices.length * BLOCK_SIZE);
+    } catch (err) {
+      throw new HandoffError('PROTOCOL', `post-copy pages do not decompress: ${(err as Error).message}`);
+    }
+    if (raw.length !== p.indices.length * BLOCK_SIZE) throw new HandoffError('PROTOCOL', `a pages frame of ${p.indices.length} pages holds ${raw.length} bytes`);
+    this.bytesReceived += p.packed.length + 4 * p.indices.length;
+    for (const [k, page] of p.indices.entries()) {
+      const at = planPosition(this.o.plan, page);
+      if (at < 0) throw new HandoffError('PROTOCOL', `the source sent page ${page}, which the post-copy plan does not name`);
+      if (this.arrived[at]) continue;
+      const bytes = raw.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE);
+      if (this.hash64(bytes) !== this.o.plan.hashes[at]) {
+        // Never put in where the guest could read it: asked for again.
+        this.refused++;
+        this.o.log?.(`post-copy page ${page} of ${this.o.handoffId} came on the ${channel} channel unlike its stop-time hash; refused, asked for again`);
+        this.asked.set(page, this.asked.get(page) ?? Date.now());
+        this.faultSocket?.write(encodeFrame({ type: FrameType.PageRequest, request: { runs: [[page, 1]] } }));
+        continue;
+      }
+      this.arrived[at] = 1;
+      this.o.held?.table.setPage(page, bytes);
+      await this.server.put(page, bytes);
+      const askedAt = this.asked.get(page);
+      if (askedAt !== undefined) {
+        this.latencies.push(Date.now() - askedAt);
+        this.asked.delete(page);
+      }
+      if (--this.left === 0) this.allIn();
+    }
+  }
+}
+
+export interface PostCopyFetchOptions {
+  handoffId: string;
+  /** The source's data plane, and its name (its certificate must say it). */
+  source: DataEndpoint;
+  /** This cloudlet's certificate, key and site CA. */
+  tls: CloudletTls;
+  qemuPid: number;
+  ramFile: string;
+  memoryPages: number;
+  plan: PostCopyPlan;
+  /** A restarted worker taking a post-copy up: the holes are there already, and are what is left. */
+  recovering?: boolean;
+  /**
+   * The SHA-256 of every page as held at the switch (the stale ones' entries are replaced as
+   * they arrive) and the stopped state's memory digest: checked once the last page is in.
+   */
+  held?: { table: PageHashTable; expectedDigest: string };
+  log?: (line: string) => void;
+}

@@ -1,0 +1,49 @@
+/**
+ * What a post-copy switch leaves the target to fetch: the pages it holds stale (ascending) and
+ * each one's xxHash64 at the stop (the source's tracker read them in the stop-time scan). Every
+ * page that arrives after the switch is checked against its hash before the guest may read it.
+ */
+export interface PostCopyPlan {
+  pages: Uint32Array;
+  hashes: BigUint64Array;
+}
+
+/** A page's position in the plan, or -1 when the plan does not name it. */
+export function planPosition(plan: Pick<PostCopyPlan, 'pages'>, index: number): number {
+  const at = lowerBound(plan.pages, index);
+  return at < plan.pages.length && plan.pages[at] === index ? at : -1;
+}
+
+/** The first position in ascending `a` whose value is ≥ `v` (a.length when none is). */
+export function lowerBound(a: Uint32Array, v: number): number {
+  let lo = 0;
+  let hi = a.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (a[mid]! < v) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Ascending page indices as (first, count) runs. */
+export function pageRuns(pages: ArrayLike<number>): Array<[number, number]> {
+  const runs: Array<[number, number]> = [];
+  for (let k = 0; k < pages.length; k++) {
+    const i = pages[k]!;
+    const last = runs.at(-1);
+    if (last && last[0] + last[1] === i) last[1]++;
+    else runs.push([i, 1]);
+  }
+  return runs;
+}
+
+/** (first, count) runs as the page indices they cover; more than `limit` of them is refused. */
+export function runPages(runs: ReadonlyArray<readonly [number, number]>, limit: number): Uint32Array {
+  const total = runs.reduce((n, [, count]) => n + count, 0);
+  if (total > limit) throw new RangeError(`${total} pages asked for where at most ${limit} are to come`);
+  const pages = new Uint32Array(total);
+  let k = 0;
+  for (const [first, count] of runs) for (let i = 0; i < count; i++) pages[k++] = first + i;
+  return pages;
+}

@@ -1,0 +1,60 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { rm, writeFile } from 'node:fs/promises';
+import { BLOCK_SIZE } from '../engine/blocks.js';
+import { zstdBounded } from '../engine/pipeline/codecs.js';
+import { pageRuns, planPosition, runPages } from '../engine/postcopy/plan.js';
+import { StoppedPageService } from '../engine/postcopy/stopped-page-service.js';
+import type { PagesPayload } from '../engine/wire/frames.js';
+
+// The source's side of a post-copy apart from any guest: which pages it serves, in what order,
+// and what it refuses.
+
+test('page runs: ascending pages to runs and back, positions in the plan, a request past the plan refused', () => {
+  const pages = Uint32Array.from([0, 1, 2, 7, 9, 10]);
+  assert.deepEqual(pageRuns(pages), [[0, 3], [7, 1], [9, 2]]);
+  assert.deepEqual(runPages(pageRuns(pages), 6), pages);
+  assert.equal(planPosition({ pages }, 9), 4);
+  assert.equal(planPosition({ pages }, 8), -1);
+  assert.equal(planPosition({ pages }, 11), -1);
+  assert.throws(() => runPages([[0, 2 ** 31]], 6), /2147483648 pages asked for where at most 6 are to come/);
+});
+
+test('the push sends every page asked for once, goes on after the last fault (pre-paging), skips what a fault sent', async () => {
+  const file = `/dev/shm/ehoff-test-pcpages-${process.pid}.ram`;
+  // Page i holds the byte i: what arrives says which page it is.
+  const pages = 400;
+  const ram = Buffer.alloc(pages * BLOCK_SIZE);
+  for (let i = 0; i < pages; i++) ram.fill(i & 0xff, i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE);
+  await writeFile(file, ram);
+  const stale = Uint32Array.from({ length: 200 }, (_, k) => 2 * k);
+  const service = await StoppedPageService.open(file, { pages: stale }, 'B');
+  try {
+    const order: number[] = [];
+    const check = (p: PagesPayload) => {
+      const raw = zstdBounded(p.packed, p.indices.length * BLOCK_SIZE);
+      for (const [k, i] of p.indices.entries()) assert.equal(raw[k * BLOCK_SIZE + 5], i & 0xff, `page ${i} carries its own bytes`);
+    };
+    let faulted = false;
+    await service.pushAll(pageRuns(stale), async (p) => {
+      check(p);
+      order.push(...p.indices);
+      // After the first frame, the guest faults page 300: the push goes on from 302.
+      if (!faulted) {
+        faulted = true;
+        const answered: number[] = [];
+        await service.fault([[300, 1]], async (f) => (check(f), answered.push(...f.indices)));
+        assert.deepEqual(answered, [300]);
+      }
+    });
+    assert.deepEqual(order.slice(0, 64), Array.from({ length: 64 }, (_, k) => 2 * k), 'the first frame: the first 64 stale pages, ascending');
+    assert.equal(order[64], 302, `then on from the page after the fault: ${order.slice(60, 70)}`);
+    assert.equal(new Set(order).size, order.length, 'no page pushed twice');
+    assert.deepEqual([...order, 300].sort((a, b) => a - b), [...stale], 'every stale page went, 300 by its fault');
+    assert.deepEqual(service.served, { faultPages: 1, pushedPages: 199, pushes: 1 });
+    await assert.rejects(service.fault([[1, 1]], async () => undefined), /names page 1, which the target holds already/);
+  } finally {
+    await service.close();
+    await rm(file, { force: true });
+  }
+});
