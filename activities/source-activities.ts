@@ -6,6 +6,7 @@ import { asActivity } from './failures.js';
 import { checked, type ActivityInput } from './inputs.js';
 import { workflowStreamControl } from './workflow-stream-control.js';
 import { tracedControl, writeStreamTrace } from '../engine/adaptation/stream-trace.js';
+import { DEFAULT_PRECOPY } from '../engine/handoff/precopy-policy.js';
 
 /**
  * A stream attempt's progress, in its heartbeats: how far it got, at what rate, and the latest
@@ -46,7 +47,9 @@ export function createSourceActivities(source: SourceHandoffs, options: SourceAc
           try {
             // The activity's attempt is the stream's: the target serves the newest one only.
             const reporting = { ...steering, report: (m: StreamMeasurements) => ((progress = { ...progress, atMs: m.atMs, inputBytes: m.inputBytes, wireBytes: m.wireBytes, R_Mbps: m.R_Mbps, measurements: m }), steering.report(m)) };
-            return await source.stream(a.handoffId, a.endpoint, reporting, { attempt: ctx.info.attempt, signal: ctx.cancellationSignal });
+            return await source.stream(a.handoffId, a.endpoint, reporting, {
+              attempt: ctx.info.attempt, signal: ctx.cancellationSignal, precopy: { ...DEFAULT_PRECOPY, postCopy: a.postCopy ?? DEFAULT_PRECOPY.postCopy },
+            });
           } finally {
             control.stop();
             // A trace is a by-product: one that cannot be written costs the handoff nothing.
@@ -67,7 +70,7 @@ export function createSourceActivities(source: SourceHandoffs, options: SourceAc
     retire: (input: ActivityInput<'retire'>): Promise<void> =>
       asActivity(() => {
         const a = checked('retire', input);
-        return source.retire(a.handoffId, a.vmId);
+        return source.retire(a.handoffId, a.vmId, a.postCopyDigest);
       }),
   };
 }

@@ -23,6 +23,11 @@ export function summarize(r: HandoffResult): string[] {
     `  downtime by step: ${r.downtimeBreakdown.map((d) => `${d.step} ${d.ms} ms`).join(' · ')}`,
     ...(r.memoryTracking ? [`  written pages found by ${describeTracking(r.memoryTracking)}`] : []),
     `  overlay: ${r.memoryPages} memory pages, ${r.diskBlocks} disk blocks, ${r.deviceStateBytes} bytes of device state`,
+    ...(r.postCopy
+      ? [
+          `  post-copy: ${r.postCopy.reason}; ${r.postCopy.stalePages} stale pages fetched after the resume in ${r.postCopy.fetch.ms} ms, ${r.postCopy.fetch.remoteFaults} on demand (median ${r.postCopy.fetch.faultLatencyMedianMs ?? '?'} ms, max ${r.postCopy.fetch.faultLatencyMaxMs ?? '?'} ms), ${r.postCopy.fetch.refused} refused on arrival, ${r.postCopy.fetch.reconnects} reconnects; whole memory ${r.postCopy.memoryDigestConfirmed ? 'confirmed by the source' : 'NOT confirmed'}`,
+        ]
+      : []),
     `  live pre-copy: ${r.epochs.map((e) => `${e.live ? 'epoch' : 'stop-and-copy'} ${e.epoch}: ${e.memoryPages + e.diskBlocks} chunks in ${e.ms} ms`).join('; ')} (${r.precopy.stopReason})`,
     `  pipeline: ${mb(r.stages.inputBytes)} in → ${mb(r.stages.data * 4096)} after zero/dedup (${r.stages.zero} zero, ${r.stages.baseRefs} base refs, ${r.stages.selfRefs} self refs; ${r.stages.againstPrevious} sent again as an XOR with their previous send) → ${mb(r.stages.payloadBytes)} compressed`,
     `  modes: ${Object.entries(r.modesUsed).map(([m, n]) => `${m} ×${n}`).join(', ')}${r.modeSwitches.length ? `; switches: ${r.modeSwitches.map((s) => `${s.from}→${s.to} (${s.reason})`).join('; ')}` : ''}`,

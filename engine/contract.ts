@@ -139,8 +139,51 @@ export interface HandoffResult extends StateDigests {
   reconciled: ReconcileReport | null;
   /** How the source found the pages written between epochs; null from a stream before it said. */
   memoryTracking: MemoryTracking | null;
+  /**
+   * Whether the handoff switched to post-copy, why, and what the target then fetched; null when
+   * the pre-copy ran to its stop (or post-copy was not allowed: `postCopyPolicy`).
+   */
+  postCopy: PostCopyOutcome | null;
+  /** The operator's post-copy policy for this handoff. */
+  postCopyPolicy: PostCopyPolicy;
   modeSwitches: ModeSwitch[];
   stages: StageTotals;
+}
+
+/** Whether a pre-copy that will not converge may switch to post-copy (see PrecopyPolicy.postCopy). */
+export type PostCopyPolicy = 'auto' | 'never';
+
+/** The source's side of a post-copy switch: why, and how many memory pages the target then held stale. */
+export interface PostCopySwitch {
+  reason: string;
+  stalePages: number;
+}
+
+/** What a post-copy's target fetched after the switch, and how the guest fared meanwhile. */
+export interface PostCopyReport {
+  /** Pages the switch left to fetch. */
+  pages: number;
+  /** Pages a guest fault (or the device state's load) waited on, fetched on demand. */
+  remoteFaults: number;
+  /** From a fault's request to its page checked and handed to the fault server, ms. */
+  faultLatencyMedianMs: number | null;
+  faultLatencyMaxMs: number | null;
+  /** Pages that failed their stop-time hash on arrival, refused and fetched again. */
+  refused: number;
+  /** Times a page channel was opened again after it broke. */
+  reconnects: number;
+  bytesReceived: number;
+  /** From the start of the fetch to the last page in place, ms. */
+  ms: number;
+  /** The whole memory's digest once the last page was in; null where it was not computed. */
+  memoryDigest: string | null;
+}
+
+/** A post-copy handoff's report: the switch, the fetch, and the check of the memory once whole. */
+export interface PostCopyOutcome extends PostCopySwitch {
+  fetch: PostCopyReport;
+  /** The source found the target's digest of the whole memory, once the last page was in, equal to the stopped state's. */
+  memoryDigestConfirmed: boolean;
 }
 
 /**

@@ -81,7 +81,7 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt, end: Return
       stopReason: 'converged', converged: true, guestSlowdown: [], pausedAtMs: 1000, heartbeatAtStop: 7, lastHeartbeatAtMs: 990, liveMaxGapMs: 120,
       memoryDigest: 'm'.repeat(64), diskDigest: 'd'.repeat(64), deviceStateBytes: 5, reconciled: null,
       stopMarks: { pausedAtMs: 1000, scannedAtMs: 1050, finalEpochEncodedAtMs: 1060, deviceStateSavedAtMs: 1080, ackedAtMs: 1200, digestedAtMs: 1250 },
-      memoryTracking: { kind: 'dirty-log' },
+      memoryTracking: { kind: 'dirty-log' }, postCopy: null,
     })),
     // The real decision, on the phase this fake source is in.
     rollback: (a) => {
@@ -95,7 +95,7 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt, end: Return
     // has ended, then continues the VM; a refusal leaves nothing behind, as the real one.
     finish: async () => {
       await end.ended;
-      const value = await step('finish', { finalized: finalized(), resumed });
+      const value = await step('finish', { finalized: finalized(), resumed, postCopy: null });
       resumedHere = true;
       return value;
     },

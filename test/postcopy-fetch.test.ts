@@ -77,7 +77,7 @@ function corruptingOnce(inner: PageSource): PageSource & { corrupted: number[] }
           const raw = zstdBounded(p.packed, p.indices.length * BLOCK_SIZE);
           raw[100] = raw[100]! ^ 0xff;
           corrupted.push(p.indices[0]!);
-          return send({ indices: p.indices, packed: recompress.compress(raw) });
+          return send({ ...p, packed: recompress.compress(raw) });
         }
         return send(p);
       }, signal),
@@ -104,7 +104,8 @@ test('a guest resumed with a third of its RAM stale runs on: faults fetched from
   const src = await readFile(srcRam);
   const hash64 = await loadHash64();
   const stale = Uint32Array.from({ length: Math.ceil(memoryPages / 3) }, (_, k) => 3 * k);
-  const plan = { pages: stale, hashes: BigUint64Array.from(stale, (i) => hash64(src.subarray(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE))) };
+  const plan = { pages: stale };
+  const stopHashes = BigUint64Array.from(stale, (i) => hash64(src.subarray(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE)));
   await copyFile(srcRam, dstRam);
   const dst = await open(dstRam, 'r+');
   for (const i of stale) await dst.write(Buffer.alloc(BLOCK_SIZE, 0xee), 0, BLOCK_SIZE, i * BLOCK_SIZE);
@@ -116,7 +117,7 @@ test('a guest resumed with a third of its RAM stale runs on: faults fetched from
   const expectedDigest = held.digest();
   for (const i of stale) held.set(i, ZERO_PAGE_SHA.map((b) => b ^ 1));
 
-  service = await StoppedPageService.open(srcRam, plan, 'B');
+  service = await StoppedPageService.open(srcRam, { pages: stale, stopHashes: Promise.resolve(stopHashes) }, 'B');
   const source = corruptingOnce(service);
   sourcePlane.servePages('pcf-handoff', source);
 

@@ -4,7 +4,7 @@ import { rm, writeFile } from 'node:fs/promises';
 import { BLOCK_SIZE } from '../engine/blocks.js';
 import { zstdBounded } from '../engine/pipeline/codecs.js';
 import { pageRuns, planPosition, runPages } from '../engine/postcopy/plan.js';
-import { StoppedPageService } from '../engine/postcopy/stopped-page-service.js';
+import { FAULT_PREPAGE, StoppedPageService } from '../engine/postcopy/stopped-page-service.js';
 import type { PagesPayload } from '../engine/wire/frames.js';
 
 // The source's side of a post-copy apart from any guest: which pages it serves, in what order,
@@ -28,30 +28,40 @@ test('the push sends every page asked for once, goes on after the last fault (pr
   for (let i = 0; i < pages; i++) ram.fill(i & 0xff, i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE);
   await writeFile(file, ram);
   const stale = Uint32Array.from({ length: 200 }, (_, k) => 2 * k);
-  const service = await StoppedPageService.open(file, { pages: stale }, 'B');
+  // Each page's stop-time hash stands in as its index times 3: each frame must carry its own pages' hashes.
+  const service = await StoppedPageService.open(file, { pages: stale, stopHashes: Promise.resolve(BigUint64Array.from(stale, (i) => BigInt(3 * i))) }, 'B');
   try {
     const order: number[] = [];
     const check = (p: PagesPayload) => {
       const raw = zstdBounded(p.packed, p.indices.length * BLOCK_SIZE);
-      for (const [k, i] of p.indices.entries()) assert.equal(raw[k * BLOCK_SIZE + 5], i & 0xff, `page ${i} carries its own bytes`);
+      for (const [k, i] of p.indices.entries()) {
+        assert.equal(raw[k * BLOCK_SIZE + 5], i & 0xff, `page ${i} carries its own bytes`);
+        assert.equal(p.stopHashes[k], BigInt(3 * i), `and its own stop-time hash`);
+      }
     };
     let faulted = false;
+    /** What the fault channel sent. */
+    const frames: number[][] = [];
     await service.pushAll(pageRuns(stale), async (p) => {
       check(p);
       order.push(...p.indices);
       // After the first frame, the guest faults page 300: the push goes on from 302.
       if (!faulted) {
         faulted = true;
-        const answered: number[] = [];
-        await service.fault([[300, 1]], async (f) => (check(f), answered.push(...f.indices)));
-        assert.deepEqual(answered, [300]);
+        await service.fault([[300, 1]], async (f) => {
+          check(f);
+          frames.push([...f.indices]);
+        });
       }
     });
+    await service.prepagedSent();
+    assert.deepEqual(frames, [[300], Array.from({ length: FAULT_PREPAGE }, (_, k) => 302 + 2 * k)], 'the faulted page alone, then the next stale pages behind it');
+    const answered = frames.flat();
     assert.deepEqual(order.slice(0, 64), Array.from({ length: 64 }, (_, k) => 2 * k), 'the first frame: the first 64 stale pages, ascending');
-    assert.equal(order[64], 302, `then on from the page after the fault: ${order.slice(60, 70)}`);
+    assert.equal(order[64], 302 + 2 * FAULT_PREPAGE, `then on from the page after those: ${order.slice(60, 70)}`);
     assert.equal(new Set(order).size, order.length, 'no page pushed twice');
-    assert.deepEqual([...order, 300].sort((a, b) => a - b), [...stale], 'every stale page went, 300 by its fault');
-    assert.deepEqual(service.served, { faultPages: 1, pushedPages: 199, pushes: 1 });
+    assert.deepEqual([...order, ...answered].sort((a, b) => a - b), [...stale], 'every stale page went once, 300 and its followers on the fault channel');
+    assert.deepEqual(service.served, { faultPages: 1 + FAULT_PREPAGE, pushedPages: 199 - FAULT_PREPAGE, pushes: 1 });
     await assert.rejects(service.fault([[1, 1]], async () => undefined), /names page 1, which the target holds already/);
   } finally {
     await service.close();

@@ -30,6 +30,12 @@ export const handoffInputSchema = z
     pinnedMode: modeIdSchema.optional(),
     /** Never send faster than this, Mbit/s (as the capBandwidth signal sets later). */
     bandwidthCapMbps: z.number().positive().max(100_000).optional(),
+    /**
+     * Whether a pre-copy that will not converge may switch to post-copy (`auto`), or must stop and
+     * copy the rest (`never`, the default): mid post-copy the VM's memory is split between the two
+     * hosts, and a source host lost then loses the VM.
+     */
+    postCopy: z.enum(['auto', 'never']).optional(),
   })
   .strict()
   .refine((i) => i.source !== i.target, { message: 'source and target must be different cloudlets', path: ['target'] });

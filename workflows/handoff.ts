@@ -143,6 +143,8 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
   // Adaptation: the stream reports, this decides; every switch lands in the history (memo).
   let mode: ModeId = modeId(DEFAULT_MODE);
   const policy: StreamPolicy = { pinnedMode: null, bandwidthCapMbps: parsed.data.bandwidthCapMbps ?? null };
+  /** The operator's choice for this handoff (see handoffInputSchema.postCopy). */
+  const postCopyPolicy = parsed.data.postCopy ?? 'never';
   const modeSwitches: ModeSwitch[] = [];
   // The starting mode was not chosen on measurements: the dwell counts from the first switch.
   let modeSince = -Infinity;
@@ -260,7 +262,7 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
     // never run again (see the rollback below).
     const finishing = dstFinalize.finish.executeWithOptions(summary(`${target} verifies and resumes ${vmId}`), [{ handoffId }]);
     finishing.catch(() => undefined);
-    const stream = await srcStream.streamOverlay.executeWithOptions(summary(`stream ${vmId} ${source} → ${target}`), [{ handoffId, endpoint }]).catch((err: unknown) => {
+    const stream = await srcStream.streamOverlay.executeWithOptions(summary(`stream ${vmId} ${source} → ${target}`), [{ handoffId, endpoint, postCopy: postCopyPolicy }]).catch((err: unknown) => {
       streamFailure = err;
       return undefined;
     });
@@ -274,7 +276,7 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
       }
     }
     enter('finalize');
-    const { finalized: fin, resumed } = await finishing;
+    const { finalized: fin, resumed, postCopy: fetched } = await finishing;
     enter('resume');
     // The target checked against these digests as the source sent them; its report must say
     // the same. It is too late to undo the move, not to refuse to call it clean.
@@ -282,7 +284,10 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
       throw ApplicationFailure.nonRetryable(`the target verified digests that differ from the source's report`, WORKFLOW_FAILURE.STATE_MISMATCH);
     }
     enter('retire-source');
-    await srcRecovery.retire.executeWithOptions(summary(`retire ${vmId}'s stopped copy at ${source}`), [{ handoffId, vmId }]);
+    // After a post-copy switch the source's stopped copy goes only once it finds the target's
+    // digest of the whole memory, taken when the last page was in, equal to the stopped state's.
+    const postCopyDigest = fetched?.memoryDigest ?? undefined;
+    await srcRecovery.retire.executeWithOptions(summary(`retire ${vmId}'s stopped copy at ${source}`), [{ handoffId, vmId, ...(postCopyDigest ? { postCopyDigest } : {}) }]);
     enter('done');
     steps[steps.length - 1]!.endedAt = Date.now();
     if (stream !== undefined) {
@@ -321,6 +326,8 @@ export async function handoff(rawInput: HandoffInput): Promise<HandoffResult> {
         precopy: { converged: stream.converged, stopReason: stream.stopReason, decisions },
         reconciled: stream.reconciled ?? null,
         memoryTracking: stream.memoryTracking ?? null,
+        postCopy: stream.postCopy && fetched ? { ...stream.postCopy, fetch: fetched, memoryDigestConfirmed: postCopyDigest !== undefined } : null,
+        postCopyPolicy,
         steps,
         modesUsed: stream.modesUsed,
         modeSwitches,

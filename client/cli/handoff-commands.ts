@@ -27,13 +27,15 @@ export function handoffCommands(program: Command, globals: Globals): void {
     .requiredOption('--to <cloudlet>', 'where it is to run')
     .option('--pin <mode>', 'stream in this mode only (e.g. xor/zstd-3)')
     .option('--cap <mbps>', 'never send faster than this many Mbit/s', Number)
+    .option('--post-copy <policy>', "auto: a pre-copy that will not converge switches to post-copy (the VM's memory is then split between the hosts until every page is in); never (default): it stops and copies the rest")
     .option('--json', 'print the handoff result as one JSON line at the end')
-    .action(async (o: { vm: string; from: string; to: string; pin?: string; cap?: number; json?: boolean }) => {
+    .action(async (o: { vm: string; from: string; to: string; pin?: string; cap?: number; postCopy?: string; json?: boolean }) => {
       // Checked before connecting: a request that cannot be right is refused without a server.
       const request = handoffInputSchema.safeParse({
         vmId: o.vm, source: o.from, target: o.to,
         ...(o.pin !== undefined ? { pinnedMode: o.pin } : {}),
         ...(o.cap !== undefined ? { bandwidthCapMbps: o.cap } : {}),
+        ...(o.postCopy !== undefined ? { postCopy: o.postCopy } : {}),
       });
       if (!request.success) throw new CliError(describeInvalid('handoff request', request.error), EXIT.REJECTED);
       const { client, close } = await connect(globals());

@@ -26,9 +26,10 @@ import { ModeSampler } from './mode-sampler.js';
 import { EpochEncoder, NOT_STARTED } from './epoch-encoder.js';
 import { precopyEpochs, type PrecopyOutcome } from './precopy-epochs.js';
 import { StreamTally } from './stream-tally.js';
-import type { EpochReport, MemoryTracking, ReconcileReport, SourceStopMarks, StageTotals, StateDigests } from '../contract.js';
+import type { EpochReport, MemoryTracking, PostCopySwitch, ReconcileReport, SourceStopMarks, StageTotals, StateDigests } from '../contract.js';
 import { armDirtyLog } from '../memory/dirty-log.js';
-import { HandoffError } from '../errors.js';
+import { pageRuns } from '../postcopy/plan.js';
+import type { StoppedPlan } from '../postcopy/stopped-page-service.js';
 
 export interface OverlayStreamResult extends StateDigests {
   bytesSent: number;
@@ -56,6 +57,8 @@ export interface OverlayStreamResult extends StateDigests {
   reconciled: ReconcileReport | null;
   stopMarks: SourceStopMarks;
   memoryTracking: MemoryTracking;
+  /** Set when the stream switched to post-copy (its end frame told the target what it holds stale). */
+  postCopy: PostCopySwitch | null;
 }
 
 
@@ -116,10 +119,16 @@ export async function streamOverlay(opts: {
    * target holds. A fresh cache when not given.
    */
   sentChunks?: SentChunkCache;
+  /**
+   * Where post-copy is allowed (`precopy.postCopy`): called once the stop-time scan found the
+   * pages the target holds stale, and awaited before the end frame: the stopped copy's pages must
+   * be served before the commit lets the target run. Resolves to where they are served.
+   */
+  servePostCopy?: (plan: StoppedPlan) => Promise<{ host: string; port: number }>;
 }): Promise<OverlayStreamResult> {
   const { vm, pool, control } = opts;
   const policy = opts.precopy ?? DEFAULT_PRECOPY;
-  if (policy.postCopy !== 'never') throw new HandoffError('BAD_INPUT', `post-copy '${policy.postCopy}' is not carried through by the handoff yet (issue 15); use postCopy: 'never'`);
+  if (policy.postCopy === 'auto' && !opts.servePostCopy) throw new Error('a stream that may switch to post-copy needs servePostCopy');
   const started = Date.now();
   const memoryBytes = vm.base.manifest.memory.sizeBytes;
   const [ram, baseMemory, baseDisk] = await Promise.all([open(vm.files.ramFile, 'r'), open(vm.base.path('memory'), 'r'), open(vm.base.path('disk'), 'r')]);
@@ -204,9 +213,16 @@ export async function streamOverlay(opts: {
         // Ready by then: computed right after the final epoch, while the device state is saved.
         deviceStateBase,
         stopState: async () => {
-          const { digests, stopped } = outcome;
+          const { digests, stopped, postCopy } = outcome;
           if (!digests || !stopped) throw new Error('no stop-time digests: the final epoch did not run');
-          return { ...(await digests), heartbeatAtStop: await stopped.heartbeatAtStop };
+          const state = { ...(await digests), heartbeatAtStop: await stopped.heartbeatAtStop };
+          if (!postCopy) return state;
+          const { stale, stopped: stoppedState } = postCopy;
+          if (!stale || !stoppedState) throw new Error('post-copy without the stop-time scan of its stale pages');
+          const served = await opts.servePostCopy!({
+            pages: stale, stopHashes: stoppedState.then((p) => p.stopHashes), memoryDigest: stoppedState.then((p) => p.memoryDigest), capMbps: control.bandwidthCapMbps(),
+          });
+          return { ...state, postCopy: { staleRuns: pageRuns(stale), ...served } };
         },
         capMbps: () => control.bandwidthCapMbps(),
       },
@@ -242,6 +258,7 @@ export async function streamOverlay(opts: {
       lastHeartbeatAtMs: stopped.lastHeartbeatAtMs, liveMaxGapMs: stopped.liveMaxGapMs,
       memoryDigest, diskDigest: disk, deviceStateBytes, reconciled: resumed?.reconciled ?? null, stopMarks: marks,
       memoryTracking: tracker.dirtyLogFailure === null ? memoryTracking : { kind: 'hash-scan', why: `the dirty log failed mid-handoff: ${tracker.dirtyLogFailure}` },
+      postCopy: outcome.postCopy ? { reason: outcome.postCopy.reason, stalePages: outcome.postCopy.stale?.length ?? 0 } : null,
     };
   } finally {
     await throttle.release();

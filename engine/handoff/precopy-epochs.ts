@@ -4,7 +4,7 @@ import type { ReconcileReport, SourceStopMarks, StateDigests } from '../contract
 import type { MemoryTracker } from '../memory/memory-tracker.js';
 import { Space } from '../pipeline/chunk-records.js';
 import type { CodecPool } from '../pipeline/codec-pool.js';
-import type { EncodedBatch } from '../pipeline/overlay-encoder.js';
+import type { ChunkList, EncodedBatch } from '../pipeline/overlay-encoder.js';
 import { stopTrace } from '../stop-trace.js';
 import type { GuestThrottle } from '../vm/guest-throttle.js';
 import type { Holdings } from '../wire/holdings.js';
@@ -31,6 +31,12 @@ export interface PrecopyOutcome {
   stopped?: StopWork;
   /** The paused state's digests, computed right after the final epoch. */
   digests?: Promise<StateDigests>;
+  /**
+   * Set when the stop rule chose post-copy: why; then, once the stop-time scan ran, the memory
+   * pages the target holds stale (the stopped epoch sends only disk blocks), and their stopped
+   * state, read on the pool while the stop goes on.
+   */
+  postCopy?: { reason: string; stale?: Uint32Array; stopped?: Promise<{ stopHashes: BigUint64Array; memoryDigest: string }> };
 }
 
 /**
@@ -88,8 +94,6 @@ export async function* precopyEpochs(o: {
       const estimate = encoder.estimateMs(pending);
       const lastEpochMs = encoder.epochs.at(-1)!.ms;
       const verdict = afterLiveEpoch({ liveEpochs: n, pendingChunks: pending, previousChunks: previous, estimateMs: estimate, guestPausedShare: throttle.pausedShare, lastEpochMs }, policy);
-      // Refused before the stream starts (see streamOverlay) until the handoff carries it through.
-      if (verdict.action === 'post-copy') throw new Error(`the stop rule chose post-copy, which this stream cannot carry out: ${verdict.reason}`);
       if (verdict.action === 'slow-guest') {
         throttle.set(verdict.guestPausedShare);
         outcome.guestSlowdown.push({ epoch: n, share: throttle.pausedShare });
@@ -97,6 +101,11 @@ export async function* precopyEpochs(o: {
       decided(n - 1, verdict.action, verdict.reason, pending, estimate, (pending * 4096) / Math.max(0.001, lastEpochMs / 1000));
       if (verdict.action === 'stop') {
         outcome.converged = verdict.converged;
+        outcome.stopReason = verdict.reason;
+        break;
+      }
+      if (verdict.action === 'post-copy') {
+        outcome.postCopy = { reason: verdict.reason };
         outcome.stopReason = verdict.reason;
         break;
       }
@@ -143,11 +152,29 @@ export async function* precopyEpochs(o: {
   stopTrace('src beforePause done');
   const stopped = await pauseAndStartStop({ vm, tracker, pool, diskBlocks: () => withEpochDirty(diskBlocks), marks: o.marks });
   outcome.stopped = stopped;
-  yield* encoder.epoch(encoder.epochs.length, false, stopped.finalLists());
+  const postCopy = outcome.postCopy;
+  if (postCopy) {
+    // Post-copy: the pages the stop-time scan finds are what the target fetches once it runs.
+    const stale: number[] = [];
+    yield* encoder.epoch(encoder.epochs.length, false, diskOnly(stopped.finalLists(), stale));
+    postCopy.stale = Uint32Array.from(stale).sort();
+    postCopy.stopped = tracker.stoppedState(vm.files.ramFile, pool, postCopy.stale);
+    postCopy.stopped.catch(() => undefined);
+  } else {
+    yield* encoder.epoch(encoder.epochs.length, false, stopped.finalLists());
+  }
   o.marks.finalEpochEncodedAtMs = Date.now();
   // The digests of the paused state: memory from the hashes of the bytes read for sending (see
   // MemoryTracker.digest), the disk's taken at the pause.
   const memoryDigestAtStop = tracker.digest();
   outcome.digests = stopped.diskDigest.then((disk) => ({ memoryDigest: memoryDigestAtStop, diskDigest: disk }));
   outcome.digests.catch(() => undefined);
+}
+
+/** The disk's lists of a stopped epoch; its memory pages go into `stale` instead of the epoch. */
+async function* diskOnly(lists: AsyncIterable<ChunkList>, stale: number[]): AsyncGenerator<ChunkList> {
+  for await (const list of lists) {
+    if (list.space === Space.Memory) for (const i of list.indices) stale.push(i);
+    else yield list;
+  }
 }

@@ -1,3 +1,5 @@
+import type { PostCopyPolicy } from '../contract.js';
+
 /**
  * The pre-copy's rules, as data: what the stream (overlay-stream.ts) iterates by, and what a
  * forecast of it (placement/forecast-handoff.ts) mirrors. Pure, so a client imports it without
@@ -22,7 +24,6 @@ export interface PrecopyPolicy {
   postCopy: PostCopyPolicy;
 }
 
-export type PostCopyPolicy = 'auto' | 'never';
 
 // `never` until the handoff carries post-copy through (issue 15): the rule already chooses it.
 export const DEFAULT_PRECOPY: PrecopyPolicy = { downtimeBudgetMs: 300, maxLiveEpochs: 8, sentChunkCacheMiB: 256, postCopy: 'never' };

@@ -10,6 +10,7 @@ import { sentChunkCacheInFile, streamOverlay, type OverlayStreamResult } from '.
 import { DEFAULT_PRECOPY, type PrecopyPolicy } from './precopy-policy.js';
 import type { SentChunkCache } from '../pipeline/sent-chunk-cache.js';
 import type { StreamControl } from './stream-control.js';
+import { StoppedPageService, type StoppedPlan } from '../postcopy/stopped-page-service.js';
 import { DurableRecord } from '../durable-record.js';
 import { SOURCE_PHASE_FILE, decideSourceRecovery, sourcePhaseSchema, type SourcePhase, type SourceRecovery, type TargetAnswer } from './source-phase.js';
 
@@ -57,6 +58,11 @@ export class SourceHandoffs {
    * that a resumed one goes on sending re-dirtied chunks as XORs; dropped when the handoff ends here.
    */
   private readonly sentChunks = new Map<string, SentChunkCache>();
+  /**
+   * Post-copies this process serves, by handoff: the stopped copy's pages, until the target
+   * confirmed it holds them all (see `retire`).
+   */
+  private readonly postCopies = new Map<string, { service: StoppedPageService; memoryDigest: Promise<string> }>();
   /** Serialises the check-and-claim of a VM by a handoff (two handoffs of one VM at once). */
   private claiming = Promise.resolve();
 
@@ -144,6 +150,7 @@ export class SourceHandoffs {
           beforeCommit: () => setPhase('commit-sent'),
           sentChunks,
           ...(opts.precopy ? { precopy: opts.precopy } : {}),
+          servePostCopy: (plan) => this.servePostCopy(handoffId, vm, endpoint.cloudlet, plan),
         });
         await streamReport(vm).write({ handoffId, attempt, result });
         // Committed: no attempt of this handoff streams again.
@@ -153,6 +160,8 @@ export class SourceHandoffs {
         // Before its commit frame left, the source may put its copy back on its own; a phase it
         // cannot read is not proof of that, so the copy then stays as it is.
         const now = await record.read().catch(() => undefined);
+        // Pages are served until the target confirms; before the commit left it never will.
+        if (now !== undefined && now.phase !== 'commit-sent') await this.stopServingPages(handoffId);
         const resumes = now !== undefined && now.phase !== 'commit-sent' && (await vm.host.runState().catch(() => 'unknown')) === 'paused';
         if (resumes) await vm.host.cont().catch(() => undefined);
         this.cloudlet.config.log?.(
@@ -198,21 +207,58 @@ export class SourceHandoffs {
     await this.dropSentChunks(handoffId, vm);
     const decision = decideSourceRecovery(phase, target);
     if (decision.action === 'resume-here' && phase) {
+      // Its pages are the running guest's from here: a post-copy target may not have them.
+      await this.stopServingPages(handoffId);
       await record.write({ ...phase, phase: 'released', at: new Date().toISOString() });
       if ((await vm.host.runState()) !== 'running') await vm.host.cont();
     }
     return { runState: await vm.host.runState(), action: decision.action, reason: decision.reason };
   }
 
-  /** Ends the source copy once the target runs the VM. Safe to repeat. */
-  async retire(handoffId: string, vmId: string): Promise<void> {
+  /**
+   * Ends the source copy once the target runs the VM. Safe to repeat. After a post-copy switch
+   * the stopped copy holds pages the target may still lack: it goes only once the target's
+   * digest of its whole memory, taken when the last page was in (`postCopyDigest`), is the
+   * stopped state's.
+   */
+  async retire(handoffId: string, vmId: string, postCopyDigest?: string): Promise<void> {
     if (!this.cloudlet.hasVm(vmId)) return;
     const phase = await sourcePhaseRecord(this.cloudlet.vm(vmId)).read();
     if (phase?.handoffId !== handoffId || phase.phase !== 'commit-sent') {
       throw new HandoffError('PROTOCOL', `refusing to retire VM '${vmId}' on ${this.cloudlet.name}: its handoff record is ${phase ? `${phase.handoffId} in phase ${phase.phase}` : 'missing'}, not ${handoffId} with its commit frame sent`);
     }
+    const postCopy = this.postCopies.get(handoffId);
+    if (postCopy) {
+      const stopped = await postCopy.memoryDigest;
+      if (postCopyDigest !== stopped) {
+        throw new HandoffError(
+          'STATE_MISMATCH',
+          `refusing to retire VM '${vmId}' on ${this.cloudlet.name}: it switched to post-copy and its stopped copy holds the pages of record; the target's memory digest ${postCopyDigest ?? '(none given)'} is not the stopped state's ${stopped}`,
+        );
+      }
+      await this.stopServingPages(handoffId);
+    }
     await this.dropSentChunks(handoffId, this.cloudlet.vm(vmId));
     await this.cloudlet.destroyVm(vmId);
+  }
+
+  /** Serves the stopped copy's stale pages to the handoff's target (before the commit leaves); where they are served. */
+  private async servePostCopy(handoffId: string, vm: VmInstance, target: string, plan: StoppedPlan): Promise<{ host: string; port: number }> {
+    await this.stopServingPages(handoffId);
+    const service = await StoppedPageService.open(vm.files.ramFile, plan, target);
+    this.postCopies.set(handoffId, { service, memoryDigest: plan.memoryDigest });
+    this.cloudlet.dataPlane.servePages(handoffId, service);
+    this.cloudlet.config.log?.(`handoff ${handoffId} of ${vm.vmId}: post-copy, ${plan.pages.length} stale pages served to ${target}`);
+    const { host, port } = this.cloudlet.dataEndpoint();
+    return { host, port };
+  }
+
+  private async stopServingPages(handoffId: string): Promise<void> {
+    const held = this.postCopies.get(handoffId);
+    if (!held) return;
+    this.postCopies.delete(handoffId);
+    this.cloudlet.dataPlane.stopServingPages(handoffId);
+    await held.service.close();
   }
 
   /**

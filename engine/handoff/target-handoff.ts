@@ -10,7 +10,10 @@ import { sweepVmFolder } from '../host/vm-folder-sweep.js';
 import { targetSessionRecord, type TargetSessionRecord } from './target-session-record.js';
 import { OwnWrites } from './own-writes.js';
 import type { CachedBaseImage } from '../image/image-cache.js';
-import type { DataEndpoint, StopState } from '../wire/overlay-sender.js';
+import type { DataEndpoint, PostCopyEnd, StopState } from '../wire/overlay-sender.js';
+import { PageHashTable } from '../memory/page-hash-table.js';
+import { PostCopyFetch } from '../postcopy/page-fetcher.js';
+import { runPages } from '../postcopy/plan.js';
 import type { Ack } from '../wire/frames.js';
 import { AssembledMemoryDigest } from './assembled-memory-digest.js';
 import { AssembledDiskDigest } from './assembled-disk-digest.js';
@@ -19,7 +22,7 @@ import { heldBlocks, heldPages } from './reconcile.js';
 import { AttemptEnds, type AttemptEnd } from './attempt-ends.js';
 import { Space } from '../pipeline/chunk-records.js';
 import { baseChunkReader, readRamRuns } from '../pipeline/chunk-source.js';
-import type { StateDigests, TargetStopMarks } from '../contract.js';
+import type { PostCopyReport, StateDigests, TargetStopMarks } from '../contract.js';
 
 export interface FinalizeResult extends StateDigests {
   verified: true;
@@ -54,6 +57,8 @@ interface AssembledDigests extends StateDigests {
 
 interface Session {
   vmId: string;
+  /** The cloudlet the handoff comes from: a post-copy fetches its pages from there. */
+  source: string;
   base: CachedBaseImage;
   files: VmFiles;
   ram: FileHandle;
@@ -87,6 +92,8 @@ interface Session {
 export interface FinishResult {
   finalized: FinalizeResult;
   resumed: ResumeResult;
+  /** After a post-copy switch: what was fetched once the VM ran here, up to the last page; null otherwise. */
+  postCopy: PostCopyReport | null;
 }
 
 /** How long the target waits for a started guest to show it goes on. */
@@ -104,6 +111,8 @@ export class TargetHandoffs {
   private readonly finalized = new Map<string, FinalizeResult>();
   /** Finishes under way or done, by handoff (see `finish`). */
   private readonly finishing = new Map<string, Promise<FinishResult>>();
+  /** Post-copies fetching their pages here, by handoff: `finish` waits for the last page. */
+  private readonly postCopies = new Map<string, PostCopyFetch>();
   /** Handoffs aborted here: a `prepare` still running, or arriving late, must not leave a copy. */
   private readonly aborted = new Set<string>();
 
@@ -315,7 +324,7 @@ export class TargetHandoffs {
       // end frame it brought without its commit no longer counts.
       fail: (_err, attempt) => ends.withdraw(attempt),
     });
-    this.sessions.set(handoffId, { vmId: a.record.vmId, base, files, ram, ramWrites, ramDigest, diskDigest: assembledDisk, deviceState, baseFiles: [baseMemory, baseDisk], endpoint, qemu, ends });
+    this.sessions.set(handoffId, { vmId: a.record.vmId, source: a.record.source, base, files, ram, ramWrites, ramDigest, diskDigest: assembledDisk, deviceState, baseFiles: [baseMemory, baseDisk], endpoint, qemu, ends });
     // The source's commit came before the worker that took it in died: this side finishes it,
     // from the end frame it recorded (the assembled files are read back in full first).
     if (a.recovered && a.record.phase === 'commit-received' && a.record.end && a.record.ack) {
@@ -358,6 +367,9 @@ export class TargetHandoffs {
             throw new HandoffError('STATE_MISMATCH', `the device state on file at ${this.cloudlet.name} is not the one attempt ${end.attempt} sent; the VM was not resumed here`);
           }
           const vm = await s.qemu;
+          // After a post-copy switch the stale pages become holes first, and that waits for the
+          // verdict on what is held (see `verify`): the device state loads after.
+          if (end.value.expected.postCopy) return vm;
           stopTrace('dst load device state');
           await vm.host.loadDeviceState(s.files.deviceState);
           stopTrace('dst device state loaded');
@@ -429,8 +441,44 @@ export class TargetHandoffs {
     const verifiedAtMs = Date.now();
     stopTrace('dst verified');
     s.vm = await starting;
+    if (sent.postCopy && s.vm) await this.startPostCopy(handoffId, s, s.vm, sent.postCopy);
     s.heartbeatAtStop = sent.heartbeatAtStop;
     return { memoryDigest, diskDigest: disk, verified: true, verifyMs, received, marks: { receivedAtMs: end.at, finalizeStartedAtMs, verifiedAtMs } };
+  }
+
+  /**
+   * A post-copy switch, the held state verified: the stale pages become holes, QEMU's RAM is
+   * registered with the fault server and the fetch from the source begins; then the device state
+   * loads (its faults are the first served).
+   */
+  private async startPostCopy(handoffId: string, s: Session, vm: VmInstance, postCopy: PostCopyEnd): Promise<void> {
+    const memoryPages = s.base.manifest.memory.sizeBytes / BLOCK_SIZE;
+    const held = new PageHashTable(memoryPages);
+    held.copyFrom(s.ramDigest.table);
+    let pages: Uint32Array;
+    try {
+      pages = runPages(postCopy.staleRuns, memoryPages);
+    } catch (err) {
+      throw new HandoffError('PROTOCOL', `the post-copy's stale pages: ${(err as Error).message}`);
+    }
+    if (pages.some((i, k) => i >= memoryPages || (k > 0 && i <= pages[k - 1]!))) throw new HandoffError('PROTOCOL', `the post-copy's stale pages are not ascending pages of the ${memoryPages}-page memory`);
+    const { qemuPid } = await vm.host.status();
+    if (qemuPid === null) throw new HandoffError('TARGET_CANNOT_RUN', `the QEMU of VM '${s.vmId}' on ${this.cloudlet.name} is gone`);
+    const fetch = await PostCopyFetch.start({
+      handoffId,
+      source: { host: postCopy.host, port: postCopy.port, cloudlet: s.source },
+      tls: this.cloudlet.config.tls,
+      qemuPid,
+      ramFile: s.files.ramFile,
+      memoryPages,
+      plan: { pages },
+      held: { table: held },
+      log: this.cloudlet.config.log,
+    });
+    this.postCopies.set(handoffId, fetch);
+    stopTrace('dst post-copy serving');
+    await vm.host.loadDeviceState(s.files.deviceState);
+    stopTrace('dst device state loaded');
   }
 
   /**
@@ -442,7 +490,9 @@ export class TargetHandoffs {
   finish(handoffId: string, waitMs?: number): Promise<FinishResult> {
     const done = this.completed.get(handoffId);
     const verified = this.finalized.get(handoffId);
-    if (done && verified) return Promise.resolve({ finalized: verified, resumed: done });
+    const fetch = this.postCopies.get(handoffId);
+    if (done && verified && !fetch) return Promise.resolve({ finalized: verified, resumed: done, postCopy: null });
+    if (done && verified && fetch) return fetch.done.then((postCopy) => ({ finalized: verified, resumed: done, postCopy }));
     // One finish per handoff: a retried activity (its worker's heartbeats were lost, say) joins
     // the one in flight, and gets its answer, instead of racing it.
     let finishing = this.finishing.get(handoffId);
@@ -451,7 +501,9 @@ export class TargetHandoffs {
         const finalized = await this.finalize(handoffId, undefined, waitMs);
         this.finalized.set(handoffId, finalized);
         const resumed = await this.resume(handoffId, this.session(handoffId).heartbeatAtStop ?? null);
-        return { finalized, resumed };
+        // After a post-copy switch the VM runs here on pages still coming: done once the last is in.
+        const fetching = this.postCopies.get(handoffId);
+        return { finalized, resumed, postCopy: fetching ? await fetching.done : null };
       })();
       finishing.catch(() => undefined);
       this.finishing.set(handoffId, finishing);
@@ -531,6 +583,8 @@ export class TargetHandoffs {
     s.ramDigest.close();
     s.diskDigest.close();
     s.ends.fail(new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was aborted on ${this.cloudlet.name}`));
+    this.postCopies.get(handoffId)?.abort(new HandoffError('HANDOFF_NOT_FOUND', `handoff ${handoffId} was discarded on ${this.cloudlet.name}`));
+    this.postCopies.delete(handoffId);
     await Promise.allSettled([s.ram.close(), s.deviceState.close(), ...s.baseFiles.map((f) => f.close())]);
     const vm = s.vm ?? (await s.qemu.catch(() => undefined));
     if (vm) await vm.destroy();

@@ -1,7 +1,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { BLOCK_SIZE } from '../blocks.js';
 import type { DirtyLog } from './dirty-log.js';
-import { PageHashTable, ZERO_PAGE_SHA } from './page-hash-table.js';
+import { PageHashTable, ZERO_PAGE_SHA, type PageRunsTask } from './page-hash-table.js';
 import { nativePageScan } from './native-page-scan.js';
 import { SCAN_PAGES, scanPages } from './scan-pages.js';
 
@@ -27,6 +27,12 @@ export interface ChangedShareTask {
   from: number;
   to: number;
   among?: Uint32Array;
+}
+
+/** Where pages are hashed into a shared table (the codec pool). */
+export interface PageHashPool {
+  hashPages(task: PageRunsTask): Promise<number>;
+  threads: number;
 }
 
 /** Pages a dirty log reported, per share of a scan: below this many, a share is not worth a thread. */
@@ -204,6 +210,26 @@ export class MemoryTracker {
    */
   digest(): string {
     return this.sha.digest();
+  }
+
+  /**
+   * The stopped state of the pages a post-copy switch left stale (ascending), read from the
+   * paused RAM file on the pool: each one's xxHash64, which goes with the page to the target and
+   * is checked there, and the canonical digest of the whole memory as stopped — what the target
+   * must hold once the last page is in. The tracker's own record stays what the target holds.
+   */
+  async stoppedState(ramPath: string, pool: PageHashPool, stale: Uint32Array): Promise<{ stopHashes: BigUint64Array; memoryDigest: string }> {
+    const table = new PageHashTable(this.pages);
+    table.copyFrom(this.sha);
+    const xxh = new BigUint64Array(new SharedArrayBuffer(this.pages * 8));
+    const share = Math.max(MIN_LISTED_SHARE, Math.ceil(stale.length / pool.threads));
+    const shares: Array<Promise<number>> = [];
+    for (let k = 0; k < stale.length; k += share) {
+      const runs = Uint32Array.from([...consecutiveRuns(stale.subarray(k, k + share))].flatMap((r) => [r.from, r.to - r.from]));
+      shares.push(pool.hashPages({ path: ramPath, pages: this.pages, table: table.shared, runs, xxh64: xxh.buffer as SharedArrayBuffer }));
+    }
+    await Promise.all(shares);
+    return { stopHashes: BigUint64Array.from(stale, (i) => xxh[i]!), memoryDigest: table.digest() };
   }
 
   /**

@@ -75,11 +75,14 @@ export interface PageRunsTask {
   pages: number;
   table: { records: SharedArrayBuffer; zero: SharedArrayBuffer };
   runs: Uint32Array;
+  /** Where each page's xxHash64 goes too (a BigUint64Array over every page), when given. */
+  xxh64?: SharedArrayBuffer;
 }
 
-/** Runs on a pool thread: reads each run from the file and records its pages' hashes. */
-export async function hashPageRuns(task: PageRunsTask): Promise<number> {
+/** Runs on a pool thread: reads each run from the file and records its pages' hashes (`hash64`: the xxHash64, for `task.xxh64`). */
+export async function hashPageRuns(task: PageRunsTask, hash64?: (d: Uint8Array) => bigint): Promise<number> {
   const table = new PageHashTable(task.pages, task.table);
+  const xxh = task.xxh64 && hash64 ? new BigUint64Array(task.xxh64) : undefined;
   const file = await open(task.path, 'r');
   const buf = Buffer.alloc(SCAN_PAGES * BLOCK_SIZE);
   let hashed = 0;
@@ -87,7 +90,7 @@ export async function hashPageRuns(task: PageRunsTask): Promise<number> {
     for (let r = 0; r + 1 < task.runs.length; r += 2) {
       const first = task.runs[r]!;
       const count = task.runs[r + 1]!;
-      await scanPages(file, first, first + count, (index, page) => table.setPage(index, page), buf);
+      await scanPages(file, first, first + count, (index, page) => (table.setPage(index, page), xxh && (xxh[index] = hash64!(page))), buf);
       hashed += count;
     }
   } finally {

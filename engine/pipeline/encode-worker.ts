@@ -51,5 +51,5 @@ export async function changedPagesShare(task: ChangedShareTask): Promise<Uint32A
 
 /** Pages of a file hashed into a shared table, on a pool thread (see AssembledMemoryDigest). */
 export async function pageRunsShare(task: PageRunsTask): Promise<number> {
-  return hashPageRuns(task);
+  return hashPageRuns(task, task.xxh64 ? await loadHash64() : undefined);
 }

@@ -3,6 +3,7 @@ import { connect, type TLSSocket } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BLOCK_SIZE } from '../blocks.js';
 import { HandoffError } from '../errors.js';
+import type { PostCopyReport } from '../contract.js';
 import type { PageHashTable } from '../memory/page-hash-table.js';
 import { loadHash64 } from '../pipeline/checksum.js';
 import { zstdBounded } from '../pipeline/codecs.js';
@@ -11,26 +12,6 @@ import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type
 import type { DataEndpoint } from '../wire/overlay-sender.js';
 import { FaultServer, nativePostCopy } from './fault-server.js';
 import { pageRuns, planPosition, runPages, type PostCopyPlan } from './plan.js';
-
-/** What a post-copy's target fetched, and how the guest fared meanwhile. */
-export interface PostCopyReport {
-  /** Pages the switch left to fetch. */
-  pages: number;
-  /** Pages a guest fault (or the device state's load) waited on, fetched on demand. */
-  remoteFaults: number;
-  /** From a fault's request to its page checked and handed to the fault server, ms. */
-  faultLatencyMedianMs: number | null;
-  faultLatencyMaxMs: number | null;
-  /** Pages that failed their stop-time hash on arrival, refused and fetched again. */
-  refused: number;
-  /** Times a page channel was opened again after it broke. */
-  reconnects: number;
-  bytesReceived: number;
-  /** From the start of the fetch to the last page in place, ms. */
-  ms: number;
-  /** The whole memory's digest once the last page was in: the stopped state's, confirmed. Null where no table was given. */
-  memoryDigest: string | null;
-}
 
 /** How long a broken page channel waits before it connects again. */
 const RECONNECT_DELAY_MS = 1_000;
@@ -119,7 +100,7 @@ export class PostCopyFetch {
       this.faultSocket?.end();
       const served = await Promise.race([this.server.finish(), failure]);
       const memoryDigest = this.o.held ? this.o.held.table.digest() : null;
-      if (this.o.held && memoryDigest !== this.o.held.expectedDigest) {
+      if (this.o.held?.expectedDigest !== undefined && memoryDigest !== this.o.held.expectedDigest) {
         throw new HandoffError('STATE_MISMATCH', `with every page in, the memory's digest is ${memoryDigest}, not the stopped state's ${this.o.held.expectedDigest}`);
       }
       const sorted = [...this.latencies].sort((a, b) => a - b);
@@ -177,8 +158,10 @@ export class PostCopyFetch {
           if (f.type !== FrameType.Pages) throw new HandoffError('PROTOCOL', `unexpected frame type ${f.type} on the post-copy ${channel} channel`);
           await this.take(f.pages, channel);
         }
-        // The push channel ends once everything asked for was sent: what is left comes by faults.
-        if (channel === 'push' && !socket.destroyed) return;
+        // The source ends the push channel once it sent everything asked for. Pages still
+        // missing then are on their way by faults, or were refused and asked for again; any
+        // other (a push cut short by a close without an error) is asked for by a new push.
+        if (channel === 'push' && this.o.plan.pages.every((page, at) => this.arrived[at] || this.asked.has(page))) return;
       } catch (err) {
         if (this.finished.signal.aborted) return;
         if (refusal) throw refusal;
@@ -216,7 +199,7 @@ export class PostCopyFetch {
       if (at < 0) throw new HandoffError('PROTOCOL', `the source sent page ${page}, which the post-copy plan does not name`);
       if (this.arrived[at]) continue;
       const bytes = raw.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE);
-      if (this.hash64(bytes) !== this.o.plan.hashes[at]) {
+      if (this.hash64(bytes) !== p.stopHashes[k]) {
         // Never put in where the guest could read it: asked for again.
         this.refused++;
         this.o.log?.(`post-copy page ${page} of ${this.o.handoffId} came on the ${channel} channel unlike its stop-time hash; refused, asked for again`);
@@ -251,8 +234,9 @@ export interface PostCopyFetchOptions {
   recovering?: boolean;
   /**
    * The SHA-256 of every page as held at the switch (the stale ones' entries are replaced as
-   * they arrive) and the stopped state's memory digest: checked once the last page is in.
+   * they arrive), whose digest is reported once the last page is in, and checked against the
+   * stopped state's memory digest where it is known here.
    */
-  held?: { table: PageHashTable; expectedDigest: string };
+  held?: { table: PageHashTable; expectedDigest?: string };
   log?: (line: string) => void;
 }

@@ -1,11 +1,10 @@
 /**
- * What a post-copy switch leaves the target to fetch: the pages it holds stale (ascending) and
- * each one's xxHash64 at the stop (the source's tracker read them in the stop-time scan). Every
- * page that arrives after the switch is checked against its hash before the guest may read it.
+ * What a post-copy switch leaves the target to fetch: the memory pages it holds stale, ascending.
+ * Each arrives with its xxHash64 from the source's stopped copy, taken right after the pause, and
+ * is checked against it before the guest may read it.
  */
 export interface PostCopyPlan {
   pages: Uint32Array;
-  hashes: BigUint64Array;
 }
 
 /** A page's position in the plan, or -1 when the plan does not name it. */

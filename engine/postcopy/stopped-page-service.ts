@@ -1,4 +1,5 @@
 import { open, type FileHandle } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Compressor } from 'zstd-napi';
 import { BLOCK_SIZE } from '../blocks.js';
 import { HandoffError } from '../errors.js';
@@ -6,8 +7,26 @@ import { MAX_PAGES_PER_FRAME, type PagesPayload } from '../wire/frames.js';
 import type { PageSource } from '../wire/data-plane-server.js';
 import { lowerBound, planPosition, runPages, type PostCopyPlan } from './plan.js';
 
+/** The source's plan: the stale pages, and each one's xxHash64 as the stop-time scan read it (hashed after the switch, while the first faults may wait). */
+export interface SourcePlan extends PostCopyPlan {
+  stopHashes: Promise<BigUint64Array>;
+}
+
+/** The same, with the whole memory's digest as stopped: what the target must hold once the last page is in. */
+export interface StoppedPlan extends SourcePlan {
+  memoryDigest: Promise<string>;
+  /** The operator's bandwidth cap at the switch, Mbit/s; null for none. */
+  capMbps: number | null;
+}
+
 /** Sends one pages frame, resolving once the socket took it (its backpressure paces the push). */
 export type SendPages = (pages: PagesPayload) => Promise<void>;
+
+/** Stale pages sent behind a fault's own, ahead of the push. */
+export const FAULT_PREPAGE = 15;
+
+/** Pre-paged frames waiting for the cap at most: past that, a fault's neighbours are left to the push. */
+const MAX_PREPAGE_FRAMES_QUEUED = 4;
 
 /** Level 3: the push is link-bound, and a fault's page is a single small frame either way. */
 const PAGE_ZSTD_LEVEL = 3;
@@ -25,10 +44,15 @@ export class StoppedPageService implements PageSource {
   /** The push channel under way: its order, what was sent on either channel since it began, and where it goes next. */
   private push?: { order: Uint32Array; sent: Uint8Array; left: number; cursor: number };
   readonly served = { faultPages: 0, pushedPages: 0, pushes: 0 };
+  /** Pre-paged frames queued behind faults, and the last of them. */
+  private prepaging = 0;
+  private prepaged: Promise<void> = Promise.resolve();
+  /** Bytes sent on both channels since the first: the operator's cap holds for their sum. */
+  private readonly sent = { since: 0, bytes: 0 };
 
   private constructor(
     private readonly ram: FileHandle,
-    private readonly plan: Pick<PostCopyPlan, 'pages'>,
+    private readonly plan: SourcePlan & { capMbps?: number | null },
     /** The cloudlet the handoff went to: only it may open a page channel. */
     readonly target: string,
   ) {
@@ -36,27 +60,52 @@ export class StoppedPageService implements PageSource {
   }
 
   /** Serves `plan`'s pages to `target` from `ramFile`, the stopped VM's, which nothing writes while this runs. */
-  static async open(ramFile: string, plan: Pick<PostCopyPlan, 'pages'>, target: string): Promise<StoppedPageService> {
+  static async open(ramFile: string, plan: SourcePlan & { capMbps?: number | null }, target: string): Promise<StoppedPageService> {
     return new StoppedPageService(await open(ramFile, 'r'), plan, target);
   }
 
-  /** Answers a fault channel's request: the pages asked for, at once. */
+  /**
+   * Answers a fault channel's request: the pages asked for, at once. Behind them the next
+   * FAULT_PREPAGE stale pages the push has not sent go on the same channel — a guest that faulted
+   * page i is likely to want i + 1 next (Hines & Gopalan's pre-paging) — in a frame of their own,
+   * paced by the operator's cap like the push and not waited for here, so the next fault's
+   * answer does not queue behind them; the push goes on after them.
+   */
   async fault(runs: ReadonlyArray<readonly [number, number]>, send: SendPages): Promise<void> {
     const pages = this.planned(runs);
-    for (let k = 0; k < pages.length; k += MAX_PAGES_PER_FRAME) {
-      const some = pages.subarray(k, k + MAX_PAGES_PER_FRAME);
-      await send(await this.pack(some));
-      this.served.faultPages += some.length;
-    }
+    for (let k = 0; k < pages.length; k += MAX_PAGES_PER_FRAME) await this.answer(pages.subarray(k, k + MAX_PAGES_PER_FRAME), send);
     const push = this.push;
     if (!push || pages.length === 0) return;
-    for (const i of pages) {
-      const at = planPosition({ pages: push.order }, i);
-      if (at >= 0 && !push.sent[at]) ((push.sent[at] = 1), push.left--);
+    for (const i of pages) this.markPushed(push, i);
+    let next = lowerBound(push.order, pages[pages.length - 1]! + 1);
+    const around: number[] = [];
+    if (this.prepaging < MAX_PREPAGE_FRAMES_QUEUED) {
+      for (; next < push.order.length && around.length < FAULT_PREPAGE; next++) if (!push.sent[next]) around.push(push.order[next]!);
     }
-    // Pre-paging: the push goes on right after the last page faulted.
-    const next = lowerBound(push.order, pages[pages.length - 1]! + 1);
+    for (const i of around) this.markPushed(push, i);
     push.cursor = next < push.order.length ? next : 0;
+    if (around.length === 0) return;
+    this.prepaging++;
+    const sent = this.prepaged.then(async () => {
+      const packed = await this.pack(Uint32Array.from(around));
+      await this.paced(packed);
+      await send(packed);
+      this.served.faultPages += around.length;
+    });
+    this.prepaged = sent.catch(() => undefined).finally(() => this.prepaging--);
+  }
+
+  /** Sends pages on the fault channel at once (they count against the operator's cap all the same). */
+  private async answer(pages: Uint32Array, send: SendPages): Promise<void> {
+    const packed = await this.pack(pages);
+    this.count(packed);
+    await send(packed);
+    this.served.faultPages += pages.length;
+  }
+
+  private markPushed(push: NonNullable<StoppedPageService['push']>, page: number): void {
+    const at = planPosition({ pages: push.order }, page);
+    if (at >= 0 && !push.sent[at]) ((push.sent[at] = 1), push.left--);
   }
 
   /**
@@ -87,9 +136,30 @@ export class StoppedPageService implements PageSource {
       }
       if (n === 0) break;
       const some = batch.slice(0, n);
-      await send(await this.pack(some));
+      const packed = await this.pack(some);
+      await this.paced(packed, signal);
+      await send(packed);
       this.served.pushedPages += n;
     }
+  }
+
+  private count(p: PagesPayload): void {
+    if (this.sent.bytes === 0) this.sent.since = Date.now();
+    this.sent.bytes += p.packed.length + 12 * p.indices.length;
+  }
+
+  /** Counts a push frame, after waiting as long as the operator's cap asks of everything sent so far. */
+  private async paced(p: PagesPayload, signal?: AbortSignal): Promise<void> {
+    this.count(p);
+    const cap = this.plan.capMbps ?? null;
+    if (cap === null || cap <= 0) return;
+    const wait = this.sent.since + ((this.sent.bytes * 8) / (cap * 1e6)) * 1000 - Date.now();
+    if (wait > 0) await sleep(wait, undefined, signal ? { signal } : {});
+  }
+
+  /** Resolves once the pre-paged frames queued so far were sent. */
+  async prepagedSent(): Promise<void> {
+    await this.prepaged;
   }
 
   async close(): Promise<void> {
@@ -119,6 +189,7 @@ export class StoppedPageService implements PageSource {
       if (bytesRead !== n * BLOCK_SIZE) throw new HandoffError('STATE_MISMATCH', `the stopped copy's RAM file ends before page ${pages[k]! + n}`);
       k += n;
     }
-    return { indices: pages, packed: this.compressor.compress(raw) };
+    const hashes = await this.plan.stopHashes;
+    return { indices: pages, stopHashes: BigUint64Array.from(pages, (i) => hashes[planPosition(this.plan, i)]!), packed: this.compressor.compress(raw) };
   }
 }

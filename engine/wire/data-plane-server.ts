@@ -329,7 +329,7 @@ export class DataPlaneServer {
             // A newer attempt may have connected while the device state was written: then this
             // end frame is no longer the current attempt's, and nothing may commit on it.
             if (superseded()) throw new HandoffError('PROTOCOL', `attempt ${attempt} of handoff ${handoffId} was superseded before its end`);
-            await sink.complete(ack, { memoryDigest: e.memoryDigest, diskDigest: e.diskDigest, heartbeatAtStop: e.heartbeatAtStop }, attempt, e.deviceStateSha256);
+            await sink.complete(ack, { memoryDigest: e.memoryDigest, diskDigest: e.diskDigest, heartbeatAtStop: e.heartbeatAtStop, ...(e.postCopy ? { postCopy: e.postCopy } : {}) }, attempt, e.deviceStateSha256);
             socket.write(encodeFrame({ type: FrameType.Ack, ack }));
             stopTrace('dst end complete, ack written');
             ended = true;

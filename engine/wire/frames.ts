@@ -58,7 +58,7 @@ export enum FrameType {
   PageHello = 16,
   /** Runs of pages the target asks for: on the fault channel, now; on the push channel, its order. */
   PageRequest = 17,
-  /** Pages: u32 count, count × u32 page index, then the pages' bytes zstd-compressed as one. */
+  /** Pages: u32 count, count × u32 page index, count × u64 stop-time xxHash64, then the pages' bytes zstd-compressed as one. */
   Pages = 18,
 }
 
@@ -84,6 +84,8 @@ export const batchAckSchema = z.object({
   /** Everything received on this connection so far, frames included. */
   bytesReceived: z.number().int().nonnegative(),
 });
+/** A run of pages: (first, count). */
+const pageRun = z.tuple([z.number().int().nonnegative().max(2 ** 32 - 1), z.number().int().positive().max(2 ** 32 - 1)]);
 const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'is not a 64-digit hex SHA-256');
 export const endSchema = z.object({
   batches: z.number().int().nonnegative(),
@@ -94,6 +96,12 @@ export const endSchema = z.object({
   diskDigest: sha256Hex,
   /** The guest's last heartbeat counter at the pause: the target confirms it goes on past it. */
   heartbeatAtStop: z.number().int().nonnegative().nullable(),
+  /**
+   * Present when the stream switched to post-copy: the memory pages the target holds stale (the
+   * memory digest above is of what it holds, stale pages included), which it fetches from the
+   * source's own data plane at `host:port` once it runs the VM.
+   */
+  postCopy: z.object({ staleRuns: z.array(pageRun).max(4_000_000), host: z.string().min(1).max(255), port: z.number().int().min(1).max(65535) }).optional(),
 });
 export const ackSchema = z.object({
   batches: z.number().int().nonnegative(),
@@ -137,10 +145,14 @@ export const pageHelloSchema = z.object({
 });
 /** The most pages one pages frame carries (256 KiB raw), so a fault's answer never waits behind a large one. */
 export const MAX_PAGES_PER_FRAME = 64;
-const pageRun = z.tuple([z.number().int().nonnegative().max(2 ** 32 - 1), z.number().int().positive().max(2 ** 32 - 1)]);
 export const pageRequestSchema = z.object({ runs: z.array(pageRun).max(4_000_000) });
 export interface PagesPayload {
   indices: Uint32Array;
+  /**
+   * Each page's xxHash64 as the source's stop-time scan left it, not as the bytes sent hash:
+   * the target refuses a page that is not what the source stopped with.
+   */
+  stopHashes: BigUint64Array;
   /** The pages' bytes, zstd-compressed as one; checked page by page against the stop-time hashes. */
   packed: Buffer;
 }
@@ -211,9 +223,14 @@ export function encodeFrame(f: Frame): Buffer {
     case FrameType.PageRequest:
       return frame(f.type, Buffer.from(JSON.stringify(f.request)));
     case FrameType.Pages: {
-      const head = Buffer.alloc(4 + 4 * f.pages.indices.length);
-      head.writeUInt32LE(f.pages.indices.length, 0);
-      for (const [k, i] of f.pages.indices.entries()) head.writeUInt32LE(i, 4 + 4 * k);
+      const n = f.pages.indices.length;
+      if (f.pages.stopHashes.length !== n) throw new Error(`pages frame: ${n} pages, ${f.pages.stopHashes.length} hashes`);
+      const head = Buffer.alloc(4 + 12 * n);
+      head.writeUInt32LE(n, 0);
+      for (let k = 0; k < n; k++) {
+        head.writeUInt32LE(f.pages.indices[k]!, 4 + 4 * k);
+        head.writeBigUInt64LE(f.pages.stopHashes[k]!, 4 + 4 * n + 8 * k);
+      }
       return frame(f.type, Buffer.concat([head, f.pages.packed]));
     }
     case FrameType.BaseChunk: {
@@ -289,10 +306,14 @@ export function decodePayload(type: number, payload: Buffer): Frame {
     case FrameType.Pages: {
       if (payload.length < 4) throw new HandoffError('PROTOCOL', 'pages frame is truncated');
       const count = payload.readUInt32LE(0);
-      if (count < 1 || count > MAX_PAGES_PER_FRAME || payload.length < 4 + 4 * count) throw new HandoffError('PROTOCOL', `pages frame: count ${count} is outside 1..${MAX_PAGES_PER_FRAME} or runs past the frame`);
+      if (count < 1 || count > MAX_PAGES_PER_FRAME || payload.length < 4 + 12 * count) throw new HandoffError('PROTOCOL', `pages frame: count ${count} is outside 1..${MAX_PAGES_PER_FRAME} or runs past the frame`);
       const indices = new Uint32Array(count);
-      for (let k = 0; k < count; k++) indices[k] = payload.readUInt32LE(4 + 4 * k);
-      return { type, pages: { indices, packed: payload.subarray(4 + 4 * count) } };
+      const stopHashes = new BigUint64Array(count);
+      for (let k = 0; k < count; k++) {
+        indices[k] = payload.readUInt32LE(4 + 4 * k);
+        stopHashes[k] = payload.readBigUInt64LE(4 + 4 * count + 8 * k);
+      }
+      return { type, pages: { indices, stopHashes, packed: payload.subarray(4 + 12 * count) } };
     }
     case FrameType.BaseChunk: {
       if (payload.length < 12) throw new HandoffError('PROTOCOL', 'base chunk frame is truncated');

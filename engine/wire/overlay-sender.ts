@@ -10,7 +10,7 @@ import { deferred } from '../deferred.js';
 import { Throttle } from './throttle.js';
 import { AnswerWatch } from './answer-watch.js';
 import type { EncodedBatch } from '../pipeline/overlay-encoder.js';
-import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type Ack, type BatchAck, type Frame } from './frames.js';
+import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type Ack, type BatchAck, type End, type Frame } from './frames.js';
 import type { Holdings } from './holdings.js';
 import { expectCloudlet, type CloudletTls } from './cloudlet-tls.js';
 import type { StateDigests } from '../contract.js';
@@ -42,7 +42,12 @@ export interface SendObserver {
 /** What the target checks the assembled state against, and confirms the resumed guest by. */
 export interface StopState extends StateDigests {
   heartbeatAtStop: number | null;
+  /** A post-copy switch: the pages the target holds stale, and where the source serves them. */
+  postCopy?: PostCopyEnd;
 }
+
+/** The end frame's post-copy part (see endSchema). */
+export type PostCopyEnd = NonNullable<End['postCopy']>;
 
 export interface OutgoingOverlay {
   handoffId: string;
@@ -145,7 +150,7 @@ async function* overlayFrames(
   for (let off = 0; off < packed.length; off += 1 << 20) {
     yield encodeFrame({ type: FrameType.DeviceState, data: packed.subarray(off, off + (1 << 20)) });
   }
-  const { memoryDigest, diskDigest, heartbeatAtStop } = await o.stopState();
+  const { memoryDigest, diskDigest, heartbeatAtStop, postCopy } = await o.stopState();
   stopTrace('src stop state in hand');
   o.signal?.throwIfAborted();
   await committing;
@@ -154,7 +159,7 @@ async function* overlayFrames(
     type: FrameType.End,
     end: {
       batches, chunks, deviceStateBytes: deviceState.length, deviceStateSha256: createHash('sha256').update(deviceState).digest('hex'),
-      memoryDigest, diskDigest, heartbeatAtStop,
+      memoryDigest, diskDigest, heartbeatAtStop, ...(postCopy ? { postCopy } : {}),
     },
   });
   // The commit goes right behind the end frame, in one write, not after the target's ack of it:
