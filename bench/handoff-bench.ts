@@ -12,12 +12,12 @@ import { SYSTEMS, markdownTable, writeReportFiles, type BenchRow, type System } 
 
 /**
  * npm run bench:handoff [-- --quick] [-- --json] [-- --workloads kvstore,fluid] [-- --mbps 5,10,25]
- *   [-- --rtt-ms 50] [-- --systems handoff,qemu-tuned,qemu-classic,floor] [-- --label NAME]
+ *   [-- --rtt-ms 50] [-- --systems handoff,handoff-precopy,qemu-tuned,qemu-classic,floor] [-- --label NAME]
  *
  * For each workload × link rate, on one WAN testbed (tc-shaped veth between network namespaces,
  * 50 ms round trip between the cloudlets by the testbed's delay relay unless --rtt-ms says other)
- * and from the same 1 GiB base snapshot: (a) this project's handoff through the workflow,
- * (b) QEMU classic pre-copy + full disk mirror, (c) QEMU tuned (base as backing file, top-layer
+ * and from the same 1 GiB base snapshot: (a) this project's handoff through the workflow, with
+ * post-copy allowed (`handoff`, the hybrid) and with pre-copy only (`handoff-precopy`), (b) QEMU classic pre-copy + full disk mirror, (c) QEMU tuned (base as backing file, top-layer
  * mirror, XBZRLE, multifd zstd), (d) the floor: xz -9e of the stop-time overlay over the link.
  * Writes docs/bench/handoff-bench[-quick].{json,svg}; with --json the last stdout line is the rows.
  */
@@ -138,13 +138,16 @@ async function main(): Promise<void> {
         const cell = { workload: workload.name, mbps };
 
         let handoffSeconds: number | null = null;
-        if (systems.includes('handoff')) {
-          const h = await runProjectHandoff({ cluster, baseImageId: base.id, workload, warmupSeconds, vmId: `bench-${workload.name}-${mbps}`, log });
+        // The hybrid (post-copy allowed, the default handoff of this benchmark), then pre-copy alone.
+        for (const system of (['handoff', 'handoff-precopy'] as const).filter((s) => systems.includes(s))) {
+          const postCopy = system === 'handoff' ? 'auto' : 'never';
+          const h = await runProjectHandoff({ cluster, baseImageId: base.id, workload, warmupSeconds, vmId: `bench-${workload.name}-${mbps}-${postCopy}`, postCopy, log });
           const r = h.result;
-          handoffSeconds = r.totalMs / 1000;
+          handoffSeconds ??= r.totalMs / 1000;
+          const pc = r.postCopy;
           rows.push({
             ...cell,
-            system: 'handoff',
+            system,
             totalSeconds: r.totalMs / 1000,
             downtimeSeconds: r.downtimeMs / 1000,
             guestGapSeconds: r.guestGapMs === null ? null : r.guestGapMs / 1000,
@@ -152,11 +155,12 @@ async function main(): Promise<void> {
             cpuSeconds: h.cpuSeconds,
             completed: r.verified && r.guestContinued,
             guestContinued: r.guestContinued,
-            ...(r.verified && r.guestContinued ? {} : { note: `verified ${r.verified}, guest continued ${r.guestContinued}` }),
+            ...(r.verified && r.guestContinued && (!pc || pc.memoryDigestConfirmed) ? {} : { note: `verified ${r.verified}, guest continued ${r.guestContinued}${pc ? `, memory confirmed ${pc.memoryDigestConfirmed}` : ''}` }),
+            ...(pc ? { postCopy: { stalePages: pc.stalePages, remoteFaults: pc.fetch.remoteFaults, faultLatencyMedianMs: pc.fetch.faultLatencyMedianMs } } : {}),
           });
-          details.push({ ...cell, system: 'handoff', downtimeBreakdown: r.downtimeBreakdown, guestGapParts: r.guestGapParts, precopy: r.precopy, epochs: r.epochs, modeSwitches: r.modeSwitches.map((s) => `${s.from}→${s.to}`), bytesSent: r.bytesSent, stages: r.stages });
+          details.push({ ...cell, system, downtimeBreakdown: r.downtimeBreakdown, guestGapParts: r.guestGapParts, precopy: r.precopy, epochs: r.epochs, modeSwitches: r.modeSwitches.map((s) => `${s.from}→${s.to}`), bytesSent: r.bytesSent, stages: r.stages, postCopy: pc });
           const g = r.guestGapParts;
-          log(`  handoff: ${fmt(rows.at(-1)!)} (${r.precopy.stopReason}, ${r.epochs.length} epochs; guest gap across the stop ${g.acrossStopMs} ms = ${g.beforePauseMs} before the pause + downtime + ${g.afterResumeMs} after cont)`);
+          log(`  ${system}: ${fmt(rows.at(-1)!)} (${r.precopy.stopReason}, ${r.epochs.length} epochs; guest gap across the stop ${g.acrossStopMs} ms = ${g.beforePauseMs} before the pause + downtime + ${g.afterResumeMs} after cont${pc ? `; post-copy: ${pc.stalePages} pages after the resume, ${pc.fetch.remoteFaults} on demand, median ${pc.fetch.faultLatencyMedianMs} ms, all in ${(pc.fetch.ms / 1000).toFixed(1)} s` : ''})`);
         }
 
         for (const system of (['qemu-tuned', 'qemu-classic'] as QemuSystem[]).filter((s) => systems.includes(s))) {

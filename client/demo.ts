@@ -13,7 +13,9 @@ import { progressPrinter, summarize } from './progress-printer.js';
 
 /**
  * The main job on the embedded default: a Temporal dev server, two cloudlet workers (A, B), a VM
- * with a workload on A, and a handoff of that VM to B, with progress and the result.
+ * with a workload on A, and a handoff of that VM to B, with progress and the result. Then (unless
+ * --skip-post-copy) a second VM whose guest rewrites memory faster than the link (capped at
+ * POST_COPY_CAP_MBPS) drains it, moved with post-copy allowed: the hybrid handoff.
  */
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -27,6 +29,7 @@ async function main(): Promise<void> {
       mbps: { type: 'string' },
       /** Round trip between the cloudlets, with --mbps; the issue's WAN: 50 ms. */
       'rtt-ms': { type: 'string', default: '50' },
+      'skip-post-copy': { type: 'boolean', default: false },
     },
   });
   const memoryMiB = Number(values['memory-mib']);
@@ -73,19 +76,35 @@ async function main(): Promise<void> {
     const after = await executeWorkflow(cluster.client, describeVm, { vmId, cloudlet: 'B' });
     say(`on B now: ${after.runState}, heartbeat ${after.lastHeartbeat}`);
     say(`the handoff's history, with its five steps: ${cluster.uiUrl}/namespaces/default/workflows/${result.workflowId}`);
+    let postCopy: HandoffResult | null = null;
+    if (!values['skip-post-copy']) {
+      const fluidId = 'demo-fluid';
+      await executeWorkflow(cluster.client, launchVm, { vmId: fluidId, cloudlet: 'A', baseImageId: base.id, workload: { name: 'fluid', args: ['32', '50'] } });
+      say(`VM ${fluidId} running on A: two 32 MiB grids rewritten as fast as the guest runs, more than ${POST_COPY_CAP_MBPS} Mbit/s drains`);
+      await sleep(Number(values['run-seconds']) * 1000);
+      say(`handoff of ${fluidId}: A → B, capped at ${POST_COPY_CAP_MBPS} Mbit/s, post-copy allowed`);
+      postCopy = await runHandoff(cluster.client, { vmId: fluidId, source: 'A', target: 'B', bandwidthCapMbps: POST_COPY_CAP_MBPS, postCopy: 'auto' }, progressPrinter(say));
+      for (const line of summarize(postCopy)) say(line);
+    }
     say(`demo finished in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     if (values.keep) {
       say('--keep: the dev server and its UI stay up; Ctrl-C stops everything');
       await new Promise(() => undefined);
     }
     const { workflowId, vmId: id, source, target, totalMs, downtimeMs, guestGapMs, bytesSent, verified, guestContinued } = result;
-    summary = { workflowId, vmId: id, source, target, totalMs, downtimeMs, guestGapMs, bytesSent, verified, guestContinued, mbps: mbps ?? null, uiUrl: cluster.uiUrl, result };
+    summary = {
+      workflowId, vmId: id, source, target, totalMs, downtimeMs, guestGapMs, bytesSent, verified, guestContinued, mbps: mbps ?? null, uiUrl: cluster.uiUrl, result,
+      postCopy: postCopy && { workflowId: postCopy.workflowId, totalMs: postCopy.totalMs, downtimeMs: postCopy.downtimeMs, guestGapMs: postCopy.guestGapMs, postCopy: postCopy.postCopy },
+    };
   } finally {
     await stop();
   }
   // After teardown, so that it is the last line.
   if (values.json) console.log(JSON.stringify(summary));
 }
+
+/** The post-copy part's cap: the demo's link is loopback unless --mbps says otherwise. */
+const POST_COPY_CAP_MBPS = 40;
 
 /**
  * kvstore: text-like records under updates (the default); heartbeat: a counter and a small heap.

@@ -12,7 +12,9 @@ import { runFaultSuite } from './faults/fault-suite.js';
 // the clean run that the others are measured against, a worker's SIGTERM between handoffs, the
 // source worker killed -9 mid-stream and the target worker killed -9 mid-stream (each restarted
 // after 5 s, the stream resumed from what the target holds), a target that goes silent with the
-// source stopped, and two handoffs of one VM at once. Each case watches both cloudlets' guests.
+// source stopped, the target worker killed -9 mid post-copy (a guest that outruns the link, the
+// VM running at B on pages still coming from A), and two handoffs of one VM at once. Each case
+// watches both cloudlets' guests.
 
 const SUBSET = [
   'none',
@@ -20,6 +22,7 @@ const SUBSET = [
   'kill -9 source worker, restarted after 5 s|live epoch ≥ 1',
   'kill -9 target worker, restarted after 5 s|live epoch ≥ 1',
   'a peer that stops answering (no RST)',
+  'kill -9 target worker, restarted after 5 s|post-copy',
   'two handoffs of one VM (A→B and A→C, different workflow ids)',
 ];
 

@@ -155,6 +155,12 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
       log.error({ vmId: vm.vmId, err: (err as Error).message }, `VM ${vm.vmId}: its handoff could not be recovered`);
     }
   }
+  // Post-copies the last worker served or fetched: the stopped copies' pages served again, the
+  // missing pages of VMs running here fetched again.
+  const source = new SourceHandoffs(cloudlet);
+  const notTakenUp = (side: string) => (err: Error) => (log.error({ err: err.message }, `post-copies ${side} could not be taken up`), [] as string[]);
+  const postCopies = { served: await source.recoverPostCopies().catch(notTakenUp('served')), fetched: await target.recoverPostCopies().catch(notTakenUp('fetched')) };
+  if (postCopies.served.length + postCopies.fetched.length > 0) log.info(postCopies, `post-copies taken up: serving ${postCopies.served.join(', ') || 'none'}; fetching ${postCopies.fetched.join(', ') || 'none'}`);
   log.info({ pageScan: pageScanImplementation(), dirtyLog: dirtyLogAvailability() }, 'changed-pages scan');
   for (const dir of config.installBase) {
     const image = await cloudlet.images.install(dir);
@@ -171,7 +177,7 @@ export async function runCloudletWorker(config: CloudletWorkerConfig): Promise<v
     maxHeartbeatThrottleInterval: '1 second',
     activities: {
       ...createCloudletActivities(cloudlet),
-      ...createSourceActivities(new SourceHandoffs(cloudlet), { traceDir: config.traceDir }),
+      ...createSourceActivities(source, { traceDir: config.traceDir }),
       ...createTargetActivities(target),
     },
   });

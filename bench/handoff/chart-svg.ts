@@ -13,6 +13,7 @@ export interface ChartBar {
 
 const COLORS: Record<string, string> = {
   handoff: '#1b7f5b',
+  'handoff-precopy': '#6fb59a',
   'qemu-tuned': '#d08c1e',
   'qemu-classic': '#b03a2e',
   floor: '#5b6b7a',

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Workload } from '../../engine/names.js';
 import type { ModeId } from '../../engine/adaptation/mode.js';
+import type { PostCopyPolicy } from '../../engine/contract.js';
 import type { EmbeddedCluster } from '../../infra/embedded-cluster.js';
 import { runHandoff } from '../../client/start-handoff.js';
 import { WORKFLOW_TASK_QUEUE, type HandoffResult } from '../../workflows/definitions.js';
@@ -29,6 +30,8 @@ export async function runProjectHandoff(o: {
   log: (line: string) => void;
   /** Hand off in this mode throughout (the workflow's pinnedMode); absent: the adaptive policy. */
   pinnedMode?: ModeId;
+  /** Whether the handoff may switch to post-copy (the workflow's postCopy); absent: never. */
+  postCopy?: PostCopyPolicy;
   /** Wraps the handoff itself (not the launch or warm-up): bench:adaptation plays its link profile there. */
   around?: <T>(handoff: () => Promise<T>) => Promise<T>;
 }): Promise<ProjectHandoffOutcome> {
@@ -45,7 +48,7 @@ export async function runProjectHandoff(o: {
   let outcome: Omit<ProjectHandoffOutcome, 'cpuSeconds'>;
   let cpuSeconds: number;
   try {
-    const input = { vmId: o.vmId, source: 'A', target: 'B', ...(o.pinnedMode ? { pinnedMode: o.pinnedMode } : {}) };
+    const input = { vmId: o.vmId, source: 'A', target: 'B', ...(o.pinnedMode ? { pinnedMode: o.pinnedMode } : {}), ...(o.postCopy ? { postCopy: o.postCopy } : {}) };
     const handoff = () => runHandoff(cluster.client, input);
     const result = await (o.around ? o.around(handoff) : handoff());
     outcome = { result, wireBytes: (await wan.uplinkBytes('A')) - bytesBefore };

@@ -4,7 +4,8 @@ import { z } from 'zod';
 import { REPO_ROOT } from '../../infra/paths.js';
 import { totalTimeChart } from './chart-svg.js';
 
-export const SYSTEMS = ['handoff', 'qemu-tuned', 'qemu-classic', 'floor'] as const;
+/** `handoff`: the default policy with post-copy allowed (the hybrid); `handoff-precopy`: pre-copy only. */
+export const SYSTEMS = ['handoff', 'handoff-precopy', 'qemu-tuned', 'qemu-classic', 'floor'] as const;
 export type System = (typeof SYSTEMS)[number];
 
 /** One row of the table; a schema, because the merge tool reads rows back from report files. */
@@ -22,6 +23,8 @@ export const benchRowSchema = z.object({
   /** The guest beat on at the target past its last heartbeat at the source (null: not measured). */
   guestContinued: z.boolean().nullable(),
   note: z.string().optional(),
+  /** A handoff that switched to post-copy: pages fetched after the resume, of them on demand, and a fault's median wait (ms). */
+  postCopy: z.object({ stalePages: z.number(), remoteFaults: z.number(), faultLatencyMedianMs: z.number().nullable() }).optional(),
 });
 export type BenchRow = z.infer<typeof benchRowSchema>;
 

@@ -167,6 +167,12 @@ export class Cloudlet {
     return this.committedHandoffs.get(handoffId);
   }
 
+  /** The handoff that brought VM `vmId` here, continued here, as re-adopted from its host. */
+  handoffOf(vmId: string): string | undefined {
+    for (const [handoffId, vm] of this.committedHandoffs) if (vm === vmId) return handoffId;
+    return undefined;
+  }
+
   private track(vm: VmInstance): void {
     this.vms.set(vm.vmId, vm);
     vm.host.onLost((reason) => {

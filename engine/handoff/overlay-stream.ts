@@ -219,9 +219,11 @@ export async function streamOverlay(opts: {
           if (!postCopy) return state;
           const { stale, stopped: stoppedState } = postCopy;
           if (!stale || !stoppedState) throw new Error('post-copy without the stop-time scan of its stale pages');
-          const served = await opts.servePostCopy!({
-            pages: stale, stopHashes: stoppedState.then((p) => p.stopHashes), memoryDigest: stoppedState.then((p) => p.memoryDigest), capMbps: control.bandwidthCapMbps(),
-          });
+          const stopHashes = stoppedState.then((p) => p.stopHashes);
+          const memoryDigest = stoppedState.then((p) => p.memoryDigest);
+          // Awaited by whoever needs them (the page frames, the retire); a failure must not go unhandled before.
+          for (const p of [stopHashes, memoryDigest]) p.catch(() => undefined);
+          const served = await opts.servePostCopy!({ pages: stale, stopHashes, memoryDigest, capMbps: control.bandwidthCapMbps() });
           return { ...state, postCopy: { staleRuns: pageRuns(stale), ...served } };
         },
         capMbps: () => control.bandwidthCapMbps(),

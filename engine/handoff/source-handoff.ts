@@ -11,6 +11,11 @@ import { DEFAULT_PRECOPY, type PrecopyPolicy } from './precopy-policy.js';
 import type { SentChunkCache } from '../pipeline/sent-chunk-cache.js';
 import type { StreamControl } from './stream-control.js';
 import { StoppedPageService, type StoppedPlan } from '../postcopy/stopped-page-service.js';
+import { sourcePostCopyRecord, targetPostCopyRecord } from '../postcopy/postcopy-records.js';
+import { pageRuns, runPages } from '../postcopy/plan.js';
+import { hashListedPages } from '../memory/memory-tracker.js';
+import { PageHashTable } from '../memory/page-hash-table.js';
+import { BLOCK_SIZE } from '../blocks.js';
 import { DurableRecord } from '../durable-record.js';
 import { SOURCE_PHASE_FILE, decideSourceRecovery, sourcePhaseSchema, type SourcePhase, type SourceRecovery, type TargetAnswer } from './source-phase.js';
 
@@ -80,6 +85,13 @@ export class SourceHandoffs {
       if (held && held.handoffId !== handoffId && held.phase !== 'released') {
         throw new HandoffError('VM_BUSY', `VM '${vmId}' on ${this.cloudlet.name} is held by handoff ${held.handoffId} (phase ${held.phase}); one handoff of a VM at a time`);
       }
+      // A VM that came here by post-copy holds part of its memory at the last source until every
+      // page is in: not a VM to move (its scan would read the holes, its dirty log would replace
+      // their registration).
+      const arriving = await targetPostCopyRecord(vm.files.dir).read().catch(() => undefined);
+      if (arriving && !arriving.fetched) {
+        throw new HandoffError('VM_BUSY', `VM '${vmId}' on ${this.cloudlet.name} is still fetching its memory from ${arriving.source} after its post-copy handoff ${arriving.handoffId}; move it once that is done`);
+      }
       if (held?.handoffId !== handoffId) {
         const state = await vm.host.runState();
         if (state !== 'running') throw new HandoffError('VM_NOT_RUNNING', `VM '${vmId}' on ${this.cloudlet.name} is ${state}, not running`);
@@ -125,6 +137,9 @@ export class SourceHandoffs {
     const setPhase = (p: SourcePhase['phase']) => record.write({ handoffId, vmId: vm.vmId, phase: p, attempt, at: new Date().toISOString() });
     /** The copy here runs again for the live epochs (a paused VM here is an earlier attempt's stop). */
     const goLive = async () => {
+      // Its pages are the running guest's from here: any post-copy of an earlier attempt is over.
+      await this.stopServingPages(handoffId);
+      await sourcePostCopyRecord(vm.files.dir).remove();
       await setPhase('live');
       if ((await vm.host.runState()) !== 'running') await vm.host.cont();
     };
@@ -161,7 +176,10 @@ export class SourceHandoffs {
         // cannot read is not proof of that, so the copy then stays as it is.
         const now = await record.read().catch(() => undefined);
         // Pages are served until the target confirms; before the commit left it never will.
-        if (now !== undefined && now.phase !== 'commit-sent') await this.stopServingPages(handoffId);
+        if (now !== undefined && now.phase !== 'commit-sent') {
+          await this.stopServingPages(handoffId);
+          await sourcePostCopyRecord(vm.files.dir).remove();
+        }
         const resumes = now !== undefined && now.phase !== 'commit-sent' && (await vm.host.runState().catch(() => 'unknown')) === 'paused';
         if (resumes) await vm.host.cont().catch(() => undefined);
         this.cloudlet.config.log?.(
@@ -209,6 +227,7 @@ export class SourceHandoffs {
     if (decision.action === 'resume-here' && phase) {
       // Its pages are the running guest's from here: a post-copy target may not have them.
       await this.stopServingPages(handoffId);
+      await sourcePostCopyRecord(vm.files.dir).remove();
       await record.write({ ...phase, phase: 'released', at: new Date().toISOString() });
       if ((await vm.host.runState()) !== 'running') await vm.host.cont();
     }
@@ -227,9 +246,11 @@ export class SourceHandoffs {
     if (phase?.handoffId !== handoffId || phase.phase !== 'commit-sent') {
       throw new HandoffError('PROTOCOL', `refusing to retire VM '${vmId}' on ${this.cloudlet.name}: its handoff record is ${phase ? `${phase.handoffId} in phase ${phase.phase}` : 'missing'}, not ${handoffId} with its commit frame sent`);
     }
-    const postCopy = this.postCopies.get(handoffId);
-    if (postCopy) {
-      const stopped = await postCopy.memoryDigest;
+    const vm = this.cloudlet.vm(vmId);
+    const postCopyRecord = await sourcePostCopyRecord(vm.files.dir).read();
+    if (postCopyRecord?.handoffId === handoffId) {
+      // Served since the switch, or by a restarted worker: else the stopped copy itself says.
+      const stopped = await (this.postCopies.get(handoffId)?.memoryDigest ?? this.cloudlet.codecPool().digestFile(vm.files.ramFile, vm.base.manifest.memory.sizeBytes));
       if (postCopyDigest !== stopped) {
         throw new HandoffError(
           'STATE_MISMATCH',
@@ -242,9 +263,41 @@ export class SourceHandoffs {
     await this.cloudlet.destroyVm(vmId);
   }
 
-  /** Serves the stopped copy's stale pages to the handoff's target (before the commit leaves); where they are served. */
+  /**
+   * Takes up the post-copies a previous worker was serving: each VM whose commit frame left in a
+   * handoff that switched to post-copy still holds the pages of record, stopped. Their stop-time
+   * hashes and the whole memory's digest are read again from the stopped copy, which nothing
+   * has written since the pause.
+   */
+  async recoverPostCopies(): Promise<string[]> {
+    const taken: string[] = [];
+    for (const vm of this.cloudlet.vmList()) {
+      try {
+        const [record, phase] = await Promise.all([sourcePostCopyRecord(vm.files.dir).read(), sourcePhaseRecord(vm).read()]);
+        if (!record || phase?.handoffId !== record.handoffId || phase.phase !== 'commit-sent') continue;
+        const memoryPages = vm.base.manifest.memory.sizeBytes / BLOCK_SIZE;
+        const pages = runPages(record.staleRuns, memoryPages);
+        const pool = this.cloudlet.codecPool();
+        const stopHashes = hashListedPages(vm.files.ramFile, pool, pages, new PageHashTable(memoryPages));
+        const memoryDigest = pool.digestFile(vm.files.ramFile, vm.base.manifest.memory.sizeBytes);
+        // Awaited by whoever needs them (the page frames, the retire); a failure must not go unhandled before.
+        for (const p of [stopHashes, memoryDigest]) p.catch(() => undefined);
+        await this.servePostCopy(record.handoffId, vm, record.target, { pages, stopHashes, memoryDigest, capMbps: record.capMbps ?? null });
+        taken.push(`${vm.vmId} (${record.handoffId}, ${pages.length} stale pages)`);
+      } catch (err) {
+        this.cloudlet.config.log?.(`VM ${vm.vmId}: its post-copy could not be served again: ${(err as Error).message}`);
+      }
+    }
+    return taken;
+  }
+
+  /**
+   * Serves the stopped copy's stale pages to the handoff's target, declared in the VM's folder
+   * first (before the commit leaves: a restarted worker serves them again); where they are served.
+   */
   private async servePostCopy(handoffId: string, vm: VmInstance, target: string, plan: StoppedPlan): Promise<{ host: string; port: number }> {
     await this.stopServingPages(handoffId);
+    await sourcePostCopyRecord(vm.files.dir).write({ handoffId, target, staleRuns: pageRuns(plan.pages), capMbps: plan.capMbps });
     const service = await StoppedPageService.open(vm.files.ramFile, plan, target);
     this.postCopies.set(handoffId, { service, memoryDigest: plan.memoryDigest });
     this.cloudlet.dataPlane.servePages(handoffId, service);
@@ -306,6 +359,8 @@ export async function recoverSourceAfterRestart(vm: VmInstance): Promise<SourceR
   const phase = await record.read().catch(() => undefined);
   const decision = decideSourceRecovery(phase, 'no-answer');
   if (decision.action === 'resume-here' && phase && phase.phase !== 'released' && (await vm.host.runState()) === 'paused') {
+    // A post-copy declared before the commit left never began: the copy here is the VM's again.
+    await sourcePostCopyRecord(vm.files.dir).remove();
     await vm.host.cont();
   }
   return decision;

@@ -11,9 +11,10 @@ import { targetSessionRecord, type TargetSessionRecord } from './target-session-
 import { OwnWrites } from './own-writes.js';
 import type { CachedBaseImage } from '../image/image-cache.js';
 import type { DataEndpoint, PostCopyEnd, StopState } from '../wire/overlay-sender.js';
-import { PageHashTable } from '../memory/page-hash-table.js';
-import { PostCopyFetch } from '../postcopy/page-fetcher.js';
-import { runPages } from '../postcopy/plan.js';
+import { join } from 'node:path';
+import { HOST_CONTINUED_FILE } from '../host/host-protocol.js';
+import type { PostCopyFetch } from '../postcopy/page-fetcher.js';
+import { recordTargetPostCopy, recoverTargetPostCopy, startTargetPostCopy } from '../postcopy/target-postcopy.js';
 import type { Ack } from '../wire/frames.js';
 import { AssembledMemoryDigest } from './assembled-memory-digest.js';
 import { AssembledDiskDigest } from './assembled-disk-digest.js';
@@ -113,6 +114,10 @@ export class TargetHandoffs {
   private readonly finishing = new Map<string, Promise<FinishResult>>();
   /** Post-copies fetching their pages here, by handoff: `finish` waits for the last page. */
   private readonly postCopies = new Map<string, PostCopyFetch>();
+  /** What each post-copy fetched, once its last page was in. */
+  private readonly postCopyReports = new Map<string, PostCopyReport>();
+  /** Post-copies whose VM the last worker continued here before it recorded how (see confirmGoesOn). */
+  private readonly resumedBeforeRestart = new Map<string, { vm: VmInstance; heartbeatAtStop: number | null }>();
   /** Handoffs aborted here: a `prepare` still running, or arriving late, must not leave a copy. */
   private readonly aborted = new Set<string>();
 
@@ -441,9 +446,10 @@ export class TargetHandoffs {
     const verifiedAtMs = Date.now();
     stopTrace('dst verified');
     s.vm = await starting;
-    if (sent.postCopy && s.vm) await this.startPostCopy(handoffId, s, s.vm, sent.postCopy);
     s.heartbeatAtStop = sent.heartbeatAtStop;
-    return { memoryDigest, diskDigest: disk, verified: true, verifyMs, received, marks: { receivedAtMs: end.at, finalizeStartedAtMs, verifiedAtMs } };
+    const finalized: FinalizeResult = { memoryDigest, diskDigest: disk, verified: true, verifyMs, received, marks: { receivedAtMs: end.at, finalizeStartedAtMs, verifiedAtMs } };
+    if (sent.postCopy && s.vm) await this.startPostCopy(handoffId, s, s.vm, sent.postCopy, finalized);
+    return finalized;
   }
 
   /**
@@ -451,34 +457,68 @@ export class TargetHandoffs {
    * registered with the fault server and the fetch from the source begins; then the device state
    * loads (its faults are the first served).
    */
-  private async startPostCopy(handoffId: string, s: Session, vm: VmInstance, postCopy: PostCopyEnd): Promise<void> {
-    const memoryPages = s.base.manifest.memory.sizeBytes / BLOCK_SIZE;
-    const held = new PageHashTable(memoryPages);
-    held.copyFrom(s.ramDigest.table);
-    let pages: Uint32Array;
-    try {
-      pages = runPages(postCopy.staleRuns, memoryPages);
-    } catch (err) {
-      throw new HandoffError('PROTOCOL', `the post-copy's stale pages: ${(err as Error).message}`);
-    }
-    if (pages.some((i, k) => i >= memoryPages || (k > 0 && i <= pages[k - 1]!))) throw new HandoffError('PROTOCOL', `the post-copy's stale pages are not ascending pages of the ${memoryPages}-page memory`);
+  private async startPostCopy(handoffId: string, s: Session, vm: VmInstance, end: PostCopyEnd, finalized: FinalizeResult): Promise<void> {
     const { qemuPid } = await vm.host.status();
     if (qemuPid === null) throw new HandoffError('TARGET_CANNOT_RUN', `the QEMU of VM '${s.vmId}' on ${this.cloudlet.name} is gone`);
-    const fetch = await PostCopyFetch.start({
-      handoffId,
-      source: { host: postCopy.host, port: postCopy.port, cloudlet: s.source },
-      tls: this.cloudlet.config.tls,
-      qemuPid,
-      ramFile: s.files.ramFile,
-      memoryPages,
-      plan: { pages },
-      held: { table: held },
-      log: this.cloudlet.config.log,
+    const { fetch, heldSaved } = await startTargetPostCopy({
+      ...this.postCopyPlace(handoffId, s.files, qemuPid, s.base.manifest.memory.sizeBytes),
+      source: s.source, end, held: s.ramDigest.table, finalized, heartbeatAtStop: s.heartbeatAtStop ?? null,
     });
-    this.postCopies.set(handoffId, fetch);
+    this.fetching(handoffId, s.files.dir, fetch);
     stopTrace('dst post-copy serving');
-    await vm.host.loadDeviceState(s.files.deviceState);
+    await Promise.all([vm.host.loadDeviceState(s.files.deviceState), heldSaved]);
     stopTrace('dst device state loaded');
+  }
+
+  /**
+   * Takes up the post-copies a previous worker of this cloudlet was fetching: each VM that runs
+   * here (re-adopted from its host) with a post-copy record fetches what it still lacks, and a
+   * retried `finish` of its handoff answers from the record once the last page is in.
+   */
+  async recoverPostCopies(): Promise<string[]> {
+    const taken: string[] = [];
+    for (const vm of this.cloudlet.vmList()) {
+      const handoffId = this.cloudlet.handoffOf(vm.vmId);
+      if (handoffId === undefined) continue;
+      try {
+        const { qemuPid } = await vm.host.status();
+        if (qemuPid === null) continue;
+        const recovered = await recoverTargetPostCopy(this.postCopyPlace(handoffId, vm.files, qemuPid, vm.base.manifest.memory.sizeBytes));
+        if (!recovered) continue;
+        const { record, fetch } = recovered;
+        this.finalized.set(handoffId, record.finalized as FinalizeResult);
+        if (record.resumed) this.completed.set(handoffId, record.resumed as ResumeResult);
+        // Continued by the last worker (its host says so), which died before it confirmed the guest went on.
+        else this.resumedBeforeRestart.set(handoffId, { vm, heartbeatAtStop: record.heartbeatAtStop });
+        if (record.fetched) this.postCopyReports.set(handoffId, record.fetched);
+        if (fetch) this.fetching(handoffId, vm.files.dir, fetch);
+        taken.push(`${vm.vmId} (${handoffId}${fetch ? ', fetching' : ', done'})`);
+      } catch (err) {
+        this.cloudlet.config.log?.(`VM ${vm.vmId}: its post-copy could not be taken up: ${(err as Error).message}`);
+      }
+    }
+    return taken;
+  }
+
+  private postCopyPlace(handoffId: string, files: VmFiles, qemuPid: number, memoryBytes: number) {
+    return { handoffId, vmDir: files.dir, ramFile: files.ramFile, qemuPid, memoryPages: memoryBytes / BLOCK_SIZE, tls: this.cloudlet.config.tls, ...(this.cloudlet.config.log ? { log: this.cloudlet.config.log } : {}) };
+  }
+
+  /** A fetch under way: `finish` waits for it; its report, once in, is recorded for a retried `finish`. */
+  private fetching(handoffId: string, vmDir: string, fetch: PostCopyFetch): void {
+    this.postCopies.set(handoffId, fetch);
+    void fetch.done.then(async (report) => {
+      this.postCopyReports.set(handoffId, report);
+      this.postCopies.delete(handoffId);
+      await recordTargetPostCopy(vmDir, { fetched: report });
+    }).catch((err: Error) => this.cloudlet.config.log?.(`handoff ${handoffId}: the post-copy fetch ended: ${err.message}`));
+  }
+
+  /** What a post-copy of this handoff fetched (waiting for its last page); null where there was none. */
+  private async postCopyOf(handoffId: string): Promise<PostCopyReport | null> {
+    const fetch = this.postCopies.get(handoffId);
+    if (fetch) return fetch.done;
+    return this.postCopyReports.get(handoffId) ?? null;
   }
 
   /**
@@ -490,25 +530,48 @@ export class TargetHandoffs {
   finish(handoffId: string, waitMs?: number): Promise<FinishResult> {
     const done = this.completed.get(handoffId);
     const verified = this.finalized.get(handoffId);
-    const fetch = this.postCopies.get(handoffId);
-    if (done && verified && !fetch) return Promise.resolve({ finalized: verified, resumed: done, postCopy: null });
-    if (done && verified && fetch) return fetch.done.then((postCopy) => ({ finalized: verified, resumed: done, postCopy }));
+    if (done && verified) return this.postCopyOf(handoffId).then((postCopy) => ({ finalized: verified, resumed: done, postCopy }));
     // One finish per handoff: a retried activity (its worker's heartbeats were lost, say) joins
     // the one in flight, and gets its answer, instead of racing it.
     let finishing = this.finishing.get(handoffId);
     if (!finishing) {
       finishing = (async () => {
+        // A post-copy the last worker of this cloudlet continued here: its record answers.
+        const before = this.resumedBeforeRestart.get(handoffId);
+        if (verified && before) {
+          const resumed = await this.confirmGoesOn(handoffId, before.vm, before.heartbeatAtStop);
+          return { finalized: verified, resumed, postCopy: await this.postCopyOf(handoffId) };
+        }
         const finalized = await this.finalize(handoffId, undefined, waitMs);
         this.finalized.set(handoffId, finalized);
+        const { files } = this.session(handoffId);
         const resumed = await this.resume(handoffId, this.session(handoffId).heartbeatAtStop ?? null);
-        // After a post-copy switch the VM runs here on pages still coming: done once the last is in.
-        const fetching = this.postCopies.get(handoffId);
-        return { finalized, resumed, postCopy: fetching ? await fetching.done : null };
+        // After a post-copy switch the VM runs here on pages still coming: done once the last is
+        // in. A retried `finish` on a restarted worker answers from the record.
+        if (this.postCopies.has(handoffId) || this.postCopyReports.has(handoffId)) await recordTargetPostCopy(files.dir, { resumed });
+        return { finalized, resumed, postCopy: await this.postCopyOf(handoffId) };
       })();
       finishing.catch(() => undefined);
       this.finishing.set(handoffId, finishing);
     }
     return finishing;
+  }
+
+  /**
+   * A VM the last worker continued here before it could confirm its guest went on: confirmed now
+   * (its first heartbeat past the stop's), and recorded.
+   */
+  private async confirmGoesOn(handoffId: string, vm: VmInstance, heartbeatAtStop: number | null): Promise<ResumeResult> {
+    const hb = heartbeatAtStop === null ? undefined : await vm.heartbeats.next(heartbeatAtStop, CONFIRM_TIMEOUT_MS);
+    const runState = await vm.host.runState();
+    if (runState !== 'running') throw new HandoffError('GUEST_DID_NOT_CONTINUE', `VM ${vm.vmId} did not go on at ${this.cloudlet.name}: run state is ${runState}`);
+    // The resume happened under the last worker: its host wrote this file just before `cont`.
+    const continuedAtMs = Math.round((await stat(join(vm.files.dir, HOST_CONTINUED_FILE))).mtimeMs);
+    const resumed: ResumeResult = { resumedAtMs: continuedAtMs, resumeStartedAtMs: continuedAtMs, heartbeatAfter: hb?.counter ?? null, firstHeartbeatAtMs: hb?.atMs ?? null, runState };
+    this.completed.set(handoffId, resumed);
+    this.resumedBeforeRestart.delete(handoffId);
+    await recordTargetPostCopy(vm.files.dir, { resumed });
+    return resumed;
   }
 
   /** Continues the verified VM and confirms the guest goes on past its last heartbeat at stop. */

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { z } from 'zod';
 import { DurableRecord } from '../durable-record.js';
-import { ackSchema } from '../wire/frames.js';
+import { ackSchema, endSchema } from '../wire/frames.js';
 import { cloudletNameSchema } from '../names.js';
 
 /**
@@ -30,7 +30,16 @@ export const targetSessionRecordSchema = z.object({
   preparedAt: z.string(),
   phase: targetPhaseSchema.default('prepared'),
   attempt: z.number().int().min(0).default(0),
-  end: z.object({ memoryDigest: z.string(), diskDigest: z.string(), heartbeatAtStop: z.number().int().nullable(), deviceStateSha256: z.string() }).optional(),
+  end: z
+    .object({
+      memoryDigest: z.string(),
+      diskDigest: z.string(),
+      heartbeatAtStop: z.number().int().nullable(),
+      deviceStateSha256: z.string(),
+      // A restarted worker that finishes a post-copy end must not run the VM on its stale pages.
+      postCopy: endSchema.shape.postCopy,
+    })
+    .optional(),
   ack: ackSchema.optional(),
 });
 export type TargetSessionRecord = z.infer<typeof targetSessionRecordSchema>;

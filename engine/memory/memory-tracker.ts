@@ -221,15 +221,8 @@ export class MemoryTracker {
   async stoppedState(ramPath: string, pool: PageHashPool, stale: Uint32Array): Promise<{ stopHashes: BigUint64Array; memoryDigest: string }> {
     const table = new PageHashTable(this.pages);
     table.copyFrom(this.sha);
-    const xxh = new BigUint64Array(new SharedArrayBuffer(this.pages * 8));
-    const share = Math.max(MIN_LISTED_SHARE, Math.ceil(stale.length / pool.threads));
-    const shares: Array<Promise<number>> = [];
-    for (let k = 0; k < stale.length; k += share) {
-      const runs = Uint32Array.from([...consecutiveRuns(stale.subarray(k, k + share))].flatMap((r) => [r.from, r.to - r.from]));
-      shares.push(pool.hashPages({ path: ramPath, pages: this.pages, table: table.shared, runs, xxh64: xxh.buffer as SharedArrayBuffer }));
-    }
-    await Promise.all(shares);
-    return { stopHashes: BigUint64Array.from(stale, (i) => xxh[i]!), memoryDigest: table.digest() };
+    const stopHashes = await hashListedPages(ramPath, pool, stale, table);
+    return { stopHashes, memoryDigest: table.digest() };
   }
 
   /**
@@ -254,6 +247,22 @@ export class MemoryTracker {
     this.held[index] = this.hash(data);
     this.sha.setPage(index, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
   }
+}
+
+/**
+ * Hashes the listed pages (ascending) of a RAM file on the pool's threads: their SHA-256 into
+ * `table`, and their xxHash64s, returned in list order.
+ */
+export async function hashListedPages(ramPath: string, pool: PageHashPool, listed: Uint32Array, table: PageHashTable): Promise<BigUint64Array> {
+  const xxh = new BigUint64Array(new SharedArrayBuffer(table.pages * 8));
+  const share = Math.max(MIN_LISTED_SHARE, Math.ceil(listed.length / pool.threads));
+  const shares: Array<Promise<number>> = [];
+  for (let k = 0; k < listed.length; k += share) {
+    const runs = Uint32Array.from([...consecutiveRuns(listed.subarray(k, k + share))].flatMap((r) => [r.from, r.to - r.from]));
+    shares.push(pool.hashPages({ path: ramPath, pages: table.pages, table: table.shared, runs, xxh64: xxh.buffer as SharedArrayBuffer }));
+  }
+  await Promise.all(shares);
+  return BigUint64Array.from(listed, (i) => xxh[i]!);
 }
 
 /** A whole-file scan in `shares` ranges, each a multiple of the 4 MiB read. */

@@ -33,7 +33,8 @@ export type FaultServerReport = z.infer<typeof reportSchema>;
  */
 export class FaultServer {
   private stderr = '';
-  private readonly exited: Promise<number | null>;
+  /** Resolves with the server's exit code once it ended, for whatever reason. */
+  readonly exited: Promise<number | null>;
   /** The server's last line, its report, once it ended. */
   private readonly reported: Promise<string | undefined>;
 
@@ -69,13 +70,30 @@ export class FaultServer {
     return server!;
   }
 
-  /** Hands one checked page over; resolves when the pipe can take more (its backpressure). */
+  /** Hands one checked page over; resolves when the pipe can take more (its backpressure), fails once the server is gone. */
   put(page: number, bytes: Uint8Array): Promise<void> {
+    const stdin = this.child.stdin!;
+    if (this.child.exitCode !== null || this.child.signalCode !== null || stdin.destroyed) return Promise.reject(this.gone());
     const record = Buffer.allocUnsafe(8 + BLOCK_SIZE);
     record.writeBigUInt64LE(BigInt(page), 0);
     record.set(bytes.subarray(0, BLOCK_SIZE), 8);
-    if (this.child.stdin!.write(record)) return Promise.resolve();
-    return new Promise((resolve) => this.child.stdin!.once('drain', resolve));
+    if (stdin.write(record)) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const done = (err?: Error) => {
+        stdin.off('drain', onDrain);
+        stdin.off('close', onClose);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onDrain = () => done();
+      const onClose = () => done(this.gone());
+      stdin.on('drain', onDrain);
+      stdin.on('close', onClose);
+    });
+  }
+
+  private gone(): HandoffError {
+    return new HandoffError('TARGET_CANNOT_RUN', `the post-copy fault server ended: ${this.stderr.trim() || `exit ${this.child.exitCode ?? this.child.signalCode}`}`);
   }
 
   /** No more pages: the server checks that no hole is left, unregisters and reports. */

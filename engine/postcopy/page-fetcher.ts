@@ -1,3 +1,4 @@
+import { writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { connect, type TLSSocket } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -12,6 +13,12 @@ import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type
 import type { DataEndpoint } from '../wire/overlay-sender.js';
 import { FaultServer, nativePostCopy } from './fault-server.js';
 import { pageRuns, planPosition, runPages, type PostCopyPlan } from './plan.js';
+
+/** Arrivals of one page that fail its hash before the fetch gives up (the guest stays frozen on it; the source keeps its copy). */
+const MAX_REFUSALS = 5;
+
+/** A journal record: u32 page index, its SHA-256. */
+export const ARRIVED_RECORD_BYTES = 36;
 
 /** How long a broken page channel waits before it connects again. */
 const RECONNECT_DELAY_MS = 1_000;
@@ -35,6 +42,9 @@ export class PostCopyFetch {
   private bytesReceived = 0;
   private readonly started = Date.now();
   private faultSocket?: TLSSocket;
+  private pushSocket?: TLSSocket;
+  /** Times each page was refused on arrival: a page that keeps failing its hash is not asked for forever. */
+  private readonly refusals = new Map<number, number>();
   private readonly finished = new AbortController();
   private allIn!: () => void;
   private readonly allInPromise = new Promise<void>((resolve) => (this.allIn = resolve));
@@ -90,6 +100,8 @@ export class PostCopyFetch {
   private async run(): Promise<PostCopyReport> {
     const failure = new Promise<never>((_, reject) => (this.failed = reject));
     failure.catch(() => undefined);
+    // A fault server gone before its end leaves vCPUs waiting on holes: the fetch fails loudly.
+    void this.server.exited.then((code) => !this.finished.signal.aborted && this.failed?.(new HandoffError('TARGET_CANNOT_RUN', `the post-copy fault server exited (${code}) with pages still to come`)));
     try {
       if (this.left > 0) {
         const channels = Promise.all([this.keepChannel('fault'), this.keepChannel('push')]);
@@ -112,6 +124,7 @@ export class PostCopyFetch {
     } catch (err) {
       this.finished.abort();
       this.faultSocket?.destroy();
+      this.pushSocket?.destroy();
       this.server.kill();
       throw err;
     }
@@ -137,8 +150,6 @@ export class PostCopyFetch {
         await sleep(RECONNECT_DELAY_MS, undefined, { signal: this.finished.signal }).catch(() => undefined);
         if (this.finished.signal.aborted) return;
       }
-      /** The source's own answer that it serves no pages for this handoff: final, not a broken link. */
-      let refusal: HandoffError | undefined;
       try {
         const socket = await this.connect(channel);
         const decoder = new FrameDecoder();
@@ -146,6 +157,7 @@ export class PostCopyFetch {
         socket.on('error', (err) => decoder.destroy(err));
         socket.on('close', () => decoder.destroy());
         socket.pipe(decoder);
+        if (channel === 'push') this.pushSocket = socket;
         if (channel === 'fault') {
           this.faultSocket = socket;
           if (this.asked.size) socket.write(encodeFrame({ type: FrameType.PageRequest, request: { runs: pageRuns([...this.asked.keys()].sort((a, b) => a - b)) } }));
@@ -154,7 +166,8 @@ export class PostCopyFetch {
           socket.write(encodeFrame({ type: FrameType.PageRequest, request: { runs: pageRuns(missing) } }));
         }
         for await (const f of decoder as AsyncIterable<Frame>) {
-          if (f.type === FrameType.Error) throw (refusal = new HandoffError('PROTOCOL', `the source refused the post-copy ${channel} channel: ${f.error.message}`));
+          // A source whose worker restarts serves the pages again once it is back: asked again.
+          if (f.type === FrameType.Error) throw new HandoffError('PROTOCOL', `the source refused the post-copy ${channel} channel: ${f.error.message}`);
           if (f.type !== FrameType.Pages) throw new HandoffError('PROTOCOL', `unexpected frame type ${f.type} on the post-copy ${channel} channel`);
           await this.take(f.pages, channel);
         }
@@ -164,7 +177,6 @@ export class PostCopyFetch {
         if (channel === 'push' && this.o.plan.pages.every((page, at) => this.arrived[at] || this.asked.has(page))) return;
       } catch (err) {
         if (this.finished.signal.aborted) return;
-        if (refusal) throw refusal;
         this.o.log?.(`post-copy ${channel} channel of ${this.o.handoffId} broke: ${(err as Error).message}; connecting again`);
       }
     }
@@ -186,6 +198,8 @@ export class PostCopyFetch {
 
   /** Checks each page of a frame against its stop-time hash and hands the good ones to the fault server. */
   private async take(p: PagesPayload, channel: PageChannel): Promise<void> {
+    // Ended (done, or failed): nothing more goes in, nor into the journal.
+    if (this.finished.signal.aborted) return;
     let raw: Buffer;
     try {
       raw = zstdBounded(p.packed, p.indices.length * BLOCK_SIZE);
@@ -193,15 +207,22 @@ export class PostCopyFetch {
       throw new HandoffError('PROTOCOL', `post-copy pages do not decompress: ${(err as Error).message}`);
     }
     if (raw.length !== p.indices.length * BLOCK_SIZE) throw new HandoffError('PROTOCOL', `a pages frame of ${p.indices.length} pages holds ${raw.length} bytes`);
-    this.bytesReceived += p.packed.length + 4 * p.indices.length;
+    this.bytesReceived += p.packed.length + 12 * p.indices.length;
+    const accepted: Array<{ page: number; bytes: Buffer }> = [];
     for (const [k, page] of p.indices.entries()) {
       const at = planPosition(this.o.plan, page);
       if (at < 0) throw new HandoffError('PROTOCOL', `the source sent page ${page}, which the post-copy plan does not name`);
       if (this.arrived[at]) continue;
       const bytes = raw.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE);
       if (this.hash64(bytes) !== p.stopHashes[k]) {
-        // Never put in where the guest could read it: asked for again.
+        // Never put in where the guest could read it: asked for again, a few times.
         this.refused++;
+        const times = (this.refusals.get(page) ?? 0) + 1;
+        this.refusals.set(page, times);
+        if (times >= MAX_REFUSALS) {
+          this.failed?.(new HandoffError('STATE_MISMATCH', `post-copy page ${page} of ${this.o.handoffId} failed its stop-time hash ${times} times: the source's stopped copy is not what it stopped with`));
+          return;
+        }
         this.o.log?.(`post-copy page ${page} of ${this.o.handoffId} came on the ${channel} channel unlike its stop-time hash; refused, asked for again`);
         this.asked.set(page, this.asked.get(page) ?? Date.now());
         this.faultSocket?.write(encodeFrame({ type: FrameType.PageRequest, request: { runs: [[page, 1]] } }));
@@ -209,6 +230,18 @@ export class PostCopyFetch {
       }
       this.arrived[at] = 1;
       this.o.held?.table.setPage(page, bytes);
+      accepted.push({ page, bytes });
+    }
+    // Journaled before they go in: a restarted worker finds each page in place in the journal too.
+    if (this.o.held?.journal && accepted.length && !this.finished.signal.aborted) {
+      const records = Buffer.allocUnsafe(accepted.length * ARRIVED_RECORD_BYTES);
+      for (const [k, { page }] of accepted.entries()) {
+        records.writeUInt32LE(page, k * ARRIVED_RECORD_BYTES);
+        this.o.held.table.sha(page).copy(records, k * ARRIVED_RECORD_BYTES + 4);
+      }
+      writeSync(this.o.held.journal, records);
+    }
+    for (const { page, bytes } of accepted) {
       await this.server.put(page, bytes);
       const askedAt = this.asked.get(page);
       if (askedAt !== undefined) {
@@ -237,6 +270,11 @@ export interface PostCopyFetchOptions {
    * they arrive), whose digest is reported once the last page is in, and checked against the
    * stopped state's memory digest where it is known here.
    */
-  held?: { table: PageHashTable; expectedDigest?: string };
+  held?: {
+    table: PageHashTable;
+    expectedDigest?: string;
+    /** An open file each checked page's (u32 index, SHA-256) is appended to before it goes in: a restarted worker replays it. */
+    journal?: number;
+  };
   log?: (line: string) => void;
 }

@@ -101,7 +101,7 @@ export const endSchema = z.object({
    * memory digest above is of what it holds, stale pages included), which it fetches from the
    * source's own data plane at `host:port` once it runs the VM.
    */
-  postCopy: z.object({ staleRuns: z.array(pageRun).max(4_000_000), host: z.string().min(1).max(255), port: z.number().int().min(1).max(65535) }).optional(),
+  postCopy: z.object({ staleRuns: z.array(pageRun).max(1_000_000), host: z.string().min(1).max(255), port: z.number().int().min(1).max(65535) }).optional(),
 });
 export const ackSchema = z.object({
   batches: z.number().int().nonnegative(),
@@ -145,7 +145,7 @@ export const pageHelloSchema = z.object({
 });
 /** The most pages one pages frame carries (256 KiB raw), so a fault's answer never waits behind a large one. */
 export const MAX_PAGES_PER_FRAME = 64;
-export const pageRequestSchema = z.object({ runs: z.array(pageRun).max(4_000_000) });
+export const pageRequestSchema = z.object({ runs: z.array(pageRun).max(1_000_000) });
 export interface PagesPayload {
   indices: Uint32Array;
   /**

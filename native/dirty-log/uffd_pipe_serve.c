@@ -39,9 +39,10 @@
 #define RECORDS_PER_READ 64
 
 static unsigned char *in_place; /* one bit per page: copied by this server, or found there */
+static unsigned char *reported; /* one bit per page: a fault on it was reported */
 
-static int is_in(uint64_t i) { return in_place[i / 8] >> (i % 8) & 1; }
-static void set_in(uint64_t i) { in_place[i / 8] |= (unsigned char)(1 << (i % 8)); }
+static int bit(const unsigned char *map, uint64_t i) { return map[i / 8] >> (i % 8) & 1; }
+static void set_bit(unsigned char *map, uint64_t i) { map[i / 8] |= (unsigned char)(1 << (i % 8)); }
 
 /* Puts one page in: 1 copied, 0 already there (a fault's wake happens either way), -1 failed. */
 static int put_page(int uffd, uint64_t start, uint64_t index, unsigned char *bytes) {
@@ -73,11 +74,17 @@ int main(int argc, char **argv) {
   if (uffd < 0) return perror("pidfd_getfd"), 1;
   uint64_t pages = length / PAGE;
   in_place = calloc(pages / 8 + 1, 1);
+  reported = calloc(pages / 8 + 1, 1);
   unsigned char *buf = aligned_alloc(PAGE, RECORDS_PER_READ * RECORD + PAGE);
   unsigned char *page = aligned_alloc(PAGE, PAGE);
-  if (!in_place || !buf || !page) return fprintf(stderr, "out of memory\n"), 1;
+  if (!in_place || !reported || !buf || !page) return fprintf(stderr, "out of memory\n"), 1;
   struct uffdio_register reg = {.range = {.start = start, .len = length}, .mode = UFFDIO_REGISTER_MODE_MISSING};
   if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) return perror("UFFDIO_REGISTER missing"), 1;
+  /* A server before this one (its worker died) may have read faults it never answered: their
+     threads wait for a wake that no message will bring. Woken, they touch the page again and
+     fault to this server. */
+  struct uffdio_range whole = {.start = start, .len = length};
+  if (ioctl(uffd, UFFDIO_WAKE, &whole) < 0) return perror("UFFDIO_WAKE"), 1;
   printf("serving\n");
   fflush(stdout);
   uint64_t faults = 0, copied = 0, already = 0;
@@ -94,12 +101,15 @@ int main(int argc, char **argv) {
         if (msg.event != UFFD_EVENT_PAGEFAULT) continue;
         uint64_t index = (msg.arg.pagefault.address - start) / PAGE;
         if (index >= pages) continue;
-        if (is_in(index)) {
+        if (bit(in_place, index)) {
           /* Its page came between the fault and this read: the copy woke it, or this does. */
           struct uffdio_range r = {.start = start + index * PAGE, .len = PAGE};
           ioctl(uffd, UFFDIO_WAKE, &r);
           continue;
         }
+        /* Each page once: its threads all wake when it is put in. */
+        if (bit(reported, index)) continue;
+        set_bit(reported, index);
         faults++;
         printf("F %llu\n", (unsigned long long)index);
       }
@@ -121,7 +131,7 @@ int main(int argc, char **argv) {
         if (r < 0) return perror("UFFDIO_COPY"), 1;
         if (r) copied++;
         else already++;
-        set_in(index);
+        set_bit(in_place, index);
       }
       memmove(buf, buf + off, held - off);
       held -= off;

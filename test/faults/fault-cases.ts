@@ -8,6 +8,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { WORKFLOW_TASK_QUEUE } from '../../workflows/definitions.js';
 import { handoff } from '../../workflows/handoff.js';
 import type { CaseContext, CaseResult, FaultCase } from './fault-suite.js';
+import type { HandoffResult } from '../../workflows/definitions.js';
 import { runCrashCase } from './crash-case.js';
 import { fillTmpfs } from './tmpfs-mount.js';
 
@@ -247,6 +248,64 @@ export const FAULT_CASES: FaultCase[] = [
 ];
 
 const secondOutcome = new Map<string, string>();
+
+/**
+ * Post-copy's cases: a guest that rewrites two 32 MiB grids as fast as it runs outruns the 10
+ * Mbit/s link, so with post-copy allowed the handoff switches; the fault strikes while the target
+ * runs the VM on pages still coming from A's stopped copy. Nothing may be lost: the VM moves, its
+ * whole memory confirmed, and A's copy goes only then.
+ */
+const POST_COPY = { workload: { name: 'fluid', args: ['32', '50'] }, input: { postCopy: 'auto' as const }, expected: ['moved' as const] };
+
+/** Cases whose fault struck while the target was still fetching pages, by VM. */
+const struckMidPostCopy = new Set<string>();
+
+/** Once the target fetches: a second in, checked still under way, then the fault. */
+async function midPostCopy(ctx: CaseContext, fault: () => Promise<void>): Promise<void> {
+  await ctx.postCopyFetching();
+  await sleep(1_000);
+  if (await ctx.postCopyStillFetching()) struckMidPostCopy.add(ctx.vmId);
+  await fault();
+}
+
+/** The fault struck mid post-copy, the handoff went by post-copy, and the source confirmed the whole memory before its copy went. */
+async function wentByPostCopy(ctx: CaseContext): Promise<string[]> {
+  const r = (await ctx.handle!.result().catch(() => undefined)) as HandoffResult | undefined;
+  if (!struckMidPostCopy.has(ctx.vmId)) return ['the fault did not strike while the target was still fetching pages'];
+  if (!r) return [];
+  ctx.log(`    post-copy: ${r.postCopy ? `${r.postCopy.stalePages} stale pages, ${r.postCopy.fetch.remoteFaults} remote faults (median ${r.postCopy.fetch.faultLatencyMedianMs} ms, max ${r.postCopy.fetch.faultLatencyMaxMs} ms), ${r.postCopy.fetch.reconnects} reconnects, ${(r.postCopy.fetch.ms / 1000).toFixed(1)} s` : 'none'}; downtime ${r.downtimeMs} ms`);
+  return r.postCopy?.memoryDigestConfirmed ? [] : [`the handoff did not go by post-copy with its whole memory confirmed (${JSON.stringify(r.postCopy)})`];
+}
+
+FAULT_CASES.push(
+  {
+    ...POST_COPY,
+    fault: "20 s blackout of A's link (data plane and Temporal)",
+    step: 'post-copy',
+    check: wentByPostCopy,
+    inject: (ctx) =>
+      midPostCopy(ctx, async () => {
+        ctx.log("  the target runs on A's pages: A's link cut for 20 s");
+        await ctx.cluster.wan!.blackout('A', true);
+        await sleep(20_000);
+        await ctx.cluster.wan!.blackout('A', false);
+      }),
+  },
+  {
+    ...POST_COPY,
+    fault: 'kill -9 target worker, restarted after 5 s',
+    step: 'post-copy',
+    check: wentByPostCopy,
+    inject: (ctx) => midPostCopy(ctx, () => crashWorker(ctx, 'B', 'SIGKILL')),
+  },
+  {
+    ...POST_COPY,
+    fault: 'kill -9 source worker, restarted after 5 s',
+    step: 'post-copy',
+    check: wentByPostCopy,
+    inject: (ctx) => midPostCopy(ctx, () => crashWorker(ctx, 'A', 'SIGKILL')),
+  },
+);
 
 FAULT_CASES.push({
   fault: 'the test parent and workers killed -9 mid-handoff',

@@ -1,9 +1,9 @@
-import { readFile, readdir } from 'node:fs/promises';
+import { access, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { EmbeddedCluster } from '../../infra/embedded-cluster.js';
-import { OutcomeSearchAttribute, WORKFLOW_TASK_QUEUE, progressQuery, type HandoffResult } from '../../workflows/definitions.js';
+import { OutcomeSearchAttribute, WORKFLOW_TASK_QUEUE, progressQuery, type HandoffInput, type HandoffResult } from '../../workflows/definitions.js';
 import type { VmDescription } from '../../activities/cloudlet-activities.js';
 import { SOURCE_PHASE_FILE } from '../../engine/handoff/source-phase.js';
 import { sendConsoleLine } from '../../engine/vm/qemu-vm.js';
@@ -46,6 +46,10 @@ export interface FaultCase {
   expected: Outcome[];
   /** `between`: no handoff is started; the fault is the whole case (a worker's stop, say). */
   kind?: 'handoff' | 'between';
+  /** The moved VM's workload, where the case needs its own (a guest that outruns the link). */
+  workload?: { name: string; args: string[] };
+  /** What the handoff is asked for beyond its VM and cloudlets (its post-copy policy, say). */
+  input?: Pick<HandoffInput, 'postCopy' | 'bandwidthCapMbps'>;
   /** A case that needs no shared cluster (it makes and crashes its own): run before the others. */
   standalone?: (log: (l: string) => void) => Promise<CaseResult>;
   /** Sets the fault up before the handoff starts (a fault at its very first step). */
@@ -69,6 +73,10 @@ export interface CaseContext {
   ramDir(cloudlet: string): string;
   /** Resolves when the source's persisted phase for this VM reaches `phase` (polled every 10 ms). */
   sourcePhase(phase: string, timeoutMs?: number): Promise<void>;
+  /** Resolves when the target began fetching this VM's pages after a switch to post-copy (its record, polled every 50 ms). */
+  postCopyFetching(timeoutMs?: number): Promise<void>;
+  /** Whether the target's post-copy of this VM is still fetching (its record says no report yet). */
+  postCopyStillFetching(): Promise<boolean>;
   /** Resolves when the workflow's step is `step`, plus `afterMs`. */
   workflowStep(step: string, afterMs?: number, timeoutMs?: number): Promise<void>;
   log(line: string): void;
@@ -142,7 +150,7 @@ async function runCase(
   baseline: Baseline | null,
 ): Promise<CaseResult> {
   const { cluster, log } = o;
-  await executeWorkflow(cluster.client, launchVm, { vmId, cloudlet: 'A', baseImageId: o.baseImageId, workload: o.workload });
+  await executeWorkflow(cluster.client, launchVm, { vmId, cloudlet: 'A', baseImageId: o.baseImageId, workload: c.workload ?? o.workload });
   const sealed = await seal('A', vmId, runDirs);
   const monitor = new CopyMonitor(runDirs, vmId);
   monitor.start();
@@ -166,6 +174,18 @@ async function runCase(
       }
       throw new Error(`the source never reached phase ${phase}`);
     },
+    postCopyFetching: async (timeoutMs = 5 * 60_000) => {
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline) {
+        if (await access(join(runDirs.B!, 'vms', vmId, 'target-postcopy.json')).then(() => true, () => false)) return;
+        await sleep(50);
+      }
+      throw new Error('the target never began a post-copy');
+    },
+    postCopyStillFetching: async () => {
+      const text = await readFile(join(runDirs.B!, 'vms', vmId, 'target-postcopy.json'), 'utf8').catch(() => '');
+      return text !== '' && !text.includes('"fetched"');
+    },
     workflowStep: async (step, afterMs = 0, timeoutMs = 5 * 60_000) => {
       const deadline = Date.now() + timeoutMs;
       while (Date.now() < deadline) {
@@ -188,7 +208,7 @@ async function runCase(
   } else {
     await c.before?.(ctx);
     // Started as the CLI starts it (search attributes and all), so the audit record is checked too.
-    const start = handoffStartOptions({ input: { vmId, source: 'A', target: 'B' }, trigger: OPERATOR_TRIGGER, placementPolicy: 'operator', searchAttributes: true });
+    const start = handoffStartOptions({ input: { vmId, source: 'A', target: 'B', ...c.input }, trigger: OPERATOR_TRIGGER, placementPolicy: 'operator', searchAttributes: true });
     ctx.handle = await cluster.client.workflow.start(handoff, { ...start, workflowId });
     const injected = c.inject(ctx).catch((err: Error) => log(`  injection: ${err.message}`));
     // The bound's timer ends with the race: eight minutes of it would keep the process alive.
