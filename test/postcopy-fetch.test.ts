@@ -4,11 +4,9 @@ import { execFileSync } from 'node:child_process';
 import { copyFile, open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Compressor } from 'zstd-napi';
 import { BLOCK_SIZE } from '../engine/blocks.js';
 import { Cloudlet } from '../engine/cloudlet/cloudlet.js';
-import { DISK_FILE_NAME } from '../engine/disk/fuse-disk.js';
 import { PageHashTable, ZERO_PAGE_SHA } from '../engine/memory/page-hash-table.js';
 import { loadHash64 } from '../engine/pipeline/checksum.js';
 import { zstdBounded } from '../engine/pipeline/codecs.js';
@@ -21,6 +19,7 @@ import { SerialLog } from '../engine/vm/serial-log.js';
 import { devCloudletTls } from '../infra/dev-pki.js';
 import type { CloudletTls } from '../engine/wire/cloudlet-tls.js';
 import { testBaseImage, tempRoot } from './support/fixtures.js';
+import { stoppedKvstoreGuest } from './support/stopped-guest.js';
 
 // Post-copy's pages over the data plane: a guest stopped at A resumes at B with a third of its
 // RAM stale (holes), each page it touches fetched from A's stopped copy on the fault channel, the
@@ -86,17 +85,7 @@ function corruptingOnce(inner: PageSource): PageSource & { corrupted: number[] }
 
 test('a guest resumed with a third of its RAM stale runs on: faults fetched from the stopped source ahead of the push, each page checked, a spoiled one refetched, the digest confirmed', async () => {
   const [srcRam, dstRam, deviceState, disk, qmpSocket, serialSocket, serialLog] = files as [string, string, string, string, string, string, string];
-  await A.launchVm('pcf-vm', (await testBaseImage()).id, { name: 'kvstore', args: ['32', '200'] });
-  const vm = A.vm('pcf-vm');
-  await sleep(4_000);
-  const beatBefore = (await vm.serial.lastHeartbeat()) ?? 0;
-  await vm.host.pause();
-  await vm.host.saveDeviceState(vm.files.deviceState);
-  await copyFile(vm.files.ramFile, srcRam);
-  await copyFile(vm.files.deviceState, deviceState);
-  await copyFile(join(vm.files.mountPoint, DISK_FILE_NAME), disk);
-  const record = vm.record;
-  await A.destroyVm('pcf-vm');
+  const { beatBefore, record } = await stoppedKvstoreGuest(A, 'pcf-vm', { ram: srcRam, deviceState, disk });
   const sizeBytes = record.machine.memoryMiB * 2 ** 20;
   const memoryPages = sizeBytes / BLOCK_SIZE;
 

@@ -1,19 +1,18 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { copyFile, open, readFile, rm, truncate } from 'node:fs/promises';
+import { open, readFile, rm, truncate } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { BLOCK_SIZE } from '../engine/blocks.js';
 import { Cloudlet } from '../engine/cloudlet/cloudlet.js';
-import { DISK_FILE_NAME } from '../engine/disk/fuse-disk.js';
 import { ramMappings } from '../engine/memory/dirty-log.js';
 import { QemuVm } from '../engine/vm/qemu-vm.js';
 import { SerialLog } from '../engine/vm/serial-log.js';
 import { devCloudletTls } from '../infra/dev-pki.js';
 import { testBaseImage, tempRoot } from './support/fixtures.js';
+import { stoppedKvstoreGuest } from './support/stopped-guest.js';
 
 // Post-copy's target side, before any of it is a handoff: a guest stopped at one QEMU resumes at
 // another whose RAM file is all holes, every page it touches served on demand by the fault server
@@ -56,17 +55,7 @@ async function mappingFlags(pid: number, ramFile: string): Promise<string[]> {
 test('a guest resumed with all of its RAM missing runs on: each page it touches served on demand, the rest pushed, then all there', async () => {
   const native = createRequire(import.meta.url)('ehoff-dirty-log') as { faultServer: string };
   const [srcRam, dstRam, deviceState, disk, qmpSocket, serialSocket, serialLog] = files as [string, string, string, string, string, string, string];
-  await A.launchVm('pc-vm', (await testBaseImage()).id, { name: 'kvstore', args: ['32', '200'] });
-  const vm = A.vm('pc-vm');
-  await sleep(4_000);
-  const beatBefore = (await vm.serial.lastHeartbeat()) ?? 0;
-  await vm.host.pause();
-  await vm.host.saveDeviceState(vm.files.deviceState);
-  await copyFile(vm.files.ramFile, srcRam);
-  await copyFile(vm.files.deviceState, deviceState);
-  await copyFile(join(vm.files.mountPoint, DISK_FILE_NAME), disk);
-  const record = vm.record;
-  await A.destroyVm('pc-vm');
+  const { beatBefore, record } = await stoppedKvstoreGuest(A, 'pc-vm', { ram: srcRam, deviceState, disk });
   const sizeBytes = record.machine.memoryMiB * 2 ** 20;
   await (await open(dstRam, 'w')).close();
   await truncate(dstRam, sizeBytes);

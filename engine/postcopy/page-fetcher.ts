@@ -20,6 +20,9 @@ const MAX_REFUSALS = 5;
 /** A journal record: u32 page index, its SHA-256. */
 export const ARRIVED_RECORD_BYTES = 36;
 
+/** How long a page channel's connection may take. */
+const CONNECT_TIMEOUT_MS = 10_000;
+
 /** How long a broken page channel waits before it connects again. */
 const RECONNECT_DELAY_MS = 1_000;
 
@@ -185,8 +188,11 @@ export class PostCopyFetch {
   private connect(channel: PageChannel): Promise<TLSSocket> {
     const { source, tls } = this.o;
     const socket = connect({ host: source.host, port: source.port, cert: tls.cert, key: tls.key, ca: tls.ca, minVersion: 'TLSv1.3', checkServerIdentity: expectCloudlet(source.cloudlet) });
+    // A handshake into a cut link is given up and tried again, not waited on for minutes.
+    socket.setTimeout(CONNECT_TIMEOUT_MS, () => socket.destroy(new Error(`no TLS connection to ${source.host}:${source.port} within ${CONNECT_TIMEOUT_MS / 1000} s`)));
     return new Promise((resolve, reject) => {
       socket.once('secureConnect', () => {
+        socket.setTimeout(0);
         socket.setNoDelay(true);
         socket.setKeepAlive(true, 5_000);
         socket.write(encodeFrame({ type: FrameType.PageHello, hello: { protocol: WIRE_PROTOCOL, version: WIRE_VERSION, handoffId: this.o.handoffId, channel } }));

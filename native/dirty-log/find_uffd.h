@@ -2,7 +2,7 @@
  * Finding, in another process, the userfaultfd uffd_preload.c created inside QEMU: above
  * descriptor 1000, with async write-protection in its API handshake (one QEMU made for itself
  * must not be registered: a write would then wait for an event nobody reads). Shared by the dirty
- * log (dirty_log.c) and the post-copy fault server (uffd_serve.c).
+ * log (dirty_log.c) and the post-copy fault servers (uffd_serve.c, uffd_pipe_serve.c).
  */
 #ifndef EHOFF_FIND_UFFD_H
 #define EHOFF_FIND_UFFD_H
@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define PRELOAD_FD_MIN 1000
@@ -54,6 +55,18 @@ static inline int find_uffd(int pid) {
   }
   closedir(dir);
   return found;
+}
+
+/* For the fault servers: that userfaultfd of QEMU `pid`, taken into this process with
+   pidfd_getfd; -1 (the reason printed) if it cannot be had. */
+static inline int take_uffd(int pid) {
+  int remote = find_uffd(pid);
+  if (remote < 0) return fprintf(stderr, "QEMU %d holds no userfaultfd\n", pid), -1;
+  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  int uffd = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, remote, 0);
+  if (uffd < 0) perror("pidfd_getfd");
+  if (pidfd >= 0) close(pidfd);
+  return uffd;
 }
 
 #endif

@@ -67,11 +67,8 @@ int main(int argc, char **argv) {
   uint64_t start = strtoull(argv[2], NULL, 16), length = strtoull(argv[3], NULL, 10);
   int ram = open(argv[4], O_RDONLY | O_CLOEXEC);
   if (ram < 0) return perror("ram file"), 1;
-  int remote = find_uffd(pid);
-  if (remote < 0) return fprintf(stderr, "QEMU %d holds no userfaultfd\n", pid), 1;
-  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-  int uffd = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, remote, 0);
-  if (uffd < 0) return perror("pidfd_getfd"), 1;
+  int uffd = take_uffd(pid);
+  if (uffd < 0) return 1;
   uint64_t pages = length / PAGE;
   in_place = calloc(pages / 8 + 1, 1);
   reported = calloc(pages / 8 + 1, 1);

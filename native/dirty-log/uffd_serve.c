@@ -71,11 +71,8 @@ int main(int argc, char **argv) {
   uint64_t start = strtoull(argv[2], NULL, 16), length = strtoull(argv[3], NULL, 10);
   int src = open(argv[4], O_RDONLY | O_CLOEXEC);
   if (src < 0) return perror("source file"), 1;
-  int remote = find_uffd(pid);
-  if (remote < 0) return fprintf(stderr, "QEMU %d holds no userfaultfd\n", pid), 1;
-  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-  int uffd = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, remote, 0);
-  if (uffd < 0) return perror("pidfd_getfd"), 1;
+  int uffd = take_uffd(pid);
+  if (uffd < 0) return 1;
   struct uffdio_register reg = {.range = {.start = start, .len = length}, .mode = UFFDIO_REGISTER_MODE_MISSING};
   if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) return perror("UFFDIO_REGISTER missing"), 1;
   printf("serving\n");
