@@ -99,6 +99,8 @@ export interface FinishResult {
 
 /** How long the target waits for a started guest to show it goes on. */
 const CONFIRM_TIMEOUT_MS = 30_000;
+/** The longest a guest on post-copy may take to beat while its pages still come. */
+const POST_COPY_CONFIRM_MAX_MS = 30 * 60_000;
 
 /**
  * The target side: accept a handoff for a base image held here, assemble memory and disk as the
@@ -189,7 +191,9 @@ export class TargetHandoffs {
       // frame, the VM goes on here without waiting for the workflow to ask again (its retried
       // `finish` joins this one).
       // Unfinished within its bound (the source gave up while this worker was down), it goes.
-      void this.finish(record.handoffId).catch(() => this.discard(record.handoffId));
+      void this.finish(record.handoffId)
+        .catch(() => this.discard(record.handoffId))
+        .catch((err: Error) => this.cloudlet.config.log?.(`handoff ${record.handoffId}: its copy here could not be discarded: ${err.message}`));
       recovered.push(`${record.vmId} (${record.handoffId})`);
     }
     return { recovered, discarded };
@@ -539,7 +543,11 @@ export class TargetHandoffs {
         // A post-copy the last worker of this cloudlet continued here: its record answers.
         const before = this.resumedBeforeRestart.get(handoffId);
         if (verified && before) {
-          const resumed = await this.confirmGoesOn(handoffId, before.vm, before.heartbeatAtStop);
+          // Its guest may still wait on pages (the source not serving yet): a retry asks again.
+          const resumed = await this.confirmGoesOn(handoffId, before.vm, before.heartbeatAtStop).catch((err: unknown) => {
+            this.finishing.delete(handoffId);
+            throw err;
+          });
           return { finalized: verified, resumed, postCopy: await this.postCopyOf(handoffId) };
         }
         const finalized = await this.finalize(handoffId, undefined, waitMs);
@@ -562,7 +570,7 @@ export class TargetHandoffs {
    * (its first heartbeat past the stop's), and recorded.
    */
   private async confirmGoesOn(handoffId: string, vm: VmInstance, heartbeatAtStop: number | null): Promise<ResumeResult> {
-    const hb = heartbeatAtStop === null ? undefined : await vm.heartbeats.next(heartbeatAtStop, CONFIRM_TIMEOUT_MS);
+    const hb = heartbeatAtStop === null ? undefined : await this.firstBeatAbove(handoffId, vm, heartbeatAtStop);
     const runState = await vm.host.runState();
     if (runState !== 'running') throw new HandoffError('GUEST_DID_NOT_CONTINUE', `VM ${vm.vmId} did not go on at ${this.cloudlet.name}: run state is ${runState}`);
     // The resume happened under the last worker: its host wrote this file just before `cont`.
@@ -572,6 +580,21 @@ export class TargetHandoffs {
     this.resumedBeforeRestart.delete(handoffId);
     await recordTargetPostCopy(vm.files.dir, { resumed });
     return resumed;
+  }
+
+  /**
+   * The guest's first heartbeat past `above`, within CONFIRM_TIMEOUT_MS. A guest on post-copy
+   * beats once the pages it needs are in, which a slow or cut link may hold back for long (its
+   * vCPUs wait in their faults): its bound counts from the last page in, and a fetch that fails
+   * fails the wait.
+   */
+  private firstBeatAbove(handoffId: string, vm: VmInstance, above: number): Promise<{ counter: number; atMs: number }> {
+    const fetch = this.postCopies.get(handoffId);
+    if (!fetch) return vm.heartbeats.next(above, CONFIRM_TIMEOUT_MS);
+    const beat = vm.heartbeats.next(above, POST_COPY_CONFIRM_MAX_MS);
+    const afterLastPage = fetch.done.then(() => vm.heartbeats.next(above, CONFIRM_TIMEOUT_MS));
+    for (const p of [beat, afterLastPage]) p.catch(() => undefined);
+    return Promise.race([beat, afterLastPage]);
   }
 
   /** Continues the verified VM and confirms the guest goes on past its last heartbeat at stop. */
@@ -593,7 +616,7 @@ export class TargetHandoffs {
       stopTrace('dst cont done');
       resumedAtMs = Date.now();
       if (heartbeatAtStop !== null) {
-        const hb = await s.vm.heartbeats.next(heartbeatAtStop, CONFIRM_TIMEOUT_MS);
+        const hb = await this.firstBeatAbove(handoffId, s.vm, heartbeatAtStop);
         heartbeatAfter = hb.counter;
         firstHeartbeatAtMs = hb.atMs;
       }

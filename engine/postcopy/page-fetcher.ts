@@ -214,11 +214,11 @@ export class PostCopyFetch {
     }
     if (raw.length !== p.indices.length * BLOCK_SIZE) throw new HandoffError('PROTOCOL', `a pages frame of ${p.indices.length} pages holds ${raw.length} bytes`);
     this.bytesReceived += p.packed.length + 12 * p.indices.length;
-    const accepted: Array<{ page: number; bytes: Buffer }> = [];
+    const accepted: Array<{ page: number; at: number; bytes: Buffer }> = [];
     for (const [k, page] of p.indices.entries()) {
       const at = planPosition(this.o.plan, page);
       if (at < 0) throw new HandoffError('PROTOCOL', `the source sent page ${page}, which the post-copy plan does not name`);
-      if (this.arrived[at]) continue;
+      if (this.arrived[at] || accepted.some((a) => a.at === at)) continue;
       const bytes = raw.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE);
       if (this.hash64(bytes) !== p.stopHashes[k]) {
         // Never put in where the guest could read it: asked for again, a few times.
@@ -234,19 +234,28 @@ export class PostCopyFetch {
         this.faultSocket?.write(encodeFrame({ type: FrameType.PageRequest, request: { runs: [[page, 1]] } }));
         continue;
       }
-      this.arrived[at] = 1;
-      this.o.held?.table.setPage(page, bytes);
-      accepted.push({ page, bytes });
+      accepted.push({ page, at, bytes });
     }
-    // Journaled before they go in: a restarted worker finds each page in place in the journal too.
-    if (this.o.held?.journal && accepted.length && !this.finished.signal.aborted) {
+    if (accepted.length === 0 || this.finished.signal.aborted) return;
+    // Journaled before they count as arrived and go in: a restarted worker finds each page in
+    // place in the journal too. A journal that cannot be written fails the fetch (the pages stay
+    // holes, and the source keeps its copy) rather than leave pages neither in nor asked for.
+    const held = this.o.held;
+    for (const { page, bytes } of accepted) held?.table.setPage(page, bytes);
+    if (held?.journal !== undefined) {
       const records = Buffer.allocUnsafe(accepted.length * ARRIVED_RECORD_BYTES);
       for (const [k, { page }] of accepted.entries()) {
         records.writeUInt32LE(page, k * ARRIVED_RECORD_BYTES);
-        this.o.held.table.sha(page).copy(records, k * ARRIVED_RECORD_BYTES + 4);
+        held.table.sha(page).copy(records, k * ARRIVED_RECORD_BYTES + 4);
       }
-      writeSync(this.o.held.journal, records);
+      try {
+        for (let off = 0; off < records.length; ) off += writeSync(held.journal, records, off);
+      } catch (err) {
+        this.failed?.(new HandoffError('TARGET_CANNOT_RUN', `the post-copy journal of ${this.o.handoffId} cannot be written: ${(err as Error).message}`));
+        return;
+      }
     }
+    for (const { at } of accepted) this.arrived[at] = 1;
     for (const { page, bytes } of accepted) {
       await this.server.put(page, bytes);
       const askedAt = this.asked.get(page);

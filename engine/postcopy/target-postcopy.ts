@@ -45,6 +45,9 @@ export async function startTargetPostCopy(
   const fetch = await PostCopyFetch.start({
     handoffId: p.handoffId, source: { host: p.end.host, port: p.end.port, cloudlet: p.source }, tls: p.tls, qemuPid: p.qemuPid, ramFile: p.ramFile,
     memoryPages: p.memoryPages, plan: { pages }, held: { table: p.held, journal: journal.fd }, ...(p.log ? { log: p.log } : {}),
+  }).catch(async (err: unknown) => {
+    await journal.close();
+    throw err;
   });
   void fetch.done.finally(() => journal.close()).catch(() => undefined);
   // Saved while the device state loads; awaited before the VM runs, so that a worker that dies
@@ -75,6 +78,9 @@ export async function recoverTargetPostCopy(p: TargetPostCopyPlace): Promise<{ r
     handoffId: p.handoffId, source: { host: record.host, port: record.port, cloudlet: record.source }, tls: p.tls, qemuPid: p.qemuPid, ramFile: p.ramFile,
     memoryPages: p.memoryPages, plan: { pages: runPages(record.staleRuns, p.memoryPages) }, recovering: true,
     ...(table ? { held: { table, journal: journal.fd } } : {}), ...(p.log ? { log: p.log } : {}),
+  }).catch(async (err: unknown) => {
+    await journal.close();
+    throw err;
   });
   void fetch.done.finally(() => journal.close()).catch(() => undefined);
   return { record, fetch };

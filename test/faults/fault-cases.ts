@@ -260,12 +260,19 @@ const POST_COPY = { workload: { name: 'fluid', args: ['32', '50'] }, input: { po
 /** Cases whose fault struck while the target was still fetching pages, by VM. */
 const struckMidPostCopy = new Set<string>();
 
-/** Once the target fetches: a second in, checked still under way, then the fault. */
+/**
+ * Once B runs the VM on a post-copy (its host wrote the continued file, its record says it still
+ * fetches): the fault, counted as struck mid post-copy only if the fetch was still under way
+ * right before it and the fault itself went through.
+ */
 async function midPostCopy(ctx: CaseContext, fault: () => Promise<void>): Promise<void> {
   await ctx.postCopyFetching();
-  await sleep(1_000);
-  if (await ctx.postCopyStillFetching()) struckMidPostCopy.add(ctx.vmId);
+  const continued = join(ctx.runDir('B'), 'vms', ctx.vmId, HOST_CONTINUED_FILE);
+  while (!(await access(continued).then(() => true, () => false))) await sleep(5);
+  await sleep(500);
+  const fetching = await ctx.postCopyStillFetching();
   await fault();
+  if (fetching) struckMidPostCopy.add(ctx.vmId);
 }
 
 /** The fault struck mid post-copy, the handoff went by post-copy, and the source confirmed the whole memory before its copy went. */
