@@ -138,8 +138,7 @@ export class SourceHandoffs {
     /** The copy here runs again for the live epochs (a paused VM here is an earlier attempt's stop). */
     const goLive = async () => {
       // Its pages are the running guest's from here: any post-copy of an earlier attempt is over.
-      await this.stopServingPages(handoffId);
-      await sourcePostCopyRecord(vm.files.dir).remove();
+      await this.endPostCopy(handoffId, vm);
       await setPhase('live');
       if ((await vm.host.runState()) !== 'running') await vm.host.cont();
     };
@@ -176,10 +175,7 @@ export class SourceHandoffs {
         // cannot read is not proof of that, so the copy then stays as it is.
         const now = await record.read().catch(() => undefined);
         // Pages are served until the target confirms; before the commit left it never will.
-        if (now !== undefined && now.phase !== 'commit-sent') {
-          await this.stopServingPages(handoffId);
-          await sourcePostCopyRecord(vm.files.dir).remove();
-        }
+        if (now !== undefined && now.phase !== 'commit-sent') await this.endPostCopy(handoffId, vm);
         const resumes = now !== undefined && now.phase !== 'commit-sent' && (await vm.host.runState().catch(() => 'unknown')) === 'paused';
         if (resumes) await vm.host.cont().catch(() => undefined);
         this.cloudlet.config.log?.(
@@ -226,8 +222,7 @@ export class SourceHandoffs {
     const decision = decideSourceRecovery(phase, target);
     if (decision.action === 'resume-here' && phase) {
       // Its pages are the running guest's from here: a post-copy target may not have them.
-      await this.stopServingPages(handoffId);
-      await sourcePostCopyRecord(vm.files.dir).remove();
+      await this.endPostCopy(handoffId, vm);
       await record.write({ ...phase, phase: 'released', at: new Date().toISOString() });
       if ((await vm.host.runState()) !== 'running') await vm.host.cont();
     }
@@ -304,6 +299,12 @@ export class SourceHandoffs {
     this.cloudlet.config.log?.(`handoff ${handoffId} of ${vm.vmId}: post-copy, ${plan.pages.length} stale pages served to ${target}`);
     const { host, port } = this.cloudlet.dataEndpoint();
     return { host, port };
+  }
+
+  /** The copy here is the VM's again: no post-copy of this handoff is served, nor recorded for a restarted worker. */
+  private async endPostCopy(handoffId: string, vm: VmInstance): Promise<void> {
+    await this.stopServingPages(handoffId);
+    await sourcePostCopyRecord(vm.files.dir).remove();
   }
 
   private async stopServingPages(handoffId: string): Promise<void> {

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { BLOCK_SIZE } from '../blocks.js';
 import { HandoffError } from '../errors.js';
 import { ramMappings } from '../memory/dirty-log.js';
+import { writeWithBackpressure } from '../wire/write-with-backpressure.js';
 
 /** The post-copy fault server in C and the RAM file's holes (native/dirty-log), built by `npm ci`. */
 interface NativePostCopy {
@@ -72,24 +73,11 @@ export class FaultServer {
 
   /** Hands one checked page over; resolves when the pipe can take more (its backpressure), fails once the server is gone. */
   put(page: number, bytes: Uint8Array): Promise<void> {
-    const stdin = this.child.stdin!;
-    if (this.child.exitCode !== null || this.child.signalCode !== null || stdin.destroyed) return Promise.reject(this.gone());
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.reject(this.gone());
     const record = Buffer.allocUnsafe(8 + BLOCK_SIZE);
     record.writeBigUInt64LE(BigInt(page), 0);
     record.set(bytes.subarray(0, BLOCK_SIZE), 8);
-    if (stdin.write(record)) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const done = (err?: Error) => {
-        stdin.off('drain', onDrain);
-        stdin.off('close', onClose);
-        if (err) reject(err);
-        else resolve();
-      };
-      const onDrain = () => done();
-      const onClose = () => done(this.gone());
-      stdin.on('drain', onDrain);
-      stdin.on('close', onClose);
-    });
+    return writeWithBackpressure(this.child.stdin!, record, () => this.gone());
   }
 
   private gone(): HandoffError {

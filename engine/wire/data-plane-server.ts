@@ -7,6 +7,7 @@ import { HandoffError } from '../errors.js';
 import { FrameDecoder, FrameType, HELLO_MAX_FRAME_BYTES, encodeFrame, type Ack, type BatchHeader, type BaseRequest, type Frame, type PagesPayload } from './frames.js';
 import { namesCloudlet, type CloudletTls } from './cloudlet-tls.js';
 import { HandshakeLimiter } from './handshake-limiter.js';
+import { writeWithBackpressure as writeToStream } from './write-with-backpressure.js';
 import type { Holdings } from './holdings.js';
 import { DATA_IDLE_TIMEOUT_MS, type StopState } from './overlay-sender.js';
 
@@ -388,20 +389,7 @@ async function pageChannel(socket: TLSSocket, decoder: FrameDecoder, channel: 'f
   }
 }
 
-/** Writes and, when the socket's buffer is full, waits for it to drain (or to close: then fails). */
+/** Writes a frame with the socket's backpressure; fails once the peer closed the connection. */
 function writeWithBackpressure(socket: TLSSocket, data: Buffer): Promise<void> {
-  if (socket.destroyed) return Promise.reject(new HandoffError('PROTOCOL', 'the peer closed the connection'));
-  if (socket.write(data)) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const done = (err?: Error) => {
-      socket.off('drain', onDrain);
-      socket.off('close', onClose);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onDrain = () => done();
-    const onClose = () => done(new HandoffError('PROTOCOL', 'the peer closed the connection'));
-    socket.on('drain', onDrain);
-    socket.on('close', onClose);
-  });
+  return writeToStream(socket, data, () => new HandoffError('PROTOCOL', 'the peer closed the connection'));
 }
