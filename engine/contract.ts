@@ -34,6 +34,9 @@ export interface EpochReport {
   live: boolean;
   memoryPages: number;
   diskBlocks: number;
+  /** Of these, the ones an earlier epoch of this stream had sent already: what pre-copy resends. */
+  resentMemoryPages: number;
+  resentDiskBlocks: number;
   ms: number;
 }
 
@@ -157,6 +160,8 @@ export type PostCopyPolicy = 'auto' | 'never';
 export interface PostCopySwitch {
   reason: string;
   stalePages: number;
+  /** Of these, the ones a live epoch had sent already: post-copy's share of pages sent twice. */
+  stalePagesSentBefore: number;
 }
 
 /** What a post-copy's target fetched after the switch, and how the guest fared meanwhile. */

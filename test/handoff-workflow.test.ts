@@ -77,7 +77,7 @@ function fakeCloudlet(name: string, calls: string[], failAt: FailAt, end: Return
       bytesSent: 12345, ack: { batches: 1, chunks: 12, deviceStateBytes: 5, bytesReceived: 12345 }, streamMs: 3,
       stages: { chunks: 12, zero: 1, baseRefs: 1, selfRefs: 0, data: 10, againstPrevious: 0, inputBytes: 49152, rawBytes: 41000, payloadBytes: 9000 },
       modesUsed: stream ? await stream() : { 'xor/zstd-3': 1 },
-      epochs: [{ epoch: 0, live: true, memoryPages: 10, diskBlocks: 2, ms: 5 }, { epoch: 1, live: false, memoryPages: 1, diskBlocks: 0, ms: 1 }],
+      epochs: [{ epoch: 0, live: true, memoryPages: 10, diskBlocks: 2, resentMemoryPages: 0, resentDiskBlocks: 0, ms: 5 }, { epoch: 1, live: false, memoryPages: 1, diskBlocks: 0, resentMemoryPages: 1, resentDiskBlocks: 0, ms: 1 }],
       stopReason: 'converged', converged: true, guestSlowdown: [], pausedAtMs: 1000, heartbeatAtStop: 7, lastHeartbeatAtMs: 990, liveMaxGapMs: 120,
       memoryDigest: 'm'.repeat(64), diskDigest: 'd'.repeat(64), deviceStateBytes: 5, reconciled: null,
       stopMarks: { pausedAtMs: 1000, scannedAtMs: 1050, finalEpochEncodedAtMs: 1060, deviceStateSavedAtMs: 1080, ackedAtMs: 1200, digestedAtMs: 1250 },

@@ -12,6 +12,8 @@ import type { BuiltBaseImage } from '../../infra/base-image/build-base-image.js'
 import { PREFIX } from '../../infra/paths.js';
 import type { WanTestbed } from '../../infra/wan-testbed.js';
 import { CpuSampler } from './cpu-sampler.js';
+import { awaitRecovery } from './recovery-watch.js';
+import type { Degradation } from './work-rate.js';
 
 const run = promisify(execFile);
 
@@ -48,6 +50,12 @@ export interface QemuMigrationOutcome {
   guestContinued: boolean;
   wireBytes: number;
   cpuSeconds: number;
+  /** RAM pages QEMU sent beyond one per page, × 4 KiB (its counters; see resentPageBytes); null when it did not finish. */
+  resentBytes: number | null;
+  /** From the target's `cont` until its guest's work rate was back (work-rate.ts). */
+  degradation: Degradation | null;
+  /** What the run really configured, as QEMU reports it back. */
+  settings: string;
   note?: string;
 }
 
@@ -58,7 +66,11 @@ export interface QemuMigrationOutcome {
  * - qemu-classic: default migration parameters; the target has no base, the whole disk is
  *   mirrored (`sync: full`).
  * - qemu-tuned: the target's disk is a qcow2 over the same base image and only the top layer is
- *   mirrored (`sync: top`); XBZRLE, multifd with zstd on two channels.
+ *   mirrored (`sync: top`); multifd on two channels with zstd at level 3. QEMU 7.2's
+ *   `migrate-set-parameters` accepts `multifd-zstd-level` and silently drops it (the level stays
+ *   1), so the level goes in as the `-global migration.multifd-zstd-level` property and is read
+ *   back before the run. XBZRLE stays off: with multifd on, 7.2 sends every non-zero page through
+ *   the multifd channels and XBZRLE never encodes one.
  * The source starts from the same base snapshot as the project's VMs (same RAM content, same
  * device state), runs the same workload, and only the testbed's `tc` shapes the link. Its RAM is
  * the snapshot file mapped copy-on-write (`share=off`), like anonymous memory: with the file
@@ -93,9 +105,10 @@ export async function runQemuMigration(o: QemuMigrationOptions): Promise<QemuMig
     const targetBacking = o.system === 'qemu-tuned' ? ['-b', baseFile('disk'), '-F', 'raw'] : [];
     await run('qemu-img', ['create', '-q', '-f', 'qcow2', ...targetBacking, dst.disk, String(diskBytes)]);
 
-    const source = await QemuVm.start(spec, src, { deviceState: baseFile('deviceState'), diskFormat: 'qcow2', privateRam: true, netns: o.wan.cloudlet('A').ns });
+    const globals = o.system === 'qemu-tuned' ? [`migration.multifd-zstd-level=${TUNED_ZSTD_LEVEL}`] : [];
+    const source = await QemuVm.start(spec, src, { deviceState: baseFile('deviceState'), diskFormat: 'qcow2', privateRam: true, netns: o.wan.cloudlet('A').ns, globals });
     vms.push(source);
-    const srcBeats = new HeartbeatWatch(src.serialLog);
+    const srcBeats = new HeartbeatWatch(src.serialLog, { keep: true });
     watches.push(srcBeats);
     await srcBeats.start();
     await source.cont();
@@ -104,14 +117,15 @@ export async function runQemuMigration(o: QemuMigrationOptions): Promise<QemuMig
     o.log(`  ${o.system}: ${o.workload.name} running at A; warming up ${o.warmupSeconds} s`);
     await sleep(o.warmupSeconds * 1000);
 
-    const target = await QemuVm.start(spec, dst, { awaitIncoming: true, diskFormat: 'qcow2', privateRam: true, netns: o.wan.cloudlet('B').ns });
+    const target = await QemuVm.start(spec, dst, { awaitIncoming: true, diskFormat: 'qcow2', privateRam: true, netns: o.wan.cloudlet('B').ns, globals });
     vms.push(target);
-    const dstBeats = new HeartbeatWatch(dst.serialLog);
+    const dstBeats = new HeartbeatWatch(dst.serialLog, { keep: true });
     watches.push(dstBeats);
     await dstBeats.start();
     await target.command('nbd-server-start', { addr: { type: 'inet', data: { host: '0.0.0.0', port: String(NBD_PORT) } } });
     await target.command('block-export-add', { type: 'nbd', id: 'exp0', 'node-name': DISK_NODE_NAME, name: EXPORT_NAME, writable: true });
-    for (const vm of [source, target]) await configureMigration(vm, o.system, o.capabilityOverrides ?? {});
+    let settings = '';
+    for (const vm of [source, target]) settings = await configureMigration(vm, o.system, o.capabilityOverrides ?? {});
     await target.command('migrate-incoming', { uri: `tcp:0.0.0.0:${MIGRATION_PORT}` });
 
     let stoppedAtMs: number | undefined;
@@ -144,13 +158,17 @@ export async function runQemuMigration(o: QemuMigrationOptions): Promise<QemuMig
     });
     let completed = false;
     let qemuDowntime: number | null = null;
+    let ram: QemuRamStats | undefined;
     if (mirrorReady) {
       o.log(`  ${o.system}: disk mirror in sync after ${((Date.now() - startedAt) / 1000).toFixed(1)} s; migrating RAM`);
       await source.command('migrate', { uri: `tcp:${targetAddress}:${MIGRATION_PORT}` });
       completed = await waitUntil(deadline, async () => {
-        const m = await source.command<{ status: string; downtime?: number; 'error-desc'?: string }>('query-migrate');
+        const m = await source.command<{ status: string; downtime?: number; 'error-desc'?: string; ram?: QemuRamStats }>('query-migrate');
         if (m.status === 'failed' || m.status === 'cancelled') throw new Error(`QEMU migration ${m.status}: ${m['error-desc'] ?? 'no detail'}`);
-        if (m.status === 'completed') qemuDowntime = m.downtime ?? null;
+        if (m.status === 'completed') {
+          qemuDowntime = m.downtime ?? null;
+          ram = m.ram;
+        }
         return m.status === 'completed';
       }, 50);
     }
@@ -160,6 +178,9 @@ export async function runQemuMigration(o: QemuMigrationOptions): Promise<QemuMig
     let guestContinued = false;
     let totalMs: number;
     let note: string | undefined;
+    let degradation: Degradation | null = null;
+    /** Set when the target's guest beat on: its work rate is then watched (after the measured part). */
+    let resumedAtMs: number | undefined;
     if (completed) {
       // The mirror is in sync and the source stopped: cancelling a ready mirror completes it
       // without pivoting, and the target may use its disk once the export is gone.
@@ -177,6 +198,7 @@ export async function runQemuMigration(o: QemuMigrationOptions): Promise<QemuMig
       if (first && lastAtSource) {
         guestContinued = first.counter > lastAtSource.counter;
         guestGapMs = Math.max(srcBeats.maxGapMs, first.atMs - lastAtSource.atMs);
+        resumedAtMs = runningAt;
       } else {
         const tail = (await readFile(dst.serialLog, 'utf8').catch(() => '')).slice(-300).replace(/\s+/g, ' ');
         const state = target.exited ? 'QEMU exited: the guest reset or powered off' : `run state ${await target.status()}`;
@@ -192,6 +214,16 @@ export async function runQemuMigration(o: QemuMigrationOptions): Promise<QemuMig
     }
     const cpuSeconds = await cpu.stop();
     const wireBytes = (await o.wan.uplinkBytes('A')) - bytesBefore;
+    if (resumedAtMs !== undefined) {
+      degradation = await awaitRecovery({ before: srcBeats, after: dstBeats, handoffStartedAtMs: startedAt, resumedAtMs });
+      // A valid migration is one whose guest goes on: QEMU 7.2 under TCG has completed
+      // migrations whose target kernel then oopsed (see the issue's note on RAM alignment).
+      const broken = oopsIn(await readFile(dst.serialLog, 'utf8').catch(() => ''));
+      if (broken) {
+        guestContinued = false;
+        note = `the target's guest kernel reported "${broken}" after the migration`;
+      }
+    }
     // The measured part is over: the target's guest would only compete for the CPU.
     await target.kill().catch(() => undefined);
     if (o.inspectStoppedSource) {
@@ -205,7 +237,8 @@ export async function runQemuMigration(o: QemuMigrationOptions): Promise<QemuMig
         await rm(stopRam, { force: true });
       }
     }
-    return { completed, totalMs, downtimeMs, qemuReportedDowntimeMs: qemuDowntime, guestGapMs, guestContinued, wireBytes, cpuSeconds, ...(note ? { note } : {}) };
+    const resentBytes = completed && ram ? resentPageBytes(ram) : null;
+    return { completed, totalMs, downtimeMs, qemuReportedDowntimeMs: qemuDowntime, guestGapMs, guestContinued, wireBytes, cpuSeconds, resentBytes, degradation, settings, ...(note ? { note } : {}) };
   } finally {
     for (const w of watches) await w.stop();
     for (const vm of vms) await vm.kill().catch(() => undefined);
@@ -215,27 +248,53 @@ export async function runQemuMigration(o: QemuMigrationOptions): Promise<QemuMig
   }
 }
 
-/** Both ends must agree on capabilities; parameters only matter where they are used. */
-async function configureMigration(vm: QemuVm, system: QemuSystem, overrides: Record<string, boolean>): Promise<void> {
+/** The zstd level QEMU tuned's multifd channels compress at (set as a -global property, see above). */
+const TUNED_ZSTD_LEVEL = 3;
+
+/** The counters of query-migrate's `ram` this benchmark reads (QEMU 7.2's MigrationStats). */
+interface QemuRamStats {
+  total: number;
+  normal: number;
+  duplicate: number;
+  'page-size'?: number;
+}
+
+/**
+ * RAM QEMU sent beyond one pass: every page goes once in the first pass, as a normal page or a
+ * zero page (`duplicate`), and each later send counts again; `total` is bytes. With XBZRLE off
+ * these are all the pages sent (7.2 counts multifd pages in `normal` when queued).
+ */
+export function resentPageBytes(ram: QemuRamStats): number {
+  const page = ram['page-size'] ?? 4096;
+  return Math.max(0, ram.normal + ram.duplicate - ram.total / page) * page;
+}
+
+/** The first line of a guest console that says its kernel broke, if any. */
+function oopsIn(console: string): string | undefined {
+  return /^.*(?:Oops|Kernel panic|BUG: |general protection fault|Attempted to kill).*$/m.exec(console)?.[0]?.trim().slice(0, 160);
+}
+
+/**
+ * Both ends must agree on capabilities; parameters only matter where they are used. Returns the
+ * settings as QEMU reports them back, for the report's label.
+ */
+async function configureMigration(vm: QemuVm, system: QemuSystem, overrides: Record<string, boolean>): Promise<string> {
   const tuned = system === 'qemu-tuned';
   const capabilities: Record<string, boolean> = {
     // The source loaded the base's device state with it on; a real migration carries RAM.
     'x-ignore-shared': false,
-    xbzrle: tuned,
     multifd: tuned,
     ...overrides,
   };
   await vm.command('migrate-set-capabilities', {
     capabilities: Object.entries(capabilities).map(([capability, state]) => ({ capability, state })),
   });
-  if (tuned) {
-    await vm.command('migrate-set-parameters', {
-      'multifd-channels': 2,
-      'multifd-compression': 'zstd',
-      'multifd-zstd-level': 3,
-      'xbzrle-cache-size': 256 * 1024 * 1024,
-    });
-  }
+  if (tuned) await vm.command('migrate-set-parameters', { 'multifd-channels': 2, 'multifd-compression': 'zstd' });
+  const on = (await vm.command<Array<{ capability: string; state: boolean }>>('query-migrate-capabilities')).filter((c) => c.state).map((c) => c.capability);
+  if (!tuned) return `pre-copy, default parameters${on.length ? `; capabilities on: ${on.join(', ')}` : ''}`;
+  const p = await vm.command<{ 'multifd-channels': number; 'multifd-compression': string; 'multifd-zstd-level': number }>('query-migrate-parameters');
+  if (p['multifd-zstd-level'] !== TUNED_ZSTD_LEVEL) throw new Error(`QEMU reports multifd-zstd-level ${p['multifd-zstd-level']}, not the ${TUNED_ZSTD_LEVEL} asked for`);
+  return `multifd ${p['multifd-channels']} channels, ${p['multifd-compression']} level ${p['multifd-zstd-level']}; capabilities on: ${on.join(', ')}`;
 }
 
 /** Polls `check` until it returns true (→ true) or the deadline passes (→ false). */

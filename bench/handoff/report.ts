@@ -25,15 +25,32 @@ export const benchRowSchema = z.object({
   note: z.string().optional(),
   /** A handoff that switched to post-copy: pages fetched after the resume, of them on demand, and a fault's median wait (ms). */
   postCopy: z.object({ stalePages: z.number(), remoteFaults: z.number(), faultLatencyMedianMs: z.number().nullable() }).optional(),
+  /**
+   * Bytes of RAM pages and disk blocks sent more than once, raw (before compression): the
+   * handoff's from its epochs (and post-copy pages a live epoch had sent), QEMU's from its RAM
+   * counters (qemu-migration.ts). Absent where not measured.
+   */
+  resentBytes: z.number().nullable().optional(),
+  /** From the resume until the guest's work rate was back to 90% of its rate before (work-rate.ts); a lower bound where `recovered` is false. */
+  degraded: z.object({ seconds: z.number(), recovered: z.boolean() }).nullable().optional(),
+  /** What a QEMU row really ran, as QEMU reported its settings back. */
+  settings: z.string().optional(),
 });
 export type BenchRow = z.infer<typeof benchRowSchema>;
 
 /** What a run writes to docs/bench/<name>.json (the chart is drawn from its rows). */
 export interface BenchReport {
   generatedAt: string;
-  /** False while the run is still going (the report is rewritten after every cell). */
+  /** False while the run is still going (the report is rewritten after every row). */
   finished: boolean;
+  /** Measuring time in all: the sum of `segments` for a run resumed after an interruption. */
   wallSeconds: number;
+  /** Each invocation that measured into this report (one, unless it was resumed). */
+  segments?: Array<{ startedAt: string; seconds: number }>;
+  /** The code that measured: a report is resumed only on the same commit, with no local change. */
+  code?: { commit: string; dirty: boolean };
+  /** The invocation's options: a resumed run takes them from here. */
+  options?: BenchOptions;
   memoryMiB: number;
   warmupSeconds: number;
   rttMs: number;
@@ -45,24 +62,65 @@ export interface BenchReport {
   sources?: Array<{ file: string; generatedAt: string; rows: number }>;
 }
 
+/** What one invocation measures: the matrix and the testbed (bench/handoff-bench.ts parses them). */
+export const benchOptionsSchema = z.object({
+  quick: z.boolean(),
+  workloads: z.array(z.string()).min(1),
+  mbps: z.array(z.number()).min(1),
+  systems: z.array(z.enum(SYSTEMS)).min(1),
+  rttMs: z.number(),
+  warmupSeconds: z.number(),
+  classicCapFactor: z.number(),
+  tunedCapFactor: z.number(),
+  memoryMiB: z.number(),
+});
+export type BenchOptions = z.infer<typeof benchOptionsSchema>;
+
 export const BENCH_DIR = join(REPO_ROOT, 'docs', 'bench');
+
+/** A guest size: <n>K, <n>M or <n>G, in whole 4 KiB pages; returns MiB (fractional for K). */
+export function parseGuestMemory(raw: string): number {
+  const m = /^(\d+)([KMG])$/.exec(raw);
+  if (!m) throw new Error(`--memory: '${raw}' is not a size like 1048568K, 1024M or 4G`);
+  const kib = Number(m[1]) * { K: 1, M: 1024, G: 1024 * 1024 }[m[2] as 'K' | 'M' | 'G'];
+  if (kib % 4 !== 0 || kib < 128 * 1024 || kib > 64 * 1024 * 1024) throw new Error(`--memory: '${raw}' must be whole 4 KiB pages between 128M and 64G`);
+  return kib / 1024;
+}
+
+/** A guest size as people say it: "1 GiB", "512 MiB", "1 GiB − 8 KiB". */
+export function memoryLabel(memoryMiB: number): string {
+  const kib = Math.round(memoryMiB * 1024);
+  if (kib % (1024 * 1024) === 0) return `${kib / 1024 / 1024} GiB`;
+  if (kib % 1024 === 0) return `${kib / 1024} MiB`;
+  const gib = Math.round(kib / 1024 / 1024);
+  const short = gib * 1024 * 1024 - kib;
+  return gib > 0 && short > 0 && short <= 1024 ? `${gib} GiB − ${short} KiB` : `${kib} KiB`;
+}
 
 export async function writeReportFiles(name: string, report: BenchReport): Promise<void> {
   await mkdir(BENCH_DIR, { recursive: true });
   await writeFile(join(BENCH_DIR, `${name}.json`), JSON.stringify(report, null, 2) + '\n');
   const bars = report.rows.map((row) => ({ group: `${row.workload} @ ${row.mbps} Mbit/s`, series: row.system, seconds: row.totalSeconds, lowerBound: !row.completed }));
-  const title = `VM handoff over a tc-shaped WAN${report.rttMs > 0 ? `, ${report.rttMs} ms RTT` : ''}: total time (${report.memoryMiB >= 1024 ? `${report.memoryMiB / 1024} GiB` : `${report.memoryMiB} MiB`} guest, 8 GiB disk)`;
+  const title = `VM handoff over a tc-shaped WAN${report.rttMs > 0 ? `, ${report.rttMs} ms RTT` : ''}: total time (${memoryLabel(report.memoryMiB)} guest, 8 GiB disk)`;
   await writeFile(join(BENCH_DIR, `${name}.svg`), totalTimeChart(title, [...report.systems], bars));
 }
 
-/** The README's table: one line per cell and system, with the handoff's ratios to the others. */
+/** The full table: one line per cell and system, with the handoff's ratios to the others. */
 export function markdownTable(rows: BenchRow[]): string {
-  const lines = ['| workload | Mbit/s | system | total s | × handoff | downtime s (host) | guest gap s | wire MB | CPU s | guest went on |', '|---|---|---|---|---|---|---|---|---|---|'];
+  const lines = [
+    '| workload | Mbit/s | system | total s | × handoff | downtime s (host) | guest gap s | degraded s | wire MB | resent MB | remote faults (median ms) | CPU s | guest went on |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+  ];
   for (const r of rows) {
     const h = rows.find((x) => x.workload === r.workload && x.mbps === r.mbps && x.system === 'handoff');
     const ratio = h ? (r.totalSeconds / h.totalSeconds).toFixed(2) : '—';
-    const s = (v: number | null) => (v === null ? '—' : v.toFixed(2));
-    lines.push(`| ${r.workload} | ${r.mbps} | ${r.system} | ${r.completed ? '' : '≥ '}${r.totalSeconds.toFixed(1)} | ${r.completed ? '' : '≥ '}${ratio} | ${s(r.downtimeSeconds)} | ${s(r.guestGapSeconds)} | ${(r.wireBytes / 1e6).toFixed(1)} | ${r.cpuSeconds?.toFixed(1) ?? '—'} | ${r.guestContinued === null ? '—' : r.guestContinued ? 'yes' : '**no**'} |`);
+    const s = (v: number | null | undefined) => (v === null || v === undefined ? '—' : v.toFixed(2));
+    const degraded = r.degraded ? `${r.degraded.recovered ? '' : '≥ '}${r.degraded.seconds.toFixed(2)}` : '—';
+    const resent = r.resentBytes === null || r.resentBytes === undefined ? '—' : (r.resentBytes / 1e6).toFixed(1);
+    const faults = r.postCopy ? `${r.postCopy.remoteFaults} (${r.postCopy.faultLatencyMedianMs ?? '—'})` : '—';
+    lines.push(
+      `| ${r.workload} | ${r.mbps} | ${r.system} | ${r.completed ? '' : '≥ '}${r.totalSeconds.toFixed(1)} | ${r.completed ? '' : '≥ '}${ratio} | ${s(r.downtimeSeconds)} | ${s(r.guestGapSeconds)} | ${degraded} | ${(r.wireBytes / 1e6).toFixed(1)} | ${resent} | ${faults} | ${r.cpuSeconds?.toFixed(1) ?? '—'} | ${r.guestContinued === null ? '—' : r.guestContinued ? 'yes' : '**no**'} |`,
+    );
   }
   return lines.join('\n');
 }

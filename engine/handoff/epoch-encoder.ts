@@ -26,6 +26,8 @@ export class EpochEncoder {
   readonly epochs: EpochReport[] = [];
   progress: PrecopyProgress = { ...NOT_STARTED };
   private seq = 0;
+  /** Which chunks an epoch of this stream has sent: a chunk listed again is a resend. */
+  private readonly sentOnce: { memory: Uint8Array; disk: Set<number> };
 
   constructor(
     private readonly o: {
@@ -43,7 +45,14 @@ export class EpochEncoder {
       mode: (live: boolean) => ModeId;
       signal?: AbortSignal;
     },
-  ) {}
+  ) {
+    this.sentOnce = { memory: new Uint8Array(o.tracker.pages), disk: new Set() };
+  }
+
+  /** Whether an epoch of this stream has sent memory page `index`. */
+  sentMemoryPage(index: number): boolean {
+    return this.sentOnce.memory[index] === 1;
+  }
 
   /** How long a final epoch of `pending` chunks would take, on this stream's figures (finalEpochEstimateMs). */
   estimateMs(pending: number): number {
@@ -72,10 +81,23 @@ export class EpochEncoder {
       predictedDowntimeMs: known !== null && n > 0 ? Math.round(this.estimateMs(known)) : null,
     };
     const mark = tally.epochStarts();
-    const sizes = { memoryPages: 0, diskBlocks: 0 };
+    const sizes = { memoryPages: 0, diskBlocks: 0, resentMemoryPages: 0, resentDiskBlocks: 0 };
+    const sentOnce = this.sentOnce;
     const counted = async function* () {
       for await (const list of lists) {
-        sizes[list.space === Space.Memory ? 'memoryPages' : 'diskBlocks'] += list.indices.length;
+        if (list.space === Space.Memory) {
+          sizes.memoryPages += list.indices.length;
+          for (const i of list.indices) {
+            sizes.resentMemoryPages += sentOnce.memory[i]!;
+            sentOnce.memory[i] = 1;
+          }
+        } else {
+          sizes.diskBlocks += list.indices.length;
+          for (const i of list.indices) {
+            if (sentOnce.disk.has(i)) sizes.resentDiskBlocks++;
+            else sentOnce.disk.add(i);
+          }
+        }
         yield list;
       }
     };

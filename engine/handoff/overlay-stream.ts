@@ -260,7 +260,7 @@ export async function streamOverlay(opts: {
       lastHeartbeatAtMs: stopped.lastHeartbeatAtMs, liveMaxGapMs: stopped.liveMaxGapMs,
       memoryDigest, diskDigest: disk, deviceStateBytes, reconciled: resumed?.reconciled ?? null, stopMarks: marks,
       memoryTracking: tracker.dirtyLogFailure === null ? memoryTracking : { kind: 'hash-scan', why: `the dirty log failed mid-handoff: ${tracker.dirtyLogFailure}` },
-      postCopy: outcome.postCopy ? { reason: outcome.postCopy.reason, stalePages: outcome.postCopy.stale?.length ?? 0 } : null,
+      postCopy: outcome.postCopy ? { reason: outcome.postCopy.reason, stalePages: outcome.postCopy.stale?.length ?? 0, stalePagesSentBefore: outcome.postCopy.staleSentBefore ?? 0 } : null,
     };
   } finally {
     await throttle.release();

@@ -36,7 +36,7 @@ export interface PrecopyOutcome {
    * pages the target holds stale (the stopped epoch sends only disk blocks), and their stopped
    * state, read on the pool while the stop goes on.
    */
-  postCopy?: { reason: string; stale?: Uint32Array; stopped?: Promise<{ stopHashes: BigUint64Array; memoryDigest: string }> };
+  postCopy?: { reason: string; stale?: Uint32Array; staleSentBefore?: number; stopped?: Promise<{ stopHashes: BigUint64Array; memoryDigest: string }> };
 }
 
 /**
@@ -158,6 +158,7 @@ export async function* precopyEpochs(o: {
     const stale: number[] = [];
     yield* encoder.epoch(encoder.epochs.length, false, diskOnly(stopped.finalLists(), stale));
     postCopy.stale = Uint32Array.from(stale).sort();
+    postCopy.staleSentBefore = stale.reduce((n, i) => n + (encoder.sentMemoryPage(i) ? 1 : 0), 0);
     postCopy.stopped = tracker.stoppedState(vm.files.ramFile, pool, postCopy.stale);
     postCopy.stopped.catch(() => undefined);
   } else {

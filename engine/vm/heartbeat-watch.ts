@@ -1,7 +1,14 @@
 import { open, type FileHandle } from 'node:fs/promises';
-
-const HEARTBEAT = /^HB (\d+)\s*$/;
+import { parseHeartbeatLine } from './heartbeat-line.js';
 const POLL_MS = 10;
+
+/** A heartbeat as the host saw it arrive. */
+export interface Heartbeat {
+  counter: number;
+  /** The workload's progress counter (heartbeat-line.ts); null from a guest that prints none. */
+  work: number | null;
+  atMs: number;
+}
 
 /**
  * Timestamps the guest's heartbeats as the host sees them arrive on the serial console, by
@@ -16,16 +23,22 @@ export class HeartbeatWatch {
   private reading = false;
   /** The read in flight: `stop` waits for it before it closes the file under it. */
   private polling: Promise<void> = Promise.resolve();
-  last: { counter: number; atMs: number } | undefined;
+  last: Heartbeat | undefined;
+  /** Every heartbeat seen, when the watch was made to keep them (a benchmark's work-rate trace). */
+  readonly seen: Heartbeat[] = [];
   /** The longest silence between two heartbeats since `resetMaxGap`. */
   maxGapMs = 0;
-  private readonly waiters: Array<{ above: number; resolve: (hb: { counter: number; atMs: number }) => void }> = [];
+  private readonly waiters: Array<{ above: number; resolve: (hb: Heartbeat) => void }> = [];
 
-  constructor(private readonly logPath: string) {}
+  constructor(
+    private readonly logPath: string,
+    /** keep: every beat stays in `seen`; fromStart: read the log from its beginning, not from where it ends now. */
+    private readonly opts: { keep?: boolean; fromStart?: boolean } = {},
+  ) {}
 
   async start(): Promise<void> {
     this.file = await open(this.logPath, 'a+').catch(() => undefined);
-    if (this.file) this.offset = (await this.file.stat()).size;
+    if (this.file && !this.opts.fromStart) this.offset = (await this.file.stat()).size;
     this.timer = setInterval(() => {
       // A log that cannot be read costs this tick's heartbeats, not the process.
       if (!this.reading) this.polling = this.poll().catch(() => undefined);
@@ -38,12 +51,12 @@ export class HeartbeatWatch {
   }
 
   /** Resolves with the first heartbeat whose counter exceeds `above`; rejects after `timeoutMs`. */
-  next(above: number, timeoutMs: number): Promise<{ counter: number; atMs: number }> {
+  next(above: number, timeoutMs: number): Promise<Heartbeat> {
     if (this.last && this.last.counter > above) return Promise.resolve(this.last);
     return new Promise((resolve, reject) => {
       const waiter = {
         above,
-        resolve: (hb: { counter: number; atMs: number }) => {
+        resolve: (hb: Heartbeat) => {
           clearTimeout(timer);
           resolve(hb);
         },
@@ -75,9 +88,10 @@ export class HeartbeatWatch {
         const lines = (this.partial + buf.subarray(0, bytesRead).toString('utf8')).split('\n');
         this.partial = lines.pop() ?? '';
         for (const line of lines) {
-          const m = HEARTBEAT.exec(line);
-          if (!m) continue;
-          const hb = { counter: Number(m[1]), atMs: now };
+          const parsed = parseHeartbeatLine(line);
+          if (!parsed) continue;
+          const hb = { ...parsed, atMs: now };
+          if (this.opts.keep) this.seen.push(hb);
           if (this.last) this.maxGapMs = Math.max(this.maxGapMs, now - this.last.atMs);
           this.last = hb;
           for (let i = this.waiters.length - 1; i >= 0; i--) {

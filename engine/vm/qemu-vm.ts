@@ -55,9 +55,9 @@ export class QemuVm {
   static async start(
     spec: MachineSpec,
     paths: VmPaths,
-    opts: { deviceState?: string; awaitIncoming?: boolean; diskFormat?: 'raw' | 'qcow2'; privateRam?: boolean; netns?: string } = {},
+    opts: { deviceState?: string; awaitIncoming?: boolean; diskFormat?: 'raw' | 'qcow2'; privateRam?: boolean; netns?: string; globals?: string[] } = {},
   ): Promise<QemuVm> {
-    const args = qemuArgs(spec, paths, { incoming: opts.deviceState !== undefined || opts.awaitIncoming === true, diskFormat: opts.diskFormat, privateRam: opts.privateRam });
+    const args = qemuArgs(spec, paths, { incoming: opts.deviceState !== undefined || opts.awaitIncoming === true, diskFormat: opts.diskFormat, privateRam: opts.privateRam, globals: opts.globals });
     const binary = [...dirtyLogLaunchPrefix(), QEMU_BINARY];
     const qemu = canSetParentDeathSignal ? [SETPRIV, '--pdeathsig', 'KILL', '--', ...binary, ...args] : [...binary, ...args];
     const command = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...qemu] : qemu;

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { HEARTBEAT_LINES } from './heartbeat-line.js';
 
-const HEARTBEAT = /^HB (\d+)\s*$/gm;
 
 /** How much of a guest's console an error quotes. */
 const CONSOLE_EXCERPT_CHARS = 200;
@@ -17,7 +17,7 @@ export class SerialLog {
   /** The highest heartbeat counter printed so far, or undefined before the first. */
   async lastHeartbeat(): Promise<number | undefined> {
     let last: number | undefined;
-    for (const m of (await this.text()).matchAll(HEARTBEAT)) {
+    for (const m of (await this.text()).matchAll(HEARTBEAT_LINES)) {
       const n = Number(m[1]);
       if (last === undefined || n > last) last = n;
     }

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { BASE_IMAGE_FORMAT_VERSION, FILE_NAMES, MANIFEST_FILE, type BaseImageManifest } from '../../engine/image/base-image.js';
 import { baseImageIdOf } from '../../engine/image/image-cache.js';
 import { digestFromBlockHashes, encodeBlockHashes, scanImage, sha256OfFile } from '../../engine/image/image-digest.js';
-import type { MachineSpec } from '../../engine/vm/machine.js';
+import { machineSpecSchema, type MachineSpec } from '../../engine/vm/machine.js';
 import { QemuVm } from '../../engine/vm/qemu-vm.js';
 import { SerialLog } from '../../engine/vm/serial-log.js';
 import { sweepDeadBuilds } from './build-leftovers.js';
@@ -46,12 +46,12 @@ export async function ensureBaseImage(opts: BaseImageOptions): Promise<BuiltBase
   const log = opts.log ?? (() => undefined);
   for (const path of await sweepDeadBuilds(PREFIX, { buildDir: BASE_IMAGE_BUILD_DIR, shmDir: '/dev/shm', tmpDir: '/tmp' })) log(`swept from a build that died: ${path}`);
   const kernel = await ensureGuestKernel(GUEST_KERNEL_DIR, log);
-  const machine: MachineSpec = {
+  const machine: MachineSpec = machineSpecSchema.parse({
     memoryMiB: opts.memoryMiB,
     cpus: 1,
     accel: opts.accel,
     kernelCmdline: 'console=ttyS0 panic=-1 quiet',
-  };
+  });
   const workloads = await readWorkloadSources();
   const init = await readFile(join(GUEST_SOURCES_DIR, 'init'));
   const recipe = createHash('sha256')
@@ -67,7 +67,7 @@ export async function ensureBaseImage(opts: BaseImageOptions): Promise<BuiltBase
     if (manifest) return { id: knownId, dir, manifest };
   }
 
-  log(`building base image (recipe ${recipe.slice(0, 12)}, ${opts.memoryMiB} MiB RAM, 8 GiB disk)`);
+  log(`building base image (recipe ${recipe.slice(0, 12)}, ${Number.isInteger(opts.memoryMiB) ? `${opts.memoryMiB} MiB` : `${opts.memoryMiB * 1024} KiB`} RAM, 8 GiB disk)`);
   const staging = join(BASE_IMAGE_BUILD_DIR, `.staging-${process.pid}`);
   await rm(staging, { recursive: true, force: true });
   await mkdir(staging, { recursive: true });

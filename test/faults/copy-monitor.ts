@@ -1,7 +1,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { HEARTBEAT_LINES } from '../../engine/vm/heartbeat-line.js';
 
-const HEARTBEAT = /^HB (\d+)\s*$/gm;
 /** How often the monitor looks (the figure). */
 export const SAMPLE_EVERY_MS = 200;
 
@@ -109,6 +109,6 @@ export class CopyMonitor {
     if (!text) return [];
     const lines = (w.partial + text).split('\n');
     w.partial = lines.pop() ?? '';
-    return [...lines.join('\n').matchAll(HEARTBEAT)].map((m) => Number(m[1]));
+    return [...lines.join('\n').matchAll(HEARTBEAT_LINES)].map((m) => Number(m[1]));
   }
 }

@@ -27,7 +27,7 @@ int main(int argc, char **argv) {
         size_t i = y * w + x;
         b[i] = 0.2f * (a[i] + a[i - 1] + a[i + 1] + a[i - w] + a[i + w]) + 1e-4f * (float)(step % 17);
       }
-      if ((y & 63) == 0) beat(interval);
+      if ((y & 63) == 0) beat(interval, (unsigned long long)step * h + y);
     }
     float *t = a; a = b; b = t;
   }

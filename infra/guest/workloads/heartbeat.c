@@ -1,6 +1,6 @@
 /*
  * heartbeat: the simplest edge application that has state worth moving.
- * Prints "HB <n>" on the console every interval, keeps <mem-MiB> of memory that it rewrites a
+ * Prints "HB <n> <n>" (its work is the beat itself) on the console every interval, keeps <mem-MiB> of memory that it rewrites a
  * little every tick (so memory has an overlay), and appends a record to /data/heartbeat.log
  * (so the disk has one). The counter lives in guest memory: after a handoff it must go on.
  *
@@ -30,7 +30,7 @@ int main(int argc, char **argv) {
       int len = snprintf((char *)heap + cursor, 64, "beat %llu ", n);
       cursor = (cursor + 4096 + (size_t)len) % (bytes - 64);
     }
-    printf("HB %llu\n", n);
+    printf("HB %llu %llu\n", n, n);
     fflush(stdout);
     if (log) { fprintf(log, "beat %llu\n", n); fflush(log); if (n % 10 == 0) fsync(fileno(log)); }
     nanosleep(&pause, NULL);

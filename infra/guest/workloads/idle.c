@@ -9,8 +9,9 @@
 int main(int argc, char **argv) {
   double interval = argc > 1 ? atof(argv[1]) : 200;
   if (interval < 1) interval = 1;
-  for (;;) {
-    beat(interval);
+  /* Its only work is waking up on time: the rounds of its loop. */
+  for (unsigned long long rounds = 1;; rounds++) {
+    beat(interval, rounds);
     usleep((useconds_t)(interval * 1000));
   }
 }

@@ -54,6 +54,6 @@ int main(int argc, char **argv) {
     int n = snprintf(results + cursor, 64, "frame %u faces %d\n", frame, found);
     cursor = (cursor + n) % ((1 << 20) - 64);
     frame++;
-    beat(interval);
+    beat(interval, frame);
   }
 }

@@ -2,7 +2,7 @@
  * kvstore: an in-memory key-value store of text-like records under a steady update rate, the
  * kind of state an edge application holds. Records are 128 bytes of words and numbers drawn
  * from a small vocabulary, so they compress like real text, not like zeros or noise. Each tick
- * it rewrites a few records, prints "HB <n>", and now and then appends the latest updates to
+ * it rewrites a few records, prints "HB <n> <updates so far>", and now and then appends the latest updates to
  * /data/kv.log (the disk overlay).
  *
  * usage: kvstore [MiB] [updates-per-second] [interval-ms]
@@ -59,7 +59,7 @@ int main(int argc, char **argv) {
       if (log && k < 32) fwrite(store + i * RECORD, 1, RECORD, log);
     }
     if (log && n % 5 == 0) { fflush(log); fsync(fileno(log)); }
-    printf("HB %llu\n", n);
+    printf("HB %llu %llu\n", n, n * (unsigned long long)per_tick);
     fflush(stdout);
     nanosleep(&pause, NULL);
   }

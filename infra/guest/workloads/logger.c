@@ -34,7 +34,7 @@ int main(int argc, char **argv) {
       out = fopen(path, "w");
       written = 0;
     }
-    beat(interval);
+    beat(interval, record);
     usleep((useconds_t)(interval * 1000));
   }
 }

@@ -55,7 +55,7 @@ int main(int argc, char **argv) {
       size_t p = (tick * 4 + k) * 2654435761u % pages;
       fill_page(heap + p * PAGE, p, tick);
     }
-    beat(interval_ms);
+    beat(interval_ms, tick);
     nanosleep(&pause, NULL);
   }
 }
