@@ -171,12 +171,27 @@ async function main(): Promise<void> {
   for (const w of options.workloads) {
     if (!systems.includes('floor') || floorsMeasured[w]) continue;
     const orphan = rows.findIndex((r) => r.workload === w && r.system === 'qemu-tuned' && !rows.some((f) => f.workload === w && f.mbps === r.mbps && f.system === 'floor'));
-    if (orphan >= 0) rows.splice(orphan, 1);
+    if (orphan < 0) continue;
+    const [dropped] = rows.splice(orphan, 1);
+    const detail = details.findIndex((d) => d['workload'] === w && d['mbps'] === dropped!.mbps && d['system'] === 'qemu-tuned');
+    if (detail >= 0) details.splice(detail, 1);
   }
   const has = (workload: string, mbps: number, system: System) => rows.some((r) => r.workload === workload && r.mbps === mbps && r.system === system);
   if (prior) log(`resuming ${name}: ${rows.length} rows measured in ${prior.segments.length} earlier run(s), ${(prior.segments.reduce((s, x) => s + x.seconds, 0) / 60).toFixed(1)} min`);
   // Written after every row, so an interrupted run of hours keeps what it measured.
   const writeReport = async (finished: boolean) => {
+    // Code changed under a running benchmark: what follows is not that commit's, and the report
+    // says so (it cannot be resumed).
+    if (!code.dirty && (await codeIdentity()).dirty) {
+      code.dirty = true;
+      log('warning: the clone changed under this run; its report is marked as measured with local changes');
+    }
+    // Matrix order, whatever order a resumed run measured the rows in.
+    const rank = (r: BenchRow) => [options.workloads.indexOf(r.workload), options.mbps.indexOf(r.mbps), SYSTEMS.indexOf(r.system)];
+    rows.sort((a, b) => {
+      const [x, y] = [rank(a), rank(b)];
+      return x[0]! - y[0]! || x[1]! - y[1]! || x[2]! - y[2]!;
+    });
     const { segments, wallSeconds } = segmentsSoFar(prior?.segments, { startedAtMs: startedAt }, Date.now());
     await writeReportFiles(name, { generatedAt: new Date().toISOString(), finished, wallSeconds, segments, code, options, memoryMiB: options.memoryMiB, warmupSeconds, rttMs, systems, rows, details, floors: floorsMeasured });
   };
@@ -201,7 +216,7 @@ async function main(): Promise<void> {
           const h = await runProjectHandoff({ cluster, baseImageId: base.id, workload, warmupSeconds, vmId: `bench-${workload.name}-${mbps}-${postCopy}`, postCopy, log });
           const r = h.result;
           const pc = r.postCopy;
-          const resentChunks = r.epochs.reduce((n, e) => n + (e.resentMemoryPages ?? 0) + (e.resentDiskBlocks ?? 0), 0) + (pc?.stalePagesSentBefore ?? 0);
+          const resentPages = r.epochs.reduce((n, e) => n + e.resentMemoryPages, 0) + (pc?.stalePagesSentBefore ?? 0);
           rows.push({
             ...cell,
             system,
@@ -214,10 +229,10 @@ async function main(): Promise<void> {
             guestContinued: r.guestContinued,
             ...(r.verified && r.guestContinued && (!pc || pc.memoryDigestConfirmed) ? {} : { note: `verified ${r.verified}, guest continued ${r.guestContinued}${pc ? `, memory confirmed ${pc.memoryDigestConfirmed}` : ''}` }),
             ...(pc ? { postCopy: { stalePages: pc.stalePages, remoteFaults: pc.fetch.remoteFaults, faultLatencyMedianMs: pc.fetch.faultLatencyMedianMs } } : {}),
-            resentBytes: resentChunks * 4096,
+            resentBytes: resentPages * 4096,
             degraded: degradedOf(h.degradation),
           });
-          details.push({ ...cell, system, downtimeBreakdown: r.downtimeBreakdown, guestGapParts: r.guestGapParts, precopy: r.precopy, epochs: r.epochs, modeSwitches: r.modeSwitches.map((s) => `${s.from}→${s.to}`), bytesSent: r.bytesSent, stages: r.stages, postCopy: pc, degradation: h.degradation });
+          details.push({ ...cell, system, resentDiskBlocks: r.epochs.reduce((n, e) => n + e.resentDiskBlocks, 0), downtimeBreakdown: r.downtimeBreakdown, guestGapParts: r.guestGapParts, precopy: r.precopy, epochs: r.epochs, modeSwitches: r.modeSwitches.map((s) => `${s.from}→${s.to}`), bytesSent: r.bytesSent, stages: r.stages, postCopy: pc, degradation: h.degradation });
           const g = r.guestGapParts;
           log(`  ${system}: ${fmt(rows.at(-1)!)} (${r.precopy.stopReason}, ${r.epochs.length} epochs; guest gap across the stop ${g.acrossStopMs} ms = ${g.beforePauseMs} before the pause + downtime + ${g.afterResumeMs} after cont${pc ? `; post-copy: ${pc.stalePages} pages after the resume, ${pc.fetch.remoteFaults} on demand, median ${pc.fetch.faultLatencyMedianMs} ms, all in ${(pc.fetch.ms / 1000).toFixed(1)} s` : ''})`);
           await writeReport(false);
@@ -267,11 +282,12 @@ async function main(): Promise<void> {
             guestGapSeconds: q.guestGapMs === null ? null : q.guestGapMs / 1000,
             wireBytes: q.wireBytes,
             cpuSeconds: q.cpuSeconds,
-            completed: q.completed,
+            // A migration whose guest did not go on is no migration: its time is not one to compare.
+            completed: q.completed && q.guestContinued,
             guestContinued: q.completed ? q.guestContinued : null,
             ...(q.note ? { note: q.note } : {}),
             resentBytes: q.resentBytes,
-            degraded: degradedOf(q.degradation),
+            degraded: q.guestContinued ? degradedOf(q.degradation) : null,
             settings: q.settings,
           });
           details.push({ ...cell, system, qemuReportedDowntimeMs: q.qemuReportedDowntimeMs, guestContinued: q.guestContinued, capSeconds, settings: q.settings, degradation: q.degradation });

@@ -78,10 +78,17 @@ test('a resumed run adds its own segment to the measuring time of those before i
 test('a guest size is given in K, M or G of whole pages, and read back as people say it', () => {
   assert.equal(parseGuestMemory('1048568K'), 1048568 / 1024);
   assert.equal(parseGuestMemory('4G'), 4096);
-  assert.throws(() => parseGuestMemory('1048570K'), /whole 4 KiB pages/);
+  assert.throws(() => parseGuestMemory('1048570K'), /whole number of 8 KiB/);
+  assert.throws(() => parseGuestMemory('4194300K'), /whole number of 8 KiB/);
   assert.throws(() => parseGuestMemory('1 GiB'), /not a size like/);
   assert.equal(memoryLabel(parseGuestMemory('1048568K')), '1 GiB − 8 KiB');
   assert.equal(memoryLabel(parseGuestMemory('4194296K')), '4 GiB − 8 KiB');
   assert.equal(memoryLabel(1024), '1 GiB');
   assert.equal(memoryLabel(512), '512 MiB');
+});
+
+test('a guest whose beats stop after the resume is degraded for as long as it was watched', () => {
+  const before = beats(0, 20_000, 1_000);
+  const after = beats(21_000, 21_200, 1_000, 20_000);
+  assert.deepEqual(degradation({ before, after, handoffStartedAtMs: 20_000, resumedAtMs: 21_000, watchedUntilMs: 51_000 }), { kind: 'not-recovered', seconds: 30, rateBefore: 1_000 });
 });

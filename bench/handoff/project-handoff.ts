@@ -51,30 +51,36 @@ export async function runProjectHandoff(o: {
   // The guest's beats at A, for its work rate before the handoff (the warm-up is longer than
   // the window read); at B from the log's start, once the target has made it.
   const atSource = new HeartbeatWatch(serialLog('A'), { keep: true });
-  await atSource.start();
   const atTarget = new HeartbeatWatch(serialLog('B'), { keep: true, fromStart: true });
   const targetWatched = new AbortController();
-  const watchingTarget = whenPresent(serialLog('B'), targetWatched.signal).then((present) => (present ? atTarget.start() : undefined));
-  o.log(`  handoff: ${o.workload.name} running at A; warming up ${o.warmupSeconds} s`);
-  await sleep(o.warmupSeconds * 1000);
-  const cpu = new CpuSampler(workers, { descendants: true });
-  await cpu.start();
-  const bytesBefore = await wan.uplinkBytes('A');
-  const handoffStartedAtMs = Date.now();
+  let watchingTarget: Promise<unknown> = Promise.resolve();
   let outcome: Omit<ProjectHandoffOutcome, 'cpuSeconds' | 'degradation'>;
   let cpuSeconds: number;
   let degradation: Degradation | null = null;
   try {
-    const input = { vmId: o.vmId, source: 'A', target: 'B', ...(o.pinnedMode ? { pinnedMode: o.pinnedMode } : {}), ...(o.postCopy ? { postCopy: o.postCopy } : {}) };
-    const handoff = () => runHandoff(cluster.client, input);
-    const result = await (o.around ? o.around(handoff) : handoff());
-    outcome = { result, wireBytes: (await wan.uplinkBytes('A')) - bytesBefore };
-    cpuSeconds = await cpu.stop();
-    // The resume, on this watch's clock: the first beat after it less the time the handoff measured to it.
-    const first = atTarget.seen.find((b) => b.counter === result.heartbeatAfterResume) ?? atTarget.seen[0];
+    await atSource.start();
+    watchingTarget = whenPresent(serialLog('B'), targetWatched.signal).then((present) => (present ? atTarget.start() : undefined));
+    o.log(`  handoff: ${o.workload.name} running at A; warming up ${o.warmupSeconds} s`);
+    await sleep(o.warmupSeconds * 1000);
+    const cpu = new CpuSampler(workers, { descendants: true });
+    await cpu.start();
+    const bytesBefore = await wan.uplinkBytes('A');
+    const handoffStartedAtMs = Date.now();
+    let result: HandoffResult;
+    try {
+      const input = { vmId: o.vmId, source: 'A', target: 'B', ...(o.pinnedMode ? { pinnedMode: o.pinnedMode } : {}), ...(o.postCopy ? { postCopy: o.postCopy } : {}) };
+      const handoff = () => runHandoff(cluster.client, input);
+      result = await (o.around ? o.around(handoff) : handoff());
+      outcome = { result, wireBytes: (await wan.uplinkBytes('A')) - bytesBefore };
+    } finally {
+      cpuSeconds = await cpu.stop();
+    }
+    // The resume, on this watch's clock: the beat the handoff saw first after it, less the time
+    // it measured from `cont` to that beat (the watch may not have read the beat yet: wait for it).
+    const after = result.heartbeatAfterResume;
+    const first = after === null ? undefined : await atTarget.next(after - 1, 5_000).then(() => atTarget.seen.find((b) => b.counter === after), () => undefined);
     if (first) degradation = await awaitRecovery({ before: atSource, after: atTarget, handoffStartedAtMs, resumedAtMs: first.atMs - (result.guestGapParts.afterResumeMs ?? 0) });
   } finally {
-    cpuSeconds ??= await cpu.stop();
     targetWatched.abort();
     await watchingTarget.catch(() => undefined);
     for (const w of [atSource, atTarget]) await w.stop();

@@ -14,7 +14,7 @@ const samples = (beats: readonly Heartbeat[]): WorkSample[] => beats.flatMap((b)
  * the resume; reads the rate before from the source's watch.
  */
 export async function awaitRecovery(o: { before: HeartbeatWatch; after: HeartbeatWatch; handoffStartedAtMs: number; resumedAtMs: number }): Promise<Degradation> {
-  const measure = () => degradation({ before: samples(o.before.seen), after: samples(o.after.seen), handoffStartedAtMs: o.handoffStartedAtMs, resumedAtMs: o.resumedAtMs });
+  const measure = () => degradation({ before: samples(o.before.seen), after: samples(o.after.seen), handoffStartedAtMs: o.handoffStartedAtMs, resumedAtMs: o.resumedAtMs, watchedUntilMs: Date.now() });
   for (;;) {
     const d = measure();
     if (d.kind !== 'not-recovered' || Date.now() - o.resumedAtMs >= WATCH_MS) return d;

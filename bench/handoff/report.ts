@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { REPO_ROOT } from '../../infra/paths.js';
@@ -26,9 +26,10 @@ export const benchRowSchema = z.object({
   /** A handoff that switched to post-copy: pages fetched after the resume, of them on demand, and a fault's median wait (ms). */
   postCopy: z.object({ stalePages: z.number(), remoteFaults: z.number(), faultLatencyMedianMs: z.number().nullable() }).optional(),
   /**
-   * Bytes of RAM pages and disk blocks sent more than once, raw (before compression): the
-   * handoff's from its epochs (and post-copy pages a live epoch had sent), QEMU's from its RAM
-   * counters (qemu-migration.ts). Absent where not measured.
+   * Bytes of RAM pages sent more than once, raw (before compression): the handoff's from its
+   * epochs (and post-copy pages a live epoch had sent), QEMU's from its RAM counters
+   * (qemu-migration.ts). RAM only, for both: QEMU's block mirror counts no resends (the
+   * handoff's disk blocks sent again are in the report's details). Absent where not measured.
    */
   resentBytes: z.number().nullable().optional(),
   /** From the resume until the guest's work rate was back to 90% of its rate before (work-rate.ts); a lower bound where `recovered` is false. */
@@ -78,12 +79,13 @@ export type BenchOptions = z.infer<typeof benchOptionsSchema>;
 
 export const BENCH_DIR = join(REPO_ROOT, 'docs', 'bench');
 
-/** A guest size: <n>K, <n>M or <n>G, in whole 4 KiB pages; returns MiB (fractional for K). */
+/** A guest size: <n>K, <n>M or <n>G, in whole 8 KiB; returns MiB (fractional for K). */
 export function parseGuestMemory(raw: string): number {
   const m = /^(\d+)([KMG])$/.exec(raw);
   if (!m) throw new Error(`--memory: '${raw}' is not a size like 1048568K, 1024M or 4G`);
   const kib = Number(m[1]) * { K: 1, M: 1024, G: 1024 * 1024 }[m[2] as 'K' | 'M' | 'G'];
-  if (kib % 4 !== 0 || kib < 128 * 1024 || kib > 64 * 1024 * 1024) throw new Error(`--memory: '${raw}' must be whole 4 KiB pages between 128M and 64G`);
+  // QEMU rounds -m up to 8 KiB, and the RAM file's size must equal it.
+  if (kib % 8 !== 0 || kib < 128 * 1024 || kib > 64 * 1024 * 1024) throw new Error(`--memory: '${raw}' must be a whole number of 8 KiB between 128M and 64G`);
   return kib / 1024;
 }
 
@@ -99,7 +101,10 @@ export function memoryLabel(memoryMiB: number): string {
 
 export async function writeReportFiles(name: string, report: BenchReport): Promise<void> {
   await mkdir(BENCH_DIR, { recursive: true });
-  await writeFile(join(BENCH_DIR, `${name}.json`), JSON.stringify(report, null, 2) + '\n');
+  // Whole or not at all: an interrupted run's report is what --resume reads.
+  const json = join(BENCH_DIR, `${name}.json`);
+  await writeFile(`${json}.partial`, JSON.stringify(report, null, 2) + '\n');
+  await rename(`${json}.partial`, json);
   const bars = report.rows.map((row) => ({ group: `${row.workload} @ ${row.mbps} Mbit/s`, series: row.system, seconds: row.totalSeconds, lowerBound: !row.completed }));
   const title = `VM handoff over a tc-shaped WAN${report.rttMs > 0 ? `, ${report.rttMs} ms RTT` : ''}: total time (${memoryLabel(report.memoryMiB)} guest, 8 GiB disk)`;
   await writeFile(join(BENCH_DIR, `${name}.svg`), totalTimeChart(title, [...report.systems], bars));

@@ -42,7 +42,17 @@ export type Degradation =
  * before the handoff. A guest at full pace from its first beat on counts the time to that beat
  * (it did no work before it either).
  */
-export function degradation(o: { before: readonly WorkSample[]; after: readonly WorkSample[]; handoffStartedAtMs: number; resumedAtMs: number }, rule = WORK_RATE_RULE): Degradation {
+export function degradation(
+  o: {
+    before: readonly WorkSample[];
+    after: readonly WorkSample[];
+    handoffStartedAtMs: number;
+    resumedAtMs: number;
+    /** Until when the guest was watched after the resume: a guest whose beats stopped was degraded at least that long. */
+    watchedUntilMs?: number;
+  },
+  rule = WORK_RATE_RULE,
+): Degradation {
   const rateBefore = workRate(o.before, o.handoffStartedAtMs - rule.baselineWindowMs, o.handoffStartedAtMs);
   if (rateBefore === null) return { kind: 'unmeasured', why: `fewer than two beats in the ${rule.baselineWindowMs / 1000} s before the handoff` };
   if (rateBefore <= 0) return { kind: 'unmeasured', why: 'the guest did no work before the handoff' };
@@ -54,6 +64,6 @@ export function degradation(o: { before: readonly WorkSample[]; after: readonly 
     const rate = ((after[j]!.work - after[i]!.work) * 1000) / (after[j]!.atMs - after[i]!.atMs);
     if (rate >= rule.recoveredShare * rateBefore) return { kind: 'recovered', seconds: (after[i]!.atMs - o.resumedAtMs) / 1000, rateBefore };
   }
-  const lastSeen = after.at(-1)?.atMs ?? o.resumedAtMs;
-  return { kind: 'not-recovered', seconds: (lastSeen - o.resumedAtMs) / 1000, rateBefore };
+  const watchedUntil = Math.max(after.at(-1)?.atMs ?? o.resumedAtMs, o.watchedUntilMs ?? 0);
+  return { kind: 'not-recovered', seconds: (watchedUntil - o.resumedAtMs) / 1000, rateBefore };
 }

@@ -6,15 +6,16 @@ import { z } from 'zod';
  */
 export const machineSpecSchema = z.object({
   /**
-   * Whole 4 KiB pages, not only whole MiB: the benchmark runs 1 GiB − 8 KiB guests, because
-   * QEMU 7.2's own migration under TCG loses pages of a RAM block aligned to 256 KiB (see
-   * bench/handoff/qemu-migration.ts).
+   * Whole 8 KiB, not only whole MiB: the benchmark runs 1 GiB − 8 KiB guests, because QEMU
+   * 7.2's own migration under TCG loses pages of a RAM block aligned to 256 KiB (see
+   * bench/handoff/qemu-migration.ts). QEMU rounds `-m` up to 8 KiB, and the memory backend's
+   * size must equal it.
    */
   memoryMiB: z
     .number()
     .min(64)
     .max(65536)
-    .refine((mib) => Number.isInteger(mib * 256), { message: 'memoryMiB must be a whole number of 4 KiB pages' }),
+    .refine((mib) => Number.isInteger(mib * 128), { message: 'memoryMiB must be a whole number of 8 KiB' }),
   cpus: z.number().int().min(1).max(64),
   accel: z.enum(['tcg', 'kvm']),
   kernelCmdline: z.string(),
