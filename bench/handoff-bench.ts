@@ -198,6 +198,8 @@ async function main(): Promise<void> {
   const background = new AbortController();
   // Ctrl-C: the cluster stops its workers and VMs, the testbed goes, xz is killed, the work folder goes.
   process.once('SIGINT', () => {
+    interrupted = true;
+    log(`interrupted: docs/bench/${name}.json keeps the ${rows.length} rows measured; go on with npm run bench:handoff -- --resume docs/bench/${name}.json`);
     background.abort();
     void cluster.stop().then(() => rm(workDir, { recursive: true, force: true })).then(() => process.exit(130));
   });
@@ -341,9 +343,13 @@ function fmt(r: BenchRow): string {
 }
 
 
+/** Set by Ctrl-C: the run's own failures that follow (its cluster stopped under it) are not news. */
+let interrupted = false;
+
 main().then(
   () => process.exit(0),
   (err) => {
+    if (interrupted) return; // the SIGINT handler exits once the cluster has stopped
     console.error(`bench:handoff failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
     process.exit(1);
   },
