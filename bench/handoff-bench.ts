@@ -201,6 +201,7 @@ async function main(): Promise<void> {
     interrupted = true;
     log(`interrupted: docs/bench/${name}.json keeps the ${rows.length} rows measured; go on with npm run bench:handoff -- --resume docs/bench/${name}.json`);
     background.abort();
+    // (The QEMU baseline's RAM files of a row cut short are swept by the next run's start.)
     void cluster.stop().then(() => rm(workDir, { recursive: true, force: true })).then(() => process.exit(130));
   });
   try {

@@ -10,14 +10,16 @@ test('build leftovers are recognised by name: staging folders, RAM files, socket
   const folders = { buildDir: '/b', shmDir: '/s', tmpDir: '/t' };
   const found = buildLeftoversIn('ehoff', folders, {
     build: ['.staging-41', 'base-abc', 'recipes', '.staging-x'],
-    shm: ['ehoff-build-42.ram', 'ehoff-vm-42.ram', 'other-build-42.ram'],
-    tmp: ['ehoff-build-43-qmp.sock', 'ehoff-build-43-serial.sock', 'ehoff-build-43.txt', 'ehoff-ci-clone'],
+    shm: ['ehoff-build-42.ram', 'ehoff-vm-42.ram', 'other-build-42.ram', 'ehoff-bench-44-qemu-tuned-src.ram', 'ehoff-bench-44-A-vm.ram'],
+    tmp: ['ehoff-build-43-qmp.sock', 'ehoff-build-43-serial.sock', 'ehoff-build-43.txt', 'ehoff-ci-clone', 'ehoff-bench-45', 'ehoff-bench-45-A'],
   });
   assert.deepEqual(found, [
     { pid: 41, path: '/b/.staging-41' },
     { pid: 42, path: '/s/ehoff-build-42.ram' },
     { pid: 43, path: '/t/ehoff-build-43-qmp.sock' },
     { pid: 43, path: '/t/ehoff-build-43-serial.sock' },
+    { pid: 44, path: '/s/ehoff-bench-44-qemu-tuned-src.ram' },
+    { pid: 45, path: '/t/ehoff-bench-45' },
   ]);
 });
 

@@ -33,6 +33,11 @@ export function buildLeftoversIn(prefix: string, folders: BuildFolders, names: {
     ...pick(folders.buildDir, names.build, /^\.staging-(\d+)$/),
     ...pick(folders.shmDir, names.shm, new RegExp(`^${prefix}-build-(\\d+)\\.ram$`)),
     ...pick(folders.tmpDir, names.tmp, new RegExp(`^${prefix}-build-(\\d+)-[a-z]+\\.sock$`)),
+    // bench:handoff's QEMU baselines run their guests on RAM files of their own, and its work
+    // folder holds their disks: a benchmark killed mid-row leaves them (it builds its base first,
+    // so its next start sweeps them here).
+    ...pick(folders.shmDir, names.shm, new RegExp(`^${prefix}-bench-(\\d+)-qemu-[a-z]+-[a-z]+\\.ram$`)),
+    ...pick(folders.tmpDir, names.tmp, new RegExp(`^${prefix}-bench-(\\d+)$`)),
   ];
 }
 
