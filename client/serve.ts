@@ -90,6 +90,7 @@ async function main(): Promise<void> {
       loadMonitor: opts.loadMonitor,
       defaultBaseImageId: base.id,
       ...(opts.linkMbps !== undefined || mbps !== undefined ? { linkMbps: opts.linkMbps ?? mbps } : {}),
+      postCopy: opts.postCopy,
       log: createLogger('events'),
     });
     const ready = {

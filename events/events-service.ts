@@ -22,6 +22,8 @@ export interface EventsServiceOptions {
   defaultBaseImageId?: string;
   /** The WAN's nominal rate, Mbit/s, if declared: shown in each handoff's summary. */
   linkMbps?: number;
+  /** Whether the handoffs events start may switch to post-copy (absent: never). */
+  postCopy?: 'auto' | 'never';
   /** Run the built-in load monitor (workflow load-monitor), raising edge.cloudlet.overloaded. */
   loadMonitor: boolean;
   log: Logger;
@@ -44,6 +46,7 @@ export async function startEventsService(o: EventsServiceOptions): Promise<Event
     conflictRule: o.conflictRule,
     searchAttributes: await hasSearchAttributes(client, EDGE_SEARCH_ATTRIBUTES.map((a) => a.name)),
     ...(o.linkMbps !== undefined ? { linkMbps: o.linkMbps } : {}),
+    ...(o.postCopy ? { postCopy: o.postCopy } : {}),
     ...(o.defaultBaseImageId ? { defaultBaseImageId: o.defaultBaseImageId } : {}),
   };
   const endpoint = await startEventsEndpoint({

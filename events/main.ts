@@ -41,6 +41,7 @@ async function main(): Promise<void> {
       loadMonitor: opts.loadMonitor,
       ...(base ? { defaultBaseImageId: base } : {}),
       ...(opts.linkMbps !== undefined ? { linkMbps: opts.linkMbps } : {}),
+      postCopy: opts.postCopy,
       log,
     });
     const ready = { ready: true, events: service.url, tokenFile: opts.tokenFile, temporalAddress: temporal.address };

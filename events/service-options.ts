@@ -13,6 +13,7 @@ export function eventServiceOptions(c: Command): Command {
     .option('--max-in-flight <n>', 'handoffs running at once before events that would start more get 429', '4')
     .option('--conflict-rule <rule>', 'a move to another target than the one in flight: queue | refuse', 'queue')
     .option('--link-mbps <rate>', "the WAN's nominal rate between cloudlets, Mbit/s: shown in each handoff's summary")
+    .option('--post-copy <policy>', 'whether the handoffs events start may switch to post-copy: auto | never (a source host lost mid post-copy loses the VM)', 'never')
     .option('--no-load-monitor', 'do not watch the cloudlets\' load (no edge.cloudlet.overloaded of its own)');
 }
 
@@ -25,6 +26,7 @@ export const eventServiceOptionsSchema = z.object({
   conflictRule: z.enum(['queue', 'refuse']),
   loadMonitor: z.boolean(),
   linkMbps: z.coerce.number().positive().max(100_000).optional(),
+  postCopy: z.enum(['auto', 'never']),
 });
 
 /** Parses the shared options, naming the first bad flag. */

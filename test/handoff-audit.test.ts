@@ -21,6 +21,9 @@ test('its details hold the request and every candidate of the placement, with wh
   assert.match(md, /- placement: least-loaded/);
   assert.match(md, /\| A \| excluded \| the VM runs there now \|/);
   assert.match(md, /\| C \| lost \| more loaded: 3 of 4 VMs against 0 of 4 \|/);
+  // The operator's post-copy policy is on the record whichever it is.
+  assert.match(md, /- post-copy: never/);
+  assert.match(handoffDetails({ input: { ...input, postCopy: 'auto' }, trigger: 'operator', placementPolicy: 'operator', searchAttributes: true }), /- post-copy: allowed \(auto\)/);
 });
 
 test('search attributes go on the start only where the namespace has them', () => {

@@ -53,6 +53,12 @@ export const eventPolicySchema = z
     searchAttributes: z.boolean(),
     /** The WAN's nominal rate between cloudlets, Mbit/s, when the operator declared it: shown in each handoff's summary. */
     linkMbps: z.number().positive().max(100_000).optional(),
+    /**
+     * Whether the handoffs events start may switch to post-copy (the workflow's `postCopy`). The
+     * operator's to set for the site, not an event's sender's: a source host that dies mid
+     * post-copy loses the VM. Absent: never.
+     */
+    postCopy: z.enum(['auto', 'never']).optional(),
   })
   .strict();
 export type EventPolicy = z.infer<typeof eventPolicySchema> & { conflictRule: ConflictRule };

@@ -83,7 +83,7 @@ export function triggerWords(trigger: string): string {
 
 /** The request and the placement decision, as markdown. */
 export function handoffDetails(a: HandoffStartAudit): string {
-  const { vmId, source, target, pinnedMode, bandwidthCapMbps } = a.input;
+  const { vmId, source, target, pinnedMode, bandwidthCapMbps, postCopy } = a.input;
   const lines = [
     `### Request`,
     `Move VM \`${vmId}\` from **${source}** to **${target}**.`,
@@ -92,6 +92,7 @@ export function handoffDetails(a: HandoffStartAudit): string {
     `- placement: ${a.placementPolicy}`,
     ...(pinnedMode ? [`- mode pinned: \`${pinnedMode}\``] : []),
     ...(bandwidthCapMbps !== undefined ? [`- bandwidth cap: ${bandwidthCapMbps} Mbit/s`] : []),
+    `- post-copy: ${postCopy === 'auto' ? 'allowed (auto)' : 'never'}`,
     ...(a.linkMbps !== undefined ? [`- link: ${a.linkMbps} Mbit/s (declared)`] : []),
   ];
   if (a.placement) {

@@ -134,7 +134,7 @@ async function startHandoff(req: MoveRequest, source: string, placement: Placeme
   try {
     return await startChild(handoff, {
       ...handoffStartOptions({
-        input: { vmId: req.vmId, source, target: placement.target! },
+        input: { vmId: req.vmId, source, target: placement.target!, ...(req.policy.postCopy ? { postCopy: req.policy.postCopy } : {}) },
         trigger: req.trigger,
         placementPolicy: placementPolicyOf(req),
         placement,
