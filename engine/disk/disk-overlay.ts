@@ -13,6 +13,16 @@ export class DiskOverlay {
   /** Blocks being copied from the base before their first partial write. */
   private readonly materializing = new Map<number, Promise<void>>();
   private writes = 0;
+  /**
+   * Blocks a post-copy has yet to fetch (their content here is not the VM's): a read of one, or
+   * a write that covers it only in part, waits until it is filled — or wholly written by the
+   * guest, whose bytes then win. Settled as the block becomes present.
+   */
+  private readonly missing = new Map<number, { settled: Promise<void>; settle: () => void }>();
+  /** Fills under way: a guest write to the block waits for its fill, so that the guest's lands last. */
+  private readonly filling = new Map<number, Promise<void>>();
+  /** Told of each missing block something waits on (the fetch asks for it ahead of the rest). */
+  private demand: (index: number) => void = () => undefined;
 
   private constructor(
     readonly sizeBytes: number,
@@ -51,8 +61,81 @@ export class DiskOverlay {
     return this.dirty.has(index);
   }
 
+  /**
+   * Post-copy: these blocks are not here yet. Reads of them wait until `fill` puts them in (as
+   * Elijah's cloudletfs did), each wait told to `onDemand`'s listener.
+   */
+  markMissing(indices: Iterable<number>): void {
+    for (const i of indices) {
+      if (i < 0 || i * BLOCK_SIZE >= this.sizeBytes) throw new RangeError(`disk block ${i} is past the ${this.sizeBytes}-byte disk`);
+      if (this.missing.has(i)) continue;
+      let settle!: () => void;
+      const settled = new Promise<void>((resolve) => (settle = resolve));
+      this.missing.set(i, { settled, settle });
+    }
+  }
+
+  /** The blocks still missing, ascending. */
+  missingBlocks(): number[] {
+    return [...this.missing.keys()].sort((a, b) => a - b);
+  }
+
+  onDemand(listener: (index: number) => void): void {
+    this.demand = listener;
+  }
+
+  /**
+   * Puts a fetched block in, if it is still missing: false when the guest has written the whole
+   * block since (its bytes stay). Whoever waited on it reads it once it is in the overlay.
+   */
+  async fill(index: number, data: Buffer): Promise<boolean> {
+    if (data.length !== BLOCK_SIZE) throw new Error(`disk block ${index} has ${data.length} bytes, expected ${BLOCK_SIZE}`);
+    const m = this.missing.get(index);
+    if (!m) return false;
+    this.missing.delete(index);
+    const filled = (async () => {
+      await this.overlay.write(data, 0, BLOCK_SIZE, index * BLOCK_SIZE);
+      this.dirty.add(index);
+      this.writes++;
+    })();
+    this.filling.set(index, filled.catch(() => undefined));
+    try {
+      await filled;
+    } catch (err) {
+      // Not in: still missing, and its waiters go on waiting for a fill that works.
+      this.missing.set(index, m);
+      throw err;
+    } finally {
+      this.filling.delete(index);
+    }
+    m.settle();
+    return true;
+  }
+
+  /** Resolves once block `index` holds the VM's content here (at once, unless a post-copy still fetches it). */
+  private async present(index: number): Promise<void> {
+    for (;;) {
+      const m = this.missing.get(index);
+      const f = this.filling.get(index);
+      if (!m && !f) return;
+      if (m) {
+        this.demand(index);
+        await m.settled;
+      } else await f;
+    }
+  }
+
+  /** Waits for every missing block of [position, end): none, unless a post-copy runs. */
+  private async presentRange(position: number, end: number): Promise<void> {
+    if (this.missing.size === 0 && this.filling.size === 0) return;
+    const waits: Array<Promise<void>> = [];
+    for (let b = Math.floor(position / BLOCK_SIZE); b * BLOCK_SIZE < end; b++) if (this.missing.has(b) || this.filling.has(b)) waits.push(this.present(b));
+    await Promise.all(waits);
+  }
+
   async read(into: Buffer, length: number, position: number): Promise<number> {
     const end = Math.min(position + length, this.sizeBytes);
+    await this.presentRange(position, end);
     let done = 0;
     // Runs of consecutive blocks from the same source become one pread.
     for (let pos = position; pos < end; ) {
@@ -79,14 +162,36 @@ export class DiskOverlay {
     const partial = new Set<number>();
     if (position % BLOCK_SIZE !== 0) partial.add(first);
     if ((position + length) % BLOCK_SIZE !== 0) partial.add(last);
+    // A block still to be fetched: one written only in part needs its content first; one
+    // written whole is the guest's from now on (taken out of the fetch's way before the write).
+    const claimed: Array<[number, { settled: Promise<void>; settle: () => void }]> = [];
+    if (this.missing.size > 0 || this.filling.size > 0) {
+      for (const b of partial) await this.present(b);
+      for (let b = first; b <= last; b++) {
+        if (partial.has(b)) continue;
+        await this.filling.get(b);
+        const m = this.missing.get(b);
+        if (m) {
+          this.missing.delete(b);
+          claimed.push([b, m]);
+        }
+      }
+    }
     for (const b of partial) await this.materialize(b);
     this.writes++;
-    await this.overlay.write(from, 0, length, position);
+    try {
+      await this.overlay.write(from, 0, length, position);
+    } catch (err) {
+      // Not written: the blocks it claimed are the fetch's again.
+      for (const [b, m] of claimed) this.missing.set(b, m);
+      throw err;
+    }
     // Whole blocks turn dirty only once written, so a concurrent read sees old or new, never zeros.
     for (let b = first; b <= last; b++) {
       this.dirty.add(b);
       this.epochDirty.add(b);
     }
+    for (const [, m] of claimed) m.settle();
     return length;
   }
 

@@ -100,6 +100,14 @@ export const hostMethodArgs = {
   takeEpochDirty: none,
   /** Blocks the caller wrote into the overlay file itself (a target assembling a disk). */
   markWritten: z.object({ indices: z.array(z.number().int().min(0)) }),
+  /** Post-copy: blocks the disk lacks until filled; the guest's reads of them wait. */
+  markMissing: z.object({ indices: z.array(z.number().int().min(0)) }),
+  /** Post-copy: the blocks still missing, ascending (what a restarted worker goes on fetching). */
+  missingBlocks: none,
+  /** Post-copy: fetched blocks (base64, 4 KiB each), put in where still missing. */
+  fillBlocks: z.object({ blocks: z.array(z.object({ index: z.number().int().min(0), data: z.string().max(8192) })).max(256) }),
+  /** Post-copy: the missing blocks the guest has waited on since the last call; waits up to `waitMs` for one. */
+  awaitDemand: z.object({ waitMs: z.number().int().min(0).max(60_000) }),
   flush: none,
   /** Ends QEMU, unmounts the disk, removes the VM's files; the host exits after replying. */
   destroy: none,
@@ -115,6 +123,11 @@ export interface HostReplies {
   dirtyBlocks: number[];
   takeEpochDirty: number[];
   markWritten: null;
+  markMissing: null;
+  missingBlocks: number[];
+  /** Of the blocks given, those put in, and those the guest had written whole meanwhile (left as the guest wrote them). */
+  fillBlocks: { filled: number[]; dropped: number[] };
+  awaitDemand: number[];
   flush: null;
   destroy: null;
 }

@@ -1,6 +1,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { rm, writeFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
+import { DemandQueue } from '../disk/demand-queue.js';
 import { DiskOverlay } from '../disk/disk-overlay.js';
 import { FuseDisk } from '../disk/fuse-disk.js';
 import { QemuVm } from '../vm/qemu-vm.js';
@@ -31,13 +32,17 @@ export class VmHostServer {
   private server?: Server;
   private continued = false;
   private destroying?: Promise<void>;
+  /** Post-copy: the missing disk blocks the guest waits on, for the worker to fetch first. */
+  private readonly demand = new DemandQueue();
 
   private constructor(
     readonly record: HostRecord,
     private readonly disk: DiskOverlay,
     private readonly fuse: FuseDisk,
     private readonly qemu: QemuVm,
-  ) {}
+  ) {
+    disk.onDemand((index) => this.demand.add(index));
+  }
 
   /** Mounts the disk and starts QEMU as the record says; undoes what it started if that fails. */
   static async start(record: HostRecord): Promise<VmHostServer> {
@@ -131,6 +136,17 @@ export class VmHostServer {
       this.disk.markWritten(a.indices);
       return null;
     },
+    markMissing: async (a: { indices: number[] }) => {
+      this.disk.markMissing(a.indices);
+      return null;
+    },
+    missingBlocks: async () => this.disk.missingBlocks(),
+    fillBlocks: async (a: { blocks: Array<{ index: number; data: string }> }) => {
+      const out = { filled: [] as number[], dropped: [] as number[] };
+      for (const { index, data } of a.blocks) ((await this.disk.fill(index, Buffer.from(data, 'base64'))) ? out.filled : out.dropped).push(index);
+      return out;
+    },
+    awaitDemand: (a: { waitMs: number }) => this.demand.next(a.waitMs),
     flush: () => this.disk.flush().then(() => null),
     destroy: () => this.destroy().then(() => null),
   };
