@@ -106,7 +106,7 @@ test('a guest resumed with a third of its RAM stale runs on: faults fetched from
   const expectedDigest = held.digest();
   for (const i of stale) held.set(i, ZERO_PAGE_SHA.map((b) => b ^ 1));
 
-  service = await StoppedPageService.open(srcRam, { pages: stale, stopHashes: Promise.resolve(stopHashes) }, 'B');
+  service = await StoppedPageService.open({ ramFile: srcRam, memoryPages }, { pages: stale, stopHashes: Promise.resolve(stopHashes) }, 'B');
   const source = corruptingOnce(service);
   sourcePlane.servePages('pcf-handoff', source);
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { rm, writeFile } from 'node:fs/promises';
 import { BLOCK_SIZE } from '../engine/blocks.js';
 import { zstdBounded } from '../engine/pipeline/codecs.js';
-import { pageRuns, planPosition, runPages } from '../engine/postcopy/plan.js';
+import { chunkOfDiskBlock, pageRuns, planPosition, runPages, splitChunks } from '../engine/postcopy/plan.js';
 import { FAULT_PREPAGE, StoppedPageService } from '../engine/postcopy/stopped-page-service.js';
 import type { PagesPayload } from '../engine/wire/frames.js';
 
@@ -29,7 +29,7 @@ test('the push sends every page asked for once, goes on after the last fault (pr
   await writeFile(file, ram);
   const stale = Uint32Array.from({ length: 200 }, (_, k) => 2 * k);
   // Each page's stop-time hash stands in as its index times 3: each frame must carry its own pages' hashes.
-  const service = await StoppedPageService.open(file, { pages: stale, stopHashes: Promise.resolve(BigUint64Array.from(stale, (i) => BigInt(3 * i))) }, 'B');
+  const service = await StoppedPageService.open({ ramFile: file, memoryPages: pages }, { pages: stale, stopHashes: Promise.resolve(BigUint64Array.from(stale, (i) => BigInt(3 * i))) }, 'B');
   try {
     const order: number[] = [];
     const check = (p: PagesPayload) => {
@@ -65,6 +65,34 @@ test('the push sends every page asked for once, goes on after the last fault (pr
     await assert.rejects(service.fault([[1, 1]], async () => undefined), /names page 1, which the target holds already/);
   } finally {
     await service.close();
+    await rm(file, { force: true });
+  }
+});
+
+test('a plan that names disk blocks: chunks past the memory are read from the stopped disk, each beside its stop hash', async () => {
+  const file = `/dev/shm/ehoff-test-pcdisk-${process.pid}.ram`;
+  const memoryPages = 16;
+  const ram = Buffer.alloc(memoryPages * BLOCK_SIZE);
+  for (let i = 0; i < memoryPages; i++) ram.fill(i, i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE);
+  await writeFile(file, ram);
+  // Disk block b holds 0x80 + b; the read fills the buffer it is handed.
+  const disk = { readBlock: async (b: number, into: Buffer) => into.fill(0x80 + b) };
+  const chunks = Uint32Array.from([14, 15, memoryPages + 2, memoryPages + 3]);
+  assert.deepEqual(splitChunks(chunks, memoryPages), { pages: Uint32Array.from([14, 15]), diskBlocks: Uint32Array.from([2, 3]) });
+  assert.equal(chunkOfDiskBlock(2, memoryPages), memoryPages + 2);
+  const service = await StoppedPageService.open({ ramFile: file, memoryPages, disk }, { pages: chunks, stopHashes: Promise.resolve(BigUint64Array.from(chunks, (c) => BigInt(c) * 7n)) }, 'B');
+  const memoryOnly = await StoppedPageService.open({ ramFile: file, memoryPages }, { pages: chunks, stopHashes: Promise.resolve(new BigUint64Array(4)) }, 'B');
+  try {
+    const sent: PagesPayload[] = [];
+    await service.fault([[15, 1], [memoryPages + 2, 2]], async (p) => void sent.push(p));
+    const raw = zstdBounded(sent[0]!.packed, 3 * BLOCK_SIZE);
+    assert.deepEqual([...sent[0]!.indices], [15, memoryPages + 2, memoryPages + 3]);
+    assert.deepEqual([raw[0], raw[BLOCK_SIZE], raw[2 * BLOCK_SIZE]], [15, 0x82, 0x83]);
+    assert.deepEqual([...sent[0]!.stopHashes], [15n * 7n, BigInt(memoryPages + 2) * 7n, BigInt(memoryPages + 3) * 7n]);
+    await assert.rejects(memoryOnly.fault([[memoryPages + 2, 1]], async () => undefined), /serves memory only/);
+  } finally {
+    await service.close();
+    await memoryOnly.close();
     await rm(file, { force: true });
   }
 });

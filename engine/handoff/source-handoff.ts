@@ -293,7 +293,7 @@ export class SourceHandoffs {
   private async servePostCopy(handoffId: string, vm: VmInstance, target: string, plan: StoppedPlan): Promise<{ host: string; port: number }> {
     await this.stopServingPages(handoffId);
     await sourcePostCopyRecord(vm.files.dir).write({ handoffId, target, staleRuns: pageRuns(plan.pages), capMbps: plan.capMbps });
-    const service = await StoppedPageService.open(vm.files.ramFile, plan, target);
+    const service = await StoppedPageService.open({ ramFile: vm.files.ramFile, memoryPages: vm.base.manifest.memory.sizeBytes / BLOCK_SIZE, disk: vm.disk }, plan, target);
     this.postCopies.set(handoffId, { service, memoryDigest: plan.memoryDigest });
     this.cloudlet.dataPlane.servePages(handoffId, service);
     this.cloudlet.config.log?.(`handoff ${handoffId} of ${vm.vmId}: post-copy, ${plan.pages.length} stale pages served to ${target}`);

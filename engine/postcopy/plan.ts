@@ -7,6 +7,21 @@ export interface PostCopyPlan {
   pages: Uint32Array;
 }
 
+/**
+ * The one index space of a post-copy's chunks, on the wire and in a plan: memory page p is chunk
+ * p, disk block b is chunk memoryPages + b. Requests and page frames carry chunks; each side
+ * knows the memory's size.
+ */
+export function chunkOfDiskBlock(block: number, memoryPages: number): number {
+  return memoryPages + block;
+}
+
+/** A plan's chunks split back into memory pages and disk blocks (both ascending). */
+export function splitChunks(chunks: Uint32Array, memoryPages: number): { pages: Uint32Array; diskBlocks: Uint32Array } {
+  const at = lowerBound(chunks, memoryPages);
+  return { pages: chunks.subarray(0, at), diskBlocks: chunks.subarray(at).map((c) => c - memoryPages) };
+}
+
 /** A page's position in the plan, or -1 when the plan does not name it. */
 export function planPosition(plan: Pick<PostCopyPlan, 'pages'>, index: number): number {
   const at = lowerBound(plan.pages, index);

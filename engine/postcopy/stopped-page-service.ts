@@ -19,6 +19,14 @@ export interface StoppedPlan extends SourcePlan {
   capMbps: number | null;
 }
 
+/** Where a stopped copy's chunks are read: its RAM file (memoryPages pages), then its disk's blocks. */
+export interface StoppedChunks {
+  ramFile: string;
+  memoryPages: number;
+  /** The stopped VM's disk, for a plan that names disk blocks. */
+  disk?: { readBlock(index: number, into: Buffer): Promise<Buffer> };
+}
+
 /** Sends one pages frame, resolving once the socket took it (its backpressure paces the push). */
 export type SendPages = (pages: PagesPayload) => Promise<void>;
 
@@ -52,6 +60,7 @@ export class StoppedPageService implements PageSource {
 
   private constructor(
     private readonly ram: FileHandle,
+    private readonly stopped: StoppedChunks,
     private readonly plan: SourcePlan & { capMbps?: number | null },
     /** The cloudlet the handoff went to: only it may open a page channel. */
     readonly target: string,
@@ -59,9 +68,13 @@ export class StoppedPageService implements PageSource {
     this.compressor.setParameters({ compressionLevel: PAGE_ZSTD_LEVEL });
   }
 
-  /** Serves `plan`'s pages to `target` from `ramFile`, the stopped VM's, which nothing writes while this runs. */
-  static async open(ramFile: string, plan: SourcePlan & { capMbps?: number | null }, target: string): Promise<StoppedPageService> {
-    return new StoppedPageService(await open(ramFile, 'r'), plan, target);
+  /**
+   * Serves `plan`'s chunks to `target` from the stopped VM's RAM file and disk, which nothing
+   * writes while this runs: chunk c < memoryPages is page c, c ≥ memoryPages disk block
+   * c − memoryPages (see chunkOfDiskBlock).
+   */
+  static async open(stopped: StoppedChunks, plan: SourcePlan & { capMbps?: number | null }, target: string): Promise<StoppedPageService> {
+    return new StoppedPageService(await open(stopped.ramFile, 'r'), stopped, plan, target);
   }
 
   /**
@@ -179,12 +192,19 @@ export class StoppedPageService implements PageSource {
     return pages;
   }
 
-  /** Reads `pages` (ascending) from the stopped copy, contiguous stretches at once, and compresses them as one. */
+  /** Reads `pages` (ascending chunks) from the stopped copy, contiguous stretches of RAM at once, and compresses them as one. */
   private async pack(pages: Uint32Array): Promise<PagesPayload> {
     const raw = Buffer.allocUnsafe(pages.length * BLOCK_SIZE);
+    const { memoryPages, disk } = this.stopped;
     for (let k = 0; k < pages.length; ) {
+      if (pages[k]! >= memoryPages) {
+        if (!disk) throw new HandoffError('PROTOCOL', `post-copy chunk ${pages[k]} is a disk block, and this stopped copy serves memory only`);
+        await disk.readBlock(pages[k]! - memoryPages, raw.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE));
+        k++;
+        continue;
+      }
       let n = 1;
-      while (k + n < pages.length && pages[k + n] === pages[k]! + n) n++;
+      while (k + n < pages.length && pages[k + n] === pages[k]! + n && pages[k + n]! < memoryPages) n++;
       const { bytesRead } = await this.ram.read(raw, k * BLOCK_SIZE, n * BLOCK_SIZE, pages[k]! * BLOCK_SIZE);
       if (bytesRead !== n * BLOCK_SIZE) throw new HandoffError('STATE_MISMATCH', `the stopped copy's RAM file ends before page ${pages[k]! + n}`);
       k += n;
