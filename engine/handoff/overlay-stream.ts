@@ -28,7 +28,7 @@ import { precopyEpochs, type PrecopyOutcome } from './precopy-epochs.js';
 import { StreamTally } from './stream-tally.js';
 import type { EpochReport, MemoryTracking, PostCopySwitch, ReconcileReport, SourceStopMarks, StageTotals, StateDigests } from '../contract.js';
 import { armDirtyLog } from '../memory/dirty-log.js';
-import { pageRuns } from '../postcopy/plan.js';
+import { chunkOfDiskBlock, pageRuns } from '../postcopy/plan.js';
 import type { StoppedPlan } from '../postcopy/stopped-page-service.js';
 
 export interface OverlayStreamResult extends StateDigests {
@@ -217,14 +217,26 @@ export async function streamOverlay(opts: {
           if (!digests || !stopped) throw new Error('no stop-time digests: the final epoch did not run');
           const state = { ...(await digests), heartbeatAtStop: await stopped.heartbeatAtStop };
           if (!postCopy) return state;
-          const { stale, stopped: stoppedState } = postCopy;
-          if (!stale || !stoppedState) throw new Error('post-copy without the stop-time scan of its stale pages');
-          const stopHashes = stoppedState.then((p) => p.stopHashes);
+          const { stale, stopped: stoppedState, staleDisk, diskStopped } = postCopy;
+          if (!stale || !stoppedState || !staleDisk || !diskStopped) throw new Error('post-copy without the stop-time scan of its stale pages');
+          // One chunk space on the page channels: the stale pages, then the stale disk blocks past the memory.
+          const memoryPages = vm.base.manifest.memory.sizeBytes / BLOCK_SIZE;
+          const chunks = new Uint32Array(stale.length + staleDisk.length);
+          chunks.set(stale);
+          chunks.set(staleDisk.map((b) => chunkOfDiskBlock(b, memoryPages)), stale.length);
+          const disk = await diskStopped;
+          const stopHashes = stoppedState.then((p) => {
+            const all = new BigUint64Array(chunks.length);
+            all.set(p.stopHashes);
+            all.set(disk.stopHashes, stale.length);
+            return all;
+          });
           const memoryDigest = stoppedState.then((p) => p.memoryDigest);
           // Awaited by whoever needs them (the page frames, the retire); a failure must not go unhandled before.
           for (const p of [stopHashes, memoryDigest]) p.catch(() => undefined);
-          const served = await opts.servePostCopy!({ pages: stale, stopHashes, memoryDigest, capMbps: control.bandwidthCapMbps() });
-          return { ...state, postCopy: { staleRuns: pageRuns(stale), ...served } };
+          const served = await opts.servePostCopy!({ pages: chunks, stopHashes, memoryDigest, capMbps: control.bandwidthCapMbps() });
+          const diskSha = disk.sha256.map((h) => (h ? h.toString('hex') : null));
+          return { ...state, postCopy: { staleRuns: pageRuns(stale), ...(staleDisk.length ? { staleDisk: { runs: pageRuns(staleDisk), sha256: diskSha } } : {}), ...served } };
         },
         capMbps: () => control.bandwidthCapMbps(),
       },

@@ -3,6 +3,8 @@ import type { VmInstance } from '../cloudlet/vm-instance.js';
 import type { ReconcileReport, SourceStopMarks, StateDigests } from '../contract.js';
 import type { MemoryTracker } from '../memory/memory-tracker.js';
 import { Space } from '../pipeline/chunk-records.js';
+import { loadHash64 } from '../pipeline/checksum.js';
+import { MAX_POST_COPY_DISK_BLOCKS, readStoppedDiskBlocks, type StoppedDiskBlocks } from '../postcopy/stopped-disk-blocks.js';
 import type { CodecPool } from '../pipeline/codec-pool.js';
 import type { ChunkList, EncodedBatch } from '../pipeline/overlay-encoder.js';
 import { stopTrace } from '../stop-trace.js';
@@ -36,7 +38,15 @@ export interface PrecopyOutcome {
    * pages the target holds stale (the stopped epoch sends only disk blocks), and their stopped
    * state, read on the pool while the stop goes on.
    */
-  postCopy?: { reason: string; stale?: Uint32Array; staleSentBefore?: number; stopped?: Promise<{ stopHashes: BigUint64Array; memoryDigest: string }> };
+  postCopy?: {
+    reason: string;
+    stale?: Uint32Array;
+    staleSentBefore?: number;
+    stopped?: Promise<{ stopHashes: BigUint64Array; memoryDigest: string }>;
+    /** The disk blocks left stale too (at most MAX_POST_COPY_DISK_BLOCKS), and their stopped state. */
+    staleDisk?: Uint32Array;
+    diskStopped?: Promise<StoppedDiskBlocks>;
+  };
 }
 
 /**
@@ -154,13 +164,18 @@ export async function* precopyEpochs(o: {
   outcome.stopped = stopped;
   const postCopy = outcome.postCopy;
   if (postCopy) {
-    // Post-copy: the pages the stop-time scan finds are what the target fetches once it runs.
+    // Post-copy: the pages and disk blocks the stop-time scan finds are what the target fetches
+    // once it runs (past MAX_POST_COPY_DISK_BLOCKS, the disk's go in the stopped epoch).
     const stale: number[] = [];
-    yield* encoder.epoch(encoder.epochs.length, false, diskOnly(stopped.finalLists(), stale));
+    const staleDisk: number[] = [];
+    yield* encoder.epoch(encoder.epochs.length, false, heldBack(stopped.finalLists(), stale, staleDisk));
     postCopy.stale = Uint32Array.from(stale).sort();
     postCopy.staleSentBefore = stale.reduce((n, i) => n + (encoder.sentMemoryPage(i) ? 1 : 0), 0);
     postCopy.stopped = tracker.stoppedState(vm.files.ramFile, pool, postCopy.stale);
     postCopy.stopped.catch(() => undefined);
+    postCopy.staleDisk = Uint32Array.from(staleDisk).sort();
+    postCopy.diskStopped = loadHash64().then((hash64) => readStoppedDiskBlocks(vm.disk, postCopy.staleDisk!, hash64));
+    postCopy.diskStopped.catch(() => undefined);
   } else {
     yield* encoder.epoch(encoder.epochs.length, false, stopped.finalLists());
   }
@@ -172,10 +187,15 @@ export async function* precopyEpochs(o: {
   outcome.digests.catch(() => undefined);
 }
 
-/** The disk's lists of a stopped epoch; its memory pages go into `stale` instead of the epoch. */
-async function* diskOnly(lists: AsyncIterable<ChunkList>, stale: number[]): AsyncGenerator<ChunkList> {
+/**
+ * A post-copy's stopped epoch: its memory pages go into `stale` instead of the epoch, its disk
+ * blocks into `staleDisk` while they fit in MAX_POST_COPY_DISK_BLOCKS (a list that would not fit
+ * is sent).
+ */
+async function* heldBack(lists: AsyncIterable<ChunkList>, stale: number[], staleDisk: number[]): AsyncGenerator<ChunkList> {
   for await (const list of lists) {
     if (list.space === Space.Memory) for (const i of list.indices) stale.push(i);
+    else if (staleDisk.length + list.indices.length <= MAX_POST_COPY_DISK_BLOCKS) for (const i of list.indices) staleDisk.push(i);
     else yield list;
   }
 }

@@ -12,7 +12,9 @@ import type { SentChunkCache } from '../pipeline/sent-chunk-cache.js';
 import type { StreamControl } from './stream-control.js';
 import { StoppedPageService, type StoppedPlan } from '../postcopy/stopped-page-service.js';
 import { sourcePostCopyRecord, targetPostCopyRecord } from '../postcopy/postcopy-records.js';
-import { pageRuns, runPages } from '../postcopy/plan.js';
+import { pageRuns, runPages, splitChunks } from '../postcopy/plan.js';
+import { MAX_POST_COPY_DISK_BLOCKS, readStoppedDiskBlocks } from '../postcopy/stopped-disk-blocks.js';
+import { loadHash64 } from '../pipeline/checksum.js';
 import { hashListedPages } from '../memory/memory-tracker.js';
 import { PageHashTable } from '../memory/page-hash-table.js';
 import { BLOCK_SIZE } from '../blocks.js';
@@ -271,9 +273,19 @@ export class SourceHandoffs {
         const [record, phase] = await Promise.all([sourcePostCopyRecord(vm.files.dir).read(), sourcePhaseRecord(vm).read()]);
         if (!record || phase?.handoffId !== record.handoffId || phase.phase !== 'commit-sent') continue;
         const memoryPages = vm.base.manifest.memory.sizeBytes / BLOCK_SIZE;
-        const pages = runPages(record.staleRuns, memoryPages);
+        // Chunks: the stale pages, then the stale disk blocks past the memory (postcopy/plan.ts).
+        const pages = runPages(record.staleRuns, memoryPages + MAX_POST_COPY_DISK_BLOCKS);
+        const stale = splitChunks(pages, memoryPages);
         const pool = this.cloudlet.codecPool();
-        const stopHashes = hashListedPages(vm.files.ramFile, pool, pages, new PageHashTable(memoryPages));
+        const stopHashes = Promise.all([
+          hashListedPages(vm.files.ramFile, pool, stale.pages, new PageHashTable(memoryPages)),
+          loadHash64().then((hash64) => readStoppedDiskBlocks(vm.disk, stale.diskBlocks, hash64)),
+        ]).then(([memory, disk]) => {
+          const all = new BigUint64Array(pages.length);
+          all.set(memory);
+          all.set(disk.stopHashes, memory.length);
+          return all;
+        });
         const memoryDigest = pool.digestFile(vm.files.ramFile, vm.base.manifest.memory.sizeBytes);
         // Awaited by whoever needs them (the page frames, the retire); a failure must not go unhandled before.
         for (const p of [stopHashes, memoryDigest]) p.catch(() => undefined);

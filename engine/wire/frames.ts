@@ -4,6 +4,7 @@ import { modeIdSchema } from '../adaptation/mode.js';
 import { HandoffError } from '../errors.js';
 import { handoffIdSchema } from '../names.js';
 import { decodeHoldings, encodeHoldings, type Holdings } from './holdings.js';
+import { MAX_POST_COPY_DISK_BLOCKS } from '../postcopy/stopped-disk-blocks.js';
 
 /**
  * The data plane's framing, version 6: `u32 length | u8 type | payload`, little-endian.
@@ -99,9 +100,22 @@ export const endSchema = z.object({
   /**
    * Present when the stream switched to post-copy: the memory pages the target holds stale (the
    * memory digest above is of what it holds, stale pages included), which it fetches from the
-   * source's own data plane at `host:port` once it runs the VM.
+   * source's own data plane at `host:port` once it runs the VM. `staleDisk`: the disk blocks it
+   * fetches too, with each one's SHA-256 as stopped (null: all zeros) — the disk digest above is
+   * the stopped disk's, which the target checks with these standing in for what it lacks. On the
+   * page channels disk block b is chunk memoryPages + b (postcopy/plan.ts).
    */
-  postCopy: z.object({ staleRuns: z.array(pageRun).max(1_000_000), host: z.string().min(1).max(255), port: z.number().int().min(1).max(65535) }).optional(),
+  postCopy: z
+    .object({
+      staleRuns: z.array(pageRun).max(1_000_000),
+      staleDisk: z
+        .object({ runs: z.array(pageRun).max(MAX_POST_COPY_DISK_BLOCKS), sha256: z.array(sha256Hex.nullable()).max(MAX_POST_COPY_DISK_BLOCKS) })
+        .refine((d) => d.runs.reduce((n, [, count]) => n + count, 0) === d.sha256.length, 'names as many blocks as it gives hashes')
+        .optional(),
+      host: z.string().min(1).max(255),
+      port: z.number().int().min(1).max(65535),
+    })
+    .optional(),
 });
 export const ackSchema = z.object({
   batches: z.number().int().nonnegative(),

@@ -1,0 +1,34 @@
+import { BLOCK_SIZE } from '../blocks.js';
+import { blockHash, isZeroBlock } from '../image/image-digest.js';
+
+/**
+ * The most disk blocks a post-copy leaves to fetch: their SHA-256s go in the end frame (32 bytes
+ * each), so a stopped epoch with more sends the rest of its disk blocks before the resume, as
+ * pre-copy does.
+ */
+export const MAX_POST_COPY_DISK_BLOCKS = 16_384;
+
+/** The stopped state of the disk blocks a post-copy leaves stale (ascending): each one's xxHash64 and SHA-256 (null: all zeros). */
+export interface StoppedDiskBlocks {
+  blocks: Uint32Array;
+  stopHashes: BigUint64Array;
+  sha256: Array<Buffer | null>;
+}
+
+/**
+ * Reads the stale blocks from the stopped VM's disk (which nothing writes while it is paused):
+ * the xxHash64 goes with each block to the target and is checked there as a page's is; the
+ * SHA-256 goes ahead in the end frame, so the target can check the disk it holds, stale blocks
+ * counted as what they will be, before it runs the VM.
+ */
+export async function readStoppedDiskBlocks(disk: { readBlock(index: number, into: Buffer): Promise<Buffer> }, blocks: Uint32Array, hash64: (d: Uint8Array) => bigint): Promise<StoppedDiskBlocks> {
+  const stopHashes = new BigUint64Array(blocks.length);
+  const sha256: Array<Buffer | null> = [];
+  const buf = Buffer.alloc(BLOCK_SIZE);
+  for (const [k, b] of blocks.entries()) {
+    await disk.readBlock(b, buf);
+    stopHashes[k] = hash64(buf);
+    sha256.push(isZeroBlock(buf) ? null : blockHash(buf));
+  }
+  return { blocks, stopHashes, sha256 };
+}
