@@ -168,6 +168,8 @@ export interface PostCopySwitch {
 export interface PostCopyReport {
   /** Pages the switch left to fetch. */
   pages: number;
+  /** Disk blocks it left to fetch too (their reads blocked at the target until each was in). */
+  diskBlocks?: number;
   /** Pages a guest fault (or the device state's load) waited on, fetched on demand. */
   remoteFaults: number;
   /** From a fault's request to its page checked and handed to the fault server, ms. */

@@ -42,6 +42,17 @@ export class AssembledDiskDigest {
     return digestFromBlockHashes(this.base.manifest.disk.sizeBytes, mergeBlockHashes(await this.base.diskBlockHashes(), hashes));
   }
 
+  /**
+   * The digest with `standIns` in place of what is here for those blocks (a post-copy's stale
+   * blocks, by the SHA-256s the source stopped with; null: all zeros): the disk as it will be
+   * once they are fetched.
+   */
+  async settleWith(standIns: ReadonlyMap<number, Buffer | null>): Promise<string> {
+    const hashes = new Map(await this.settledHashes());
+    for (const [i, h] of standIns) hashes.set(i, h);
+    return digestFromBlockHashes(this.base.manifest.disk.sizeBytes, mergeBlockHashes(await this.base.diskBlockHashes(), hashes));
+  }
+
   /** Every overlay block's hash as read back after its last write (null: all zeros). */
   async settledHashes(): Promise<ReadonlyMap<number, Buffer | null>> {
     // Any overlay block not seen through `written` is read too: the overlay's own set rules.

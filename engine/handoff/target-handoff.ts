@@ -3,6 +3,8 @@ import { createHash } from 'node:crypto';
 import { constants, writevSync } from 'node:fs';
 import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { BLOCK_SIZE } from '../blocks.js';
+import { staleDiskOf } from '../postcopy/stopped-disk-blocks.js';
+import { hostDiskFill } from '../postcopy/host-disk-fill.js';
 import { HandoffError } from '../errors.js';
 import type { Cloudlet } from '../cloudlet/cloudlet.js';
 import { VmInstance, type VmFiles } from '../cloudlet/vm-instance.js';
@@ -439,7 +441,13 @@ export class TargetHandoffs {
       const started = Date.now();
       assembled = { ...(await this.rehashed(s)), verifyMs: assembled.verifyMs + Date.now() - started };
     }
-    const { memoryDigest, diskDigest: disk, verifyMs } = assembled;
+    const { memoryDigest, verifyMs } = assembled;
+    let disk = assembled.diskDigest;
+    // A post-copy's stale disk blocks are not here yet: the disk is checked as it will be once
+    // they are, with the SHA-256s the source stopped with in their place (each block is checked
+    // against its own on arrival).
+    const staleDisk = sent.postCopy?.staleDisk;
+    if (staleDisk) disk = await s.diskDigest.settleWith(staleDiskOf(staleDisk, s.base.manifest.disk.sizeBytes / BLOCK_SIZE).sha256);
     const wrong = (e: StateDigests) => [memoryDigest !== e.memoryDigest && 'memory', disk !== e.diskDigest && 'disk'].filter(Boolean).join(' and ');
     const which = wrong(sent) || (expected ? wrong(expected) : '');
     if (which) {
@@ -465,7 +473,7 @@ export class TargetHandoffs {
     const { qemuPid } = await vm.host.status();
     if (qemuPid === null) throw new HandoffError('TARGET_CANNOT_RUN', `the QEMU of VM '${s.vmId}' on ${this.cloudlet.name} is gone`);
     const { fetch, heldSaved } = await startTargetPostCopy({
-      ...this.postCopyPlace(handoffId, s.files, qemuPid, s.base.manifest.memory.sizeBytes),
+      ...this.postCopyPlace(handoffId, vm, qemuPid),
       source: s.source, end, held: s.ramDigest.table, finalized, heartbeatAtStop: s.heartbeatAtStop ?? null,
     });
     this.fetching(handoffId, s.files.dir, fetch);
@@ -487,7 +495,7 @@ export class TargetHandoffs {
       try {
         const { qemuPid } = await vm.host.status();
         if (qemuPid === null) continue;
-        const recovered = await recoverTargetPostCopy(this.postCopyPlace(handoffId, vm.files, qemuPid, vm.base.manifest.memory.sizeBytes));
+        const recovered = await recoverTargetPostCopy(this.postCopyPlace(handoffId, vm, qemuPid));
         if (!recovered) continue;
         const { record, fetch } = recovered;
         this.finalized.set(handoffId, record.finalized as FinalizeResult);
@@ -504,8 +512,12 @@ export class TargetHandoffs {
     return taken;
   }
 
-  private postCopyPlace(handoffId: string, files: VmFiles, qemuPid: number, memoryBytes: number) {
-    return { handoffId, vmDir: files.dir, ramFile: files.ramFile, qemuPid, memoryPages: memoryBytes / BLOCK_SIZE, tls: this.cloudlet.config.tls, ...(this.cloudlet.config.log ? { log: this.cloudlet.config.log } : {}) };
+  private postCopyPlace(handoffId: string, vm: VmInstance, qemuPid: number) {
+    const { files, base } = vm;
+    return {
+      handoffId, vmDir: files.dir, ramFile: files.ramFile, qemuPid, memoryPages: base.manifest.memory.sizeBytes / BLOCK_SIZE,
+      diskBlocks: base.manifest.disk.sizeBytes / BLOCK_SIZE, disk: hostDiskFill(vm.host), tls: this.cloudlet.config.tls, ...(this.cloudlet.config.log ? { log: this.cloudlet.config.log } : {}),
+    };
   }
 
   /** A fetch under way: `finish` waits for it; its report, once in, is recorded for a retried `finish`. */

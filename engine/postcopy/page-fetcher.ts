@@ -12,7 +12,8 @@ import { expectCloudlet, type CloudletTls } from '../wire/cloudlet-tls.js';
 import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type Frame, type PageChannel, type PagesPayload } from '../wire/frames.js';
 import type { DataEndpoint } from '../wire/overlay-sender.js';
 import { FaultServer, nativePostCopy } from './fault-server.js';
-import { pageRuns, planPosition, runPages, type PostCopyPlan } from './plan.js';
+import { blockHash, isZeroBlock } from '../image/image-digest.js';
+import { chunkOfDiskBlock, lowerBound, pageRuns, planPosition, runPages, splitChunks, type PostCopyPlan } from './plan.js';
 
 /** Arrivals of one page that fail its hash before the fetch gives up (the guest stays frozen on it; the source keeps its copy). */
 const MAX_REFUSALS = 5;
@@ -41,6 +42,8 @@ export class PostCopyFetch {
   private readonly asked = new Map<number, number>();
   private readonly latencies: number[] = [];
   private refused = 0;
+  /** Disk blocks the guest waited on, asked for on the fault channel. */
+  private diskFaults = 0;
   private reconnects = 0;
   private bytesReceived = 0;
   private readonly started = Date.now();
@@ -75,15 +78,26 @@ export class PostCopyFetch {
    */
   static async start(o: PostCopyFetchOptions): Promise<PostCopyFetch> {
     const { ramHoles } = nativePostCopy();
+    const stale = splitChunks(o.plan.pages, o.memoryPages);
+    if (stale.diskBlocks.length > 0 && !o.disk) throw new HandoffError('PROTOCOL', `the post-copy names ${stale.diskBlocks.length} disk blocks, and this fetch has no disk to fill`);
     const ram = await open(o.ramFile, 'r+');
     let missing: Uint32Array;
     try {
-      if (!o.recovering) ramHoles.punchHoles(ram.fd, Uint32Array.from(pageRuns(o.plan.pages).flat()));
+      if (!o.recovering) ramHoles.punchHoles(ram.fd, Uint32Array.from(pageRuns(stale.pages).flat()));
       const holes = ramHoles.holes(ram.fd, o.memoryPages);
       const runs: Array<[number, number]> = [];
       for (let k = 0; k + 1 < holes.length; k += 2) runs.push([holes[k]!, holes[k + 1]!]);
-      missing = runPages(runs, o.plan.pages.length);
-      for (const i of missing) if (planPosition(o.plan, i) < 0) throw new HandoffError('STATE_MISMATCH', `page ${i} of ${o.ramFile} is a hole the post-copy plan does not name`);
+      const pages = runPages(runs, stale.pages.length);
+      // The disk's stale blocks: missing at the VM host from now on (its reads of them wait), or
+      // for a restarted worker, what the host still lacks.
+      if (o.disk && stale.diskBlocks.length > 0 && !o.recovering) await o.disk.host.markMissing([...stale.diskBlocks]);
+      const blocks = o.disk && stale.diskBlocks.length > 0 ? await o.disk.host.missingBlocks() : [];
+      missing = new Uint32Array(pages.length + blocks.length);
+      missing.set(pages);
+      missing.set(blocks.map((b) => chunkOfDiskBlock(b, o.memoryPages)), pages.length);
+      for (const i of missing) {
+        if (planPosition(o.plan, i) < 0) throw new HandoffError('STATE_MISMATCH', i < o.memoryPages ? `page ${i} of ${o.ramFile} is a hole the post-copy plan does not name` : `disk block ${i - o.memoryPages} is missing at the VM host and the post-copy plan does not name it`);
+      }
     } finally {
       await ram.close();
     }
@@ -109,6 +123,7 @@ export class PostCopyFetch {
       if (this.left > 0) {
         const channels = Promise.all([this.keepChannel('fault'), this.keepChannel('push')]);
         channels.catch(() => undefined);
+        if (this.o.disk) void this.askForDemandedBlocks(this.o.disk.host);
         await Promise.race([this.allInPromise, failure, channels.then(() => this.allInPromise)]);
       }
       this.finished.abort();
@@ -120,7 +135,7 @@ export class PostCopyFetch {
       }
       const sorted = [...this.latencies].sort((a, b) => a - b);
       return {
-        pages: this.o.plan.pages.length, remoteFaults: served.faults, refused: this.refused, reconnects: this.reconnects, bytesReceived: this.bytesReceived,
+        pages: this.o.plan.pages.length - this.diskChunks, diskBlocks: this.diskChunks, remoteFaults: served.faults + this.diskFaults, refused: this.refused, reconnects: this.reconnects, bytesReceived: this.bytesReceived,
         faultLatencyMedianMs: sorted.length ? sorted[Math.floor(sorted.length / 2)]! : null, faultLatencyMaxMs: sorted.at(-1) ?? null,
         ms: Date.now() - this.started, memoryDigest,
       };
@@ -131,6 +146,39 @@ export class PostCopyFetch {
       this.server.kill();
       throw err;
     }
+  }
+
+  /** Disk blocks among the plan's chunks (they follow its pages). */
+  private get diskChunks(): number {
+    return this.o.plan.pages.length - lowerBound(this.o.plan.pages, this.o.memoryPages);
+  }
+
+  /**
+   * Relays the disk blocks the guest waits on (its reads of missing blocks block in the VM host's
+   * FUSE layer) to the fault channel, until the fetch ends. A host that does not answer is asked
+   * again: its waiting reads are asked for by the push meanwhile.
+   */
+  private async askForDemandedBlocks(host: DiskFill): Promise<void> {
+    while (!this.finished.signal.aborted) {
+      const blocks = await host.awaitDemand(DEMAND_WAIT_MS).catch(async () => {
+        await sleep(RECONNECT_DELAY_MS, undefined, { signal: this.finished.signal }).catch(() => undefined);
+        return [] as number[];
+      });
+      for (const b of blocks) {
+        const chunk = chunkOfDiskBlock(b, this.o.memoryPages);
+        const at = planPosition(this.o.plan, chunk);
+        if (at >= 0 && !this.arrived[at] && !this.asked.has(chunk)) this.diskFaults++;
+        this.faulted(chunk);
+      }
+    }
+  }
+
+  /** A disk chunk's bytes against the SHA-256 the source stopped with (a memory page has no such check here: true). */
+  private asStopped(chunk: number, bytes: Buffer): boolean {
+    if (chunk < this.o.memoryPages) return true;
+    const want = this.o.disk?.sha256.get(chunk - this.o.memoryPages);
+    if (want === undefined) return false;
+    return want === null ? isZeroBlock(bytes) : blockHash(bytes).equals(want);
   }
 
   /** A page a fault waits on: asked for at once, unless it is on its way already. */
@@ -220,7 +268,7 @@ export class PostCopyFetch {
       if (at < 0) throw new HandoffError('PROTOCOL', `the source sent page ${page}, which the post-copy plan does not name`);
       if (this.arrived[at] || accepted.some((a) => a.at === at)) continue;
       const bytes = raw.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE);
-      if (this.hash64(bytes) !== p.stopHashes[k]) {
+      if (this.hash64(bytes) !== p.stopHashes[k] || !this.asStopped(page, bytes)) {
         // Never put in where the guest could read it: asked for again, a few times.
         this.refused++;
         const times = (this.refusals.get(page) ?? 0) + 1;
@@ -241,10 +289,14 @@ export class PostCopyFetch {
     // place in the journal too. A journal that cannot be written fails the fetch (the pages stay
     // holes, and the source keeps its copy) rather than leave pages neither in nor asked for.
     const held = this.o.held;
-    for (const { page, bytes } of accepted) held?.table.setPage(page, bytes);
-    if (held?.journal !== undefined) {
-      const records = Buffer.allocUnsafe(accepted.length * ARRIVED_RECORD_BYTES);
-      for (const [k, { page }] of accepted.entries()) {
+    // The memory's pages are journaled; a disk block's own SHA-256 is in the switch's record,
+    // and what the VM host still lacks is what a restarted worker fetches.
+    const pages = accepted.filter((a) => a.page < this.o.memoryPages);
+    const blocks = accepted.filter((a) => a.page >= this.o.memoryPages);
+    for (const { page, bytes } of pages) held?.table.setPage(page, bytes);
+    if (held?.journal !== undefined && pages.length > 0) {
+      const records = Buffer.allocUnsafe(pages.length * ARRIVED_RECORD_BYTES);
+      for (const [k, { page }] of pages.entries()) {
         records.writeUInt32LE(page, k * ARRIVED_RECORD_BYTES);
         held.table.sha(page).copy(records, k * ARRIVED_RECORD_BYTES + 4);
       }
@@ -255,9 +307,19 @@ export class PostCopyFetch {
         return;
       }
     }
+    if (blocks.length > 0) {
+      // Into the VM host's disk, where the guest's reads of them wait; a block the guest has
+      // written whole since is left as it wrote it.
+      try {
+        await this.o.disk!.host.fill(blocks.map(({ page, bytes }) => ({ index: page - this.o.memoryPages, data: bytes })));
+      } catch (err) {
+        this.failed?.(new HandoffError('TARGET_CANNOT_RUN', `post-copy disk blocks of ${this.o.handoffId} could not be put in: ${(err as Error).message}`));
+        return;
+      }
+    }
     for (const { at } of accepted) this.arrived[at] = 1;
     for (const { page, bytes } of accepted) {
-      await this.server.put(page, bytes);
+      if (page < this.o.memoryPages) await this.server.put(page, bytes);
       const askedAt = this.asked.get(page);
       if (askedAt !== undefined) {
         this.latencies.push(Date.now() - askedAt);
@@ -266,6 +328,18 @@ export class PostCopyFetch {
       if (--this.left === 0) this.allIn();
     }
   }
+}
+
+/** How long the VM host holds a request for demanded disk blocks open when there are none. */
+const DEMAND_WAIT_MS = 1_000;
+
+/** The VM host's side of a disk post-copy (its FUSE layer blocks the guest's reads of missing blocks). */
+export interface DiskFill {
+  markMissing(blocks: number[]): Promise<void>;
+  missingBlocks(): Promise<number[]>;
+  fill(blocks: Array<{ index: number; data: Buffer }>): Promise<void>;
+  /** The missing blocks the guest waited on since the last call; [] after `waitMs` without one. */
+  awaitDemand(waitMs: number): Promise<number[]>;
 }
 
 export interface PostCopyFetchOptions {
@@ -280,6 +354,11 @@ export interface PostCopyFetchOptions {
   plan: PostCopyPlan;
   /** A restarted worker taking a post-copy up: the holes are there already, and are what is left. */
   recovering?: boolean;
+  /**
+   * Where the plan's disk chunks (memoryPages + b) go, and each block's SHA-256 as stopped (from
+   * the end frame; null: all zeros), which it must match on arrival as well as its xxHash64.
+   */
+  disk?: { host: DiskFill; sha256: ReadonlyMap<number, Buffer | null> };
   /**
    * The SHA-256 of every page as held at the switch (the stale ones' entries are replaced as
    * they arrive), whose digest is reported once the last page is in, and checked against the

@@ -7,10 +7,11 @@ import { endSchema } from '../wire/frames.js';
 /**
  * A post-copy's record on each side, in the VM's folder beside its handoff phase, so that a
  * restarted worker takes the post-copy up where the last one left it: the source serves the
- * stopped copy's stale pages again and keeps the copy until the target confirms the whole
- * memory; the target fetches what is still missing (the holes in its RAM file).
+ * stopped copy's stale pages and disk blocks again (its `staleRuns` are chunks, postcopy/plan.ts)
+ * and keeps the copy until the target confirms the whole memory; the target fetches what is
+ * still missing (the holes in its RAM file, the blocks its VM host lacks).
  */
-const staleRuns = endSchema.shape.postCopy.unwrap().shape.staleRuns;
+const { staleRuns, staleDisk } = endSchema.shape.postCopy.unwrap().shape;
 
 export const sourcePostCopySchema = z.object({ handoffId: z.string(), target: cloudletNameSchema, staleRuns, capMbps: z.number().positive().nullable().default(null) });
 export type SourcePostCopyRecord = z.infer<typeof sourcePostCopySchema>;
@@ -25,6 +26,8 @@ export const targetPostCopySchema = z.object({
   host: z.string(),
   port: z.number().int(),
   staleRuns,
+  /** The disk blocks left stale, with their SHA-256s as stopped: the VM host's missing blocks are what is left of them. */
+  staleDisk,
   /**
    * What `finish` verified (written with the record, before the stale pages become holes), the
    * guest's last heartbeat at the stop, and how the VM resumed once it did: a retried `finish` on
@@ -37,7 +40,7 @@ export const targetPostCopySchema = z.object({
   /** The fetch's report once the last page was in: nothing is left to take up. */
   fetched: z
     .object({
-      pages: z.number(), remoteFaults: z.number(), faultLatencyMedianMs: z.number().nullable(), faultLatencyMaxMs: z.number().nullable(),
+      pages: z.number(), diskBlocks: z.number().optional(), remoteFaults: z.number(), faultLatencyMedianMs: z.number().nullable(), faultLatencyMaxMs: z.number().nullable(),
       refused: z.number(), reconnects: z.number(), bytesReceived: z.number(), ms: z.number(), memoryDigest: z.string().nullable(),
     })
     .optional(),

@@ -1,5 +1,7 @@
 import { BLOCK_SIZE } from '../blocks.js';
+import { HandoffError } from '../errors.js';
 import { blockHash, isZeroBlock } from '../image/image-digest.js';
+import { runPages } from './plan.js';
 
 /**
  * The most disk blocks a post-copy leaves to fetch: their SHA-256s go in the end frame (32 bytes
@@ -31,4 +33,18 @@ export async function readStoppedDiskBlocks(disk: { readBlock(index: number, int
     sha256.push(isZeroBlock(buf) ? null : blockHash(buf));
   }
   return { blocks, stopHashes, sha256 };
+}
+
+/**
+ * The end frame's stale disk blocks as the target uses them: the blocks (ascending, each inside
+ * the disk) and each one's SHA-256 as stopped (null: all zeros).
+ */
+export function staleDiskOf(end: { runs: ReadonlyArray<readonly [number, number]>; sha256: ReadonlyArray<string | null> } | undefined, diskBlocks: number): { blocks: Uint32Array; sha256: Map<number, Buffer | null> } {
+  if (!end) return { blocks: new Uint32Array(0), sha256: new Map() };
+  const blocks = runPages(end.runs, MAX_POST_COPY_DISK_BLOCKS);
+  if (blocks.length !== end.sha256.length) throw new HandoffError('PROTOCOL', `the post-copy names ${blocks.length} stale disk blocks and gives ${end.sha256.length} hashes`);
+  for (const [k, b] of blocks.entries()) {
+    if (b >= diskBlocks || (k > 0 && b <= blocks[k - 1]!)) throw new HandoffError('PROTOCOL', `the post-copy's stale disk blocks are not ascending blocks of the ${diskBlocks}-block disk`);
+  }
+  return { blocks, sha256: new Map(end.sha256.map((h, k) => [blocks[k]!, h === null ? null : Buffer.from(h, 'hex')])) };
 }

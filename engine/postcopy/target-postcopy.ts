@@ -5,8 +5,9 @@ import type { PostCopyReport } from '../contract.js';
 import { PageHashTable } from '../memory/page-hash-table.js';
 import type { CloudletTls } from '../wire/cloudlet-tls.js';
 import type { PostCopyEnd } from '../wire/overlay-sender.js';
-import { ARRIVED_RECORD_BYTES, PostCopyFetch } from './page-fetcher.js';
-import { runPages } from './plan.js';
+import { ARRIVED_RECORD_BYTES, PostCopyFetch, type DiskFill } from './page-fetcher.js';
+import { chunkOfDiskBlock, runPages } from './plan.js';
+import { staleDiskOf } from './stopped-disk-blocks.js';
 import { TARGET_ARRIVED_FILE, TARGET_HELD_HASHES_FILE, targetPostCopyRecord, type TargetPostCopyRecord } from './postcopy-records.js';
 
 /** Where a post-copy's target runs: the VM's folder and RAM file, its QEMU, and who serves its pages. */
@@ -16,6 +17,9 @@ export interface TargetPostCopyPlace {
   ramFile: string;
   qemuPid: number;
   memoryPages: number;
+  /** The disk's size in blocks, and the VM host that serves it (where stale blocks are filled). */
+  diskBlocks: number;
+  disk: DiskFill;
   tls: CloudletTls;
   log?: (line: string) => void;
 }
@@ -38,13 +42,15 @@ export async function startTargetPostCopy(
   if (pages.some((i, k) => i >= p.memoryPages || (k > 0 && i <= pages[k - 1]!))) {
     throw new HandoffError('PROTOCOL', `the post-copy's stale pages are not ascending pages of the ${p.memoryPages}-page memory`);
   }
+  const staleDisk = staleDiskOf(p.end.staleDisk, p.diskBlocks);
   await writeRecord(p.vmDir, { handoffId: p.handoffId, source: p.source, ...p.end, finalized: p.finalized, heartbeatAtStop: p.heartbeatAtStop });
   const atSwitch = new PageHashTable(p.memoryPages);
   atSwitch.copyFrom(p.held);
   const journal = await open(join(p.vmDir, TARGET_ARRIVED_FILE), 'w');
   const fetch = await PostCopyFetch.start({
     handoffId: p.handoffId, source: { host: p.end.host, port: p.end.port, cloudlet: p.source }, tls: p.tls, qemuPid: p.qemuPid, ramFile: p.ramFile,
-    memoryPages: p.memoryPages, plan: { pages }, held: { table: p.held, journal: journal.fd }, ...(p.log ? { log: p.log } : {}),
+    memoryPages: p.memoryPages, plan: { pages: withDiskChunks(pages, staleDisk.blocks, p.memoryPages) }, held: { table: p.held, journal: journal.fd },
+    ...(staleDisk.blocks.length > 0 ? { disk: { host: p.disk, sha256: staleDisk.sha256 } } : {}), ...(p.log ? { log: p.log } : {}),
   }).catch(async (err: unknown) => {
     await journal.close();
     throw err;
@@ -74,9 +80,11 @@ export async function recoverTargetPostCopy(p: TargetPostCopyPlace): Promise<{ r
   // records appended from here stay aligned.
   const { size } = await journal.stat();
   await journal.truncate(size - (size % ARRIVED_RECORD_BYTES));
+  const staleDisk = staleDiskOf(record.staleDisk, p.diskBlocks);
   const fetch = await PostCopyFetch.start({
     handoffId: p.handoffId, source: { host: record.host, port: record.port, cloudlet: record.source }, tls: p.tls, qemuPid: p.qemuPid, ramFile: p.ramFile,
-    memoryPages: p.memoryPages, plan: { pages: runPages(record.staleRuns, p.memoryPages) }, recovering: true,
+    memoryPages: p.memoryPages, plan: { pages: withDiskChunks(runPages(record.staleRuns, p.memoryPages), staleDisk.blocks, p.memoryPages) }, recovering: true,
+    ...(staleDisk.blocks.length > 0 ? { disk: { host: p.disk, sha256: staleDisk.sha256 } } : {}),
     ...(table ? { held: { table, journal: journal.fd } } : {}), ...(p.log ? { log: p.log } : {}),
   }).catch(async (err: unknown) => {
     await journal.close();
@@ -84,6 +92,14 @@ export async function recoverTargetPostCopy(p: TargetPostCopyPlace): Promise<{ r
   });
   void fetch.done.finally(() => journal.close()).catch(() => undefined);
   return { record, fetch };
+}
+
+/** A plan's chunks: the stale pages, then the stale disk blocks past the memory (plan.ts). */
+function withDiskChunks(pages: Uint32Array, blocks: Uint32Array, memoryPages: number): Uint32Array {
+  const chunks = new Uint32Array(pages.length + blocks.length);
+  chunks.set(pages);
+  chunks.set(blocks.map((b) => chunkOfDiskBlock(b, memoryPages)), pages.length);
+  return chunks;
 }
 
 /** Adds to the VM's post-copy record how the VM resumed, or what the fetch reported once done. */

@@ -28,12 +28,13 @@ import { MAX_POST_COPY_DISK_BLOCKS } from '../postcopy/stopped-disk-blocks.js';
  * (Version 1 carried raw block frames, version 2 an end frame without the state digests, version 3
  * no records relative to a chunk's previous send (xor-prev) and no heartbeat in the end frame,
  * version 5 no holdings, version 6 a bearer token in the hello instead of the cloudlets'
- * certificates, version 7 no post-copy page frames; they are not spoken any more.)
+ * certificates, version 7 no post-copy page frames, version 8 no disk blocks in a post-copy;
+ * they are not spoken any more.)
  * The frames travel over mutual TLS 1.3 (see cloudlet-tls.ts): the hello names the handoff and
  * the attempt, and who sends it is the certificate the connection was authenticated with.
  */
 export const WIRE_PROTOCOL = 'ehoff-wire';
-export const WIRE_VERSION = 8;
+export const WIRE_VERSION = 9;
 export const MAX_FRAME_BYTES = 16 << 20;
 /** The largest frame a receiver takes before a hello was accepted: a hello is a few hundred bytes. */
 export const HELLO_MAX_FRAME_BYTES = 4 << 10;
