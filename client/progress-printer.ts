@@ -25,7 +25,7 @@ export function summarize(r: HandoffResult): string[] {
     `  overlay: ${r.memoryPages} memory pages, ${r.diskBlocks} disk blocks, ${r.deviceStateBytes} bytes of device state`,
     ...(r.postCopy
       ? [
-          `  post-copy: ${r.postCopy.reason}; ${r.postCopy.stalePages} stale pages fetched after the resume in ${r.postCopy.fetch.ms} ms, ${r.postCopy.fetch.remoteFaults} on demand (median ${r.postCopy.fetch.faultLatencyMedianMs ?? '?'} ms, max ${r.postCopy.fetch.faultLatencyMaxMs ?? '?'} ms), ${r.postCopy.fetch.refused} refused on arrival, ${r.postCopy.fetch.reconnects} reconnects; whole memory ${r.postCopy.memoryDigestConfirmed ? 'confirmed by the source' : 'NOT confirmed'}`,
+          `  post-copy: ${r.postCopy.reason}; ${r.postCopy.stalePages} stale pages${r.postCopy.fetch.diskBlocks ? ` and ${r.postCopy.fetch.diskBlocks} disk blocks` : ''} fetched after the resume in ${r.postCopy.fetch.ms} ms, ${r.postCopy.fetch.remoteFaults} on demand (median ${r.postCopy.fetch.faultLatencyMedianMs ?? '?'} ms, max ${r.postCopy.fetch.faultLatencyMaxMs ?? '?'} ms), ${r.postCopy.fetch.refused} refused on arrival, ${r.postCopy.fetch.reconnects} reconnects; whole memory ${r.postCopy.memoryDigestConfirmed ? 'confirmed by the source' : 'NOT confirmed'}`,
         ]
       : []),
     `  live pre-copy: ${r.epochs.map((e) => `${e.live ? 'epoch' : 'stop-and-copy'} ${e.epoch}: ${e.memoryPages + e.diskBlocks} chunks in ${e.ms} ms`).join('; ')} (${r.precopy.stopReason})`,

@@ -23,3 +23,13 @@ test('an asker gets [] when nothing came in time, and a newer asker takes over f
   q.add(1);
   assert.deepEqual(await newer, [1]);
 });
+
+test('a block still waited on is handed again once long enough has passed since it was handed: a worker that died with it is not waited for', async () => {
+  const q = new DemandQueue();
+  q.add(4);
+  assert.deepEqual(await q.next(0), [4]);
+  q.remind([4], 2_000);
+  assert.deepEqual(await q.next(0), [], 'just handed: not again yet');
+  q.remind([4, 6], 2_000, Date.now() + 2_500);
+  assert.deepEqual(await q.next(0), [4, 6], 'handed 2.5 s ago, and one never handed');
+});

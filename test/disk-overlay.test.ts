@@ -135,3 +135,22 @@ test('post-copy: a block past the disk cannot be marked missing, and a fill of t
     assert.deepEqual(disk.missingBlocks(), [1]);
   });
 });
+
+test('post-copy: the blocks waited on are known while they are waited on, and a read during a whole-block write of a missing block gets the write', async () => {
+  await withDisk(async (disk) => {
+    disk.markMissing([7, 8]);
+    const seven = Buffer.alloc(BLOCK_SIZE);
+    const reading = disk.read(seven, BLOCK_SIZE, 7 * BLOCK_SIZE);
+    await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(disk.waitedOn(), [7]);
+    const guest = randomBytes(BLOCK_SIZE);
+    const writing = disk.write(guest, BLOCK_SIZE, 7 * BLOCK_SIZE);
+    // A fill racing the guest's whole-block write is dropped once the write lands.
+    assert.equal(await disk.fill(7, randomBytes(BLOCK_SIZE)), false);
+    await writing;
+    await reading;
+    assert.deepEqual(seven, guest);
+    assert.deepEqual(disk.waitedOn(), []);
+    assert.deepEqual(disk.missingBlocks(), [8]);
+  });
+});

@@ -6,7 +6,7 @@ import { runHandoff } from '../client/start-handoff.js';
 import { executeWorkflow } from '../client/execute-workflow.js';
 import { startEmbeddedCluster, type EmbeddedCluster } from '../infra/embedded-cluster.js';
 import type { Workflow } from '@temporalio/common';
-import { describeVm, launchVm } from '../workflows/vm-lifecycle.js';
+import { describeVm, destroyVm, launchVm } from '../workflows/vm-lifecycle.js';
 import { testBaseImage, tempRoot } from './support/fixtures.js';
 
 // Hybrid post-copy end to end: the embedded Temporal dev server, a worker per cloudlet, a guest
@@ -71,4 +71,29 @@ test('a guest that outruns the link moves by post-copy: switched early, verified
     return true;
   });
   assert.equal(pc.fetch.reconnects, 0, 'no page channel broke');
+});
+
+test('disk blocks written up to the stop go by post-copy too: held back, checked against their stopped hashes, filled while the guest runs', async (t) => {
+  // One fluid guest at a time on two cores: the first test's goes.
+  await workflow(destroyVm, { vmId: 'pc-vm', cloudlet: 'B' }).catch(() => undefined);
+  const base = await testBaseImage();
+  // The same grids, and 128 KiB/s of checkpoint lines synced to its disk every beat.
+  await workflow(launchVm, { vmId: 'pcd-vm', cloudlet: 'A', baseImageId: base.id, workload: { name: 'fluid', args: ['32', '50', '128'] } });
+  await sleep(3_000);
+  const result = await runHandoff(cluster.client, { vmId: 'pcd-vm', source: 'A', target: 'B', postCopy: 'auto', bandwidthCapMbps: 40 });
+  const pc = result.postCopy;
+  t.diagnostic(`post-copy: ${JSON.stringify(pc)}; epochs ${JSON.stringify(result.epochs)}; downtime ${result.downtimeMs} ms`);
+  assert.ok(pc, `the handoff switched to post-copy (${result.precopy.stopReason})`);
+  assert.equal(result.verified, true, 'the disk it held, the stale blocks counted by their stopped hashes, matched the source');
+  assert.equal(result.epochs.at(-1)!.diskBlocks, 0, 'the stopped epoch sent no disk blocks: they came after the resume');
+  assert.ok((pc.fetch.diskBlocks ?? 0) > 0, `disk blocks were left stale and fetched (${pc.fetch.diskBlocks})`);
+  assert.equal(pc.fetch.refused, 0);
+  assert.equal(pc.fetch.reconnects, 0, 'no page channel broke: a push the source ended is not a reconnect');
+  assert.equal(result.guestContinued, true);
+  assert.ok(pc.memoryDigestConfirmed, 'the source confirmed the whole memory before its copy went');
+  // The guest's disk at B: readable end to end (the blocks it lacked were fetched, none is left missing).
+  const before = await workflow(describeVm, { vmId: 'pcd-vm', cloudlet: 'B' });
+  await sleep(1_000);
+  const after = await workflow(describeVm, { vmId: 'pcd-vm', cloudlet: 'B' });
+  assert.ok(after.lastHeartbeat! > before.lastHeartbeat!, 'the guest beats on at B, writing its disk');
 });

@@ -5,7 +5,7 @@ import { BLOCK_SIZE } from '../engine/blocks.js';
 import { zstdBounded } from '../engine/pipeline/codecs.js';
 import { chunkOfDiskBlock, pageRuns, planPosition, runPages, splitChunks } from '../engine/postcopy/plan.js';
 import { FAULT_PREPAGE, StoppedPageService } from '../engine/postcopy/stopped-page-service.js';
-import { staleDiskOf } from '../engine/postcopy/stopped-disk-blocks.js';
+import { encodeStaleDiskHashes, staleDiskOf } from '../engine/postcopy/stopped-disk-blocks.js';
 import { endSchema } from '../engine/wire/frames.js';
 import type { PagesPayload } from '../engine/wire/frames.js';
 
@@ -101,13 +101,14 @@ test('a plan that names disk blocks: chunks past the memory are read from the st
 
 test("the end frame's stale disk blocks: ascending blocks of the disk, one SHA-256 each (null: zeros), else refused", () => {
   const sha = 'ab'.repeat(32);
-  const { blocks, sha256 } = staleDiskOf({ runs: [[4, 2], [9, 1]], sha256: [sha, null, sha] }, 16);
+  const h = Buffer.from(sha, 'hex');
+  const { blocks, sha256 } = staleDiskOf({ runs: [[4, 2], [9, 1]], sha256: encodeStaleDiskHashes([h, null, h]) }, 16);
   assert.deepEqual([...blocks], [4, 5, 9]);
   assert.equal(sha256.get(5), null);
-  assert.deepEqual(sha256.get(9), Buffer.from(sha, 'hex'));
+  assert.deepEqual(sha256.get(9), h);
   assert.deepEqual([...staleDiskOf(undefined, 16).blocks], []);
-  assert.throws(() => staleDiskOf({ runs: [[4, 2]], sha256: [sha] }, 16), /names 2 stale disk blocks and gives 1 hashes/);
-  assert.throws(() => staleDiskOf({ runs: [[15, 2]], sha256: [sha, sha] }, 16), /not ascending blocks of the 16-block disk/);
-  const end = endSchema.safeParse({ batches: 0, chunks: 0, deviceStateBytes: 0, deviceStateSha256: sha, memoryDigest: sha, diskDigest: sha, heartbeatAtStop: null, postCopy: { staleRuns: [], staleDisk: { runs: [[1, 2]], sha256: [sha] }, host: 'h', port: 1 } });
+  assert.throws(() => staleDiskOf({ runs: [[4, 2]], sha256: encodeStaleDiskHashes([h]) }, 16), /names 2 stale disk blocks and gives 1 hashes/);
+  assert.throws(() => staleDiskOf({ runs: [[15, 2]], sha256: encodeStaleDiskHashes([h, h]) }, 16), /not ascending blocks of the 16-block disk/);
+  const end = endSchema.safeParse({ batches: 0, chunks: 0, deviceStateBytes: 0, deviceStateSha256: sha, memoryDigest: sha, diskDigest: sha, heartbeatAtStop: null, postCopy: { staleRuns: [], staleDisk: { runs: [[1, 2]], sha256: encodeStaleDiskHashes([h]) }, host: 'h', port: 1 } });
   assert.equal(end.success, false, 'a frame that names more blocks than it hashes is refused');
 });

@@ -23,6 +23,8 @@ export class DiskOverlay {
   private readonly filling = new Map<number, Promise<void>>();
   /** Told of each missing block something waits on (the fetch asks for it ahead of the rest). */
   private demand: (index: number) => void = () => undefined;
+  /** How many reads or writes wait on each missing block now. */
+  private readonly waiting = new Map<number, number>();
 
   private constructor(
     readonly sizeBytes: number,
@@ -84,12 +86,20 @@ export class DiskOverlay {
     this.demand = listener;
   }
 
+  /** The missing blocks something waits on now: told again to a fetch that took over (a restarted worker). */
+  waitedOn(): number[] {
+    return [...this.waiting.keys()];
+  }
+
   /**
    * Puts a fetched block in, if it is still missing: false when the guest has written the whole
    * block since (its bytes stay). Whoever waited on it reads it once it is in the overlay.
    */
   async fill(index: number, data: Buffer): Promise<boolean> {
     if (data.length !== BLOCK_SIZE) throw new Error(`disk block ${index} has ${data.length} bytes, expected ${BLOCK_SIZE}`);
+    // A guest write of the whole block under way: it decides (written, the fetched copy is
+    // dropped; failed, the block is missing again and this fills it).
+    while (this.filling.has(index)) await this.filling.get(index);
     const m = this.missing.get(index);
     if (!m) return false;
     this.missing.delete(index);
@@ -119,8 +129,15 @@ export class DiskOverlay {
       const f = this.filling.get(index);
       if (!m && !f) return;
       if (m) {
+        this.waiting.set(index, (this.waiting.get(index) ?? 0) + 1);
         this.demand(index);
-        await m.settled;
+        try {
+          await m.settled;
+        } finally {
+          const n = this.waiting.get(index)! - 1;
+          if (n > 0) this.waiting.set(index, n);
+          else this.waiting.delete(index);
+        }
       } else await f;
     }
   }
@@ -165,25 +182,34 @@ export class DiskOverlay {
     // A block still to be fetched: one written only in part needs its content first; one
     // written whole is the guest's from now on (taken out of the fetch's way before the write).
     const claimed: Array<[number, { settled: Promise<void>; settle: () => void }]> = [];
+    let written!: () => void;
     if (this.missing.size > 0 || this.filling.size > 0) {
       for (const b of partial) await this.present(b);
       for (let b = first; b <= last; b++) {
         if (partial.has(b)) continue;
-        await this.filling.get(b);
+        while (this.filling.has(b)) await this.filling.get(b);
         const m = this.missing.get(b);
-        if (m) {
-          this.missing.delete(b);
-          claimed.push([b, m]);
-        }
+        if (m) claimed.push([b, m]);
+      }
+      // Claimed at once: a read of one waits for this write, a fill for its outcome.
+      const writing = new Promise<void>((resolve) => (written = resolve));
+      for (const [b] of claimed) {
+        this.missing.delete(b);
+        this.filling.set(b, writing);
       }
     }
-    for (const b of partial) await this.materialize(b);
-    this.writes++;
+    const release = () => {
+      for (const [b] of claimed) this.filling.delete(b);
+      written?.();
+    };
     try {
+      for (const b of partial) await this.materialize(b);
+      this.writes++;
       await this.overlay.write(from, 0, length, position);
     } catch (err) {
       // Not written: the blocks it claimed are the fetch's again.
       for (const [b, m] of claimed) this.missing.set(b, m);
+      release();
       throw err;
     }
     // Whole blocks turn dirty only once written, so a concurrent read sees old or new, never zeros.
@@ -191,6 +217,7 @@ export class DiskOverlay {
       this.dirty.add(b);
       this.epochDirty.add(b);
     }
+    release();
     for (const [, m] of claimed) m.settle();
     return length;
   }

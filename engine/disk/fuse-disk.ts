@@ -21,7 +21,10 @@ export class FuseDisk {
   }
 
   static async mount(mountPoint: string, disk: DiskOverlay): Promise<FuseDisk> {
-    const fuse = new Fuse(mountPoint, diskHandlers(disk), { force: true, mkdir: true, fsname: 'ehoff-disk' });
+    // Reads and writes never time out: one of a block a post-copy still fetches waits for it (over
+    // a cut link, as long as the link is cut), and fuse-native's default (15 s) would answer the
+    // guest ETIMEDOUT while the handler still goes on to fill the kernel's buffer.
+    const fuse = new Fuse(mountPoint, diskHandlers(disk), { force: true, mkdir: true, fsname: 'ehoff-disk', timeout: { default: 15_000, read: false, write: false } });
     await new Promise<void>((resolve, reject) =>
       fuse.mount((err) => (err ? reject(new Error(`cannot mount FUSE disk at ${mountPoint}: ${err.message}`)) : resolve())),
     );

@@ -21,6 +21,8 @@ declare module 'fuse-native' {
   }
   export interface Options {
     force?: boolean; mkdir?: boolean; debug?: boolean; allowOther?: boolean; fsname?: string; maxRead?: number;
+    /** ms before an operation is answered ETIMEDOUT (default 15000); per operation, false for none. */
+    timeout?: number | false | ({ default?: number } & Record<string, number | false | undefined>);
   }
   export default class Fuse {
     constructor(mnt: string, handlers: Handlers, opts?: Options);

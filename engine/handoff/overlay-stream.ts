@@ -29,6 +29,7 @@ import { StreamTally } from './stream-tally.js';
 import type { EpochReport, MemoryTracking, PostCopySwitch, ReconcileReport, SourceStopMarks, StageTotals, StateDigests } from '../contract.js';
 import { armDirtyLog } from '../memory/dirty-log.js';
 import { chunkOfDiskBlock, pageRuns } from '../postcopy/plan.js';
+import { encodeStaleDiskHashes } from '../postcopy/stopped-disk-blocks.js';
 import type { StoppedPlan } from '../postcopy/stopped-page-service.js';
 
 export interface OverlayStreamResult extends StateDigests {
@@ -235,8 +236,7 @@ export async function streamOverlay(opts: {
           // Awaited by whoever needs them (the page frames, the retire); a failure must not go unhandled before.
           for (const p of [stopHashes, memoryDigest]) p.catch(() => undefined);
           const served = await opts.servePostCopy!({ pages: chunks, stopHashes, memoryDigest, capMbps: control.bandwidthCapMbps() });
-          const diskSha = disk.sha256.map((h) => (h ? h.toString('hex') : null));
-          return { ...state, postCopy: { staleRuns: pageRuns(stale), ...(staleDisk.length ? { staleDisk: { runs: pageRuns(staleDisk), sha256: diskSha } } : {}), ...served } };
+          return { ...state, postCopy: { staleRuns: pageRuns(stale), ...(staleDisk.length ? { staleDisk: { runs: pageRuns(staleDisk), sha256: encodeStaleDiskHashes(disk.sha256) } } : {}), ...served } };
         },
         capMbps: () => control.bandwidthCapMbps(),
       },

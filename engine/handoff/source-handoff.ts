@@ -276,6 +276,8 @@ export class SourceHandoffs {
         // Chunks: the stale pages, then the stale disk blocks past the memory (postcopy/plan.ts).
         const pages = runPages(record.staleRuns, memoryPages + MAX_POST_COPY_DISK_BLOCKS);
         const stale = splitChunks(pages, memoryPages);
+        // A new worker's view of the disk reads the overlay only for blocks it has heard of.
+        await vm.disk.dirtyBlocks();
         const pool = this.cloudlet.codecPool();
         const stopHashes = Promise.all([
           hashListedPages(vm.files.ramFile, pool, stale.pages, new PageHashTable(memoryPages)),

@@ -447,7 +447,15 @@ export class TargetHandoffs {
     // they are, with the SHA-256s the source stopped with in their place (each block is checked
     // against its own on arrival).
     const staleDisk = sent.postCopy?.staleDisk;
-    if (staleDisk) disk = await s.diskDigest.settleWith(staleDiskOf(staleDisk, s.base.manifest.disk.sizeBytes / BLOCK_SIZE).sha256);
+    if (staleDisk) {
+      try {
+        disk = await s.diskDigest.settleWith(staleDiskOf(staleDisk, s.base.manifest.disk.sizeBytes / BLOCK_SIZE).sha256);
+      } catch (err) {
+        await starting.catch(() => undefined);
+        await this.discard(handoffId);
+        throw err;
+      }
+    }
     const wrong = (e: StateDigests) => [memoryDigest !== e.memoryDigest && 'memory', disk !== e.diskDigest && 'disk'].filter(Boolean).join(' and ');
     const which = wrong(sent) || (expected ? wrong(expected) : '');
     if (which) {

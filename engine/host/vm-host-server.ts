@@ -22,6 +22,9 @@ import { join } from 'node:path';
 
 type Handlers = { [M in HostMethod]: (args: never) => Promise<HostReplies[M]> };
 
+/** A missing block still waited on this long after it was handed to a worker is handed again (that worker may be gone). */
+const DEMAND_REMIND_MS = 2_000;
+
 /**
  * The process that owns one VM: its QEMU (a child of this process, so it dies with it and only
  * with it), its disk served through FUSE as base + overlay, and the overlay's block map and dirty
@@ -146,7 +149,10 @@ export class VmHostServer {
       for (const { index, data } of a.blocks) ((await this.disk.fill(index, Buffer.from(data, 'base64'))) ? out.filled : out.dropped).push(index);
       return out;
     },
-    awaitDemand: (a: { waitMs: number }) => this.demand.next(a.waitMs),
+    awaitDemand: (a: { waitMs: number }) => {
+      this.demand.remind(this.disk.waitedOn(), DEMAND_REMIND_MS);
+      return this.demand.next(a.waitMs);
+    },
     flush: () => this.disk.flush().then(() => null),
     destroy: () => this.destroy().then(() => null),
   };

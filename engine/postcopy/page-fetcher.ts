@@ -18,6 +18,10 @@ import { chunkOfDiskBlock, lowerBound, pageRuns, planPosition, runPages, splitCh
 /** Arrivals of one page that fail its hash before the fetch gives up (the guest stays frozen on it; the source keeps its copy). */
 const MAX_REFUSALS = 5;
 
+/** A chunk's state in `arrived`: 0 still to come, CLAIMED checked and being put in, ARRIVED in. */
+const CLAIMED = 2;
+const ARRIVED = 1;
+
 /** A journal record: u32 page index, its SHA-256. */
 export const ARRIVED_RECORD_BYTES = 36;
 
@@ -26,6 +30,9 @@ const CONNECT_TIMEOUT_MS = 10_000;
 
 /** How long a broken page channel waits before it connects again. */
 const RECONNECT_DELAY_MS = 1_000;
+
+/** How long a push the source ended waits for pages still on their way on the fault channel before it asks again. */
+const IN_FLIGHT_GRACE_MS = 2_000;
 
 /**
  * The target's side of a post-copy: the pages the switch left stale are holes in the RAM file
@@ -129,6 +136,9 @@ export class PostCopyFetch {
       this.finished.abort();
       this.faultSocket?.end();
       const served = await Promise.race([this.server.finish(), failure]);
+      // Every block in or written whole by the guest since: none may still be missing at the host.
+      const leftOnDisk = this.o.disk ? await this.o.disk.host.missingBlocks() : [];
+      if (leftOnDisk.length > 0) throw new HandoffError('STATE_MISMATCH', `with every chunk in, the VM host still lacks ${leftOnDisk.length} disk blocks (the first: ${leftOnDisk[0]})`);
       const memoryDigest = this.o.held ? this.o.held.table.digest() : null;
       if (this.o.held?.expectedDigest !== undefined && memoryDigest !== this.o.held.expectedDigest) {
         throw new HandoffError('STATE_MISMATCH', `with every page in, the memory's digest is ${memoryDigest}, not the stopped state's ${this.o.held.expectedDigest}`);
@@ -195,18 +205,28 @@ export class PostCopyFetch {
    * asked and did not get; the push channel asks for everything still missing, in order.
    */
   private async keepChannel(channel: PageChannel): Promise<void> {
-    for (let first = true; !this.finished.signal.aborted; first = false) {
-      if (!first) {
+    for (let first = true, broke = false; !this.finished.signal.aborted; first = false) {
+      if (broke) {
         this.reconnects++;
         await sleep(RECONNECT_DELAY_MS, undefined, { signal: this.finished.signal }).catch(() => undefined);
         if (this.finished.signal.aborted) return;
+      } else if (!first && channel === 'push') {
+        // A push the source ended with pages still to come: those on their way on the fault
+        // channel (pre-paged behind a fault) get a moment to land before a new push asks again.
+        await this.inFlightLanded();
+        if (this.finished.signal.aborted || this.allArrivedOrAsked()) return;
       }
+      broke = false;
       try {
         const socket = await this.connect(channel);
         const decoder = new FrameDecoder();
         decoder.on('error', () => undefined);
+        // A source that ends the channel (FIN) lets the frames already here be taken; only a
+        // channel that breaks drops them.
+        let ended = false;
+        socket.once('end', () => (ended = true));
         socket.on('error', (err) => decoder.destroy(err));
-        socket.on('close', () => decoder.destroy());
+        socket.on('close', () => !ended && decoder.destroy());
         socket.pipe(decoder);
         if (channel === 'push') this.pushSocket = socket;
         if (channel === 'fault') {
@@ -225,11 +245,24 @@ export class PostCopyFetch {
         // The source ends the push channel once it sent everything asked for. Pages still
         // missing then are on their way by faults, or were refused and asked for again; any
         // other (a push cut short by a close without an error) is asked for by a new push.
-        if (channel === 'push' && this.o.plan.pages.every((page, at) => this.arrived[at] || this.asked.has(page))) return;
+        if (channel === 'push' && this.allArrivedOrAsked()) return;
       } catch (err) {
         if (this.finished.signal.aborted) return;
+        broke = true;
         this.o.log?.(`post-copy ${channel} channel of ${this.o.handoffId} broke: ${(err as Error).message}; connecting again`);
       }
+    }
+  }
+
+  private allArrivedOrAsked(): boolean {
+    return this.o.plan.pages.every((page, at) => this.arrived[at] || this.asked.has(page));
+  }
+
+  /** Waits until every chunk still missing is asked for by a fault, or IN_FLIGHT_GRACE_MS passed, or the fetch ended. */
+  private async inFlightLanded(): Promise<void> {
+    const until = Date.now() + IN_FLIGHT_GRACE_MS;
+    while (!this.finished.signal.aborted && Date.now() < until && !this.allArrivedOrAsked()) {
+      await sleep(50, undefined, { signal: this.finished.signal }).catch(() => undefined);
     }
   }
 
@@ -266,6 +299,7 @@ export class PostCopyFetch {
     for (const [k, page] of p.indices.entries()) {
       const at = planPosition(this.o.plan, page);
       if (at < 0) throw new HandoffError('PROTOCOL', `the source sent page ${page}, which the post-copy plan does not name`);
+      // Arrived, or taken by a frame on the other channel that is still putting it in.
       if (this.arrived[at] || accepted.some((a) => a.at === at)) continue;
       const bytes = raw.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE);
       if (this.hash64(bytes) !== p.stopHashes[k] || !this.asStopped(page, bytes)) {
@@ -283,6 +317,9 @@ export class PostCopyFetch {
         continue;
       }
       accepted.push({ page, at, bytes });
+      // Claimed at once: the awaits below (the journal, the VM host's fill) let the other
+      // channel's frames in, and a page taken twice would count twice towards the last one.
+      this.arrived[at] = CLAIMED;
     }
     if (accepted.length === 0 || this.finished.signal.aborted) return;
     // Journaled before they count as arrived and go in: a restarted worker finds each page in
@@ -317,7 +354,7 @@ export class PostCopyFetch {
         return;
       }
     }
-    for (const { at } of accepted) this.arrived[at] = 1;
+    for (const { at } of accepted) this.arrived[at] = ARRIVED;
     for (const { page, bytes } of accepted) {
       if (page < this.o.memoryPages) await this.server.put(page, bytes);
       const askedAt = this.asked.get(page);

@@ -25,26 +25,42 @@ export interface StoppedDiskBlocks {
  */
 export async function readStoppedDiskBlocks(disk: { readBlock(index: number, into: Buffer): Promise<Buffer> }, blocks: Uint32Array, hash64: (d: Uint8Array) => bigint): Promise<StoppedDiskBlocks> {
   const stopHashes = new BigUint64Array(blocks.length);
-  const sha256: Array<Buffer | null> = [];
-  const buf = Buffer.alloc(BLOCK_SIZE);
-  for (const [k, b] of blocks.entries()) {
-    await disk.readBlock(b, buf);
-    stopHashes[k] = hash64(buf);
-    sha256.push(isZeroBlock(buf) ? null : blockHash(buf));
+  const sha256: Array<Buffer | null> = new Array(blocks.length).fill(null);
+  // On the stop's path (the end frame waits for the SHA-256s): READS_AT_ONCE reads in flight
+  // keep the thread pool busy, where one after another would wait on each.
+  for (let k = 0; k < blocks.length; k += READS_AT_ONCE) {
+    const some = blocks.subarray(k, k + READS_AT_ONCE);
+    const read = await Promise.all(Array.from(some, (b) => disk.readBlock(b, Buffer.allocUnsafe(BLOCK_SIZE))));
+    for (const [j, buf] of read.entries()) {
+      stopHashes[k + j] = hash64(buf);
+      sha256[k + j] = isZeroBlock(buf) ? null : blockHash(buf);
+    }
   }
   return { blocks, stopHashes, sha256 };
 }
+
+const READS_AT_ONCE = 64;
 
 /**
  * The end frame's stale disk blocks as the target uses them: the blocks (ascending, each inside
  * the disk) and each one's SHA-256 as stopped (null: all zeros).
  */
-export function staleDiskOf(end: { runs: ReadonlyArray<readonly [number, number]>; sha256: ReadonlyArray<string | null> } | undefined, diskBlocks: number): { blocks: Uint32Array; sha256: Map<number, Buffer | null> } {
+export function staleDiskOf(end: { runs: ReadonlyArray<readonly [number, number]>; sha256: string } | undefined, diskBlocks: number): { blocks: Uint32Array; sha256: Map<number, Buffer | null> } {
   if (!end) return { blocks: new Uint32Array(0), sha256: new Map() };
   const blocks = runPages(end.runs, MAX_POST_COPY_DISK_BLOCKS);
-  if (blocks.length !== end.sha256.length) throw new HandoffError('PROTOCOL', `the post-copy names ${blocks.length} stale disk blocks and gives ${end.sha256.length} hashes`);
+  const hashes = Buffer.from(end.sha256, 'base64');
+  if (blocks.length * 32 !== hashes.length) throw new HandoffError('PROTOCOL', `the post-copy names ${blocks.length} stale disk blocks and gives ${hashes.length / 32} hashes`);
   for (const [k, b] of blocks.entries()) {
     if (b >= diskBlocks || (k > 0 && b <= blocks[k - 1]!)) throw new HandoffError('PROTOCOL', `the post-copy's stale disk blocks are not ascending blocks of the ${diskBlocks}-block disk`);
   }
-  return { blocks, sha256: new Map(end.sha256.map((h, k) => [blocks[k]!, h === null ? null : Buffer.from(h, 'hex')])) };
+  const zero = Buffer.alloc(32);
+  return { blocks, sha256: new Map(Array.from(blocks, (b, k) => {
+    const h = hashes.subarray(k * 32, (k + 1) * 32);
+    return [b, h.equals(zero) ? null : Buffer.from(h)] as const;
+  })) };
+}
+
+/** The end frame's form of the stale blocks' SHA-256s (see staleDiskOf). */
+export function encodeStaleDiskHashes(sha256: ReadonlyArray<Buffer | null>): string {
+  return Buffer.concat(sha256.map((h) => h ?? Buffer.alloc(32))).toString('base64');
 }

@@ -102,16 +102,17 @@ export const endSchema = z.object({
    * Present when the stream switched to post-copy: the memory pages the target holds stale (the
    * memory digest above is of what it holds, stale pages included), which it fetches from the
    * source's own data plane at `host:port` once it runs the VM. `staleDisk`: the disk blocks it
-   * fetches too, with each one's SHA-256 as stopped (null: all zeros) — the disk digest above is
-   * the stopped disk's, which the target checks with these standing in for what it lacks. On the
-   * page channels disk block b is chunk memoryPages + b (postcopy/plan.ts).
+   * fetches too, with each one's SHA-256 as stopped, in block order, base64 of 32 bytes each (32
+   * zero bytes: an all-zero block) — the disk digest above is the stopped disk's, which the
+   * target checks with these standing in for what it lacks. On the page channels disk block b is
+   * chunk memoryPages + b (postcopy/plan.ts).
    */
   postCopy: z
     .object({
       staleRuns: z.array(pageRun).max(1_000_000),
       staleDisk: z
-        .object({ runs: z.array(pageRun).max(MAX_POST_COPY_DISK_BLOCKS), sha256: z.array(sha256Hex.nullable()).max(MAX_POST_COPY_DISK_BLOCKS) })
-        .refine((d) => d.runs.reduce((n, [, count]) => n + count, 0) === d.sha256.length, 'names as many blocks as it gives hashes')
+        .object({ runs: z.array(pageRun).max(MAX_POST_COPY_DISK_BLOCKS), sha256: z.string().base64().max(Math.ceil((MAX_POST_COPY_DISK_BLOCKS * 32) / 3) * 4) })
+        .refine((d) => d.runs.reduce((n, [, count]) => n + count, 0) * 32 === Buffer.from(d.sha256, 'base64').length, 'names as many blocks as it gives hashes')
         .optional(),
       host: z.string().min(1).max(255),
       port: z.number().int().min(1).max(65535),

@@ -251,11 +251,12 @@ const secondOutcome = new Map<string, string>();
 
 /**
  * Post-copy's cases: a guest that rewrites two 32 MiB grids as fast as it runs outruns the 10
- * Mbit/s link, so with post-copy allowed the handoff switches; the fault strikes while the target
- * runs the VM on pages still coming from A's stopped copy. Nothing may be lost: the VM moves, its
- * whole memory confirmed, and A's copy goes only then.
+ * Mbit/s link, so with post-copy allowed the handoff switches; it also syncs 64 KiB/s of
+ * checkpoint lines to its disk, so disk blocks are left stale too. The fault strikes while the
+ * target runs the VM on pages and blocks still coming from A's stopped copy. Nothing may be lost:
+ * the VM moves, its whole memory confirmed, and A's copy goes only then.
  */
-const POST_COPY = { workload: { name: 'fluid', args: ['32', '50'] }, input: { postCopy: 'auto' as const }, expected: ['moved' as const] };
+const POST_COPY = { workload: { name: 'fluid', args: ['32', '50', '64'] }, input: { postCopy: 'auto' as const }, expected: ['moved' as const] };
 
 /** Cases whose fault struck while the target was still fetching pages, by VM. */
 const struckMidPostCopy = new Set<string>();
@@ -280,8 +281,9 @@ async function wentByPostCopy(ctx: CaseContext): Promise<string[]> {
   const r = (await ctx.handle!.result().catch(() => undefined)) as HandoffResult | undefined;
   if (!struckMidPostCopy.has(ctx.vmId)) return ['the fault did not strike while the target was still fetching pages'];
   if (!r) return [];
-  ctx.log(`    post-copy: ${r.postCopy ? `${r.postCopy.stalePages} stale pages, ${r.postCopy.fetch.remoteFaults} remote faults (median ${r.postCopy.fetch.faultLatencyMedianMs} ms, max ${r.postCopy.fetch.faultLatencyMaxMs} ms), ${r.postCopy.fetch.reconnects} reconnects, ${(r.postCopy.fetch.ms / 1000).toFixed(1)} s` : 'none'}; downtime ${r.downtimeMs} ms`);
-  return r.postCopy?.memoryDigestConfirmed ? [] : [`the handoff did not go by post-copy with its whole memory confirmed (${JSON.stringify(r.postCopy)})`];
+  ctx.log(`    post-copy: ${r.postCopy ? `${r.postCopy.stalePages} stale pages and ${r.postCopy.fetch.diskBlocks ?? 0} disk blocks, ${r.postCopy.fetch.remoteFaults} remote faults (median ${r.postCopy.fetch.faultLatencyMedianMs} ms, max ${r.postCopy.fetch.faultLatencyMaxMs} ms), ${r.postCopy.fetch.reconnects} reconnects, ${(r.postCopy.fetch.ms / 1000).toFixed(1)} s` : 'none'}; downtime ${r.downtimeMs} ms`);
+  if (!r.postCopy?.memoryDigestConfirmed) return [`the handoff did not go by post-copy with its whole memory confirmed (${JSON.stringify(r.postCopy)})`];
+  return (r.postCopy.fetch.diskBlocks ?? 0) > 0 ? [] : ['no disk blocks were left to fetch: the case did not try the disk post-copy'];
 }
 
 FAULT_CASES.push(

@@ -3,15 +3,21 @@
  * a moving source). Nearly every page changes every step and floats compress poorly: the high
  * dirty rate that pre-copy has to fight.
  *
- * usage: fluid [MiB] [interval-ms]
+ * usage: fluid [MiB] [interval-ms] [disk-KiB/s]
+ * With disk-KiB/s, it also appends its progress to /data/fluid.log at that rate, synced each beat
+ * (a simulation checkpointing: disk blocks written right up to a handoff's stop).
  */
 #include <stdlib.h>
 #include <math.h>
+#include <unistd.h>
 #include "beat.h"
 
 int main(int argc, char **argv) {
   long mib = argc > 1 ? atol(argv[1]) : 128;
   double interval = argc > 2 ? atof(argv[2]) : 200;
+  long disk_kib = argc > 3 ? atol(argv[3]) : 0;
+  FILE *out = disk_kib > 0 ? fopen("/data/fluid.log", "a") : NULL;
+  if (disk_kib > 0 && !out) { printf("EHOFF-ERROR fluid cannot open /data/fluid.log\n"); return 1; }
   size_t n = ((size_t)mib << 20) / sizeof(float);
   size_t w = 1024, h = n / w;
   float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
@@ -27,7 +33,14 @@ int main(int argc, char **argv) {
         size_t i = y * w + x;
         b[i] = 0.2f * (a[i] + a[i - 1] + a[i + 1] + a[i - w] + a[i + w]) + 1e-4f * (float)(step % 17);
       }
-      if ((y & 63) == 0) beat(interval, (unsigned long long)step * h + y);
+      if ((y & 63) == 0 && beat(interval, (unsigned long long)step * h + y) && out) {
+        for (long written = 0, budget = (long)(disk_kib * 1024 * interval / 1000); written < budget;)
+          written += fprintf(out, "step %lu row %zu cell %.6f\n", step, y, a[y * w + w / 2]);
+        fflush(out);
+        fdatasync(fileno(out));
+        /* A bounded log: past 8 MiB it starts over (the same blocks written again). */
+        if (ftell(out) > (8L << 20) && !(out = freopen("/data/fluid.log", "w", out))) return 1;
+      }
     }
     float *t = a; a = b; b = t;
   }
