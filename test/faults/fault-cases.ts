@@ -281,7 +281,7 @@ async function wentByPostCopy(ctx: CaseContext): Promise<string[]> {
   const r = (await ctx.handle!.result().catch(() => undefined)) as HandoffResult | undefined;
   if (!struckMidPostCopy.has(ctx.vmId)) return ['the fault did not strike while the target was still fetching pages'];
   if (!r) return [];
-  ctx.log(`    post-copy: ${r.postCopy ? `${r.postCopy.stalePages} stale pages and ${r.postCopy.fetch.diskBlocks ?? 0} disk blocks, ${r.postCopy.fetch.remoteFaults} remote faults (median ${r.postCopy.fetch.faultLatencyMedianMs} ms, max ${r.postCopy.fetch.faultLatencyMaxMs} ms), ${r.postCopy.fetch.reconnects} reconnects, ${(r.postCopy.fetch.ms / 1000).toFixed(1)} s` : 'none'}; downtime ${r.downtimeMs} ms`);
+  ctx.log(`    post-copy: ${r.postCopy ? `${r.postCopy.stalePages} stale pages and ${r.postCopy.fetch.diskBlocks ?? 0} disk blocks, ${r.postCopy.fetch.remoteFaults} remote faults (median ${r.postCopy.fetch.faultLatencyMedianMs} ms, max ${r.postCopy.fetch.faultLatencyMaxMs} ms), ${r.postCopy.fetch.reconnects} reconnects, ${(r.postCopy.fetch.ms / 1000).toFixed(1)} s` : 'none'}; downtime ${r.downtimeMs} ms (${r.downtimeBreakdown.map((d) => `${d.step} ${d.ms}`).join(', ')})`);
   if (!r.postCopy?.memoryDigestConfirmed) return [`the handoff did not go by post-copy with its whole memory confirmed (${JSON.stringify(r.postCopy)})`];
   return (r.postCopy.fetch.diskBlocks ?? 0) > 0 ? [] : ['no disk blocks were left to fetch: the case did not try the disk post-copy'];
 }
