@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, readdir, rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { z } from 'zod';
 import { DurableRecord } from '../engine/durable-record.js';
@@ -62,3 +62,22 @@ export async function sweepCrashedCluster(runTag: string): Promise<string[]> {
   await record.remove();
   return removed;
 }
+
+/**
+ * Ends what every crashed cluster left, whatever its run tag: those whose record names an owner
+ * that no longer runs. Tags that carry a PID (a benchmark's, a test's) are never started again,
+ * so the sweep by tag alone would leave their namespaces, workers and VMs for good.
+ */
+export async function sweepDeadClusters(): Promise<string[]> {
+  const names = await readdir('/tmp').catch(() => [] as string[]);
+  const removed: string[] = [];
+  for (const name of names) {
+    const m = new RegExp(`^${PREFIX}-(.+)\\.cluster\\.json$`).exec(name);
+    if (!m) continue;
+    const left = await clusterRecord(m[1]!).read().catch(() => undefined);
+    if (!left || (await processStartTicks(left.owner.pid)) === left.owner.startTicks) continue;
+    removed.push(...(await sweepCrashedCluster(m[1]!).catch(() => [] as string[])));
+  }
+  return removed;
+}
+

@@ -6,7 +6,7 @@ import { Client } from '@temporalio/client';
 import { connectTo, temporalTarget, type TemporalTarget } from './temporal-connection.js';
 import { READY_MARKER } from '../workers/cloudlet-worker.js';
 import { sweepRunFolder } from '../engine/host/vm-folder-sweep.js';
-import { clusterRecord, processStartTicks, sweepCrashedCluster, type ClusterRecord } from './cluster-record.js';
+import { clusterRecord, processStartTicks, sweepCrashedCluster, sweepDeadClusters, type ClusterRecord } from './cluster-record.js';
 import { DEV_PKI_DIR, PREFIX, REPO_ROOT } from './paths.js';
 import { ensureDevPki } from './dev-pki.js';
 import type { CloudletTlsFiles } from '../engine/wire/cloudlet-tls.js';
@@ -87,6 +87,7 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
   try {
     // What a crashed run with this tag left goes first; then this run keeps its own record.
     for (const r of await sweepCrashedCluster(opts.runTag)) log(`swept from a crashed run: ${r}`);
+    for (const r of await sweepDeadClusters()) log(`swept from a crashed run: ${r}`);
     const record: ClusterRecord = {
       runTag: opts.runTag,
       owner: { pid: process.pid, startTicks: (await processStartTicks(process.pid)) ?? '' },
