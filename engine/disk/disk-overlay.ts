@@ -1,6 +1,12 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { BLOCK_SIZE } from '../blocks.js';
 
+/** A block a post-copy has yet to fetch: `settled` once it is present (filled, or written whole by the guest). */
+interface Missing {
+  settled: Promise<void>;
+  settle: () => void;
+}
+
 /**
  * A disk as a read-only base image plus a copy-on-write overlay of 4 KiB blocks. The overlay is a
  * sparse file at the same offsets as the base, so a dirty block is read back with one pread; the
@@ -18,7 +24,7 @@ export class DiskOverlay {
    * a write that covers it only in part, waits until it is filled — or wholly written by the
    * guest, whose bytes then win. Settled as the block becomes present.
    */
-  private readonly missing = new Map<number, { settled: Promise<void>; settle: () => void }>();
+  private readonly missing = new Map<number, Missing>();
   /** Fills under way: a guest write to the block waits for its fill, so that the guest's lands last. */
   private readonly filling = new Map<number, Promise<void>>();
   /** Told of each missing block something waits on (the fetch asks for it ahead of the rest). */
@@ -181,7 +187,7 @@ export class DiskOverlay {
     if ((position + length) % BLOCK_SIZE !== 0) partial.add(last);
     // A block still to be fetched: one written only in part needs its content first; one
     // written whole is the guest's from now on (taken out of the fetch's way before the write).
-    const claimed: Array<[number, { settled: Promise<void>; settle: () => void }]> = [];
+    const claimed: Array<[number, Missing]> = [];
     let written!: () => void;
     if (this.missing.size > 0 || this.filling.size > 0) {
       for (const b of partial) await this.present(b);

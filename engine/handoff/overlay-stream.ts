@@ -28,8 +28,8 @@ import { precopyEpochs, type PrecopyOutcome } from './precopy-epochs.js';
 import { StreamTally } from './stream-tally.js';
 import type { EpochReport, MemoryTracking, PostCopySwitch, ReconcileReport, SourceStopMarks, StageTotals, StateDigests } from '../contract.js';
 import { armDirtyLog } from '../memory/dirty-log.js';
-import { chunkOfDiskBlock, pageRuns } from '../postcopy/plan.js';
-import { encodeStaleDiskHashes } from '../postcopy/stopped-disk-blocks.js';
+import { chunksOf, pageRuns } from '../postcopy/plan.js';
+import { encodeStaleDiskHashes, withDiskStopHashes } from '../postcopy/stopped-disk-blocks.js';
 import type { StoppedPlan } from '../postcopy/stopped-page-service.js';
 
 export interface OverlayStreamResult extends StateDigests {
@@ -222,16 +222,9 @@ export async function streamOverlay(opts: {
           if (!stale || !stoppedState || !staleDisk || !diskStopped) throw new Error('post-copy without the stop-time scan of its stale pages');
           // One chunk space on the page channels: the stale pages, then the stale disk blocks past the memory.
           const memoryPages = vm.base.manifest.memory.sizeBytes / BLOCK_SIZE;
-          const chunks = new Uint32Array(stale.length + staleDisk.length);
-          chunks.set(stale);
-          chunks.set(staleDisk.map((b) => chunkOfDiskBlock(b, memoryPages)), stale.length);
+          const chunks = chunksOf(stale, staleDisk, memoryPages);
           const disk = await diskStopped;
-          const stopHashes = stoppedState.then((p) => {
-            const all = new BigUint64Array(chunks.length);
-            all.set(p.stopHashes);
-            all.set(disk.stopHashes, stale.length);
-            return all;
-          });
+          const stopHashes = stoppedState.then((p) => withDiskStopHashes(p.stopHashes, disk));
           const memoryDigest = stoppedState.then((p) => p.memoryDigest);
           // Awaited by whoever needs them (the page frames, the retire); a failure must not go unhandled before.
           for (const p of [stopHashes, memoryDigest]) p.catch(() => undefined);

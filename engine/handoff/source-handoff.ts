@@ -13,7 +13,7 @@ import type { StreamControl } from './stream-control.js';
 import { StoppedPageService, type StoppedPlan } from '../postcopy/stopped-page-service.js';
 import { sourcePostCopyRecord, targetPostCopyRecord } from '../postcopy/postcopy-records.js';
 import { pageRuns, runPages, splitChunks } from '../postcopy/plan.js';
-import { MAX_POST_COPY_DISK_BLOCKS, readStoppedDiskBlocks } from '../postcopy/stopped-disk-blocks.js';
+import { MAX_POST_COPY_DISK_BLOCKS, readStoppedDiskBlocks, withDiskStopHashes } from '../postcopy/stopped-disk-blocks.js';
 import { loadHash64 } from '../pipeline/checksum.js';
 import { hashListedPages } from '../memory/memory-tracker.js';
 import { PageHashTable } from '../memory/page-hash-table.js';
@@ -282,12 +282,7 @@ export class SourceHandoffs {
         const stopHashes = Promise.all([
           hashListedPages(vm.files.ramFile, pool, stale.pages, new PageHashTable(memoryPages)),
           loadHash64().then((hash64) => readStoppedDiskBlocks(vm.disk, stale.diskBlocks, hash64)),
-        ]).then(([memory, disk]) => {
-          const all = new BigUint64Array(pages.length);
-          all.set(memory);
-          all.set(disk.stopHashes, memory.length);
-          return all;
-        });
+        ]).then(([memory, disk]) => withDiskStopHashes(memory, disk));
         const memoryDigest = pool.digestFile(vm.files.ramFile, vm.base.manifest.memory.sizeBytes);
         // Awaited by whoever needs them (the page frames, the retire); a failure must not go unhandled before.
         for (const p of [stopHashes, memoryDigest]) p.catch(() => undefined);

@@ -13,7 +13,7 @@ import { FrameDecoder, FrameType, WIRE_PROTOCOL, WIRE_VERSION, encodeFrame, type
 import type { DataEndpoint } from '../wire/overlay-sender.js';
 import { FaultServer, nativePostCopy } from './fault-server.js';
 import { blockHash, isZeroBlock } from '../image/image-digest.js';
-import { chunkOfDiskBlock, lowerBound, pageRuns, planPosition, runPages, splitChunks, type PostCopyPlan } from './plan.js';
+import { chunkOfDiskBlock, chunksOf, lowerBound, pageRuns, planPosition, runPages, splitChunks, type PostCopyPlan } from './plan.js';
 
 /** Arrivals of one page that fail its hash before the fetch gives up (the guest stays frozen on it; the source keeps its copy). */
 const MAX_REFUSALS = 5;
@@ -97,11 +97,16 @@ export class PostCopyFetch {
       const pages = runPages(runs, stale.pages.length);
       // The disk's stale blocks: missing at the VM host from now on (its reads of them wait), or
       // for a restarted worker, what the host still lacks.
-      if (o.disk && stale.diskBlocks.length > 0 && !o.recovering) await o.disk.host.markMissing([...stale.diskBlocks]);
-      const blocks = o.disk && stale.diskBlocks.length > 0 ? await o.disk.host.missingBlocks() : [];
-      missing = new Uint32Array(pages.length + blocks.length);
-      missing.set(pages);
-      missing.set(blocks.map((b) => chunkOfDiskBlock(b, o.memoryPages)), pages.length);
+      // (Fresh, that is the plan's: no round trip to ask back on the stop's path.)
+      let blocks: ArrayLike<number> = [];
+      if (o.disk && stale.diskBlocks.length > 0) {
+        if (o.recovering) blocks = await o.disk.host.missingBlocks();
+        else {
+          await o.disk.host.markMissing([...stale.diskBlocks]);
+          blocks = stale.diskBlocks;
+        }
+      }
+      missing = chunksOf(pages, blocks, o.memoryPages);
       for (const i of missing) {
         if (planPosition(o.plan, i) < 0) throw new HandoffError('STATE_MISMATCH', i < o.memoryPages ? `page ${i} of ${o.ramFile} is a hole the post-copy plan does not name` : `disk block ${i - o.memoryPages} is missing at the VM host and the post-copy plan does not name it`);
       }

@@ -16,6 +16,14 @@ export function chunkOfDiskBlock(block: number, memoryPages: number): number {
   return memoryPages + block;
 }
 
+/** Stale pages and stale disk blocks (both ascending) as one ascending list of chunks: the pages, then the blocks past the memory. */
+export function chunksOf(pages: ArrayLike<number>, diskBlocks: ArrayLike<number>, memoryPages: number): Uint32Array {
+  const chunks = new Uint32Array(pages.length + diskBlocks.length);
+  chunks.set(pages);
+  for (let k = 0; k < diskBlocks.length; k++) chunks[pages.length + k] = chunkOfDiskBlock(diskBlocks[k]!, memoryPages);
+  return chunks;
+}
+
 /** A plan's chunks split back into memory pages and disk blocks (both ascending). */
 export function splitChunks(chunks: Uint32Array, memoryPages: number): { pages: Uint32Array; diskBlocks: Uint32Array } {
   const at = lowerBound(chunks, memoryPages);

@@ -41,6 +41,14 @@ export async function readStoppedDiskBlocks(disk: { readBlock(index: number, int
 
 const READS_AT_ONCE = 64;
 
+/** The stop hashes of a plan's chunks (chunksOf's order): the stale pages', then the stale disk blocks'. */
+export function withDiskStopHashes(pages: BigUint64Array, disk: Pick<StoppedDiskBlocks, 'stopHashes'>): BigUint64Array {
+  const all = new BigUint64Array(pages.length + disk.stopHashes.length);
+  all.set(pages);
+  all.set(disk.stopHashes, pages.length);
+  return all;
+}
+
 /**
  * The end frame's stale disk blocks as the target uses them: the blocks (ascending, each inside
  * the disk) and each one's SHA-256 as stopped (null: all zeros).

@@ -6,7 +6,7 @@ import { PageHashTable } from '../memory/page-hash-table.js';
 import type { CloudletTls } from '../wire/cloudlet-tls.js';
 import type { PostCopyEnd } from '../wire/overlay-sender.js';
 import { ARRIVED_RECORD_BYTES, PostCopyFetch, type DiskFill } from './page-fetcher.js';
-import { chunkOfDiskBlock, runPages } from './plan.js';
+import { chunksOf, runPages } from './plan.js';
 import { staleDiskOf } from './stopped-disk-blocks.js';
 import { TARGET_ARRIVED_FILE, TARGET_HELD_HASHES_FILE, targetPostCopyRecord, type TargetPostCopyRecord } from './postcopy-records.js';
 
@@ -49,7 +49,7 @@ export async function startTargetPostCopy(
   const journal = await open(join(p.vmDir, TARGET_ARRIVED_FILE), 'w');
   const fetch = await PostCopyFetch.start({
     handoffId: p.handoffId, source: { host: p.end.host, port: p.end.port, cloudlet: p.source }, tls: p.tls, qemuPid: p.qemuPid, ramFile: p.ramFile,
-    memoryPages: p.memoryPages, plan: { pages: withDiskChunks(pages, staleDisk.blocks, p.memoryPages) }, held: { table: p.held, journal: journal.fd },
+    memoryPages: p.memoryPages, plan: { pages: chunksOf(pages, staleDisk.blocks, p.memoryPages) }, held: { table: p.held, journal: journal.fd },
     ...(staleDisk.blocks.length > 0 ? { disk: { host: p.disk, sha256: staleDisk.sha256 } } : {}), ...(p.log ? { log: p.log } : {}),
   }).catch(async (err: unknown) => {
     await journal.close();
@@ -83,7 +83,7 @@ export async function recoverTargetPostCopy(p: TargetPostCopyPlace): Promise<{ r
   const staleDisk = staleDiskOf(record.staleDisk, p.diskBlocks);
   const fetch = await PostCopyFetch.start({
     handoffId: p.handoffId, source: { host: record.host, port: record.port, cloudlet: record.source }, tls: p.tls, qemuPid: p.qemuPid, ramFile: p.ramFile,
-    memoryPages: p.memoryPages, plan: { pages: withDiskChunks(runPages(record.staleRuns, p.memoryPages), staleDisk.blocks, p.memoryPages) }, recovering: true,
+    memoryPages: p.memoryPages, plan: { pages: chunksOf(runPages(record.staleRuns, p.memoryPages), staleDisk.blocks, p.memoryPages) }, recovering: true,
     ...(staleDisk.blocks.length > 0 ? { disk: { host: p.disk, sha256: staleDisk.sha256 } } : {}),
     ...(table ? { held: { table, journal: journal.fd } } : {}), ...(p.log ? { log: p.log } : {}),
   }).catch(async (err: unknown) => {
@@ -92,14 +92,6 @@ export async function recoverTargetPostCopy(p: TargetPostCopyPlace): Promise<{ r
   });
   void fetch.done.finally(() => journal.close()).catch(() => undefined);
   return { record, fetch };
-}
-
-/** A plan's chunks: the stale pages, then the stale disk blocks past the memory (plan.ts). */
-function withDiskChunks(pages: Uint32Array, blocks: Uint32Array, memoryPages: number): Uint32Array {
-  const chunks = new Uint32Array(pages.length + blocks.length);
-  chunks.set(pages);
-  chunks.set(blocks.map((b) => chunkOfDiskBlock(b, memoryPages)), pages.length);
-  return chunks;
 }
 
 /** Adds to the VM's post-copy record how the VM resumed, or what the fetch reported once done. */
