@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BLOCK_SIZE } from '../engine/blocks.js';
 import { Cloudlet } from '../engine/cloudlet/cloudlet.js';
-import { armDirtyLog, ramMappings, type DirtyLog } from '../engine/memory/dirty-log.js';
+import { armDirtyLog, ascendingPages, ramMappings, type DirtyLog } from '../engine/memory/dirty-log.js';
 import { MemoryTracker, changedShare, type BasePageHashes, type ScanPool } from '../engine/memory/memory-tracker.js';
 import { PageHashTable, ZERO_PAGE_SHA } from '../engine/memory/page-hash-table.js';
 import { loadHash64 } from '../engine/pipeline/checksum.js';
@@ -176,6 +176,43 @@ test('with a log, a scan after the whole one hashes what the log reports and wha
     assert.deepEqual(await tracker.changedPagesOnPool(path, pool), [2222]);
     assert.ok(scanned.length > 0 && scanned.every((s) => s.among === undefined), 'a whole scan');
     assert.equal(tracker.dirtyLogFailure, 'PAGEMAP_SCAN failed');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("the log's walks become one ascending list without repeats, whatever order and overlap they came in", () => {
+  const list = (...p: number[]) => Uint32Array.from(p);
+  const ascending = list(1, 5, 9);
+  assert.equal(ascendingPages([ascending]), ascending, 'an ascending walk is taken as it is');
+  assert.deepEqual([...ascendingPages([list(1, 5, 9, 5, 6, 12)])], [1, 5, 6, 9, 12], 'a walk that went back over pages');
+  assert.deepEqual([...ascendingPages([list(300, 7), list(7, 2)])], [2, 7, 300], 'overlapping mappings');
+  assert.deepEqual([...ascendingPages([list(), list()])], []);
+});
+
+test('a log that reports a page past the RAM file is not trusted: every scan reads the whole file from then on', async () => {
+  const hash = await loadHash64();
+  const dir = await mkdtemp(join(tmpdir(), 'ehoff-test-dirtylog-'));
+  try {
+    const pages = 1024;
+    const path = join(dir, 'ram');
+    await writeFile(path, Buffer.alloc(pages * BLOCK_SIZE));
+    const sha = new PageHashTable(pages);
+    for (let i = 0; i < pages; i++) sha.set(i, ZERO_PAGE_SHA);
+    const tracker = MemoryTracker.fromBase({ held: new BigUint64Array(pages).fill(hash(Buffer.alloc(BLOCK_SIZE))), sha }, hash);
+    const scanned: Array<number[] | undefined> = [];
+    const pool: ScanPool = { threads: 1, changedPages: (task) => (scanned.push(task.among && Array.from(task.among)), changedShare(task, hash)) };
+    const log = new ScriptedLog();
+    tracker.useDirtyLog(log);
+    assert.deepEqual(await tracker.changedPagesOnPool(path, pool), [], 'the first, whole scan');
+    const fh = await open(path, 'r+');
+    await fh.write(Buffer.alloc(BLOCK_SIZE, 9), 0, BLOCK_SIZE, 3 * BLOCK_SIZE);
+    await fh.close();
+    log.written = [3, pages];
+    scanned.length = 0;
+    assert.deepEqual(await tracker.changedPagesOnPool(path, pool), [3], 'the written page, found by reading everything');
+    assert.deepEqual(scanned, [undefined], 'a whole scan, not the listed pages');
+    assert.equal(tracker.dirtyLogFailure, `the dirty log reported page ${pages}, past the RAM file's ${pages} pages`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

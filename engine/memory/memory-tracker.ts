@@ -172,6 +172,12 @@ export class MemoryTracker {
       this.logFailure = (err as Error).message;
       return null;
     }
+    // Ascending: the last is the highest. A page past the file is a log that cannot be trusted.
+    const highest = written.at(-1);
+    if (highest !== undefined && highest >= this.pages) {
+      this.logFailure = `the dirty log reported page ${highest}, past the RAM file's ${this.pages} pages`;
+      return null;
+    }
     if (this.unsent.size === 0) return written;
     const all = new Set(this.unsent);
     for (const i of written) all.add(i);
