@@ -23,6 +23,9 @@ const reportSchema = z.object({
   rows: z.array(benchRowSchema),
   details: z.array(z.record(z.string(), z.unknown())).default([]),
   floors: z.record(z.string(), z.unknown()).optional(),
+  wallSeconds: z.number().default(0),
+  segments: z.array(z.unknown()).optional(),
+  code: z.object({ commit: z.string(), dirty: z.boolean() }).optional(),
 });
 
 const WORKLOAD_ORDER = ['idle', 'kvstore', 'imageproc', 'fluid', 'logger'];
@@ -49,7 +52,11 @@ async function main(): Promise<void> {
       const details = report.details.filter((d) => d['workload'] === row.workload && d['mbps'] === row.mbps && d['system'] === row.system);
       cells.set(key, { row, from: basename(file), details });
     }
-    sources.push({ file: basename(file), generatedAt: report.generatedAt, rows: report.rows.length });
+    sources.push({
+      file: basename(file), generatedAt: report.generatedAt, rows: report.rows.length, wallSeconds: report.wallSeconds,
+      ...(report.segments ? { segments: report.segments.length } : {}),
+      ...(report.code ? { commit: `${report.code.commit.slice(0, 12)}${report.code.dirty ? ' (local changes)' : ''}` } : {}),
+    });
   }
   const order = (r: BenchRow) => [WORKLOAD_ORDER.indexOf(r.workload), r.mbps, SYSTEMS.indexOf(r.system)];
   const merged = [...cells.values()].sort((a, b) => {
@@ -61,7 +68,8 @@ async function main(): Promise<void> {
   await writeReportFiles(`handoff-bench-${values.label}`, {
     generatedAt: new Date().toISOString(),
     finished: true,
-    wallSeconds: 0,
+    // The measuring time of every run merged, those whose rows were all replaced included.
+    wallSeconds: sources.reduce((t, s) => t + (s.wallSeconds ?? 0), 0),
     memoryMiB: first!.memoryMiB,
     warmupSeconds: first!.warmupSeconds,
     rttMs: first!.rttMs,
@@ -71,7 +79,7 @@ async function main(): Promise<void> {
     sources,
   });
   console.log(markdownTable(rows));
-  console.error(`wrote docs/bench/handoff-bench-${values.label}.json and .svg from ${sources.map((s) => `${s.file} (${s.rows} rows)`).join(', ')}`);
+  console.error(`wrote docs/bench/handoff-bench-${values.label}.json and .svg from ${sources.map((s) => `${s.file} (${s.rows} rows${s.commit ? ` at ${s.commit}` : ''})`).join(', ')}`);
 }
 
 main().catch((err) => {

@@ -60,7 +60,7 @@ export interface BenchReport {
   details: Record<string, unknown>[];
   floors?: Record<string, unknown>;
   /** A merged report: which run each row came from. */
-  sources?: Array<{ file: string; generatedAt: string; rows: number }>;
+  sources?: Array<{ file: string; generatedAt: string; rows: number; commit?: string; wallSeconds?: number; segments?: number }>;
 }
 
 /** What one invocation measures: the matrix and the testbed (bench/handoff-bench.ts parses them). */
