@@ -216,7 +216,19 @@ async function main(): Promise<void> {
         // The hybrid (post-copy allowed, the default handoff of this benchmark), then pre-copy alone.
         for (const system of (['handoff', 'handoff-precopy'] as const).filter((s) => todo.includes(s))) {
           const postCopy = system === 'handoff' ? 'auto' : 'never';
-          const h = await runProjectHandoff({ cluster, baseImageId: base.id, workload, warmupSeconds, vmId: `bench-${workload.name}-${mbps}-${postCopy}`, postCopy, log });
+          let h: Awaited<ReturnType<typeof runProjectHandoff>>;
+          try {
+            h = await runProjectHandoff({ cluster, baseImageId: base.id, workload, warmupSeconds, vmId: `bench-${workload.name}-${mbps}-${postCopy}`, postCopy, log });
+          } catch (err) {
+            if (interrupted) throw err;
+            // A failed handoff is a result (the VM ran on at A): recorded, and the run goes on.
+            const why = err instanceof Error ? err.message : String(err);
+            rows.push({ ...cell, system, totalSeconds: 0, downtimeSeconds: null, guestGapSeconds: null, wireBytes: 0, cpuSeconds: null, completed: false, guestContinued: null, failed: why });
+            details.push({ ...cell, system, failed: why });
+            log(`  ${system}: FAILED — ${why}`);
+            await writeReport(false);
+            continue;
+          }
           const r = h.result;
           const pc = r.postCopy;
           const resentPages = r.epochs.reduce((n, e) => n + e.resentMemoryPages, 0) + (pc?.stalePagesSentBefore ?? 0);
@@ -241,7 +253,7 @@ async function main(): Promise<void> {
           await writeReport(false);
         }
 
-        const handoffRow = rows.find((r) => r.workload === workload.name && r.mbps === mbps && r.system === 'handoff');
+        const handoffRow = rows.find((r) => r.workload === workload.name && r.mbps === mbps && r.system === 'handoff' && !r.failed);
         const handoffSeconds = handoffRow ? handoffRow.totalSeconds : null;
         for (const system of (['qemu-tuned', 'qemu-classic'] as QemuSystem[]).filter((s) => todo.includes(s))) {
           // Each is bounded at a multiple of the handoff's time, its target ratio: past it, the

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { degradation, workRate, type WorkSample } from '../bench/handoff/work-rate.js';
-import { memoryLabel, parseGuestMemory } from '../bench/handoff/report.js';
+import { markdownTable, memoryLabel, parseGuestMemory, type BenchRow } from '../bench/handoff/report.js';
 import { resumeRefusal, segmentsSoFar } from '../bench/handoff/resume.js';
 import { parseHeartbeatLine } from '../engine/vm/heartbeat-line.js';
 
@@ -91,4 +91,15 @@ test('a guest whose beats stop after the resume is degraded for as long as it wa
   const before = beats(0, 20_000, 1_000);
   const after = beats(21_000, 21_200, 1_000, 20_000);
   assert.deepEqual(degradation({ before, after, handoffStartedAtMs: 20_000, resumedAtMs: 21_000, watchedUntilMs: 51_000 }), { kind: 'not-recovered', seconds: 30, rateBefore: 1_000 });
+});
+
+test("a failed handoff is a row of the table that says so, and no other row's ratio is taken against it", () => {
+  const cell = { workload: 'fluid', mbps: 5 };
+  const rows: BenchRow[] = [
+    { ...cell, system: 'handoff', totalSeconds: 0, downtimeSeconds: null, guestGapSeconds: null, wireBytes: 0, cpuSeconds: null, completed: false, guestContinued: null, failed: "handoff failed at step 'stream'" },
+    { ...cell, system: 'qemu-tuned', totalSeconds: 75, downtimeSeconds: 2, guestGapSeconds: 2.1, wireBytes: 46e6, cpuSeconds: 118, completed: true, guestContinued: true },
+  ];
+  const [failed, tuned] = markdownTable(rows).split('\n').slice(2);
+  assert.match(failed!, /^\| fluid \| 5 \| handoff \| \*\*failed\*\* \|/);
+  assert.match(tuned!, /^\| fluid \| 5 \| qemu-tuned \| 75\.0 \| — \|/);
 });

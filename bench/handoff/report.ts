@@ -36,6 +36,11 @@ export const benchRowSchema = z.object({
   degraded: z.object({ seconds: z.number(), recovered: z.boolean() }).nullable().optional(),
   /** What a QEMU row really ran, as QEMU reported its settings back. */
   settings: z.string().optional(),
+  /**
+   * The handoff failed, and why (the VM ran on at the source): the run records it and goes on
+   * with the next row rather than losing hours to one failure. Its figures are then not measured.
+   */
+  failed: z.string().optional(),
 });
 export type BenchRow = z.infer<typeof benchRowSchema>;
 
@@ -105,7 +110,7 @@ export async function writeReportFiles(name: string, report: BenchReport): Promi
   const json = join(BENCH_DIR, `${name}.json`);
   await writeFile(`${json}.partial`, JSON.stringify(report, null, 2) + '\n');
   await rename(`${json}.partial`, json);
-  const bars = report.rows.map((row) => ({ group: `${row.workload} @ ${row.mbps} Mbit/s`, series: row.system, seconds: row.totalSeconds, lowerBound: !row.completed }));
+  const bars = report.rows.filter((row) => !row.failed).map((row) => ({ group: `${row.workload} @ ${row.mbps} Mbit/s`, series: row.system, seconds: row.totalSeconds, lowerBound: !row.completed }));
   const title = `VM handoff over a tc-shaped WAN${report.rttMs > 0 ? `, ${report.rttMs} ms RTT` : ''}: total time (${memoryLabel(report.memoryMiB)} guest, 8 GiB disk)`;
   await writeFile(join(BENCH_DIR, `${name}.svg`), totalTimeChart(title, [...report.systems], bars));
 }
@@ -117,7 +122,11 @@ export function markdownTable(rows: BenchRow[]): string {
     '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of rows) {
-    const h = rows.find((x) => x.workload === r.workload && x.mbps === r.mbps && x.system === 'handoff');
+    if (r.failed) {
+      lines.push(`| ${r.workload} | ${r.mbps} | ${r.system} | **failed** | — | — | — | — | — | — | — | — | — |`);
+      continue;
+    }
+    const h = rows.find((x) => x.workload === r.workload && x.mbps === r.mbps && x.system === 'handoff' && !x.failed);
     const ratio = h ? (r.totalSeconds / h.totalSeconds).toFixed(2) : '—';
     const s = (v: number | null | undefined) => (v === null || v === undefined ? '—' : v.toFixed(2));
     const degraded = r.degraded ? `${r.degraded.recovered ? '' : '≥ '}${r.degraded.seconds.toFixed(2)}` : '—';
