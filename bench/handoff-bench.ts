@@ -247,7 +247,7 @@ async function main(): Promise<void> {
             resentBytes: resentPages * 4096,
             degraded: degradedOf(h.degradation),
           });
-          details.push({ ...cell, system, resentDiskBlocks: r.epochs.reduce((n, e) => n + e.resentDiskBlocks, 0), downtimeBreakdown: r.downtimeBreakdown, guestGapParts: r.guestGapParts, precopy: r.precopy, epochs: r.epochs, modeSwitches: r.modeSwitches.map((s) => `${s.from}→${s.to}`), bytesSent: r.bytesSent, stages: r.stages, postCopy: pc, degradation: h.degradation });
+          details.push({ ...cell, system, resentDiskBlocks: r.epochs.reduce((n, e) => n + e.resentDiskBlocks, 0), downtimeBreakdown: r.downtimeBreakdown, guestGapParts: r.guestGapParts, precopy: r.precopy, epochs: r.epochs, modeSwitches: r.modeSwitches.map((s) => `${s.from}→${s.to}`), bytesSent: r.bytesSent, stages: r.stages, postCopy: pc, degradation: h.degradation, steps: r.steps.map((x) => ({ step: x.step, ms: x.endedAt === undefined ? null : x.endedAt - x.startedAt })) });
           const g = r.guestGapParts;
           log(`  ${system}: ${fmt(rows.at(-1)!)} (${r.precopy.stopReason}, ${r.epochs.length} epochs; guest gap across the stop ${g.acrossStopMs} ms = ${g.beforePauseMs} before the pause + downtime + ${g.afterResumeMs} after cont${pc ? `; post-copy: ${pc.stalePages} pages after the resume, ${pc.fetch.remoteFaults} on demand, median ${pc.fetch.faultLatencyMedianMs} ms, all in ${(pc.fetch.ms / 1000).toFixed(1)} s` : ''})`);
           await writeReport(false);
