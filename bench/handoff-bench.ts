@@ -7,6 +7,7 @@ import { startEmbeddedCluster } from '../infra/embedded-cluster.js';
 import { PREFIX, STATE_DIR } from '../infra/paths.js';
 import { extractOverlay, xzSize, type FloorMeasurement } from './handoff/floor.js';
 import { runProjectHandoff } from './handoff/project-handoff.js';
+import { HandoffFailedError } from '../client/start-handoff.js';
 import { runQemuMigration, type QemuSystem } from './handoff/qemu-migration.js';
 import { SYSTEMS, markdownTable, memoryLabel, parseGuestMemory, writeReportFiles, type BenchOptions, type BenchRow, type System } from './handoff/report.js';
 import { codeIdentity, loadResumable, segmentsSoFar, type Resumable } from './handoff/resume.js';
@@ -220,9 +221,11 @@ async function main(): Promise<void> {
           try {
             h = await runProjectHandoff({ cluster, baseImageId: base.id, workload, warmupSeconds, vmId: `bench-${workload.name}-${mbps}-${postCopy}`, postCopy, log });
           } catch (err) {
-            if (interrupted) throw err;
-            // A failed handoff is a result (the VM ran on at A): recorded, and the run goes on.
-            const why = err instanceof Error ? err.message : String(err);
+            // A handoff whose workflow failed is a result (its message says where the VM is):
+            // recorded, and the run goes on. Anything else — the cluster, the testbed, this
+            // benchmark — ends the run, as it would fail every row after it.
+            if (interrupted || !(err instanceof HandoffFailedError)) throw err;
+            const why = err.message;
             rows.push({ ...cell, system, totalSeconds: 0, downtimeSeconds: null, guestGapSeconds: null, wireBytes: 0, cpuSeconds: null, completed: false, guestContinued: null, failed: why });
             details.push({ ...cell, system, failed: why });
             log(`  ${system}: FAILED — ${why}`);

@@ -37,8 +37,9 @@ export const benchRowSchema = z.object({
   /** What a QEMU row really ran, as QEMU reported its settings back. */
   settings: z.string().optional(),
   /**
-   * The handoff failed, and why (the VM ran on at the source): the run records it and goes on
-   * with the next row rather than losing hours to one failure. Its figures are then not measured.
+   * The handoff's workflow failed, and why (its reason says where the VM is): the run records it
+   * and goes on with the next row rather than losing hours to one failure. Its figures are then
+   * not measured.
    */
   failed: z.string().optional(),
 });

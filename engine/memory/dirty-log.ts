@@ -103,8 +103,10 @@ class KernelDirtyLog implements DirtyLog {
  * The pages of one or more walks as one ascending list without repeats. Several mappings of the
  * file may overlap; and one walk over a fast writer is not ascending: under fluid (16,000 pages
  * an epoch) a walk's calls listed pages up to 262,084 and then 13 more from 153,607 on, below
- * what they had listed (this code resumes each call at the kernel's `walk_end`). A page listed
- * twice costs nothing, and nothing was missed (the target's digest of that handoff matched), but
+ * what they had listed: a PAGEMAP_SCAN call can return a `walk_end` behind what it walked (by
+ * Linux's do_pagemap_scan, it keeps the first pass's stop), and the next call, resuming there,
+ * lists the pages written since again. A page listed twice costs nothing, and none is missed
+ * (a page is protected again only once listed; the target's digest of that handoff matched), but
  * the changed-pages scan refuses such a list: the log's contract is restored here.
  */
 export function ascendingPages(parts: readonly Uint32Array[]): Uint32Array {

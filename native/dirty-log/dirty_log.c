@@ -9,7 +9,10 @@
  *   arm(pid, start: bigint, length: number): registers [start, start + length) of QEMU's address
  *     space for write-protection and protects all of it: from now on, only writes count.
  *   collect(pid, start: bigint, length: number): Uint32Array of the pages (index from start)
- *     written since the last arm or collect, ascending; they are protected again.
+ *     written since the last arm or collect; they are protected again. Ascending within one
+ *     PAGEMAP_SCAN call, not across them: a call can return a walk_end behind what it walked,
+ *     and the next call, resuming there, lists again the pages written since — repeats, never a
+ *     page missed (engine/memory/dirty-log.ts ascendingPages makes the list ascending).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
