@@ -99,17 +99,31 @@ class ScriptedLog implements DirtyLog {
   }
 }
 
-test('with a log, a scan after the whole one hashes what the log reports and what was found but not sent', async () => {
+/** A RAM file of zero pages in a temp dir, a tracker of it whose base is all zeros, and a way to write a page. */
+async function zeroRam(pages: number) {
   const hash = await loadHash64();
   const dir = await mkdtemp(join(tmpdir(), 'ehoff-test-dirtylog-'));
+  const path = join(dir, 'ram');
+  await writeFile(path, Buffer.alloc(pages * BLOCK_SIZE));
+  const sha = new PageHashTable(pages);
+  for (let i = 0; i < pages; i++) sha.set(i, ZERO_PAGE_SHA);
+  const base: BasePageHashes = { held: new BigUint64Array(pages).fill(hash(Buffer.alloc(BLOCK_SIZE))), sha };
+  return {
+    hash,
+    path,
+    tracker: MemoryTracker.fromBase(base, hash),
+    async write(index: number, byte: number): Promise<void> {
+      const fh = await open(path, 'r+');
+      await fh.write(Buffer.alloc(BLOCK_SIZE, byte), 0, BLOCK_SIZE, index * BLOCK_SIZE);
+      await fh.close();
+    },
+    remove: () => rm(dir, { recursive: true, force: true }),
+  };
+}
+
+test('with a log, a scan after the whole one hashes what the log reports and what was found but not sent', async () => {
+  const { hash, path, tracker, write, remove } = await zeroRam(4096);
   try {
-    const pages = 4096;
-    const path = join(dir, 'ram');
-    await writeFile(path, Buffer.alloc(pages * BLOCK_SIZE));
-    const zero = hash(Buffer.alloc(BLOCK_SIZE));
-    const sha = new PageHashTable(pages);
-    for (let i = 0; i < pages; i++) sha.set(i, ZERO_PAGE_SHA);
-    const base: BasePageHashes = { held: new BigUint64Array(pages).fill(zero), sha };
     const scanned: Array<{ from: number; to: number; among?: number[] }> = [];
     const pool: ScanPool = {
       threads: 2,
@@ -118,12 +132,6 @@ test('with a log, a scan after the whole one hashes what the log reports and wha
         return changedShare(task, hash);
       },
     };
-    const write = async (index: number, byte: number) => {
-      const fh = await open(path, 'r+');
-      await fh.write(Buffer.alloc(BLOCK_SIZE, byte), 0, BLOCK_SIZE, index * BLOCK_SIZE);
-      await fh.close();
-    };
-    const tracker = MemoryTracker.fromBase(base, hash);
     const log = new ScriptedLog();
     tracker.useDirtyLog(log);
 
@@ -177,7 +185,7 @@ test('with a log, a scan after the whole one hashes what the log reports and wha
     assert.ok(scanned.length > 0 && scanned.every((s) => s.among === undefined), 'a whole scan');
     assert.equal(tracker.dirtyLogFailure, 'PAGEMAP_SCAN failed');
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    await remove();
   }
 });
 
@@ -191,30 +199,55 @@ test("the log's walks become one ascending list without repeats, whatever order 
 });
 
 test('a log that reports a page past the RAM file is not trusted: every scan reads the whole file from then on', async () => {
-  const hash = await loadHash64();
-  const dir = await mkdtemp(join(tmpdir(), 'ehoff-test-dirtylog-'));
+  const pages = 1024;
+  const { hash, path, tracker, write, remove } = await zeroRam(pages);
   try {
-    const pages = 1024;
-    const path = join(dir, 'ram');
-    await writeFile(path, Buffer.alloc(pages * BLOCK_SIZE));
-    const sha = new PageHashTable(pages);
-    for (let i = 0; i < pages; i++) sha.set(i, ZERO_PAGE_SHA);
-    const tracker = MemoryTracker.fromBase({ held: new BigUint64Array(pages).fill(hash(Buffer.alloc(BLOCK_SIZE))), sha }, hash);
     const scanned: Array<number[] | undefined> = [];
     const pool: ScanPool = { threads: 1, changedPages: (task) => (scanned.push(task.among && Array.from(task.among)), changedShare(task, hash)) };
     const log = new ScriptedLog();
     tracker.useDirtyLog(log);
     assert.deepEqual(await tracker.changedPagesOnPool(path, pool), [], 'the first, whole scan');
-    const fh = await open(path, 'r+');
-    await fh.write(Buffer.alloc(BLOCK_SIZE, 9), 0, BLOCK_SIZE, 3 * BLOCK_SIZE);
-    await fh.close();
+    await write(3, 9);
     log.written = [3, pages];
     scanned.length = 0;
     assert.deepEqual(await tracker.changedPagesOnPool(path, pool), [3], 'the written page, found by reading everything');
     assert.deepEqual(scanned, [undefined], 'a whole scan, not the listed pages');
     assert.equal(tracker.dirtyLogFailure, `the dirty log reported page ${pages}, past the RAM file's ${pages} pages`);
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    await remove();
+  }
+});
+
+test('a scan of the listed pages that fails gives way to a whole scan: the handoff goes on, and never trusts the log again', async () => {
+  const { hash, path, tracker, write, remove } = await zeroRam(1024);
+  try {
+    const scanned: Array<number[] | undefined> = [];
+    let refuseListed = true;
+    const pool: ScanPool = {
+      threads: 1,
+      changedPages: async (task) => {
+        scanned.push(task.among && Array.from(task.among));
+        if (task.among && refuseListed) throw new Error('page_scan.changedAmong: among must ascend');
+        return changedShare(task, hash);
+      },
+    };
+    const log = new ScriptedLog();
+    tracker.useDirtyLog(log);
+    assert.deepEqual(await tracker.changedPagesOnPool(path, pool), [], 'the first, whole scan');
+    await write(5, 1);
+    await write(600, 2);
+    log.written = [5];
+    scanned.length = 0;
+    assert.deepEqual(await tracker.changedPagesOnPool(path, pool), [5, 600], 'both written pages, the unlisted one too');
+    assert.deepEqual(scanned, [[5], undefined], 'the listed scan, refused, then a whole one');
+    assert.equal(tracker.dirtyLogFailure, 'a scan of the pages the log listed failed: page_scan.changedAmong: among must ascend');
+    refuseListed = false;
+    log.written = [5];
+    scanned.length = 0;
+    await tracker.changedPagesOnPool(path, pool);
+    assert.deepEqual(scanned, [undefined], 'from then on only whole scans');
+  } finally {
+    await remove();
   }
 });
 

@@ -1,4 +1,5 @@
-import { BLOCK_SIZE } from '../blocks.js';
+import type { DiskBlocks } from '../disk/disk-blocks.js';
+import { readBlocksInOrder } from '../disk/read-blocks.js';
 import { HandoffError } from '../errors.js';
 import { blockHash, isZeroBlock } from '../image/image-digest.js';
 import { runPages } from './plan.js';
@@ -23,23 +24,15 @@ export interface StoppedDiskBlocks {
  * SHA-256 goes ahead in the end frame, so the target can check the disk it holds, stale blocks
  * counted as what they will be, before it runs the VM.
  */
-export async function readStoppedDiskBlocks(disk: { readBlock(index: number, into: Buffer): Promise<Buffer> }, blocks: Uint32Array, hash64: (d: Uint8Array) => bigint): Promise<StoppedDiskBlocks> {
+export async function readStoppedDiskBlocks(disk: Pick<DiskBlocks, 'readBlock'>, blocks: Uint32Array, hash64: (d: Uint8Array) => bigint): Promise<StoppedDiskBlocks> {
   const stopHashes = new BigUint64Array(blocks.length);
   const sha256: Array<Buffer | null> = new Array(blocks.length).fill(null);
-  // On the stop's path (the end frame waits for the SHA-256s): READS_AT_ONCE reads in flight
-  // keep the thread pool busy, where one after another would wait on each.
-  for (let k = 0; k < blocks.length; k += READS_AT_ONCE) {
-    const some = blocks.subarray(k, k + READS_AT_ONCE);
-    const read = await Promise.all(Array.from(some, (b) => disk.readBlock(b, Buffer.allocUnsafe(BLOCK_SIZE))));
-    for (const [j, buf] of read.entries()) {
-      stopHashes[k + j] = hash64(buf);
-      sha256[k + j] = isZeroBlock(buf) ? null : blockHash(buf);
-    }
-  }
+  await readBlocksInOrder(disk, blocks, (data, k) => {
+    stopHashes[k] = hash64(data);
+    sha256[k] = isZeroBlock(data) ? null : blockHash(data);
+  });
   return { blocks, stopHashes, sha256 };
 }
-
-const READS_AT_ONCE = 64;
 
 /** The stop hashes of a plan's chunks (chunksOf's order): the stale pages', then the stale disk blocks'. */
 export function withDiskStopHashes(pages: BigUint64Array, disk: Pick<StoppedDiskBlocks, 'stopHashes'>): BigUint64Array {
