@@ -9,7 +9,7 @@ import { extractOverlay, xzSize, type FloorMeasurement } from './handoff/floor.j
 import { runProjectHandoff } from './handoff/project-handoff.js';
 import { HandoffFailedError } from '../client/start-handoff.js';
 import { runQemuMigration, type QemuSystem } from './handoff/qemu-migration.js';
-import { cellTable, targetResults, targetsTable } from './handoff/cell-summary.js';
+import { cellTable, targetsReport } from './handoff/cell-summary.js';
 import { SYSTEMS, markdownTable, memoryLabel, parseGuestMemory, writeReportFiles, type BenchOptions, type BenchRow, type System } from './handoff/report.js';
 import { codeIdentity, loadResumable, segmentsSoFar, type Resumable } from './handoff/resume.js';
 import type { Degradation } from './handoff/work-rate.js';
@@ -342,7 +342,7 @@ async function main(): Promise<void> {
 
   await writeReport(true);
   console.log(markdownTable(rows));
-  console.log(`\n${cellTable(rows)}\n\n${targetsTable(targetResults(rows))}`);
+  console.log(`\n${cellTable(rows)}\n\n${targetsReport(rows)}`);
   const { wallSeconds } = segmentsSoFar(prior?.segments, { startedAtMs: startedAt }, Date.now());
   log(`wrote docs/bench/${name}.json and .svg; ${(wallSeconds / 60).toFixed(1)} min of measuring in all${prior ? ` (${prior.segments.length + 1} runs)` : ''}`);
   if (values.json) console.log(JSON.stringify({ rows }));

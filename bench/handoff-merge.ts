@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { cellTable, targetResults, targetsTable } from './handoff/cell-summary.js';
+import { cellTable, targetsReport } from './handoff/cell-summary.js';
 import { SYSTEMS, benchRowSchema, markdownTable, writeReportFiles, type BenchReport, type BenchRow } from './handoff/report.js';
 
 /**
@@ -80,7 +80,7 @@ async function main(): Promise<void> {
     sources,
   });
   console.log(markdownTable(rows));
-  console.log(`\n${cellTable(rows)}\n\n${targetsTable(targetResults(rows))}`);
+  console.log(`\n${cellTable(rows)}\n\n${targetsReport(rows)}`);
   console.error(`wrote docs/bench/handoff-bench-${values.label}.json and .svg from ${sources.map((s) => `${s.file} (${s.rows} rows${s.commit ? ` at ${s.commit}` : ''})`).join(', ')}`);
 }
 

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { cellTable, targetResults, targetsTable } from './handoff/cell-summary.js';
+import { cellTable, targetsReport } from './handoff/cell-summary.js';
 import { benchRowSchema, markdownTable } from './handoff/report.js';
 
 /**
@@ -34,11 +34,7 @@ async function main(): Promise<void> {
   const measured = report.wallSeconds === undefined ? '' : `, ${(report.wallSeconds / 60).toFixed(1)} min of measuring in ${report.segments?.length ?? 1} segment(s)`;
   console.log(`${file}: ${report.rows.length} rows${report.code ? ` at ${report.code.commit.slice(0, 7)}${report.code.dirty ? ' (with local changes)' : ''}` : ''}${measured}\n`);
   console.log(cellTable(report.rows));
-  for (const system of ['handoff', 'handoff-precopy'] as const) {
-    if (!report.rows.some((r) => r.system === system)) continue;
-    console.log(`\nTargets for ${system}:\n`);
-    console.log(targetsTable(targetResults(report.rows, system)));
-  }
+  console.log(`\n${targetsReport(report.rows)}`);
   if (values.full) console.log(`\n${markdownTable(report.rows)}`);
 }
 

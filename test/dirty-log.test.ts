@@ -218,39 +218,6 @@ test('a log that reports a page past the RAM file is not trusted: every scan rea
   }
 });
 
-test('a scan of the listed pages that fails gives way to a whole scan: the handoff goes on, and never trusts the log again', async () => {
-  const { hash, path, tracker, write, remove } = await zeroRam(1024);
-  try {
-    const scanned: Array<number[] | undefined> = [];
-    let refuseListed = true;
-    const pool: ScanPool = {
-      threads: 1,
-      changedPages: async (task) => {
-        scanned.push(task.among && Array.from(task.among));
-        if (task.among && refuseListed) throw new Error('page_scan.changedAmong: among must ascend');
-        return changedShare(task, hash);
-      },
-    };
-    const log = new ScriptedLog();
-    tracker.useDirtyLog(log);
-    assert.deepEqual(await tracker.changedPagesOnPool(path, pool), [], 'the first, whole scan');
-    await write(5, 1);
-    await write(600, 2);
-    log.written = [5];
-    scanned.length = 0;
-    assert.deepEqual(await tracker.changedPagesOnPool(path, pool), [5, 600], 'both written pages, the unlisted one too');
-    assert.deepEqual(scanned, [[5], undefined], 'the listed scan, refused, then a whole one');
-    assert.equal(tracker.dirtyLogFailure, 'a scan of the pages the log listed failed: page_scan.changedAmong: among must ascend');
-    refuseListed = false;
-    log.written = [5];
-    scanned.length = 0;
-    await tracker.changedPagesOnPool(path, pool);
-    assert.deepEqual(scanned, [undefined], 'from then on only whole scans');
-  } finally {
-    await remove();
-  }
-});
-
 describeRealGuest();
 
 /** On a running QEMU guest (kvstore writing 200 records a second), the log against the whole-file truth. */

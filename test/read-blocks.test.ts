@@ -7,7 +7,7 @@ import { readStoppedDiskBlocks } from '../engine/postcopy/stopped-disk-blocks.js
 
 // The stop path's block reads: in flight together, handed on in the order asked for.
 
-/** A disk whose block b holds the byte b, answering late blocks first, counting reads in flight. */
+/** A disk whose block b holds the byte b, answering a batch's first reads last, counting reads in flight. */
 function slowDisk() {
   const seen = { inFlight: 0, most: 0, reads: 0 };
   return {
@@ -15,7 +15,8 @@ function slowDisk() {
     async readBlock(index: number, into: Buffer = Buffer.alloc(BLOCK_SIZE)): Promise<Buffer> {
       seen.inFlight++; seen.reads++;
       seen.most = Math.max(seen.most, seen.inFlight);
-      await sleep(index % 3 === 0 ? 5 : 1);
+      // The first reads of each 64 answer last.
+      await sleep(64 - (seen.reads % 64));
       seen.inFlight--;
       return into.fill(index & 0xff);
     },

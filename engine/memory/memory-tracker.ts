@@ -125,25 +125,10 @@ export class MemoryTracker {
    * pages sent meanwhile is safe: shares cover disjoint pages.
    */
   async *changedPagesByShare(ramPath: string, pool: ScanPool, sharesPerThread: number): AsyncGenerator<Uint32Array> {
-    const shares = pool.threads * sharesPerThread;
+    const held = this.held.buffer as SharedArrayBuffer;
     const listed = this.log && this.wholeScanned && this.logFailure === null ? this.takeCandidates() : null;
     this.unsent.clear();
-    if (listed) {
-      try {
-        yield* this.scanShares(ramPath, pool, listedShares(listed, shares), listed);
-        return;
-      } catch (err) {
-        // A list the scan refused (the native scan checks it ascends inside the file) is a log
-        // not to trust; the whole file still says what changed, so the handoff goes on. Pages
-        // the failed scan already handed out and were sent are held now: not found again.
-        this.logFailure = `a scan of the pages the log listed failed: ${(err as Error).message}`;
-      }
-    }
-    yield* this.scanShares(ramPath, pool, wholeShares(this.pages, shares), null);
-  }
-
-  private async *scanShares(ramPath: string, pool: ScanPool, tasks: Array<{ from: number; to: number; among?: Uint32Array }>, listed: Uint32Array | null): AsyncGenerator<Uint32Array> {
-    const held = this.held.buffer as SharedArrayBuffer;
+    const tasks = listed ? listedShares(listed, pool.threads * sharesPerThread) : wholeShares(this.pages, pool.threads * sharesPerThread);
     let next = 0;
     let finished = false;
     const dispatch = () => {
