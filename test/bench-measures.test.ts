@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { degradation, workRate, type WorkSample } from '../bench/handoff/work-rate.js';
+import { degradation, rateCurve, workRate, type WorkSample } from '../bench/handoff/work-rate.js';
 import { markdownTable, memoryLabel, parseGuestMemory, type BenchRow } from '../bench/handoff/report.js';
 import { resumeRefusal, segmentsSoFar } from '../bench/handoff/resume.js';
 import { parseHeartbeatLine } from '../engine/vm/heartbeat-line.js';
@@ -34,6 +34,12 @@ test('a guest at full pace from its first beat after the resume is degraded only
   const after = beats(21_300, 30_000, 1_000, 21_000);
   const d = degradation({ before, after, handoffStartedAtMs: 20_000, resumedAtMs: 21_000 });
   assert.deepEqual(d, { kind: 'recovered', seconds: 0.3, rateBefore: 1_000 });
+});
+
+test('the rate curve after a resume: second by second, null where a window has too few beats', () => {
+  // Stalled for 1.5 s, then at half pace for a second, then at full pace.
+  const after = [...beats(11_500, 12_500, 500, 0), ...beats(12_550, 15_000, 1_000, 500)];
+  assert.deepEqual(rateCurve(after, 10_000, 5), [null, 500, 700, 1_000, 1_000]);
 });
 
 test('a guest slowed after the resume is degraded until a whole window runs at 90% of its rate before', () => {

@@ -67,3 +67,15 @@ export function degradation(
   const watchedUntil = Math.max(after.at(-1)?.atMs ?? o.resumedAtMs, o.watchedUntilMs ?? 0);
   return { kind: 'not-recovered', seconds: (watchedUntil - o.resumedAtMs) / 1000, rateBefore };
 }
+
+/**
+ * The work rate in consecutive windows of `windowMs` from `fromMs`, `count` of them (null where a
+ * window has too few beats): the curve behind a degraded-seconds figure, kept in a report's
+ * details to tell a guest that came back slowly from one that stalled and then ran at full pace.
+ */
+export function rateCurve(samples: readonly WorkSample[], fromMs: number, count: number, windowMs: number = WORK_RATE_RULE.windowMs): Array<number | null> {
+  return Array.from({ length: count }, (_, k) => {
+    const rate = workRate(samples, fromMs + k * windowMs, fromMs + (k + 1) * windowMs);
+    return rate === null ? null : Math.round(rate * 10) / 10;
+  });
+}
