@@ -51,6 +51,12 @@ test("for pre-copy alone: a QEMU row capped at the hybrid's multiple is too shor
   assert.match(classic.detail, /missed at idle@10 \(its guest did not go on\); not known where its cap was too low: fluid@10 \(≥ 3\.29×\)$/);
 });
 
+test('a run of the handoff alone reports the downtime targets and leaves out those it has nothing to judge by', () => {
+  const report = targetsReport([row('kvstore', 25, 'handoff', 20, { downtimeSeconds: 0.3, guestGapSeconds: 0.4 })]);
+  assert.match(report, /Host downtime ≤ 1 s \| 1 of one cell/);
+  assert.doesNotMatch(report, /floor|QEMU|0 of 0/);
+});
+
 test('a zero floor gives no ratio, and says so', () => {
   const floor = targetResults([row('idle', 25, 'handoff', 4, { downtimeSeconds: 0.2, guestGapSeconds: 0.3 }), row('idle', 25, 'floor', 0)])[2]!;
   assert.deepEqual(floor, { target: 'Total ≤ 1.5× the floor', holds: 0, cells: 1, detail: 'no ratio at idle@25 (the floor is 0 s)' });
