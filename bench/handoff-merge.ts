@@ -1,9 +1,7 @@
-import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
-import { z } from 'zod';
 import { cellTable, targetsReport } from './handoff/cell-summary.js';
-import { SYSTEMS, benchRowSchema, markdownTable, writeReportFiles, type BenchReport, type BenchRow } from './handoff/report.js';
+import { SYSTEMS, markdownTable, readStoredReport, writeReportFiles, type BenchReport, type BenchRow, type StoredReport } from './handoff/report.js';
 
 /**
  * npm run bench:handoff:merge -- --label NAME docs/bench/a.json docs/bench/b.json …
@@ -16,19 +14,6 @@ import { SYSTEMS, benchRowSchema, markdownTable, writeReportFiles, type BenchRep
  */
 const { values, positionals } = parseArgs({ options: { label: { type: 'string' } }, allowPositionals: true });
 
-const reportSchema = z.object({
-  generatedAt: z.string(),
-  memoryMiB: z.number(),
-  warmupSeconds: z.number(),
-  rttMs: z.number(),
-  rows: z.array(benchRowSchema),
-  details: z.array(z.record(z.string(), z.unknown())).default([]),
-  floors: z.record(z.string(), z.unknown()).optional(),
-  wallSeconds: z.number().default(0),
-  segments: z.array(z.unknown()).optional(),
-  code: z.object({ commit: z.string(), dirty: z.boolean() }).optional(),
-});
-
 const WORKLOAD_ORDER = ['idle', 'kvstore', 'imageproc', 'fluid', 'logger'];
 
 async function main(): Promise<void> {
@@ -36,14 +21,9 @@ async function main(): Promise<void> {
   if (positionals.length < 2) throw new Error('give two or more report files (docs/bench/*.json), earliest first');
   const cells = new Map<string, { row: BenchRow; from: string; details: Record<string, unknown>[] }>();
   const sources: NonNullable<BenchReport['sources']> = [];
-  let first: z.infer<typeof reportSchema> | undefined;
+  let first: StoredReport | undefined;
   for (const file of positionals) {
-    let report: z.infer<typeof reportSchema>;
-    try {
-      report = reportSchema.parse(JSON.parse(await readFile(file, 'utf8')));
-    } catch (err) {
-      throw new Error(`${file}: not a bench:handoff report: ${err instanceof z.ZodError ? err.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ') : (err as Error).message}`);
-    }
+    const report = await readStoredReport(file);
     first ??= report;
     for (const k of ['rttMs', 'memoryMiB'] as const) {
       if (report[k] !== first[k]) throw new Error(`${file}: ${k} is ${report[k]}, ${positionals[0]} has ${first[k]}: not the same testbed`);

@@ -1,8 +1,6 @@
-import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { z } from 'zod';
 import { cellTable, targetsReport } from './handoff/cell-summary.js';
-import { benchRowSchema, markdownTable } from './handoff/report.js';
+import { markdownTable, readStoredReport } from './handoff/report.js';
 
 /**
  * npm run bench:handoff:table -- docs/bench/handoff-bench-NAME.json [--full]
@@ -12,26 +10,12 @@ import { benchRowSchema, markdownTable } from './handoff/report.js';
  */
 const { values, positionals } = parseArgs({ options: { full: { type: 'boolean', default: false } }, allowPositionals: true });
 
-const reportSchema = z.object({
-  rows: z.array(benchRowSchema),
-  wallSeconds: z.number().optional(),
-  segments: z.array(z.object({ startedAt: z.string(), seconds: z.number() })).optional(),
-  code: z.object({ commit: z.string(), dirty: z.boolean() }).optional(),
-});
-
 async function main(): Promise<void> {
   if (positionals.length !== 1) throw new Error('give one report file (docs/bench/handoff-bench-*.json)');
   const file = positionals[0]!;
-  let raw: unknown;
-  try {
-    raw = JSON.parse(await readFile(file, 'utf8'));
-  } catch (err) {
-    throw new Error(`${file}: ${(err as Error).message}`);
-  }
-  const parsed = reportSchema.safeParse(raw);
-  if (!parsed.success) throw new Error(`${file} is not a bench:handoff report: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-  const report = parsed.data;
-  const measured = report.wallSeconds === undefined ? '' : `, ${(report.wallSeconds / 60).toFixed(1)} min of measuring in ${report.segments?.length ?? 1} segment(s)`;
+  const report = await readStoredReport(file);
+  // A report from before wallSeconds was kept reads 0: not said.
+  const measured = report.wallSeconds === 0 ? '' : `, ${(report.wallSeconds / 60).toFixed(1)} min of measuring in ${report.segments?.length ?? 1} segment(s)`;
   console.log(`${file}: ${report.rows.length} rows${report.code ? ` at ${report.code.commit.slice(0, 7)}${report.code.dirty ? ' (with local changes)' : ''}` : ''}${measured}\n`);
   console.log(cellTable(report.rows));
   console.log(`\n${targetsReport(report.rows)}`);

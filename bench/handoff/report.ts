@@ -1,4 +1,4 @@
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { REPO_ROOT } from '../../infra/paths.js';
@@ -67,6 +67,30 @@ export interface BenchReport {
   floors?: Record<string, unknown>;
   /** A merged report: which run each row came from. */
   sources?: Array<{ file: string; generatedAt: string; rows: number; commit?: string; wallSeconds?: number; segments?: number }>;
+}
+
+/** A report file as the tools that read one back (bench:handoff:merge, bench:handoff:table) need it. */
+export const storedReportSchema = z.object({
+  generatedAt: z.string(),
+  memoryMiB: z.number(),
+  warmupSeconds: z.number(),
+  rttMs: z.number(),
+  rows: z.array(benchRowSchema),
+  details: z.array(z.record(z.string(), z.unknown())).default([]),
+  floors: z.record(z.string(), z.unknown()).optional(),
+  wallSeconds: z.number().default(0),
+  segments: z.array(z.unknown()).optional(),
+  code: z.object({ commit: z.string(), dirty: z.boolean() }).optional(),
+});
+export type StoredReport = z.infer<typeof storedReportSchema>;
+
+/** Reads and checks a report file; the error names the file and what is wrong with it. */
+export async function readStoredReport(file: string): Promise<StoredReport> {
+  try {
+    return storedReportSchema.parse(JSON.parse(await readFile(file, 'utf8')));
+  } catch (err) {
+    throw new Error(`${file}: not a bench:handoff report: ${err instanceof z.ZodError ? err.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ') : (err as Error).message}`);
+  }
 }
 
 /** What one invocation measures: the matrix and the testbed (bench/handoff-bench.ts parses them). */
